@@ -1,0 +1,39 @@
+// Operator schemas of the pgnface library and the Python module pgnface._C.
+//
+// Every op is declared here once with TORCH_LIBRARY; implementations register
+// themselves per device in <op>_cpu.cpp / <op>_cuda.cu with TORCH_LIBRARY_IMPL.
+// Fake (meta) kernels and autograd formulas are registered from Python
+// (pgnface/ops/<op>.py), so the ops work under torch.compile and torch.export.
+// No kernels live in this file.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#ifndef PGN_TORCH_VERSION
+#define PGN_TORCH_VERSION "unknown"
+#endif
+
+TORCH_LIBRARY(pgnface, m) {
+  // s * R (mean + basis @ c) + t -> [B,N,3]; see pgnface/ops/synthesize.py.
+  m.def(
+      "synthesize(Tensor mean, Tensor basis, Tensor coeffs, Tensor rotation, Tensor scale, "
+      "Tensor translation) -> Tensor");
+  // Returns (grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale,
+  // grad_translation); the first two are empty unless need_model_grad.
+  m.def(
+      "synthesize_backward(Tensor grad_out, Tensor mean, Tensor basis, Tensor coeffs, "
+      "Tensor rotation, Tensor scale, Tensor translation, bool need_model_grad) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "pgnface compiled ops; the ops themselves live in torch.ops.pgnface";
+  m.def("cuda_built", [] {
+#ifdef WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  }, "Whether the CUDA kernels were compiled into this build.");
+  m.def("torch_version_built", [] { return std::string(PGN_TORCH_VERSION); },
+        "The torch version this extension was compiled against.");
+}

@@ -1,0 +1,364 @@
+// CPU twin of the fused 3DMM vertex synthesis op.
+//
+// Scheduling: parallel over vertices (at::parallel_for). A micro-tile is two
+// vertices x kLanes batch items; each basis element is loaded once per tile and
+// multiplied against kLanes coefficients held in a [K, B_pad] transposed copy,
+// so the basis streams from memory once for the whole batch and the inner loop
+// vectorises over batch items. The mean add and the pose transform happen in
+// the same pass (morphable_kernel.h), so no intermediate [B,N,3] is written.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "../common/check.h"
+#include "../common/cpu_simd.h"
+#include "morphable.h"
+#include "morphable_kernel.h"
+
+namespace pgnface {
+
+void check_synthesize_args(const at::Tensor& mean, const at::Tensor& basis,
+                           const at::Tensor& coeffs, const at::Tensor& rotation,
+                           const at::Tensor& scale, const at::Tensor& translation) {
+  PGN_CHECK_FLOATING(mean);
+  PGN_CHECK_DIM(mean, 2);
+  PGN_CHECK_SIZE(mean, 1, 3);
+  const int64_t N = mean.size(0);
+  PGN_CHECK_DIM(basis, 3);
+  PGN_CHECK_SIZE(basis, 0, N);
+  PGN_CHECK_SIZE(basis, 1, 3);
+  const int64_t K = basis.size(2);
+  PGN_CHECK_DIM(coeffs, 2);
+  PGN_CHECK_SIZE(coeffs, 1, K);
+  const int64_t B = coeffs.size(0);
+  PGN_CHECK_DIM(rotation, 3);
+  PGN_CHECK_SIZE(rotation, 0, B);
+  PGN_CHECK_SIZE(rotation, 1, 3);
+  PGN_CHECK_SIZE(rotation, 2, 3);
+  PGN_CHECK_DIM(scale, 1);
+  PGN_CHECK_SIZE(scale, 0, B);
+  PGN_CHECK_DIM(translation, 2);
+  PGN_CHECK_SIZE(translation, 0, B);
+  PGN_CHECK_SIZE(translation, 1, 3);
+  for (const at::Tensor* t : {&basis, &coeffs, &rotation, &scale, &translation}) {
+    TORCH_CHECK(t->scalar_type() == mean.scalar_type(),
+                "synthesize: all tensors must have the dtype of mean (", mean.scalar_type(),
+                "), got ", t->scalar_type());
+    TORCH_CHECK(t->device() == mean.device(), "synthesize: all tensors must be on ",
+                mean.device(), ", got one on ", t->device());
+  }
+}
+
+namespace {
+
+// Batch items per micro-tile: two 256-bit registers' worth.
+template <typename T>
+constexpr int kLanes = 64 / static_cast<int>(sizeof(T));
+constexpr int kTileVerts = 2;
+
+template <typename T>
+struct SynthesizeArgs {
+  const T* mean;      // [N,3]
+  const T* basis;     // [N,3,K]
+  const T* coeffs;    // [B,K]
+  const T* coeffs_t;  // [K,ld], zero-padded transposed copy of coeffs
+  const T* rotation;  // [B,3,3]
+  const T* scale;     // [B]
+  const T* translation;  // [B,3]
+  int64_t B, N, K, ld;
+};
+
+// acc[v][d][j] = sum_k basis[n_v, d, k] * coeffs[b0 + j, k] for the two vertex
+// rows of one micro-tile; coeffs_t already points at column b0.
+template <typename T>
+PGN_ALWAYS_INLINE void contract_basis_tile(const T* const rows[kTileVerts], const T* coeffs_t,
+                                           int64_t ld, int64_t K,
+                                           T acc[kTileVerts][3][kLanes<T>]) {
+  constexpr int L = kLanes<T>;
+  for (int v = 0; v < kTileVerts; ++v)
+    for (int d = 0; d < 3; ++d)
+      for (int j = 0; j < L; ++j) acc[v][d][j] = T(0);
+  for (int64_t k = 0; k < K; ++k) {
+    const T* c = coeffs_t + k * ld;
+    for (int v = 0; v < kTileVerts; ++v) {
+      for (int d = 0; d < 3; ++d) {
+        const T w = rows[v][d * K + k];
+        for (int j = 0; j < L; ++j) acc[v][d][j] += w * c[j];
+      }
+    }
+  }
+}
+
+// Basis rows of the micro-tile starting at vertex n0; a missing second vertex
+// repeats the first (its results are never written).
+template <typename T>
+PGN_ALWAYS_INLINE void tile_rows(const SynthesizeArgs<T>& a, int64_t n0, int nv,
+                                 const T* rows[kTileVerts]) {
+  rows[0] = a.basis + n0 * 3 * a.K;
+  rows[1] = a.basis + (n0 + nv - 1) * 3 * a.K;
+}
+
+template <typename T>
+PGN_ALWAYS_INLINE void forward_tiles(const SynthesizeArgs<T>& a, T* out, int64_t tile_begin,
+                                     int64_t tile_end) {
+  constexpr int L = kLanes<T>;
+  T acc[kTileVerts][3][L];
+  const T* rows[kTileVerts];
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+    const int64_t n0 = tile * kTileVerts;
+    const int nv = static_cast<int>(std::min<int64_t>(kTileVerts, a.N - n0));
+    tile_rows(a, n0, nv, rows);
+    for (int64_t b0 = 0; b0 < a.B; b0 += L) {
+      contract_basis_tile(rows, a.coeffs_t + b0, a.ld, a.K, acc);
+      const int nb = static_cast<int>(std::min<int64_t>(L, a.B - b0));
+      for (int v = 0; v < nv; ++v) {
+        const int64_t n = n0 + v;
+        for (int j = 0; j < nb; ++j) {
+          const int64_t b = b0 + j;
+          const T shape[3] = {a.mean[3 * n] + acc[v][0][j], a.mean[3 * n + 1] + acc[v][1][j],
+                              a.mean[3 * n + 2] + acc[v][2][j]};
+          morphable::transform_point(a.rotation + 9 * b, a.scale[b], a.translation + 3 * b,
+                                     shape, out + (b * a.N + n) * 3);
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+struct SynthesizeGradArgs {
+  SynthesizeArgs<T> in;
+  const T* grad_out;  // [B,N,3]
+  T* pose_part;       // [chunks,B,12] per-chunk pose partial sums
+  T* coeff_part;      // [chunks,K,ld] per-chunk coefficient-gradient partial sums
+  T* grad_mean;       // [N,3] or nullptr
+  T* grad_basis;      // [N,3,K] or nullptr
+  int64_t chunk_verts;
+};
+
+// One chunk of vertices: recompute the shape tile, turn the upstream gradient
+// into the shape-space gradient gl = s R^T g, and accumulate the chunk's
+// partial sums. Chunks own disjoint partial buffers and vertices, so there are
+// no races and the result does not depend on the thread count.
+template <typename T>
+PGN_ALWAYS_INLINE void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
+                                       int64_t chunk_end) {
+  constexpr int L = kLanes<T>;
+  const SynthesizeArgs<T>& a = g.in;
+  const int64_t K = a.K;
+  T acc[kTileVerts][3][L];
+  T gl[kTileVerts][3][L];
+  const T* rows[kTileVerts];
+  for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+    T* pose = g.pose_part + chunk * a.B * morphable::kPoseGradSize;
+    T* coeff = g.coeff_part + chunk * K * a.ld;
+    const int64_t n_end = std::min(a.N, (chunk + 1) * g.chunk_verts);
+    for (int64_t n0 = chunk * g.chunk_verts; n0 < n_end; n0 += kTileVerts) {
+      const int nv = static_cast<int>(std::min<int64_t>(kTileVerts, n_end - n0));
+      tile_rows(a, n0, nv, rows);
+      for (int64_t b0 = 0; b0 < a.B; b0 += L) {
+        contract_basis_tile(rows, a.coeffs_t + b0, a.ld, K, acc);
+        const int nb = static_cast<int>(std::min<int64_t>(L, a.B - b0));
+        for (int v = 0; v < kTileVerts; ++v)
+          for (int d = 0; d < 3; ++d)
+            for (int j = 0; j < L; ++j) gl[v][d][j] = T(0);
+        for (int v = 0; v < nv; ++v) {
+          const int64_t n = n0 + v;
+          for (int j = 0; j < nb; ++j) {
+            const int64_t b = b0 + j;
+            const T shape[3] = {a.mean[3 * n] + acc[v][0][j], a.mean[3 * n + 1] + acc[v][1][j],
+                                a.mean[3 * n + 2] + acc[v][2][j]};
+            const T* go = g.grad_out + (b * a.N + n) * 3;
+            T gs[3];
+            morphable::shape_grad(a.rotation + 9 * b, a.scale[b], go, gs);
+            gl[v][0][j] = gs[0];
+            gl[v][1][j] = gs[1];
+            gl[v][2][j] = gs[2];
+            morphable::accumulate_pose_grad(go, shape, pose + b * morphable::kPoseGradSize);
+          }
+        }
+        // coeff[k][b0 + j] += sum_{v,d} basis[n_v, d, k] * gl[v][d][j]
+        for (int64_t k = 0; k < K; ++k) {
+          T* row = coeff + k * a.ld + b0;
+          T w[kTileVerts][3];
+          for (int v = 0; v < kTileVerts; ++v)
+            for (int d = 0; d < 3; ++d) w[v][d] = rows[v][d * K + k];
+          for (int j = 0; j < L; ++j) {
+            T sum = row[j];
+            for (int v = 0; v < kTileVerts; ++v)
+              for (int d = 0; d < 3; ++d) sum += w[v][d] * gl[v][d][j];
+            row[j] = sum;
+          }
+        }
+        if (g.grad_mean != nullptr) {
+          // Model gradients: each vertex is owned by this chunk, so plain adds.
+          for (int v = 0; v < nv; ++v) {
+            const int64_t n = n0 + v;
+            for (int j = 0; j < nb; ++j) {
+              const T* c = a.coeffs + (b0 + j) * K;
+              for (int d = 0; d < 3; ++d) {
+                const T gvd = gl[v][d][j];
+                g.grad_mean[3 * n + d] += gvd;
+                T* gb = g.grad_basis + (3 * n + d) * K;
+                for (int64_t k = 0; k < K; ++k) gb[k] += gvd * c[k];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// ISA-cloned entry points (see cpu_simd.h); one per dtype.
+PGN_CPU_CLONES void forward_tiles_f32(const SynthesizeArgs<float>& a, float* out, int64_t b,
+                                      int64_t e) {
+  forward_tiles(a, out, b, e);
+}
+PGN_CPU_CLONES void forward_tiles_f64(const SynthesizeArgs<double>& a, double* out, int64_t b,
+                                      int64_t e) {
+  forward_tiles(a, out, b, e);
+}
+PGN_CPU_CLONES void backward_chunks_f32(const SynthesizeGradArgs<float>& g, int64_t b,
+                                        int64_t e) {
+  backward_chunks(g, b, e);
+}
+PGN_CPU_CLONES void backward_chunks_f64(const SynthesizeGradArgs<double>& g, int64_t b,
+                                        int64_t e) {
+  backward_chunks(g, b, e);
+}
+void run_forward_tiles(const SynthesizeArgs<float>& a, float* out, int64_t b, int64_t e) {
+  forward_tiles_f32(a, out, b, e);
+}
+void run_forward_tiles(const SynthesizeArgs<double>& a, double* out, int64_t b, int64_t e) {
+  forward_tiles_f64(a, out, b, e);
+}
+void run_backward_chunks(const SynthesizeGradArgs<float>& g, int64_t b, int64_t e) {
+  backward_chunks_f32(g, b, e);
+}
+void run_backward_chunks(const SynthesizeGradArgs<double>& g, int64_t b, int64_t e) {
+  backward_chunks_f64(g, b, e);
+}
+
+// [K, ld] transposed copy of coeffs [B, K], zero-padded to a whole number of
+// micro-tile lanes so the inner loops never need a remainder.
+at::Tensor padded_transposed_coeffs(const at::Tensor& coeffs, int64_t lanes) {
+  const int64_t B = coeffs.size(0), K = coeffs.size(1);
+  const int64_t ld = (B + lanes - 1) / lanes * lanes;
+  at::Tensor coeffs_t = at::zeros({K, ld}, coeffs.options());
+  coeffs_t.narrow(1, 0, B).copy_(coeffs.t());
+  return coeffs_t;
+}
+
+template <typename T>
+SynthesizeArgs<T> make_args(const at::Tensor& mean, const at::Tensor& basis,
+                            const at::Tensor& coeffs, const at::Tensor& coeffs_t,
+                            const at::Tensor& rotation, const at::Tensor& scale,
+                            const at::Tensor& translation) {
+  return SynthesizeArgs<T>{mean.data_ptr<T>(),     basis.data_ptr<T>(),    coeffs.data_ptr<T>(),
+                           coeffs_t.data_ptr<T>(), rotation.data_ptr<T>(), scale.data_ptr<T>(),
+                           translation.data_ptr<T>(), coeffs.size(0),      mean.size(0),
+                           basis.size(2),          coeffs_t.size(1)};
+}
+
+// Vertices per backward chunk: depends on N only (never on the thread count),
+// so the reduction order and hence the result is reproducible.
+int64_t backward_chunk_verts(int64_t N) {
+  const int64_t target_chunks = 64;
+  int64_t verts = std::clamp<int64_t>((N + target_chunks - 1) / target_chunks, 64, 1024);
+  return (verts + kTileVerts - 1) / kTileVerts * kTileVerts;
+}
+
+}  // namespace
+
+at::Tensor synthesize_cpu(const at::Tensor& mean_in, const at::Tensor& basis_in,
+                          const at::Tensor& coeffs_in, const at::Tensor& rotation_in,
+                          const at::Tensor& scale_in, const at::Tensor& translation_in) {
+  check_synthesize_args(mean_in, basis_in, coeffs_in, rotation_in, scale_in, translation_in);
+  const at::Tensor mean = mean_in.contiguous(), basis = basis_in.contiguous(),
+                   coeffs = coeffs_in.contiguous(), rotation = rotation_in.contiguous(),
+                   scale = scale_in.contiguous(), translation = translation_in.contiguous();
+  const int64_t B = coeffs.size(0), N = mean.size(0);
+  at::Tensor out = at::empty({B, N, 3}, mean.options());
+  if (B == 0 || N == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_cpu", [&] {
+    const at::Tensor coeffs_t = padded_transposed_coeffs(coeffs, kLanes<scalar_t>);
+    const auto args =
+        make_args<scalar_t>(mean, basis, coeffs, coeffs_t, rotation, scale, translation);
+    scalar_t* out_ptr = out.data_ptr<scalar_t>();
+    const int64_t tiles = (N + kTileVerts - 1) / kTileVerts;
+    at::parallel_for(0, tiles, 16, [&](int64_t begin, int64_t end) {
+      run_forward_tiles(args, out_ptr, begin, end);
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in,
+                        const at::Tensor& basis_in, const at::Tensor& coeffs_in,
+                        const at::Tensor& rotation_in, const at::Tensor& scale_in,
+                        const at::Tensor& translation_in, bool need_model_grad) {
+  check_synthesize_args(mean_in, basis_in, coeffs_in, rotation_in, scale_in, translation_in);
+  const at::Tensor mean = mean_in.contiguous(), basis = basis_in.contiguous(),
+                   coeffs = coeffs_in.contiguous(), rotation = rotation_in.contiguous(),
+                   scale = scale_in.contiguous(), translation = translation_in.contiguous();
+  const int64_t B = coeffs.size(0), N = mean.size(0), K = basis.size(2);
+  PGN_CHECK_SAME_DTYPE(grad_out_in, mean_in);
+  PGN_CHECK_SAME_DEVICE(grad_out_in, mean_in);
+  TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == B && grad_out_in.size(1) == N &&
+                  grad_out_in.size(2) == 3,
+              "grad_out must have shape [", B, ", ", N, ", 3], got ", grad_out_in.sizes());
+  const at::Tensor grad_out = grad_out_in.contiguous();
+
+  const auto opts = mean.options();
+  at::Tensor grad_mean = need_model_grad ? at::zeros({N, 3}, opts) : at::empty({0}, opts);
+  at::Tensor grad_basis = need_model_grad ? at::zeros({N, 3, K}, opts) : at::empty({0}, opts);
+  at::Tensor grad_coeffs = at::zeros({B, K}, opts);
+  at::Tensor grad_rotation = at::zeros({B, 3, 3}, opts);
+  at::Tensor grad_scale = at::zeros({B}, opts);
+  at::Tensor grad_translation = at::zeros({B, 3}, opts);
+  if (B == 0 || N == 0)
+    return {grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation};
+
+  AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_backward_cpu", [&] {
+    const at::Tensor coeffs_t = padded_transposed_coeffs(coeffs, kLanes<scalar_t>);
+    const int64_t ld = coeffs_t.size(1);
+    const int64_t chunk_verts = backward_chunk_verts(N);
+    const int64_t chunks = (N + chunk_verts - 1) / chunk_verts;
+    at::Tensor pose_part = at::zeros({chunks, B, morphable::kPoseGradSize}, opts);
+    at::Tensor coeff_part = at::zeros({chunks, K, ld}, opts);
+    SynthesizeGradArgs<scalar_t> g{
+        make_args<scalar_t>(mean, basis, coeffs, coeffs_t, rotation, scale, translation),
+        grad_out.data_ptr<scalar_t>(),
+        pose_part.data_ptr<scalar_t>(),
+        coeff_part.data_ptr<scalar_t>(),
+        need_model_grad ? grad_mean.data_ptr<scalar_t>() : nullptr,
+        need_model_grad ? grad_basis.data_ptr<scalar_t>() : nullptr,
+        chunk_verts};
+    at::parallel_for(0, chunks, 1,
+                     [&](int64_t begin, int64_t end) { run_backward_chunks(g, begin, end); });
+
+    grad_coeffs.copy_(coeff_part.sum(0).narrow(1, 0, B).t());
+    const at::Tensor pose = pose_part.sum(0).contiguous();
+    const scalar_t* pose_ptr = pose.data_ptr<scalar_t>();
+    const scalar_t* R = rotation.data_ptr<scalar_t>();
+    const scalar_t* s = scale.data_ptr<scalar_t>();
+    scalar_t* gR = grad_rotation.data_ptr<scalar_t>();
+    scalar_t* gs = grad_scale.data_ptr<scalar_t>();
+    scalar_t* gt = grad_translation.data_ptr<scalar_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      morphable::finish_pose_grad(pose_ptr + b * morphable::kPoseGradSize, R + 9 * b, s[b],
+                                  gR + 9 * b, gs + b, gt + 3 * b);
+    }
+  });
+  return {grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation};
+}
+
+TORCH_LIBRARY_IMPL(pgnface, CPU, m) {
+  m.impl("synthesize", &synthesize_cpu);
+  m.impl("synthesize_backward", &synthesize_backward_cpu);
+}
+
+}  // namespace pgnface

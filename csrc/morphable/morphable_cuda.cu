@@ -1,0 +1,397 @@
+// CUDA kernels of the fused 3DMM vertex synthesis op.
+//
+// Thread mapping (both passes): a block of 32 x 4 threads owns a tile of
+// kTileV = 32 vertices x TB batch items; thread (x, y) owns vertex n0 + x and
+// the BPT = TB / 4 batch items b0 + y * BPT + j. The basis slice of a vertex
+// tile, basis[n0 : n0 + 32], is one contiguous block of memory; it is staged
+// through shared memory KC components at a time (KC * sizeof(T) = 128 bytes
+// per row, so loads coalesce), and each staged element is used for all TB
+// batch items: the basis is read once per batch tile, never once per item.
+// Per-element math (pose transform, shape gradient, pose partial sums) comes
+// from morphable_kernel.h, the same code the CPU twin runs.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "../common/check.h"
+#include "morphable.h"
+#include "morphable_kernel.h"
+
+namespace pgnface {
+namespace {
+
+constexpr int kTileV = 32;      // vertices per tile = threads along x (one warp)
+constexpr int kThreadsY = 4;    // warps per block
+constexpr int kThreads = kTileV * kThreadsY;
+
+// Components per shared-memory stage: 128 bytes of one basis row.
+template <typename T>
+constexpr int kStageK = 128 / static_cast<int>(sizeof(T));
+
+// Shared-memory staging buffers of one block. The vertex axis is padded by one
+// so that both the transposing store and the per-k reads are bank-conflict
+// free.
+template <typename T, int TB>
+struct Stage {
+  T basis[kStageK<T>][3][kTileV + 1];  // basis[n0 + v, d, k0 + kk] at [kk][d][v]
+  T coeffs[kStageK<T>][TB];            // coeffs[b0 + bb, k0 + kk] at [kk][bb]
+};
+
+// Loads basis[n0 : n0+32, :, k0 : k0+KC] into stage.basis (zeros outside).
+template <typename T, int TB>
+__device__ __forceinline__ void load_basis_stage(Stage<T, TB>& stage, const T* __restrict__ basis,
+                                                 int64_t N, int64_t K, int64_t n0, int64_t k0,
+                                                 int tid) {
+  constexpr int KC = kStageK<T>;
+  for (int e = tid; e < kTileV * 3 * KC; e += kThreads) {
+    const int kk = e % KC;
+    const int d = (e / KC) % 3;
+    const int v = e / (3 * KC);
+    const int64_t n = n0 + v, k = k0 + kk;
+    stage.basis[kk][d][v] = (n < N && k < K) ? basis[(n * 3 + d) * K + k] : T(0);
+  }
+}
+
+// Loads coeffs[b0 : b0+TB, k0 : k0+KC] into stage.coeffs (zeros outside).
+template <typename T, int TB>
+__device__ __forceinline__ void load_coeff_stage(Stage<T, TB>& stage,
+                                                 const T* __restrict__ coeffs, int64_t B,
+                                                 int64_t K, int64_t b0, int64_t k0, int tid) {
+  constexpr int KC = kStageK<T>;
+  for (int e = tid; e < TB * KC; e += kThreads) {
+    const int kk = e % KC;
+    const int bb = e / KC;
+    const int64_t b = b0 + bb, k = k0 + kk;
+    stage.coeffs[kk][bb] = (b < B && k < K) ? coeffs[b * K + k] : T(0);
+  }
+}
+
+// acc[j][d] = sum_k basis[n0 + x, d, k] * coeffs[b0 + y*BPT + j, k].
+// Must be reached by every thread of the block (it synchronises).
+template <typename T, int TB, int BPT>
+__device__ __forceinline__ void contract_basis_tile(Stage<T, TB>& stage,
+                                                    const T* __restrict__ basis,
+                                                    const T* __restrict__ coeffs, int64_t B,
+                                                    int64_t N, int64_t K, int64_t n0,
+                                                    int64_t b0, T acc[BPT][3]) {
+  constexpr int KC = kStageK<T>;
+  const int x = threadIdx.x, y = threadIdx.y, tid = y * kTileV + x;
+#pragma unroll
+  for (int j = 0; j < BPT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = T(0);
+  for (int64_t k0 = 0; k0 < K; k0 += KC) {
+    load_basis_stage(stage, basis, N, K, n0, k0, tid);
+    load_coeff_stage(stage, coeffs, B, K, b0, k0, tid);
+    __syncthreads();
+#pragma unroll 4
+    for (int kk = 0; kk < KC; ++kk) {
+      const T w0 = stage.basis[kk][0][x], w1 = stage.basis[kk][1][x], w2 = stage.basis[kk][2][x];
+#pragma unroll
+      for (int j = 0; j < BPT; ++j) {
+        const T c = stage.coeffs[kk][y * BPT + j];
+        acc[j][0] += w0 * c;
+        acc[j][1] += w1 * c;
+        acc[j][2] += w2 * c;
+      }
+    }
+    __syncthreads();
+  }
+}
+
+template <typename T, int TB, int BPT>
+__global__ void __launch_bounds__(kThreads)
+    synthesize_forward_kernel(const T* __restrict__ mean, const T* __restrict__ basis,
+                              const T* __restrict__ coeffs, const T* __restrict__ rotation,
+                              const T* __restrict__ scale, const T* __restrict__ translation,
+                              T* __restrict__ out, int64_t B, int64_t N, int64_t K) {
+  __shared__ Stage<T, TB> stage;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kTileV;
+  const int64_t b0 = static_cast<int64_t>(blockIdx.y) * TB;
+  T acc[BPT][3];
+  contract_basis_tile<T, TB, BPT>(stage, basis, coeffs, B, N, K, n0, b0, acc);
+  const int64_t n = n0 + threadIdx.x;
+  if (n >= N) return;
+  const T m[3] = {mean[3 * n], mean[3 * n + 1], mean[3 * n + 2]};
+#pragma unroll
+  for (int j = 0; j < BPT; ++j) {
+    const int64_t b = b0 + threadIdx.y * BPT + j;
+    if (b >= B) break;
+    const T shape[3] = {m[0] + acc[j][0], m[1] + acc[j][1], m[2] + acc[j][2]};
+    morphable::transform_point(rotation + 9 * b, scale[b], translation + 3 * b, shape,
+                               out + (b * N + n) * 3);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Backward pass over the vertex tiles [blockIdx.x * tiles_per_block, ...) of
+// batch tile blockIdx.y. Block blockIdx.x alone owns the partial-sum slices
+// pose_part[blockIdx.x] [B,12] and coeff_part[blockIdx.x] [B,K], so they are
+// accumulated without atomics and the result is deterministic.
+template <typename T, int TB, int BPT>
+__global__ void __launch_bounds__(kThreads)
+    synthesize_backward_kernel(const T* __restrict__ grad_out, const T* __restrict__ mean,
+                               const T* __restrict__ basis, const T* __restrict__ coeffs,
+                               const T* __restrict__ rotation, const T* __restrict__ scale,
+                               T* __restrict__ pose_part, T* __restrict__ coeff_part, int64_t B,
+                               int64_t N, int64_t K, int64_t tiles_per_block) {
+  constexpr int KC = kStageK<T>;
+  __shared__ Stage<T, TB> stage;
+  __shared__ T gl_s[TB][3][kTileV + 1];  // shape-space gradient s R^T g of the tile
+  const int x = threadIdx.x, y = threadIdx.y, tid = y * kTileV + x;
+  const int64_t b0 = static_cast<int64_t>(blockIdx.y) * TB;
+  T* pose_slice = pose_part + static_cast<int64_t>(blockIdx.x) * B * morphable::kPoseGradSize;
+  T* coeff_slice = coeff_part + static_cast<int64_t>(blockIdx.x) * B * K;
+
+  for (int64_t tile = 0; tile < tiles_per_block; ++tile) {
+    const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * tiles_per_block + tile) * kTileV;
+    if (n0 >= N) break;  // uniform across the block
+    T acc[BPT][3];
+    contract_basis_tile<T, TB, BPT>(stage, basis, coeffs, B, N, K, n0, b0, acc);
+
+    // Per element: shape-space gradient into shared memory, pose partial sums
+    // reduced over the warp's 32 vertices.
+    const int64_t n = n0 + x;
+    const bool vertex_ok = n < N;
+    T m[3] = {T(0), T(0), T(0)};
+    if (vertex_ok) {
+      m[0] = mean[3 * n];
+      m[1] = mean[3 * n + 1];
+      m[2] = mean[3 * n + 2];
+    }
+#pragma unroll
+    for (int j = 0; j < BPT; ++j) {
+      const int bb = y * BPT + j;
+      const int64_t b = b0 + bb;
+      T pose[morphable::kPoseGradSize];
+#pragma unroll
+      for (int e = 0; e < morphable::kPoseGradSize; ++e) pose[e] = T(0);
+      T gs[3] = {T(0), T(0), T(0)};
+      if (vertex_ok && b < B) {
+        const T shape[3] = {m[0] + acc[j][0], m[1] + acc[j][1], m[2] + acc[j][2]};
+        const T* go = grad_out + (b * N + n) * 3;
+        const T g[3] = {go[0], go[1], go[2]};
+        morphable::shape_grad(rotation + 9 * b, scale[b], g, gs);
+        morphable::accumulate_pose_grad(g, shape, pose);
+      }
+      gl_s[bb][0][x] = gs[0];
+      gl_s[bb][1][x] = gs[1];
+      gl_s[bb][2][x] = gs[2];
+#pragma unroll
+      for (int e = 0; e < morphable::kPoseGradSize; ++e) pose[e] = warp_sum(pose[e]);
+      if (x == 0 && b < B) {
+        T* dst = pose_slice + b * morphable::kPoseGradSize;
+#pragma unroll
+        for (int e = 0; e < morphable::kPoseGradSize; ++e) dst[e] += pose[e];
+      }
+    }
+    __syncthreads();  // gl_s complete
+
+    // coeff_part[b, k] += sum_{v,d} basis[n0 + v, d, k] * gl[b, d, v]
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      load_basis_stage(stage, basis, N, K, n0, k0, tid);
+      __syncthreads();
+      for (int p = tid; p < TB * KC; p += kThreads) {
+        const int kk = p % KC;
+        const int bb = p / KC;
+        const int64_t b = b0 + bb, k = k0 + kk;
+        if (b >= B || k >= K) continue;
+        T sum = T(0);
+#pragma unroll 4
+        for (int v = 0; v < kTileV; ++v) {
+          sum += stage.basis[kk][0][v] * gl_s[bb][0][v] + stage.basis[kk][1][v] * gl_s[bb][1][v] +
+                 stage.basis[kk][2][v] * gl_s[bb][2][v];
+        }
+        coeff_slice[b * K + k] += sum;
+      }
+      __syncthreads();  // stage.basis and gl_s are rewritten next
+    }
+  }
+}
+
+template <typename T>
+__global__ void finish_pose_grad_kernel(const T* __restrict__ pose, const T* __restrict__ rotation,
+                                        const T* __restrict__ scale, T* __restrict__ grad_rotation,
+                                        T* __restrict__ grad_scale, T* __restrict__ grad_translation,
+                                        int64_t B) {
+  const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (b >= B) return;
+  morphable::finish_pose_grad(pose + b * morphable::kPoseGradSize, rotation + 9 * b, scale[b],
+                              grad_rotation + 9 * b, grad_scale + b, grad_translation + 3 * b);
+}
+
+// grad_shape[b, n] = s_b R_b^T grad_out[b, n]; used only when the model itself
+// (mean / basis) needs a gradient, which is rare in training.
+template <typename T>
+__global__ void shape_grad_kernel(const T* __restrict__ grad_out, const T* __restrict__ rotation,
+                                  const T* __restrict__ scale, T* __restrict__ grad_shape,
+                                  int64_t B, int64_t N) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= B * N) return;
+  const int64_t b = i / N;
+  morphable::shape_grad(rotation + 9 * b, scale[b], grad_out + 3 * i, grad_shape + 3 * i);
+}
+
+int64_t blocks_for(int64_t work, int threads) { return (work + threads - 1) / threads; }
+
+// Launches one (TB, BPT) configuration of forward or backward.
+template <typename T, int TB, int BPT>
+struct Launcher {
+  static void forward(const at::Tensor& mean, const at::Tensor& basis, const at::Tensor& coeffs,
+                      const at::Tensor& rotation, const at::Tensor& scale,
+                      const at::Tensor& translation, at::Tensor& out, cudaStream_t stream) {
+    const int64_t B = coeffs.size(0), N = mean.size(0), K = basis.size(2);
+    const dim3 grid(blocks_for(N, kTileV), blocks_for(B, TB));
+    synthesize_forward_kernel<T, TB, BPT><<<grid, dim3(kTileV, kThreadsY), 0, stream>>>(
+        mean.data_ptr<T>(), basis.data_ptr<T>(), coeffs.data_ptr<T>(), rotation.data_ptr<T>(),
+        scale.data_ptr<T>(), translation.data_ptr<T>(), out.data_ptr<T>(), B, N, K);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  // Returns (pose partial sums [B,12], grad_coeffs [B,K]).
+  static std::pair<at::Tensor, at::Tensor> backward(const at::Tensor& grad_out,
+                                                    const at::Tensor& mean,
+                                                    const at::Tensor& basis,
+                                                    const at::Tensor& coeffs,
+                                                    const at::Tensor& rotation,
+                                                    const at::Tensor& scale, cudaStream_t stream) {
+    const int64_t B = coeffs.size(0), N = mean.size(0), K = basis.size(2);
+    const int64_t tiles = blocks_for(N, kTileV);
+    const int64_t batch_tiles = blocks_for(B, TB);
+    // Enough blocks to fill the device a few times over; each walks several
+    // vertex tiles so the per-block partial buffers stay small.
+    const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+    const int64_t want_blocks = std::max<int64_t>(1, 4 * sms / batch_tiles);
+    const int64_t tiles_per_block = blocks_for(tiles, static_cast<int>(std::min(tiles, want_blocks)));
+    const int64_t vertex_blocks = blocks_for(tiles, static_cast<int>(tiles_per_block));
+    at::Tensor pose_part =
+        at::zeros({vertex_blocks, B, morphable::kPoseGradSize}, mean.options());
+    at::Tensor coeff_part = at::zeros({vertex_blocks, B, K}, mean.options());
+    const dim3 grid(vertex_blocks, batch_tiles);
+    synthesize_backward_kernel<T, TB, BPT><<<grid, dim3(kTileV, kThreadsY), 0, stream>>>(
+        grad_out.data_ptr<T>(), mean.data_ptr<T>(), basis.data_ptr<T>(), coeffs.data_ptr<T>(),
+        rotation.data_ptr<T>(), scale.data_ptr<T>(), pose_part.data_ptr<T>(),
+        coeff_part.data_ptr<T>(), B, N, K, tiles_per_block);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return {pose_part.sum(0), coeff_part.sum(0)};
+  }
+};
+
+// Small batches use narrower batch tiles so fewer threads idle.
+template <typename T, typename F>
+void with_batch_tile(int64_t B, F&& f) {
+  if (B <= 4) {
+    f(Launcher<T, 4, 1>{});
+  } else if (B <= 16) {
+    f(Launcher<T, 16, 4>{});
+  } else {
+    f(Launcher<T, 32, 8>{});
+  }
+}
+
+void check_cuda_inputs(const at::Tensor& mean) {
+  TORCH_CHECK(mean.is_cuda(), "synthesize (CUDA): expected CUDA tensors, got ", mean.device());
+}
+
+}  // namespace
+
+at::Tensor synthesize_cuda(const at::Tensor& mean_in, const at::Tensor& basis_in,
+                           const at::Tensor& coeffs_in, const at::Tensor& rotation_in,
+                           const at::Tensor& scale_in, const at::Tensor& translation_in) {
+  check_synthesize_args(mean_in, basis_in, coeffs_in, rotation_in, scale_in, translation_in);
+  check_cuda_inputs(mean_in);
+  const c10::cuda::CUDAGuard guard(mean_in.device());
+  const at::Tensor mean = mean_in.contiguous(), basis = basis_in.contiguous(),
+                   coeffs = coeffs_in.contiguous(), rotation = rotation_in.contiguous(),
+                   scale = scale_in.contiguous(), translation = translation_in.contiguous();
+  const int64_t B = coeffs.size(0), N = mean.size(0);
+  TORCH_CHECK(B <= 65535LL * 4, "synthesize (CUDA): batch size ", B, " is above the supported ",
+              65535LL * 4, "; split the batch");
+  at::Tensor out = at::empty({B, N, 3}, mean.options());
+  if (B == 0 || N == 0) return out;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_cuda", [&] {
+    with_batch_tile<scalar_t>(B, [&](auto launcher) {
+      decltype(launcher)::forward(mean, basis, coeffs, rotation, scale, translation, out, stream);
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+synthesize_backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& mean_in,
+                         const at::Tensor& basis_in, const at::Tensor& coeffs_in,
+                         const at::Tensor& rotation_in, const at::Tensor& scale_in,
+                         const at::Tensor& translation_in, bool need_model_grad) {
+  check_synthesize_args(mean_in, basis_in, coeffs_in, rotation_in, scale_in, translation_in);
+  check_cuda_inputs(mean_in);
+  PGN_CHECK_SAME_DTYPE(grad_out_in, mean_in);
+  PGN_CHECK_SAME_DEVICE(grad_out_in, mean_in);
+  const c10::cuda::CUDAGuard guard(mean_in.device());
+  const at::Tensor mean = mean_in.contiguous(), basis = basis_in.contiguous(),
+                   coeffs = coeffs_in.contiguous(), rotation = rotation_in.contiguous(),
+                   scale = scale_in.contiguous();
+  const int64_t B = coeffs.size(0), N = mean.size(0), K = basis.size(2);
+  TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == B && grad_out_in.size(1) == N &&
+                  grad_out_in.size(2) == 3,
+              "grad_out must have shape [", B, ", ", N, ", 3], got ", grad_out_in.sizes());
+  TORCH_CHECK(B <= 65535LL * 4, "synthesize (CUDA): batch size ", B, " is above the supported ",
+              65535LL * 4, "; split the batch");
+  const at::Tensor grad_out = grad_out_in.contiguous();
+  const auto opts = mean.options();
+  at::Tensor grad_mean = at::empty({0}, opts), grad_basis = at::empty({0}, opts);
+  at::Tensor grad_coeffs = at::zeros({B, K}, opts);
+  at::Tensor grad_rotation = at::zeros({B, 3, 3}, opts);
+  at::Tensor grad_scale = at::zeros({B}, opts);
+  at::Tensor grad_translation = at::zeros({B, 3}, opts);
+  if (B == 0 || N == 0) {
+    if (need_model_grad) {
+      grad_mean = at::zeros({N, 3}, opts);
+      grad_basis = at::zeros({N, 3, K}, opts);
+    }
+    return {grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation};
+  }
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_backward_cuda", [&] {
+    at::Tensor pose;
+    with_batch_tile<scalar_t>(B, [&](auto launcher) {
+      auto [pose_sum, coeff_sum] =
+          decltype(launcher)::backward(grad_out, mean, basis, coeffs, rotation, scale, stream);
+      pose = pose_sum.contiguous();
+      grad_coeffs = coeff_sum;
+    });
+    constexpr int threads = 128;
+    finish_pose_grad_kernel<scalar_t><<<blocks_for(B, threads), threads, 0, stream>>>(
+        pose.data_ptr<scalar_t>(), rotation.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
+        grad_rotation.data_ptr<scalar_t>(), grad_scale.data_ptr<scalar_t>(),
+        grad_translation.data_ptr<scalar_t>(), B);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (need_model_grad) {
+      // Rare path (learning the model itself): materialise s R^T g once and
+      // let cuBLAS do the two reductions over the batch.
+      at::Tensor grad_shape = at::empty({B, N, 3}, opts);
+      constexpr int eltwise_threads = 256;
+      shape_grad_kernel<scalar_t>
+          <<<blocks_for(B * N, eltwise_threads), eltwise_threads, 0, stream>>>(
+              grad_out.data_ptr<scalar_t>(), rotation.data_ptr<scalar_t>(),
+              scale.data_ptr<scalar_t>(), grad_shape.data_ptr<scalar_t>(), B, N);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      grad_mean = grad_shape.sum(0);
+      grad_basis = at::mm(grad_shape.view({B, N * 3}).t(), coeffs).view({N, 3, K});
+    }
+  });
+  return {grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation};
+}
+
+TORCH_LIBRARY_IMPL(pgnface, CUDA, m) {
+  m.impl("synthesize", &synthesize_cuda);
+  m.impl("synthesize_backward", &synthesize_backward_cuda);
+}
+
+}  // namespace pgnface

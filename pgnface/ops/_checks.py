@@ -1,0 +1,104 @@
+"""Argument validation shared by the op wrappers.
+
+Every wrapper checks its arguments here before any kernel sees them, and
+raises TypeError (wrong type / dtype) or ValueError (wrong shape, device,
+value) naming the argument and what was expected.
+"""
+
+from typing import Dict, Sequence, Union
+
+import torch
+
+from .._ext import check_device_supported
+
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def require_tensor(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def require_shape(x: torch.Tensor, name: str, spec: Sequence[Union[int, str]],
+                  sizes: Dict[str, int]) -> None:
+    """Checks x.shape against spec, binding named sizes (e.g. "N") on first sight.
+
+    Args:
+        x: tensor to check.
+        name: argument name used in the error message.
+        spec: expected shape; ints are fixed sizes, strings are symbols shared
+            across arguments through `sizes`.
+        sizes: symbol -> size bindings, updated in place.
+    """
+    expected = "[" + ", ".join(str(s) for s in spec) + "]"
+    if x.dim() != len(spec):
+        raise ValueError(f"{name} must have shape {expected}, got {list(x.shape)}")
+    for axis, (want, got) in enumerate(zip(spec, x.shape)):
+        if isinstance(want, str):
+            if want not in sizes:
+                sizes[want] = int(got)
+                continue
+            want_size = sizes[want]
+        else:
+            want_size = want
+        if int(got) != want_size:
+            bound = "[" + ", ".join(str(sizes.get(s, s)) if isinstance(s, str) else str(s)
+                                    for s in spec) + "]"
+            raise ValueError(
+                f"{name} must have shape {expected} = {bound}, got {list(x.shape)} "
+                f"(axis {axis} is {int(got)}, expected {want_size})"
+            )
+
+
+def require_float(x: torch.Tensor, name: str) -> None:
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
+
+
+def require_like(x: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> None:
+    """Requires x to have ref's dtype and device (no silent casts or copies)."""
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{name} must have dtype {ref.dtype} like {ref_name}, got {x.dtype}")
+    if x.device != ref.device:
+        raise ValueError(f"{name} must be on {ref.device} like {ref_name}, got {x.device}")
+
+
+def require_supported_device(x: torch.Tensor, name: str) -> None:
+    check_device_supported(x, name)
+
+
+def values_checkable() -> bool:
+    """Whether data-dependent checks may run: not while tracing or capturing a CUDA graph."""
+    if torch.compiler.is_compiling():
+        return False
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        return False
+    return True
+
+
+def require_finite(x: torch.Tensor, name: str) -> None:
+    """Raises ValueError if x holds NaN or Inf (one device sync for CUDA tensors)."""
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(
+            f"{name} contains {bad} non-finite value(s) (NaN or Inf); fix the input, or pass "
+            "check_values=False to let them propagate to the affected outputs"
+        )
+
+
+def require_index(index, name: str, size: int, device: torch.device, check_values: bool
+                  ) -> torch.Tensor:
+    """Validates a 1-D integer index into an axis of length `size`; returns it as int64."""
+    require_tensor(index, name)
+    if index.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"{name} must be an int32 or int64 tensor, got {index.dtype}")
+    if index.dim() != 1:
+        raise ValueError(f"{name} must have shape [L], got {list(index.shape)}")
+    if index.device != device:
+        raise ValueError(f"{name} must be on {device}, got {index.device}")
+    if check_values and index.numel() and values_checkable():
+        lo, hi = int(index.min()), int(index.max())
+        if lo < 0 or hi >= size:
+            raise ValueError(f"{name} must lie in [0, {size - 1}], got values in [{lo}, {hi}]")
+    return index.long()

@@ -1,0 +1,138 @@
+"""Fused 3DMM vertex synthesis: ``s * R (mean + basis @ c) + t`` for a batch.
+
+The op is ``torch.ops.pgnface.synthesize`` (CPU: csrc/morphable/morphable_cpu.cpp,
+CUDA: csrc/morphable/morphable_cuda.cu). This module validates arguments, fills
+the optional pose, and registers the fake kernel and the autograd formula.
+"""
+
+from typing import Optional, Union
+
+import torch
+
+from . import _checks as C
+
+
+def synthesize(
+    mean: torch.Tensor,
+    basis: torch.Tensor,
+    coeffs: torch.Tensor,
+    rotation: Optional[torch.Tensor] = None,
+    scale: Optional[Union[torch.Tensor, float]] = None,
+    translation: Optional[torch.Tensor] = None,
+    *,
+    index: Optional[torch.Tensor] = None,
+    check_values: bool = True,
+) -> torch.Tensor:
+    """Synthesizes posed 3DMM vertices in one fused pass.
+
+    ``out[b, n] = scale[b] * rotation[b] @ (mean[n] + basis[n] @ coeffs[b]) + translation[b]``
+
+    The basis is read once per tile of batch items (never once per item) and the
+    mean add and pose transform are fused into the same pass. Differentiable in
+    coeffs, rotation, scale and translation, and in mean and basis when they
+    require grad.
+
+    Args:
+        mean: [N, 3] mean shape.
+        basis: [N, 3, K] shape basis (identity and expression components
+            concatenated along K, already scaled by their standard deviations if
+            coefficients are in units of std).
+        coeffs: [B, K] coefficients.
+        rotation: [B, 3, 3] rotations (any 3x3 matrices work); identity if None.
+        scale: [B] scales, or a Python float for all items; 1 if None.
+        translation: [B, 3] translations; 0 if None.
+        index: optional [L] int vertex indices: synthesize only those vertices
+            (e.g. the 68 landmarks) without touching the rest of the mesh. The
+            result is then [B, L, 3].
+        check_values: raise ValueError on NaN/Inf in coeffs and the pose and on
+            out-of-range indices. Costs one device sync on CUDA; skipped under
+            torch.compile and CUDA graph capture. With False (or when skipped),
+            non-finite inputs propagate NaN/Inf into the affected batch items only.
+
+    Returns:
+        [B, N, 3] (or [B, L, 3] with ``index``) tensor with the dtype and device of mean.
+
+    Raises:
+        TypeError: a non-tensor argument, a dtype other than float32/float64, or
+            arguments whose dtypes differ.
+        ValueError: wrong shapes, arguments on different devices, non-finite
+            values or out-of-range indices (with check_values).
+        RuntimeError: CUDA tensors with a CPU-only build of pgnface.
+    """
+    for name, x in (("mean", mean), ("basis", basis), ("coeffs", coeffs)):
+        C.require_tensor(x, name)
+    C.require_float(mean, "mean")
+    C.require_supported_device(mean, "mean")
+    sizes = {}
+    C.require_shape(mean, "mean", ("N", 3), sizes)
+    C.require_shape(basis, "basis", ("N", 3, "K"), sizes)
+    if coeffs.dim() == 1:
+        raise ValueError(
+            f"coeffs must have shape [B, K] = [B, {sizes['K']}], got {list(coeffs.shape)}; "
+            "for a single face pass coeffs[None]"
+        )
+    C.require_shape(coeffs, "coeffs", ("B", "K"), sizes)
+    batch = sizes["B"]
+    C.require_like(basis, "basis", mean, "mean")
+    C.require_like(coeffs, "coeffs", mean, "mean")
+
+    if rotation is None:
+        rotation = torch.eye(3, dtype=mean.dtype, device=mean.device).expand(batch, 3, 3)
+    if scale is None:
+        scale = torch.ones((), dtype=mean.dtype, device=mean.device).expand(batch)
+    elif isinstance(scale, (int, float)):
+        scale = torch.full((batch,), float(scale), dtype=mean.dtype, device=mean.device)
+    if translation is None:
+        translation = torch.zeros((), dtype=mean.dtype, device=mean.device).expand(batch, 3)
+    for name, x in (("rotation", rotation), ("scale", scale), ("translation", translation)):
+        C.require_tensor(x, name)
+        C.require_like(x, name, mean, "mean")
+    C.require_shape(rotation, "rotation", ("B", 3, 3), sizes)
+    C.require_shape(scale, "scale", ("B",), sizes)
+    C.require_shape(translation, "translation", ("B", 3), sizes)
+
+    if check_values and C.values_checkable():
+        for name, x in (("coeffs", coeffs), ("rotation", rotation), ("scale", scale),
+                        ("translation", translation)):
+            C.require_finite(x, name)
+
+    if index is not None:
+        index = C.require_index(index, "index", sizes["N"], mean.device, check_values)
+        mean = mean.index_select(0, index)
+        basis = basis.index_select(0, index)
+    return torch.ops.pgnface.synthesize(mean, basis, coeffs, rotation, scale, translation)
+
+
+@torch.library.register_fake("pgnface::synthesize")
+def _synthesize_fake(mean, basis, coeffs, rotation, scale, translation):
+    return mean.new_empty((coeffs.shape[0], mean.shape[0], 3))
+
+
+@torch.library.register_fake("pgnface::synthesize_backward")
+def _synthesize_backward_fake(grad_out, mean, basis, coeffs, rotation, scale, translation,
+                              need_model_grad):
+    if need_model_grad:
+        grad_mean, grad_basis = torch.empty_like(mean), torch.empty_like(basis)
+    else:
+        grad_mean, grad_basis = mean.new_empty((0,)), mean.new_empty((0,))
+    return (grad_mean, grad_basis, torch.empty_like(coeffs), torch.empty_like(rotation),
+            torch.empty_like(scale), torch.empty_like(translation))
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+    ctx.need_model_grad = bool(ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
+
+
+def _backward(ctx, grad_out):
+    mean, basis, coeffs, rotation, scale, translation = ctx.saved_tensors
+    grads = torch.ops.pgnface.synthesize_backward(
+        grad_out.contiguous(), mean, basis, coeffs, rotation, scale, translation,
+        ctx.need_model_grad)
+    grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation = grads
+    if not ctx.need_model_grad:
+        grad_mean = grad_basis = None
+    return grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation
+
+
+torch.library.register_autograd("pgnface::synthesize", _backward, setup_context=_setup_context)

@@ -1,0 +1,110 @@
+"""Builds pgnface._C, the compiled kernels, from the source list in csrc/sources.txt.
+
+CUDA sources are compiled when torch is a CUDA build and a CUDA toolkit (nvcc) is
+found, or when FORCE_CUDA=1; otherwise the build is CPU-only (the .cu files are
+skipped) and every CPU feature still works. FORCE_CPU=1 forces a CPU-only build.
+Set TORCH_CUDA_ARCH_LIST (e.g. "9.0") to limit the GPU architectures compiled.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+try:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+except ImportError:  # pragma: no cover - only reached outside a proper build environment
+    sys.exit(
+        "pgnface needs PyTorch to build its kernels. Install torch first, then run "
+        "`pip install --no-build-isolation .`, or run plain `pip install .` so pip installs "
+        "the build requirements from pyproject.toml."
+    )
+
+ROOT = Path(__file__).resolve().parent
+
+
+def read_sources():
+    """Returns the source files listed in csrc/sources.txt (shared with CMakeLists.txt)."""
+    lines = (ROOT / "csrc" / "sources.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def env_flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def want_cuda():
+    """Decides whether to compile the CUDA sources, explaining forced builds that cannot work."""
+    if env_flag("FORCE_CPU"):
+        return False
+    if env_flag("FORCE_CUDA"):
+        if CUDA_HOME is None:
+            sys.exit("FORCE_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME to the toolkit "
+                     "folder (the one holding bin/nvcc), e.g. CUDA_HOME=/usr/local/cuda.")
+        if torch.version.cuda is None:
+            sys.exit("FORCE_CUDA=1 but the installed torch is a CPU-only build; install a CUDA "
+                     "build of torch first.")
+        return True
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def nvidia_wheel_includes():
+    """Header folders of the nvidia-* pip wheels (cuBLAS/cuSPARSE headers torch's CUDA headers need)."""
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    found = []
+    for base in map(Path, getattr(nvidia, "__path__", [])):
+        found += sorted(str(p) for p in base.glob("*/include") if p.is_dir())
+    return list(dict.fromkeys(found))
+
+
+def build_info_module(with_cuda):
+    """Writes pgnface/_build_info.py so import errors can name the torch this was built with."""
+    text = (
+        '"""Written by setup.py at build time; do not edit."""\n\n'
+        f'TORCH_VERSION = "{torch.__version__}"\n'
+        f"WITH_CUDA = {bool(with_cuda)}\n"
+    )
+    (ROOT / "pgnface" / "_build_info.py").write_text(text)
+
+
+def make_extension():
+    with_cuda = want_cuda()
+    sources = [s for s in read_sources() if with_cuda or not s.endswith(".cu")]
+    define_macros = [("PGN_TORCH_VERSION", f'"{torch.__version__}"')]
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]
+    kwargs = dict(
+        name="pgnface._C",
+        sources=sources,
+        include_dirs=[str(ROOT / "csrc")],
+        extra_link_args=["-fopenmp"],
+    )
+    build_info_module(with_cuda)
+    if with_cuda:
+        define_macros.append(("WITH_CUDA", None))
+        nvcc_flags = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
+        kwargs["include_dirs"] += nvidia_wheel_includes()
+        return CUDAExtension(
+            define_macros=define_macros,
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            **kwargs,
+        )
+    return CppExtension(define_macros=define_macros, extra_compile_args={"cxx": cxx_flags}, **kwargs)
+
+
+def runtime_requirements():
+    """The wheel pins the torch it was compiled against: a different torch cannot load _C."""
+    base = torch.__version__.split("+")[0]
+    return [f"torch=={base}", "numpy>=1.24", "tqdm>=4.60"]
+
+
+setup(
+    packages=find_packages(include=["pgnface", "pgnface.*"]),
+    ext_modules=[make_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    install_requires=runtime_requirements(),
+)
