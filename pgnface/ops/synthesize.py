@@ -111,12 +111,15 @@ def _synthesize_fake(mean, basis, coeffs, rotation, scale, translation):
 @torch.library.register_fake("pgnface::synthesize_backward")
 def _synthesize_backward_fake(grad_out, mean, basis, coeffs, rotation, scale, translation,
                               need_model_grad):
+    # The kernels return contiguous tensors whatever the inputs' strides.
+    def empty(like):
+        return like.new_empty(like.shape)
+
     if need_model_grad:
-        grad_mean, grad_basis = torch.empty_like(mean), torch.empty_like(basis)
+        grad_mean, grad_basis = empty(mean), empty(basis)
     else:
         grad_mean, grad_basis = mean.new_empty((0,)), mean.new_empty((0,))
-    return (grad_mean, grad_basis, torch.empty_like(coeffs), torch.empty_like(rotation),
-            torch.empty_like(scale), torch.empty_like(translation))
+    return (grad_mean, grad_basis, empty(coeffs), empty(rotation), empty(scale), empty(translation))
 
 
 def _setup_context(ctx, inputs, output):

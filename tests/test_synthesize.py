@@ -1,0 +1,287 @@
+"""pgnface.ops.synthesize against its reference, gradcheck, opcheck, torch.compile, bad input."""
+
+import numpy as np
+import pytest
+import torch
+
+import pgnface.ops as ops
+from op_harness import (DEVICES, DTYPES, HAS_CUDA, assert_matches_reference, requires_cuda,
+                        shared_data_file, tolerances)
+
+POSE_NAMES = ("coeffs", "rotation", "scale", "translation")
+ALL_NAMES = ("mean", "basis") + POSE_NAMES
+
+
+def random_rotations(batch, dtype, generator):
+    q, r = torch.linalg.qr(torch.randn(batch, 3, 3, dtype=torch.float64, generator=generator))
+    q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2))[:, None, :]
+    q[torch.det(q) < 0, :, 0] *= -1  # proper rotations
+    return q.to(dtype)
+
+
+def make_inputs(B, N, K, dtype=torch.float64, device="cpu", seed=0):
+    """Random model and pose of the given sizes (model values of unit scale)."""
+    g = torch.Generator().manual_seed(seed)
+    args = dict(
+        mean=torch.randn(N, 3, dtype=dtype, generator=g),
+        basis=torch.randn(N, 3, K, dtype=dtype, generator=g) / max(K, 1) ** 0.5,
+        coeffs=torch.randn(B, K, dtype=dtype, generator=g),
+        rotation=random_rotations(B, dtype, g),
+        scale=torch.rand(B, dtype=dtype, generator=g) + 0.5,
+        translation=torch.randn(B, 3, dtype=dtype, generator=g),
+    )
+    return {k: v.to(device) for k, v in args.items()}
+
+
+# (B, N, K): odd N (half-filled CPU vertex tile), B around every CUDA batch
+# tile (4 / 16 / 32) and the CPU lane counts (8 / 16), K below and above the
+# CUDA shared-memory stage (16 / 32 components), K = 1.
+SIZES = [(1, 7, 3), (3, 37, 5), (4, 33, 1), (9, 64, 17), (17, 101, 40), (33, 150, 70), (70, 65, 33)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,N,K", SIZES)
+def test_matches_reference_values_and_gradients(device, dtype, B, N, K):
+    args = make_inputs(B, N, K, dtype, device, seed=B * 1000 + N + K)
+    rtol, atol = tolerances(dtype)
+    assert_matches_reference(ops.synthesize, ops.reference.synthesize, args, ALL_NAMES,
+                             rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_pose_only_gradients_skip_model_gradients(device):
+    args = make_inputs(5, 40, 6, torch.float64, device)
+    rtol, atol = tolerances(torch.float64)
+    assert_matches_reference(ops.synthesize, ops.reference.synthesize, args, POSE_NAMES,
+                             rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_all_inputs(device):
+    args = make_inputs(3, 9, 4, torch.float64, device, seed=1)
+    inputs = tuple(args[n].clone().requires_grad_(True) for n in ALL_NAMES)
+    assert torch.autograd.gradcheck(lambda *x: ops.synthesize(*x), inputs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_pose_and_coefficients(device):
+    args = make_inputs(6, 11, 3, torch.float64, device, seed=2)
+    mean, basis = args["mean"], args["basis"]
+    inputs = tuple(args[n].clone().requires_grad_(True) for n in POSE_NAMES)
+    assert torch.autograd.gradcheck(lambda *x: ops.synthesize(mean, basis, *x), inputs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    for B, N, K in [(2, 5, 3), (5, 17, 9)]:
+        args = make_inputs(B, N, K, torch.float32, device, seed=3)
+        for grad in (False, True):
+            inputs = tuple(args[n].clone().requires_grad_(grad) for n in ALL_NAMES)
+            torch.library.opcheck(torch.ops.pgnface.synthesize.default, inputs)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph_no_graph_break(backend):
+    torch._dynamo.reset()
+    args = make_inputs(4, 30, 6, torch.float32, "cpu", seed=4)
+
+    def loss_fn(mean, basis, coeffs, rotation, scale, translation):
+        verts = ops.synthesize(mean, basis, coeffs, rotation, scale, translation)
+        return (verts ** 2).sum()
+
+    compiled = torch.compile(loss_fn, fullgraph=True, backend=backend)
+    eager_args = {k: v.clone().requires_grad_(k in POSE_NAMES) for k, v in args.items()}
+    comp_args = {k: v.clone().requires_grad_(k in POSE_NAMES) for k, v in args.items()}
+    eager = loss_fn(**eager_args)
+    comp = compiled(**comp_args)
+    torch.testing.assert_close(comp, eager, rtol=1e-5, atol=1e-5)
+    eager.backward()
+    comp.backward()
+    for name in POSE_NAMES:
+        torch.testing.assert_close(comp_args[name].grad, eager_args[name].grad, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_default_pose_and_float_scale(device):
+    args = make_inputs(3, 20, 4, torch.float64, device)
+    mean, basis, coeffs = args["mean"], args["basis"], args["coeffs"]
+    expected = ops.reference.synthesize(mean, basis, coeffs)
+    torch.testing.assert_close(ops.synthesize(mean, basis, coeffs), expected)
+    torch.testing.assert_close(ops.synthesize(mean, basis, coeffs, scale=2.5), 2.5 * expected)
+    t = args["translation"]
+    torch.testing.assert_close(ops.synthesize(mean, basis, coeffs, translation=t),
+                               expected + t[:, None, :])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_index_synthesizes_only_selected_vertices(device):
+    args = make_inputs(4, 50, 6, torch.float64, device)
+    index = torch.tensor([0, 7, 49, 7, 13], device=device)
+    full = ops.synthesize(**args)
+    torch.testing.assert_close(ops.synthesize(**args, index=index), full[:, index])
+    torch.testing.assert_close(ops.synthesize(**args, index=index.int()), full[:, index])
+    # Gradients reach the selected model rows only.
+    basis = args["basis"].clone().requires_grad_(True)
+    ops.synthesize(args["mean"], basis, args["coeffs"], index=index).sum().backward()
+    touched = basis.grad.abs().sum(dim=(1, 2)) > 0
+    assert touched.nonzero().flatten().tolist() == [0, 7, 13, 49]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_inputs(device):
+    args = make_inputs(5, 23, 7, torch.float64, device)
+    strided = {
+        "mean": args["mean"].t().contiguous().t(),
+        "basis": args["basis"].permute(2, 0, 1).contiguous().permute(1, 2, 0),
+        "coeffs": torch.stack([args["coeffs"], args["coeffs"]], dim=2).flatten(1)[:, ::2],
+        "rotation": args["rotation"].transpose(1, 2).contiguous().transpose(1, 2),
+        "scale": torch.stack([args["scale"], args["scale"]], dim=1)[:, 0],
+        "translation": args["translation"].t().contiguous().t(),
+    }
+    assert not any(v.is_contiguous() for v in strided.values())
+    rtol, atol = tolerances(torch.float64)
+    assert_matches_reference(ops.synthesize, ops.reference.synthesize, strided, ALL_NAMES,
+                             rtol=rtol, atol=atol)
+    torch.testing.assert_close(ops.synthesize(**strided), ops.synthesize(**args))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_batch_and_empty_mesh(device):
+    args = make_inputs(0, 12, 4, torch.float32, device)
+    args = {k: v.requires_grad_(True) for k, v in args.items()}
+    out = ops.synthesize(**args)
+    assert out.shape == (0, 12, 3)
+    out.sum().backward()
+    assert args["mean"].grad.shape == (12, 3) and not args["mean"].grad.any()
+    args = make_inputs(3, 0, 4, torch.float32, device)
+    assert ops.synthesize(**args).shape == (3, 0, 3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_no_basis_components(device):
+    args = make_inputs(3, 10, 0, torch.float64, device)
+    torch.testing.assert_close(ops.synthesize(**args), ops.reference.synthesize(**args))
+
+
+def test_deterministic_backward():
+    args = make_inputs(40, 3000, 30, torch.float32, "cpu", seed=5)
+    grads = []
+    for _ in range(2):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in args.items()}
+        ops.synthesize(**leaves).square().sum().backward()
+        grads.append([leaves[n].grad for n in ALL_NAMES])
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
+def test_non_finite_coefficients_rejected_or_propagated_per_item():
+    args = make_inputs(3, 10, 4, torch.float32, "cpu")
+    args["coeffs"][1, 2] = float("nan")
+    with pytest.raises(ValueError, match="coeffs contains 1 non-finite"):
+        ops.synthesize(**args)
+    out = ops.synthesize(**args, check_values=False)
+    assert torch.isnan(out[1]).all()
+    assert torch.isfinite(out[[0, 2]]).all()
+    args = make_inputs(3, 10, 4, torch.float32, "cpu")
+    args["translation"][0, 0] = float("inf")
+    with pytest.raises(ValueError, match="translation contains"):
+        ops.synthesize(**args)
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (dict(mean=torch.zeros(10, 2)), ValueError, r"mean must have shape \[N, 3\]"),
+        (dict(basis=torch.zeros(9, 3, 4)), ValueError, r"basis must have shape \[N, 3, K\] = \[10, 3, K\]"),
+        (dict(coeffs=torch.zeros(3, 5)), ValueError, r"coeffs must have shape \[B, K\] = \[3, 4\]"),
+        (dict(coeffs=torch.zeros(4)), ValueError, r"for a single face pass coeffs\[None\]"),
+        (dict(rotation=torch.zeros(3, 3)), ValueError, r"rotation must have shape \[B, 3, 3\]"),
+        (dict(scale=torch.ones(2)), ValueError, r"scale must have shape \[B\] = \[3\]"),
+        (dict(translation=torch.zeros(3, 2)), ValueError, r"translation must have shape \[B, 3\]"),
+        (dict(coeffs=torch.zeros(3, 4, dtype=torch.float64)), TypeError, "coeffs must have dtype torch.float32"),
+        (dict(mean=torch.zeros(10, 3, dtype=torch.int64)), TypeError, "mean must be float32 or float64"),
+        (dict(basis=np.zeros((10, 3, 4))), TypeError, "basis must be a torch.Tensor"),
+        (dict(rotation=torch.zeros(3, 3, 3, device="meta")), ValueError, "rotation must be on cpu"),
+    ],
+)
+def test_bad_input_names_the_argument(change, error, message):
+    args = make_inputs(3, 10, 4, torch.float32, "cpu")
+    args.update(change)
+    with pytest.raises(error, match=message):
+        ops.synthesize(**args)
+
+
+def test_bad_index():
+    args = make_inputs(2, 10, 4, torch.float32, "cpu")
+    with pytest.raises(ValueError, match=r"index must lie in \[0, 9\], got values in \[-1, 3\]"):
+        ops.synthesize(**args, index=torch.tensor([3, -1]))
+    with pytest.raises(ValueError, match=r"index must lie in \[0, 9\]"):
+        ops.synthesize(**args, index=torch.tensor([10]))
+    with pytest.raises(TypeError, match="index must be an int32 or int64 tensor"):
+        ops.synthesize(**args, index=torch.tensor([1.0]))
+
+
+def test_direct_op_call_with_bad_shapes_raises_not_crashes():
+    args = make_inputs(3, 10, 4, torch.float32, "cpu")
+    with pytest.raises(RuntimeError, match=r"basis.shape\[0\] must be 10"):
+        torch.ops.pgnface.synthesize(args["mean"], args["basis"][:5], args["coeffs"],
+                                     args["rotation"], args["scale"], args["translation"])
+    with pytest.raises(RuntimeError, match="grad_out must have shape"):
+        torch.ops.pgnface.synthesize_backward(torch.zeros(3, 9, 3), *args.values(), False)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_matches_cpu_on_large_batch(dtype):
+    args = make_inputs(70, 2000, 50, dtype, "cpu", seed=6)
+    cpu = ops.synthesize(**args)
+    cuda = ops.synthesize(**{k: v.cuda() for k, v in args.items()})
+    rtol, atol = tolerances(dtype, 10.0)
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=rtol, atol=atol)
+
+
+@requires_cuda
+def test_cuda_graph_capture():
+    args = make_inputs(8, 500, 20, torch.float32, "cuda", seed=7)
+    leaves = {k: v.clone().requires_grad_(k in POSE_NAMES) for k, v in args.items()}
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up outside the graph
+        ops.synthesize(**leaves).sum().backward()
+    torch.cuda.current_stream().wait_stream(stream)
+    for v in leaves.values():
+        v.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = ops.synthesize(**leaves)
+        out.square().sum().backward()
+    graph.replay()
+    torch.cuda.synchronize()
+    expected = ops.reference.synthesize(**args)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_real_surrey_model_and_landmarks():
+    path = shared_data_file("sfm3448.npz")
+    data = np.load(path)
+    mean = torch.from_numpy(data["mean"]).double()
+    basis = torch.from_numpy(data["basis"] * data["std"]).double()  # coefficients in units of std
+    basis = torch.cat([basis, torch.from_numpy(data["expr_blendshapes"]).double()], dim=2)
+    g = torch.Generator().manual_seed(8)
+    B, K = 4, basis.shape[2]
+    coeffs = torch.randn(B, K, generator=g, dtype=torch.float64)
+    args = dict(mean=mean, basis=basis, coeffs=coeffs,
+                rotation=random_rotations(B, torch.float64, g),
+                scale=torch.full((B,), 0.01, dtype=torch.float64),
+                translation=torch.randn(B, 3, generator=g, dtype=torch.float64))
+    out = assert_matches_reference(ops.synthesize, ops.reference.synthesize, args, POSE_NAMES,
+                                   rtol=1e-9, atol=1e-9)
+    landmarks = torch.from_numpy(data["ibug68_idx"]).long()
+    defined = landmarks[landmarks >= 0]
+    assert len(defined) == 50
+    torch.testing.assert_close(ops.synthesize(**args, index=defined), out[:, defined])
+    # The mean face at coefficient 0 is the model's mean, nose tip (iBUG 31) frontmost.
+    zero = ops.synthesize(mean, basis, torch.zeros(1, K, dtype=torch.float64))[0]
+    torch.testing.assert_close(zero, mean)
+    assert int(landmarks[30]) == 114
