@@ -20,3 +20,39 @@
 #else
 #define PGN_ALWAYS_INLINE inline
 #endif
+
+#include <cstring>
+
+namespace pgnface {
+
+// 256-bit vectors as GCC/Clang vector extensions: portable C++ that compiles
+// to AVX2 in the x86-64-v3 clone and to SSE pairs in the baseline one.
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef double f64x4 __attribute__((vector_size(32)));
+
+template <typename T>
+struct Simd;
+template <>
+struct Simd<float> {
+  using type = f32x8;
+  static constexpr int width = 8;
+};
+template <>
+struct Simd<double> {
+  using type = f64x4;
+  static constexpr int width = 4;
+};
+
+template <typename T>
+PGN_ALWAYS_INLINE typename Simd<T>::type simd_load(const T* p) {
+  typename Simd<T>::type v;
+  std::memcpy(&v, p, sizeof(v));  // unaligned load
+  return v;
+}
+
+template <typename T>
+PGN_ALWAYS_INLINE void simd_store(T* p, typename Simd<T>::type v) {
+  std::memcpy(p, &v, sizeof(v));  // unaligned store
+}
+
+}  // namespace pgnface

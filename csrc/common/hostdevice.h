@@ -7,3 +7,10 @@
 #else
 #define PGN_HD inline
 #endif
+
+// Asks the CUDA compiler to unroll the next loop; host compilers decide alone.
+#if defined(__CUDACC__)
+#define PGN_UNROLL _Pragma("unroll")
+#else
+#define PGN_UNROLL
+#endif

@@ -52,46 +52,57 @@ void check_synthesize_args(const at::Tensor& mean, const at::Tensor& basis,
 
 namespace {
 
-// Batch items per micro-tile: two 256-bit registers' worth.
+// Batch items per micro-tile: two 256-bit vectors' worth.
 template <typename T>
-constexpr int kLanes = 64 / static_cast<int>(sizeof(T));
+constexpr int kLanes = 2 * Simd<T>::width;
 constexpr int kTileVerts = 2;
+// Rows of the lane-major pose table: R (9, row-major), s, t (3).
+constexpr int kPoseRows = 13;
 
 template <typename T>
 struct SynthesizeArgs {
   const T* mean;      // [N,3]
   const T* basis;     // [N,3,K]
   const T* coeffs;    // [B,K]
-  const T* coeffs_t;  // [K,ld], zero-padded transposed copy of coeffs
-  const T* rotation;  // [B,3,3]
-  const T* scale;     // [B]
-  const T* translation;  // [B,3]
+  const T* coeffs_t;  // [K,ld] coeffs transposed, zero-padded to ld columns
+  const T* pose_t;    // [13,ld] R, s, t transposed, zero-padded to ld columns
   int64_t B, N, K, ld;
 };
 
-// acc[v][d][j] = sum_k basis[n_v, d, k] * coeffs[b0 + j, k] for the two vertex
-// rows of one micro-tile; coeffs_t already points at column b0.
+// One micro-tile's batch lanes as kLanes / width vectors.
+template <typename T>
+struct Lanes {
+  using V = typename Simd<T>::type;
+  static constexpr int W = Simd<T>::width;
+  static constexpr int NV = kLanes<T> / W;
+};
+
+// acc[v][d][i] = sum_k basis[n_v, d, k] * coeffs[b0 + lanes of vector i, k]
+// for the two vertex rows of one micro-tile; coeffs_t already points at
+// column b0. The 12 accumulators stay in vector registers.
 template <typename T>
 PGN_ALWAYS_INLINE void contract_basis_tile(const T* const rows[kTileVerts], const T* coeffs_t,
                                            int64_t ld, int64_t K,
-                                           T acc[kTileVerts][3][kLanes<T>]) {
-  constexpr int L = kLanes<T>;
+                                           typename Lanes<T>::V acc[kTileVerts][3][Lanes<T>::NV]) {
+  using V = typename Lanes<T>::V;
+  constexpr int W = Lanes<T>::W, NV = Lanes<T>::NV;
   for (int v = 0; v < kTileVerts; ++v)
     for (int d = 0; d < 3; ++d)
-      for (int j = 0; j < L; ++j) acc[v][d][j] = T(0);
+      for (int i = 0; i < NV; ++i) acc[v][d][i] = V{};
   for (int64_t k = 0; k < K; ++k) {
-    const T* c = coeffs_t + k * ld;
+    V c[NV];
+    for (int i = 0; i < NV; ++i) c[i] = simd_load(coeffs_t + k * ld + i * W);
     for (int v = 0; v < kTileVerts; ++v) {
       for (int d = 0; d < 3; ++d) {
         const T w = rows[v][d * K + k];
-        for (int j = 0; j < L; ++j) acc[v][d][j] += w * c[j];
+        for (int i = 0; i < NV; ++i) acc[v][d][i] += w * c[i];
       }
     }
   }
 }
 
 // Basis rows of the micro-tile starting at vertex n0; a missing second vertex
-// repeats the first (its results are never written).
+// repeats the first (its results are never used).
 template <typename T>
 PGN_ALWAYS_INLINE void tile_rows(const SynthesizeArgs<T>& a, int64_t n0, int nv,
                                  const T* rows[kTileVerts]) {
@@ -99,27 +110,44 @@ PGN_ALWAYS_INLINE void tile_rows(const SynthesizeArgs<T>& a, int64_t n0, int nv,
   rows[1] = a.basis + (n0 + nv - 1) * 3 * a.K;
 }
 
+// Loads the pose of lane vector i of the batch tile at b0 from the pose table.
+template <typename T>
+PGN_ALWAYS_INLINE void load_pose(const SynthesizeArgs<T>& a, int64_t b0, int i,
+                                 typename Lanes<T>::V pose[kPoseRows]) {
+  for (int r = 0; r < kPoseRows; ++r) pose[r] = simd_load(a.pose_t + r * a.ld + b0 + i * Lanes<T>::W);
+}
+
 template <typename T>
 PGN_ALWAYS_INLINE void forward_tiles(const SynthesizeArgs<T>& a, T* out, int64_t tile_begin,
                                      int64_t tile_end) {
-  constexpr int L = kLanes<T>;
-  T acc[kTileVerts][3][L];
+  using V = typename Lanes<T>::V;
+  constexpr int W = Lanes<T>::W, NV = Lanes<T>::NV;
+  V acc[kTileVerts][3][NV];
   const T* rows[kTileVerts];
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
     const int64_t n0 = tile * kTileVerts;
     const int nv = static_cast<int>(std::min<int64_t>(kTileVerts, a.N - n0));
     tile_rows(a, n0, nv, rows);
-    for (int64_t b0 = 0; b0 < a.B; b0 += L) {
-      contract_basis_tile(rows, a.coeffs_t + b0, a.ld, a.K, acc);
-      const int nb = static_cast<int>(std::min<int64_t>(L, a.B - b0));
-      for (int v = 0; v < nv; ++v) {
-        const int64_t n = n0 + v;
-        for (int j = 0; j < nb; ++j) {
-          const int64_t b = b0 + j;
-          const T shape[3] = {a.mean[3 * n] + acc[v][0][j], a.mean[3 * n + 1] + acc[v][1][j],
-                              a.mean[3 * n + 2] + acc[v][2][j]};
-          morphable::transform_point(a.rotation + 9 * b, a.scale[b], a.translation + 3 * b,
-                                     shape, out + (b * a.N + n) * 3);
+    for (int64_t b0 = 0; b0 < a.B; b0 += kLanes<T>) {
+      contract_basis_tile<T>(rows, a.coeffs_t + b0, a.ld, a.K, acc);
+      for (int i = 0; i < NV; ++i) {
+        const int64_t bi = b0 + i * W;
+        if (bi >= a.B) break;
+        V pose[kPoseRows];
+        load_pose(a, b0, i, pose);
+        const int nb = static_cast<int>(std::min<int64_t>(W, a.B - bi));
+        for (int v = 0; v < nv; ++v) {
+          const int64_t n = n0 + v;
+          const V shape[3] = {a.mean[3 * n] + acc[v][0][i], a.mean[3 * n + 1] + acc[v][1][i],
+                              a.mean[3 * n + 2] + acc[v][2][i]};
+          V posed[3];
+          morphable::transform_point(pose, pose[9], pose + 10, shape, posed);
+          for (int j = 0; j < nb; ++j) {
+            T* o = out + ((bi + j) * a.N + n) * 3;
+            o[0] = posed[0][j];
+            o[1] = posed[1][j];
+            o[2] = posed[2][j];
+          }
         }
       }
     }
@@ -130,7 +158,7 @@ template <typename T>
 struct SynthesizeGradArgs {
   SynthesizeArgs<T> in;
   const T* grad_out;  // [B,N,3]
-  T* pose_part;       // [chunks,B,12] per-chunk pose partial sums
+  T* pose_part;       // [chunks,12,ld] per-chunk pose partial sums, lane-major
   T* coeff_part;      // [chunks,K,ld] per-chunk coefficient-gradient partial sums
   T* grad_mean;       // [N,3] or nullptr
   T* grad_basis;      // [N,3,K] or nullptr
@@ -144,61 +172,77 @@ struct SynthesizeGradArgs {
 template <typename T>
 PGN_ALWAYS_INLINE void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
                                        int64_t chunk_end) {
-  constexpr int L = kLanes<T>;
+  using V = typename Lanes<T>::V;
+  constexpr int W = Lanes<T>::W, NV = Lanes<T>::NV;
   const SynthesizeArgs<T>& a = g.in;
-  const int64_t K = a.K;
-  T acc[kTileVerts][3][L];
-  T gl[kTileVerts][3][L];
+  const int64_t K = a.K, ld = a.ld;
+  V acc[kTileVerts][3][NV];
+  V gl[kTileVerts][3][NV];
   const T* rows[kTileVerts];
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-    T* pose = g.pose_part + chunk * a.B * morphable::kPoseGradSize;
-    T* coeff = g.coeff_part + chunk * K * a.ld;
+    T* pose_sum = g.pose_part + chunk * morphable::kPoseGradSize * ld;
+    T* coeff = g.coeff_part + chunk * K * ld;
     const int64_t n_end = std::min(a.N, (chunk + 1) * g.chunk_verts);
     for (int64_t n0 = chunk * g.chunk_verts; n0 < n_end; n0 += kTileVerts) {
       const int nv = static_cast<int>(std::min<int64_t>(kTileVerts, n_end - n0));
       tile_rows(a, n0, nv, rows);
-      for (int64_t b0 = 0; b0 < a.B; b0 += L) {
-        contract_basis_tile(rows, a.coeffs_t + b0, a.ld, K, acc);
-        const int nb = static_cast<int>(std::min<int64_t>(L, a.B - b0));
+      for (int64_t b0 = 0; b0 < a.B; b0 += kLanes<T>) {
+        contract_basis_tile<T>(rows, a.coeffs_t + b0, ld, K, acc);
         for (int v = 0; v < kTileVerts; ++v)
           for (int d = 0; d < 3; ++d)
-            for (int j = 0; j < L; ++j) gl[v][d][j] = T(0);
-        for (int v = 0; v < nv; ++v) {
-          const int64_t n = n0 + v;
-          for (int j = 0; j < nb; ++j) {
-            const int64_t b = b0 + j;
-            const T shape[3] = {a.mean[3 * n] + acc[v][0][j], a.mean[3 * n + 1] + acc[v][1][j],
-                                a.mean[3 * n + 2] + acc[v][2][j]};
-            const T* go = g.grad_out + (b * a.N + n) * 3;
-            T gs[3];
-            morphable::shape_grad(a.rotation + 9 * b, a.scale[b], go, gs);
-            gl[v][0][j] = gs[0];
-            gl[v][1][j] = gs[1];
-            gl[v][2][j] = gs[2];
-            morphable::accumulate_pose_grad(go, shape, pose + b * morphable::kPoseGradSize);
+            for (int i = 0; i < NV; ++i) gl[v][d][i] = V{};
+        for (int i = 0; i < NV; ++i) {
+          const int64_t bi = b0 + i * W;
+          if (bi >= a.B) break;
+          const int nb = static_cast<int>(std::min<int64_t>(W, a.B - bi));
+          V pose[kPoseRows];
+          load_pose(a, b0, i, pose);
+          V partial[morphable::kPoseGradSize];
+          for (int e = 0; e < morphable::kPoseGradSize; ++e)
+            partial[e] = simd_load(pose_sum + e * ld + bi);
+          for (int v = 0; v < nv; ++v) {
+            const int64_t n = n0 + v;
+            V go[3] = {V{}, V{}, V{}};
+            for (int j = 0; j < nb; ++j) {
+              const T* src = g.grad_out + ((bi + j) * a.N + n) * 3;
+              go[0][j] = src[0];
+              go[1][j] = src[1];
+              go[2][j] = src[2];
+            }
+            const V shape[3] = {a.mean[3 * n] + acc[v][0][i], a.mean[3 * n + 1] + acc[v][1][i],
+                                a.mean[3 * n + 2] + acc[v][2][i]};
+            V gs[3];
+            morphable::shape_grad(pose, pose[9], go, gs);
+            gl[v][0][i] = gs[0];
+            gl[v][1][i] = gs[1];
+            gl[v][2][i] = gs[2];
+            morphable::accumulate_pose_grad(go, shape, partial);
           }
+          for (int e = 0; e < morphable::kPoseGradSize; ++e)
+            simd_store(pose_sum + e * ld + bi, partial[e]);
         }
-        // coeff[k][b0 + j] += sum_{v,d} basis[n_v, d, k] * gl[v][d][j]
+        // coeff[k][b0 + lanes] += sum_{v,d} basis[n_v, d, k] * gl[v][d]
         for (int64_t k = 0; k < K; ++k) {
-          T* row = coeff + k * a.ld + b0;
-          T w[kTileVerts][3];
-          for (int v = 0; v < kTileVerts; ++v)
-            for (int d = 0; d < 3; ++d) w[v][d] = rows[v][d * K + k];
-          for (int j = 0; j < L; ++j) {
-            T sum = row[j];
-            for (int v = 0; v < kTileVerts; ++v)
-              for (int d = 0; d < 3; ++d) sum += w[v][d] * gl[v][d][j];
-            row[j] = sum;
+          T* row = coeff + k * ld + b0;
+          V sum[NV];
+          for (int i = 0; i < NV; ++i) sum[i] = simd_load(row + i * W);
+          for (int v = 0; v < kTileVerts; ++v) {
+            for (int d = 0; d < 3; ++d) {
+              const T w = rows[v][d * K + k];
+              for (int i = 0; i < NV; ++i) sum[i] += w * gl[v][d][i];
+            }
           }
+          for (int i = 0; i < NV; ++i) simd_store(row + i * W, sum[i]);
         }
         if (g.grad_mean != nullptr) {
           // Model gradients: each vertex is owned by this chunk, so plain adds.
+          const int nb = static_cast<int>(std::min<int64_t>(kLanes<T>, a.B - b0));
           for (int v = 0; v < nv; ++v) {
             const int64_t n = n0 + v;
             for (int j = 0; j < nb; ++j) {
               const T* c = a.coeffs + (b0 + j) * K;
               for (int d = 0; d < 3; ++d) {
-                const T gvd = gl[v][d][j];
+                const T gvd = gl[v][d][j / W][j % W];
                 g.grad_mean[3 * n + d] += gvd;
                 T* gb = g.grad_basis + (3 * n + d) * K;
                 for (int64_t k = 0; k < K; ++k) gb[k] += gvd * c[k];
@@ -241,25 +285,43 @@ void run_backward_chunks(const SynthesizeGradArgs<double>& g, int64_t b, int64_t
   backward_chunks_f64(g, b, e);
 }
 
-// [K, ld] transposed copy of coeffs [B, K], zero-padded to a whole number of
-// micro-tile lanes so the inner loops never need a remainder.
-at::Tensor padded_transposed_coeffs(const at::Tensor& coeffs, int64_t lanes) {
-  const int64_t B = coeffs.size(0), K = coeffs.size(1);
+// [rows, ld] transposed copy of a [B, rows] matrix, zero-padded to a whole
+// number of micro-tile lanes so the vector loops never need a remainder.
+at::Tensor lane_major(const at::Tensor& per_item, int64_t lanes) {
+  const int64_t B = per_item.size(0), rows = per_item.size(1);
   const int64_t ld = (B + lanes - 1) / lanes * lanes;
-  at::Tensor coeffs_t = at::zeros({K, ld}, coeffs.options());
-  coeffs_t.narrow(1, 0, B).copy_(coeffs.t());
-  return coeffs_t;
+  at::Tensor table = at::zeros({rows, ld}, per_item.options());
+  table.narrow(1, 0, B).copy_(per_item.t());
+  return table;
 }
 
+// Holds the lane-major tables the kernels read, and the argument struct.
 template <typename T>
-SynthesizeArgs<T> make_args(const at::Tensor& mean, const at::Tensor& basis,
-                            const at::Tensor& coeffs, const at::Tensor& coeffs_t,
-                            const at::Tensor& rotation, const at::Tensor& scale,
-                            const at::Tensor& translation) {
-  return SynthesizeArgs<T>{mean.data_ptr<T>(),     basis.data_ptr<T>(),    coeffs.data_ptr<T>(),
-                           coeffs_t.data_ptr<T>(), rotation.data_ptr<T>(), scale.data_ptr<T>(),
-                           translation.data_ptr<T>(), coeffs.size(0),      mean.size(0),
-                           basis.size(2),          coeffs_t.size(1)};
+struct PreparedInputs {
+  at::Tensor coeffs_t, pose_t;
+  SynthesizeArgs<T> args;
+};
+
+template <typename T>
+PreparedInputs<T> prepare(const at::Tensor& mean, const at::Tensor& basis,
+                          const at::Tensor& coeffs, const at::Tensor& rotation,
+                          const at::Tensor& scale, const at::Tensor& translation) {
+  const int64_t B = coeffs.size(0);
+  PreparedInputs<T> p;
+  p.coeffs_t = lane_major(coeffs, kLanes<T>);
+  p.pose_t = lane_major(
+      at::cat({rotation.reshape({B, 9}), scale.reshape({B, 1}), translation}, 1), kLanes<T>);
+  SynthesizeArgs<T>& args = p.args;
+  args.mean = mean.data_ptr<T>();
+  args.basis = basis.data_ptr<T>();
+  args.coeffs = coeffs.data_ptr<T>();
+  args.coeffs_t = p.coeffs_t.template data_ptr<T>();
+  args.pose_t = p.pose_t.template data_ptr<T>();
+  args.B = B;
+  args.N = mean.size(0);
+  args.K = basis.size(2);
+  args.ld = p.coeffs_t.size(1);
+  return p;
 }
 
 // Vertices per backward chunk: depends on N only (never on the thread count),
@@ -283,13 +345,11 @@ at::Tensor synthesize_cpu(const at::Tensor& mean_in, const at::Tensor& basis_in,
   at::Tensor out = at::empty({B, N, 3}, mean.options());
   if (B == 0 || N == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_cpu", [&] {
-    const at::Tensor coeffs_t = padded_transposed_coeffs(coeffs, kLanes<scalar_t>);
-    const auto args =
-        make_args<scalar_t>(mean, basis, coeffs, coeffs_t, rotation, scale, translation);
+    const auto prepared = prepare<scalar_t>(mean, basis, coeffs, rotation, scale, translation);
     scalar_t* out_ptr = out.data_ptr<scalar_t>();
     const int64_t tiles = (N + kTileVerts - 1) / kTileVerts;
     at::parallel_for(0, tiles, 16, [&](int64_t begin, int64_t end) {
-      run_forward_tiles(args, out_ptr, begin, end);
+      run_forward_tiles(prepared.args, out_ptr, begin, end);
     });
   });
   return out;
@@ -323,14 +383,14 @@ synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in
     return {grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation};
 
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_backward_cpu", [&] {
-    const at::Tensor coeffs_t = padded_transposed_coeffs(coeffs, kLanes<scalar_t>);
-    const int64_t ld = coeffs_t.size(1);
+    const auto prepared = prepare<scalar_t>(mean, basis, coeffs, rotation, scale, translation);
+    const int64_t ld = prepared.args.ld;
     const int64_t chunk_verts = backward_chunk_verts(N);
     const int64_t chunks = (N + chunk_verts - 1) / chunk_verts;
-    at::Tensor pose_part = at::zeros({chunks, B, morphable::kPoseGradSize}, opts);
+    at::Tensor pose_part = at::zeros({chunks, morphable::kPoseGradSize, ld}, opts);
     at::Tensor coeff_part = at::zeros({chunks, K, ld}, opts);
     SynthesizeGradArgs<scalar_t> g{
-        make_args<scalar_t>(mean, basis, coeffs, coeffs_t, rotation, scale, translation),
+        prepared.args,
         grad_out.data_ptr<scalar_t>(),
         pose_part.data_ptr<scalar_t>(),
         coeff_part.data_ptr<scalar_t>(),
@@ -341,7 +401,7 @@ synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in
                      [&](int64_t begin, int64_t end) { run_backward_chunks(g, begin, end); });
 
     grad_coeffs.copy_(coeff_part.sum(0).narrow(1, 0, B).t());
-    const at::Tensor pose = pose_part.sum(0).contiguous();
+    const at::Tensor pose = pose_part.sum(0).narrow(1, 0, B).t().contiguous();  // [B,12]
     const scalar_t* pose_ptr = pose.data_ptr<scalar_t>();
     const scalar_t* R = rotation.data_ptr<scalar_t>();
     const scalar_t* s = scale.data_ptr<scalar_t>();

@@ -6,7 +6,9 @@
 //   out[b,n]   = s_b * R_b @ shape[b,n] + t_b            (3)
 // The contraction basis[n] @ coeffs[b] is a tiled reduction whose scheduling
 // differs between CPU and CUDA; everything a single (b, n) element does before
-// and after it is written once here.
+// and after it is written once here. T is float or double on CUDA; the CPU
+// twin also instantiates these with T = a SIMD vector of batch items (see
+// common/cpu_simd.h), which is why they use only +, * and assignment.
 #pragma once
 
 #include "../common/hostdevice.h"
@@ -42,9 +44,9 @@ PGN_HD void shape_grad(const T* R, T s, const T* g, T* grad_shape) {
 // acc[3*i + j] += g_i * shape_j, acc[9 + i] += g_i.
 template <typename T>
 PGN_HD void accumulate_pose_grad(const T* g, const T* shape, T* acc) {
-#pragma unroll
+PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
-#pragma unroll
+PGN_UNROLL
     for (int j = 0; j < 3; ++j) acc[3 * i + j] += g[i] * shape[j];
     acc[9 + i] += g[i];
   }
@@ -56,7 +58,7 @@ template <typename T>
 PGN_HD void finish_pose_grad(const T* acc, const T* R, T s, T* grad_R, T* grad_s,
                              T* grad_t) {
   T dot = T(0);
-#pragma unroll
+PGN_UNROLL
   for (int e = 0; e < 9; ++e) {
     grad_R[e] = s * acc[e];
     dot += acc[e] * R[e];

@@ -1,0 +1,111 @@
+"""Benchmark of pgnface.ops.synthesize against the pure-PyTorch reference.
+
+    python -m bench.synthesize [--device cpu|cuda] [--quick] [--json FILE]
+
+The reference is what a user would otherwise write: an einsum over the basis
+followed by a separate rotation / scale / translation (pgnface.ops.reference).
+Both run on the same inputs in the same process; the table prints each time,
+the speed-up, and on a GPU the forward pass's achieved memory bandwidth.
+"""
+
+import argparse
+import sys
+
+import torch
+
+import pgnface.ops as ops
+from bench.common import (device_description, environment, format_table, peak_bandwidth_gbps,
+                          time_call, write_json)
+
+# (name, vertices N, components K): the Surrey model (63 identity + 6
+# expression), 3DDFA's no-neck BFM (40 + 10) and the full BFM with expressions
+# (199 + 29). Random values of these sizes.
+MODELS = [("surrey", 3448, 69), ("bfm-3ddfa", 38365, 50), ("bfm-full", 53490, 228)]
+BATCHES = [1, 8, 64, 256]
+QUICK_BATCHES = [1, 64]
+
+
+def make_inputs(N, K, B, device, dtype):
+    g = torch.Generator().manual_seed(0)
+    rot = torch.linalg.qr(torch.randn(B, 3, 3, generator=g))[0]
+    args = dict(mean=torch.randn(N, 3, generator=g), basis=torch.randn(N, 3, K, generator=g) * 0.1,
+                coeffs=torch.randn(B, K, generator=g), rotation=rot,
+                scale=torch.rand(B, generator=g) + 0.5, translation=torch.randn(B, 3, generator=g))
+    return {k: v.to(device=device, dtype=dtype) for k, v in args.items()}
+
+
+def forward_backward(fn, args, grad_names=("coeffs", "rotation", "scale", "translation")):
+    leaves = {k: (v.requires_grad_(True) if k in grad_names else v) for k, v in args.items()}
+
+    def run():
+        for k in grad_names:
+            leaves[k].grad = None
+        fn(**leaves).sum().backward()
+
+    return run
+
+
+def bench_case(name, N, K, B, device, dtype, min_time):
+    args = make_inputs(N, K, B, device, dtype)
+    rows = []
+    with torch.no_grad():
+        ours = time_call(lambda: ops.synthesize(**args, check_values=False), device, min_time=min_time)
+        ref = time_call(lambda: ops.reference.synthesize(**args), device, min_time=min_time)
+    elem = torch.finfo(dtype).bits // 8
+    moved = (N * 3 * K + N * 3 + B * K + B * N * 3) * elem  # bytes the forward must touch
+    row = dict(model=name, N=N, K=K, B=B, **{"pass": "forward"}, pgnface_ms=ours * 1e3,
+               reference_ms=ref * 1e3, speedup=ref / ours)
+    peak = peak_bandwidth_gbps(device)
+    if peak:
+        row["GB/s"] = moved / ours / 1e9
+        row["%peak"] = 100.0 * row["GB/s"] / peak
+    rows.append(row)
+    ours = time_call(forward_backward(lambda **a: ops.synthesize(**a, check_values=False), dict(args)),
+                     device, min_time=min_time)
+    ref = time_call(forward_backward(ops.reference.synthesize, dict(args)), device, min_time=min_time)
+    rows.append(dict(model=name, N=N, K=K, B=B, **{"pass": "fwd+bwd"}, pgnface_ms=ours * 1e3,
+                     reference_ms=ref * 1e3, speedup=ref / ours))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--quick", action="store_true", help="B in {1, 64} only, shorter timing")
+    parser.add_argument("--models", default=",".join(m[0] for m in MODELS),
+                        help="comma-separated subset of: " + ", ".join(m[0] for m in MODELS))
+    parser.add_argument("--batches", default=None, help="comma-separated batch sizes")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not (torch.cuda.is_available() and ops.cuda_built()):
+        sys.exit("--device cuda needs a GPU and a CUDA build of pgnface")
+    dtype = getattr(torch, args.dtype)
+    batches = ([int(b) for b in args.batches.split(",")] if args.batches else
+               QUICK_BATCHES if args.quick else BATCHES)
+    wanted = set(args.models.split(","))
+    min_time = 0.1 if args.quick else 0.3
+
+    print(f"synthesize benchmark on {device_description(device)}, {args.dtype}, torch {torch.__version__}")
+    rows = []
+    for name, N, K in MODELS:
+        if name not in wanted:
+            continue
+        for B in batches:
+            for row in bench_case(name, N, K, B, device, dtype, min_time):
+                rows.append(row)
+                print(format_table([row], list(row)).splitlines()[-1], flush=True)
+    columns = ["model", "N", "K", "B", "pass", "pgnface_ms", "reference_ms", "speedup"]
+    if any("GB/s" in r for r in rows):
+        columns += ["GB/s", "%peak"]
+    print()
+    print(format_table(rows, columns))
+    write_json(args.json, dict(benchmark="synthesize", device=device_description(device),
+                               dtype=args.dtype, env=environment(), rows=rows))
+
+
+if __name__ == "__main__":
+    main()
