@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - only reached outside a proper build en
     )
 
 ROOT = Path(__file__).resolve().parent
+DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0+PTX"
 
 
 def read_sources():
@@ -76,7 +77,8 @@ def make_extension():
     with_cuda = want_cuda()
     sources = [s for s in read_sources() if with_cuda or not s.endswith(".cu")]
     define_macros = [("PGN_TORCH_VERSION", f'"{torch.__version__}"')]
-    cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]
+    # -Wno-psabi: the SIMD helpers are always inlined, so no vector crosses an ABI boundary.
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-Wno-psabi"]
     kwargs = dict(
         name="pgnface._C",
         sources=sources,
@@ -85,6 +87,11 @@ def make_extension():
     )
     build_info_module(with_cuda)
     if with_cuda:
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            # No GPU to detect the architecture from: build for the common recent ones.
+            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
+            print(f"pgnface: no GPU visible, compiling CUDA kernels for {DEFAULT_CUDA_ARCHS} "
+                  "(set TORCH_CUDA_ARCH_LIST to choose)")
         define_macros.append(("WITH_CUDA", None))
         nvcc_flags = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
         kwargs["include_dirs"] += nvidia_wheel_includes()

@@ -1,0 +1,41 @@
+# Everything from nothing: `make demo` and `make test` create .venv, install
+# torch and the build tools, build pgnface (with CUDA when a toolkit is found)
+# and run. Re-running only rebuilds when csrc/ or setup.py changed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.14.1
+PYTEST_ARGS ?= -q
+CSRC := $(shell find csrc -type f)
+
+.PHONY: demo test bench setup build gpu-check clean
+
+demo: $(VENV)/.built
+	$(PY) -m bench.synthesize --quick
+
+test: $(VENV)/.built
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: something is wrong with the test suite"; exit 1; fi; \
+	exit $$rc
+
+bench: $(VENV)/.built
+	$(PY) -m bench.synthesize
+
+setup: $(VENV)/.ready
+
+build: $(VENV)/.built
+
+$(VENV)/.ready:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" setuptools wheel ninja pybind11 numpy scipy tqdm pytest pytest-benchmark
+	touch $@
+
+$(VENV)/.built: $(VENV)/.ready setup.py pyproject.toml $(CSRC)
+	$(PY) -m pip install --no-build-isolation --no-deps -e .
+	touch $@
+
+gpu-check:
+	bash scripts/gpu_check.sh
+
+clean:
+	rm -rf build dist *.egg-info pgnface/_C*.so pgnface/_build_info.py
