@@ -23,6 +23,22 @@ TORCH_LIBRARY(pgnface, m) {
       "synthesize_backward(Tensor grad_out, Tensor mean, Tensor basis, Tensor coeffs, "
       "Tensor rotation, Tensor scale, Tensor translation, bool need_model_grad) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // Rasterizes clip-space triangles: (tri_id [B,H,W] int32, bary [B,H,W,3],
+  // depth [B,H,W]); cull: 0 none, 1 back, 2 front. See pgnface/ops/rasterize.py.
+  m.def(
+      "rasterize(Tensor pos, Tensor tris, int height, int width, int cull) -> "
+      "(Tensor, Tensor, Tensor)");
+  // Gradient w.r.t. pos [B,N,4] from the gradients of bary and depth.
+  m.def(
+      "rasterize_backward(Tensor grad_bary, Tensor grad_depth, Tensor pos, Tensor tris, "
+      "Tensor tri_id) -> Tensor");
+  // Interpolates per-vertex attributes [Ba,N,C] (Ba = 1 or B) -> [B,H,W,C].
+  m.def("interpolate(Tensor attr, Tensor tri_id, Tensor bary, Tensor tris) -> Tensor");
+  // Returns (grad_attr shaped like attr, grad_bary [B,H,W,3]).
+  m.def(
+      "interpolate_backward(Tensor grad_out, Tensor attr, Tensor tri_id, Tensor bary, "
+      "Tensor tris) -> (Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -7,10 +7,15 @@ tests hold the kernels against.
 
 Ops:
     synthesize: fused 3DMM vertex synthesis s * R (mean + basis @ c) + t.
+    rasterize: batched triangle rasterization with differentiable barycentrics.
+    interpolate: per-vertex attributes at every pixel of rasterized fragments.
 """
 
 from .._ext import cuda_built
 from . import reference
+from .interpolate import interpolate
+from .rasterize import Fragments, clip_from_pixels, rasterize
 from .synthesize import synthesize
 
-__all__ = ["cuda_built", "reference", "synthesize"]
+__all__ = ["Fragments", "clip_from_pixels", "cuda_built", "interpolate", "rasterize", "reference",
+           "synthesize"]

@@ -1,0 +1,78 @@
+"""Per-vertex attribute interpolation over rasterized fragments.
+
+The op is ``torch.ops.pgnface.interpolate`` (kernels next to the rasterizer's
+in csrc/rasterize/). Gradients flow to the attributes and, through the
+barycentrics, back into ``rasterize`` and so to the vertex positions.
+"""
+
+import torch
+
+from . import _checks as C
+from .rasterize import Fragments, check_triangles
+
+
+def interpolate(attr: torch.Tensor, fragments: Fragments, tris: torch.Tensor, *,
+                check_values: bool = True) -> torch.Tensor:
+    """Interpolates per-vertex attributes at every pixel with the fragments' barycentrics.
+
+    ``out[b, h, w] = sum_k bary[b, h, w, k] * attr[b, tris[tri_id[b, h, w], k]]``,
+    and 0 where no triangle is visible.
+
+    Args:
+        attr: [B, N, C] per-vertex attributes, or [N, C] shared by the batch.
+        fragments: the output of :func:`pgnface.ops.rasterize` for the same tris.
+        tris: [T, 3] int32/int64 triangle list used for rasterizing.
+        check_values: validate the triangle indices against N (see rasterize).
+
+    Returns:
+        [B, H, W, C], differentiable w.r.t. attr and fragments.bary.
+    """
+    C.require_tensor(attr, "attr")
+    C.require_float(attr, "attr")
+    C.require_supported_device(attr, "attr")
+    if not isinstance(fragments, tuple) or len(fragments) != 3:
+        raise TypeError("fragments must be the Fragments(tri_id, bary, depth) returned by rasterize")
+    tri_id, bary, _ = fragments
+    C.require_tensor(tri_id, "fragments.tri_id")
+    C.require_tensor(bary, "fragments.bary")
+    sizes = {}
+    C.require_shape(tri_id, "fragments.tri_id", ("B", "H", "W"), sizes)
+    C.require_shape(bary, "fragments.bary", ("B", "H", "W", 3), sizes)
+    if tri_id.dtype != torch.int32:
+        raise TypeError(f"fragments.tri_id must be int32, got {tri_id.dtype}")
+    C.require_like(bary, "fragments.bary", attr, "attr")
+    if tri_id.device != attr.device:
+        raise ValueError(f"fragments.tri_id must be on {attr.device} like attr, got {tri_id.device}")
+    if attr.dim() == 2:
+        attr = attr.unsqueeze(0)
+    elif attr.dim() != 3 or attr.shape[0] not in (1, sizes["B"]):
+        raise ValueError(
+            f"attr must have shape [N, C] or [B, N, C] with B = {sizes['B']}, got {list(attr.shape)}")
+    tris = check_triangles(tris, attr.shape[1], attr.device, check_values)
+    return torch.ops.pgnface.interpolate(attr, tri_id, bary, tris)
+
+
+@torch.library.register_fake("pgnface::interpolate")
+def _interpolate_fake(attr, tri_id, bary, tris):
+    B, H, W = tri_id.shape
+    return attr.new_empty((B, H, W, attr.shape[2]))
+
+
+@torch.library.register_fake("pgnface::interpolate_backward")
+def _interpolate_backward_fake(grad_out, attr, tri_id, bary, tris):
+    return attr.new_empty(attr.shape), bary.new_empty(bary.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    attr, tri_id, bary, tris = inputs
+    ctx.save_for_backward(attr, tri_id, bary, tris)
+
+
+def _backward(ctx, grad_out):
+    attr, tri_id, bary, tris = ctx.saved_tensors
+    grad_attr, grad_bary = torch.ops.pgnface.interpolate_backward(
+        grad_out.contiguous(), attr, tri_id, bary, tris)
+    return grad_attr, None, grad_bary, None
+
+
+torch.library.register_autograd("pgnface::interpolate", _backward, setup_context=_setup_context)
