@@ -24,8 +24,8 @@ TORCH_LIBRARY(pgnface, m) {
       "Tensor rotation, Tensor scale, Tensor translation, bool need_model_grad) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 
-  // Rasterizes clip-space triangles: (tri_id [B,H,W] int32, bary [B,H,W,3],
-  // depth [B,H,W]); cull: 0 none, 1 back, 2 front. See pgnface/ops/rasterize.py.
+  // Rasterizes clip-space triangles: (bary [B,H,W,3], depth [B,H,W],
+  // tri_id [B,H,W] int32); cull: 0 none, 1 back, 2 front. See pgnface/ops/rasterize.py.
   m.def(
       "rasterize(Tensor pos, Tensor tris, int height, int width, int cull) -> "
       "(Tensor, Tensor, Tensor)");

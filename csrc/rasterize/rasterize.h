@@ -23,7 +23,8 @@ void check_fragments(const at::Tensor& tri_id, const at::Tensor& bary, int64_t B
 void check_interpolate_args(const at::Tensor& attr, const at::Tensor& tri_id,
                             const at::Tensor& bary, const at::Tensor& tris);
 
-// Returns (tri_id, bary, depth).
+// Returns (bary, depth, tri_id): the integer output last, so tools that sum
+// every output (opcheck) never add floats into an integer.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(const at::Tensor& pos,
                                                              const at::Tensor& tris,
                                                              int64_t height, int64_t width,

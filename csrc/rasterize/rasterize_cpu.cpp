@@ -1,11 +1,14 @@
 // CPU twin of the rasterizer and of attribute interpolation.
 //
-// Scheduling: the image of each batch item is split into horizontal bands;
-// (batch item, band) pairs are independent tasks for at::parallel_for. A task
-// projects the vertices once, walks every triangle whose bounding box meets
-// its band and keeps a private z-buffer of packed (depth, triangle) keys, then
-// resolves its pixels. The number of bands depends on B and H only, never on
-// the thread count, so every output (and every gradient sum) is reproducible.
+// Forward scheduling: project the vertices once per image, then depth-test
+// every triangle's pixels into a z-buffer of packed (depth, triangle id)
+// keys, then resolve each pixel. With at least as many images as threads each
+// task takes whole images; otherwise the triangles of an image are split
+// across threads into private z-buffers that are merged by min. Keys make the
+// result exact and independent of that split.
+// Backward scheduling: (batch item, band of rows) tasks, each with its own
+// gradient buffer; the bands depend on B and H only, never on the thread
+// count, so the gradient sums are reproducible.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -79,22 +82,27 @@ bool valid_triangle(const int32_t* tri, int64_t N) {
 }
 
 template <typename T>
-void rasterize_band(const T* pos, const int32_t* tris, int64_t N, int64_t T_count, int H, int W,
-                    int cull, int row_begin, int row_end, int32_t* tri_id, T* bary, T* depth,
-                    std::vector<raster::ScreenVertex<T>>& verts, std::vector<uint64_t>& zbuf) {
-  verts.resize(N);
-  for (int64_t n = 0; n < N; ++n) verts[n] = raster::project_vertex(pos + 4 * n, H, W);
-  zbuf.assign(static_cast<size_t>(row_end - row_begin) * W, raster::kEmptyKey);
+using ScreenVertices = std::vector<raster::ScreenVertex<T>>;
 
+template <typename T>
+void project_vertices(const T* pos, int64_t n_begin, int64_t n_end, int H, int W,
+                      ScreenVertices<T>& verts) {
+  for (int64_t n = n_begin; n < n_end; ++n) verts[n] = raster::project_vertex(pos + 4 * n, H, W);
+}
+
+// Depth-tests triangles [t_begin, t_end) into zbuf [H*W] of packed keys.
+template <typename T>
+void cover_triangles(const ScreenVertices<T>& verts, const int32_t* tris, int64_t t_begin,
+                     int64_t t_end, int H, int W, int cull, uint64_t* zbuf) {
+  const int64_t N = static_cast<int64_t>(verts.size());
   raster::TriangleSetup setup;
-  for (int64_t t = 0; t < T_count; ++t) {
+  for (int64_t t = t_begin; t < t_end; ++t) {
     const int32_t* tri = tris + 3 * t;
     if (!valid_triangle(tri, N)) continue;  // never read out of bounds
     const auto &v0 = verts[tri[0]], &v1 = verts[tri[1]], &v2 = verts[tri[2]];
     if (!raster::setup_triangle(v0, v1, v2, H, W, cull, setup)) continue;
-    const int r0 = std::max(setup.row0, row_begin), r1 = std::min(setup.row1, row_end - 1);
-    for (int row = r0; row <= r1; ++row) {
-      uint64_t* zrow = zbuf.data() + static_cast<size_t>(row - row_begin) * W;
+    for (int row = setup.row0; row <= setup.row1; ++row) {
+      uint64_t* zrow = zbuf + static_cast<int64_t>(row) * W;
       for (int col = setup.col0; col <= setup.col1; ++col) {
         if (!raster::covers_pixel(setup, col, row)) continue;
         T d;
@@ -104,25 +112,30 @@ void rasterize_band(const T* pos, const int32_t* tris, int64_t N, int64_t T_coun
       }
     }
   }
+}
 
+// Writes the outputs of pixels [p_begin, p_end) of one image from its z-buffer.
+template <typename T>
+void resolve_pixels(const ScreenVertices<T>& verts, const T* pos, const int32_t* tris,
+                    const uint64_t* zbuf, int64_t p_begin, int64_t p_end, int W, int32_t* tri_id,
+                    T* bary, T* depth) {
   const T inf = std::numeric_limits<T>::infinity();
-  for (int row = row_begin; row < row_end; ++row) {
-    for (int col = 0; col < W; ++col) {
-      const int64_t pix = static_cast<int64_t>(row) * W + col;
-      const uint64_t key = zbuf[static_cast<size_t>(row - row_begin) * W + col];
-      T* b = bary + 3 * pix;
-      if (key == raster::kEmptyKey) {
-        tri_id[pix] = -1;
-        b[0] = b[1] = b[2] = T(0);
-        depth[pix] = inf;
-        continue;
-      }
-      const int32_t t = static_cast<int32_t>(key & 0xffffffffu);
-      const int32_t* tri = tris + 3 * t;
-      tri_id[pix] = t;
-      raster::resolve_pixel(pos + 4 * tri[0], pos + 4 * tri[1], pos + 4 * tri[2], col, row, H, W,
-                            b, depth[pix]);
+  for (int64_t pix = p_begin; pix < p_end; ++pix) {
+    const uint64_t key = zbuf[pix];
+    T* b = bary + 3 * pix;
+    if (key == raster::kEmptyKey) {
+      tri_id[pix] = -1;
+      b[0] = b[1] = b[2] = T(0);
+      depth[pix] = inf;
+      continue;
     }
+    const int32_t t = static_cast<int32_t>(key & 0xffffffffu);
+    const int32_t* tri = tris + 3 * t;
+    tri_id[pix] = t;
+    const T w[3] = {pos[4 * tri[0] + 3], pos[4 * tri[1] + 3], pos[4 * tri[2] + 3]};
+    raster::resolve_screen_pixel(verts[tri[0]], verts[tri[1]], verts[tri[2]], w,
+                                 static_cast<int>(pix % W), static_cast<int>(pix / W), b,
+                                 depth[pix]);
   }
 }
 
@@ -163,29 +176,60 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(const at::Tensor& p
   at::Tensor tri_id = at::empty({B, H, W}, pos.options().dtype(at::kInt));
   at::Tensor bary = at::empty({B, H, W, 3}, pos.options());
   at::Tensor depth = at::empty({B, H, W}, pos.options());
-  if (B == 0) return {tri_id, bary, depth};
-  const int64_t bands = bands_for(B, H);
+  if (B == 0) return {bary, depth, tri_id};
+  // The result is exact and order-independent, so the forward pass may split
+  // work by thread count: whole images per task when the batch fills the
+  // threads, otherwise triangles split across private z-buffers merged by min.
+  const int64_t threads = at::get_num_threads();
+  const int64_t pixels = static_cast<int64_t>(H) * W;
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_cpu", [&] {
     const scalar_t* pos_ptr = pos.data_ptr<scalar_t>();
     const int32_t* tris_ptr = tris.data_ptr<int32_t>();
     int32_t* tri_ptr = tri_id.data_ptr<int32_t>();
     scalar_t* bary_ptr = bary.data_ptr<scalar_t>();
     scalar_t* depth_ptr = depth.data_ptr<scalar_t>();
-    at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
-      std::vector<raster::ScreenVertex<scalar_t>> verts;
-      std::vector<uint64_t> zbuf;
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / bands, band = task % bands;
-        const int row_begin = static_cast<int>(band * H / bands);
-        const int row_end = static_cast<int>((band + 1) * H / bands);
-        const int64_t img = b * H * W;
-        rasterize_band(pos_ptr + b * N * 4, tris_ptr, N, T_count, H, W, static_cast<int>(cull),
-                       row_begin, row_end, tri_ptr + img, bary_ptr + 3 * img, depth_ptr + img,
-                       verts, zbuf);
-      }
-    });
+    const int c = static_cast<int>(cull);
+    if (B >= threads) {
+      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+        ScreenVertices<scalar_t> verts(N);
+        std::vector<uint64_t> zbuf;
+        for (int64_t b = begin; b < end; ++b) {
+          const scalar_t* p = pos_ptr + b * N * 4;
+          project_vertices(p, 0, N, H, W, verts);
+          zbuf.assign(pixels, raster::kEmptyKey);
+          cover_triangles(verts, tris_ptr, 0, T_count, H, W, c, zbuf.data());
+          resolve_pixels(verts, p, tris_ptr, zbuf.data(), 0, pixels, W, tri_ptr + b * pixels,
+                         bary_ptr + 3 * b * pixels, depth_ptr + b * pixels);
+        }
+      });
+      return;
+    }
+    ScreenVertices<scalar_t> verts(N);
+    std::vector<uint64_t> zbufs(static_cast<size_t>(threads) * pixels);
+    for (int64_t b = 0; b < B; ++b) {
+      const scalar_t* p = pos_ptr + b * N * 4;
+      at::parallel_for(0, N, 2048, [&](int64_t begin, int64_t end) {
+        project_vertices(p, begin, end, H, W, verts);
+      });
+      std::fill(zbufs.begin(), zbufs.end(), raster::kEmptyKey);
+      at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t part = begin; part < end; ++part) {
+          cover_triangles(verts, tris_ptr, part * T_count / threads,
+                          (part + 1) * T_count / threads, H, W, c, zbufs.data() + part * pixels);
+        }
+      });
+      at::parallel_for(0, pixels, 4096, [&](int64_t begin, int64_t end) {
+        uint64_t* merged = zbufs.data();
+        for (int64_t part = 1; part < threads; ++part) {
+          const uint64_t* z = zbufs.data() + part * pixels;
+          for (int64_t q = begin; q < end; ++q) merged[q] = std::min(merged[q], z[q]);
+        }
+        resolve_pixels(verts, p, tris_ptr, merged, begin, end, W, tri_ptr + b * pixels,
+                       bary_ptr + 3 * b * pixels, depth_ptr + b * pixels);
+      });
+    }
   });
-  return {tri_id, bary, depth};
+  return {bary, depth, tri_id};
 }
 
 at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tensor& grad_depth_in,

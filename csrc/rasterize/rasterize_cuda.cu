@@ -177,7 +177,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(const at::Tensor& 
   at::Tensor tri_id = at::empty({B, H, W}, pos.options().dtype(at::kInt));
   at::Tensor bary = at::empty({B, H, W, 3}, pos.options());
   at::Tensor depth = at::empty({B, H, W}, pos.options());
-  if (B == 0) return {tri_id, bary, depth};
+  if (B == 0) return {bary, depth, tri_id};
   // All bits set = kEmptyKey, the largest key.
   at::Tensor zbuf = at::full({B, H, W}, -1, pos.options().dtype(at::kLong));
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
@@ -194,7 +194,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(const at::Tensor& 
         bary.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(), B, N, H, W);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {tri_id, bary, depth};
+  return {bary, depth, tri_id};
 }
 
 at::Tensor rasterize_backward_cuda(const at::Tensor& grad_bary_in, const at::Tensor& grad_depth_in,

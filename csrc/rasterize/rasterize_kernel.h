@@ -331,22 +331,29 @@ PGN_HD bool pixel_depth(const ScreenVertex<T>& v0, const ScreenVertex<T>& v1,
   return is_finite(depth);
 }
 
-// Outputs of one covered pixel: perspective-correct barycentrics and depth.
+// Outputs of one covered pixel from its triangle's projected vertices and
+// their clip-space w: perspective-correct barycentrics and depth.
 template <typename T>
-PGN_HD void resolve_pixel(const T* p0, const T* p1, const T* p2, int col, int row, int height,
-                          int width, T bary[3], T& depth) {
-  const ScreenVertex<T> v[3] = {project_vertex(p0, height, width),
-                                project_vertex(p1, height, width),
-                                project_vertex(p2, height, width)};
-  const T X[3] = {v[0].X, v[1].X, v[2].X}, Y[3] = {v[0].Y, v[1].Y, v[2].Y};
-  const T zeta[3] = {v[0].zeta, v[1].zeta, v[2].zeta};
-  const T w[3] = {p0[3], p1[3], p2[3]};
+PGN_HD void resolve_screen_pixel(const ScreenVertex<T>& v0, const ScreenVertex<T>& v1,
+                                 const ScreenVertex<T>& v2, const T w[3], int col, int row,
+                                 T bary[3], T& depth) {
+  const T X[3] = {v0.X, v1.X, v2.X}, Y[3] = {v0.Y, v1.Y, v2.Y};
+  const T zeta[3] = {v0.zeta, v1.zeta, v2.zeta};
   // The coverage pass only keeps triangles whose float area is non-zero at
   // this pixel, so this succeeds; the zeros only silence the compiler.
   T lam[3] = {T(0), T(0), T(0)};
   screen_barycentrics(X, Y, static_cast<T>(col) + T(0.5), static_cast<T>(row) + T(0.5), lam);
   depth = interpolate_depth(lam, zeta);
   perspective_barycentrics(lam, w, bary);
+}
+
+// The same from clip-space positions p_k = (x, y, z, w).
+template <typename T>
+PGN_HD void resolve_pixel(const T* p0, const T* p1, const T* p2, int col, int row, int height,
+                          int width, T bary[3], T& depth) {
+  const T w[3] = {p0[3], p1[3], p2[3]};
+  resolve_screen_pixel(project_vertex(p0, height, width), project_vertex(p1, height, width),
+                       project_vertex(p2, height, width), w, col, row, bary, depth);
 }
 
 // Gradient of (bary, depth) at pixel (col, row) w.r.t. the clip-space

@@ -105,7 +105,7 @@ def rasterize(pos: torch.Tensor, tris: torch.Tensor, resolution: Union[int, Tupl
     tris = check_triangles(tris, pos.shape[1], pos.device, check_values)
     if check_values and C.values_checkable():
         C.require_finite(pos, "pos")
-    tri_id, bary, depth = torch.ops.pgnface.rasterize(pos, tris, height, width, CULL_MODES[cull])
+    bary, depth, tri_id = torch.ops.pgnface.rasterize(pos, tris, height, width, CULL_MODES[cull])
     return Fragments(tri_id, bary, depth)
 
 
@@ -140,8 +140,8 @@ def clip_from_pixels(points: torch.Tensor, resolution: Union[int, Tuple[int, int
 @torch.library.register_fake("pgnface::rasterize")
 def _rasterize_fake(pos, tris, height, width, cull):
     B = pos.shape[0]
-    return (pos.new_empty((B, height, width), dtype=torch.int32),
-            pos.new_empty((B, height, width, 3)), pos.new_empty((B, height, width)))
+    return (pos.new_empty((B, height, width, 3)), pos.new_empty((B, height, width)),
+            pos.new_empty((B, height, width), dtype=torch.int32))
 
 
 @torch.library.register_fake("pgnface::rasterize_backward")
@@ -151,12 +151,12 @@ def _rasterize_backward_fake(grad_bary, grad_depth, pos, tris, tri_id):
 
 def _setup_context(ctx, inputs, output):
     pos, tris, _, _, _ = inputs
-    tri_id, _, _ = output
+    _, _, tri_id = output
     ctx.mark_non_differentiable(tri_id)
     ctx.save_for_backward(pos, tris, tri_id)
 
 
-def _backward(ctx, grad_tri_id, grad_bary, grad_depth):
+def _backward(ctx, grad_bary, grad_depth, grad_tri_id):
     pos, tris, tri_id = ctx.saved_tensors
     B, H, W = tri_id.shape
     if grad_bary is None:
