@@ -157,8 +157,9 @@ def test_triangle_covering_the_whole_image(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_culling_by_orientation(device):
-    ccw = torch.tensor([[-0.8, -0.8, 0, 1], [0.8, -0.8, 0, 1], [0.0, 0.8, 0, 1]])  # CCW in NDC
-    pos = ccw[None].to(device)
+    # Counter-clockwise in the image (row 0 on top): top-left, bottom, top-right.
+    ccw_in_image = torch.tensor([[-0.8, -0.8, 0, 1], [0.0, 0.8, 0, 1], [0.8, -0.8, 0, 1]])
+    pos = ccw_in_image[None].to(device)
     front, back = (torch.tensor([[0, 1, 2]], dtype=torch.int32, device=device),
                    torch.tensor([[0, 2, 1]], dtype=torch.int32, device=device))
     assert ops.rasterize(pos, front, 16, cull="back").mask.any()

@@ -198,9 +198,11 @@ struct TriangleSetup {
 };
 
 // Returns false when the triangle draws nothing: an invalid vertex, zero area,
-// culled by facing, or entirely off-screen. Front-facing means positive area
-// in screen coordinates, i.e. counter-clockwise in normalised device
-// coordinates (x right, y up), the OpenGL convention.
+// culled by facing, or entirely off-screen. Front-facing means
+// counter-clockwise as seen in the output image (row 0 at the top), which is
+// negative signed area in pixel coordinates (x right, y down): a mesh wound
+// counter-clockwise seen from outside, drawn upright in OpenCV pixel
+// coordinates, shows its front faces.
 template <typename T>
 PGN_HD bool setup_triangle(const ScreenVertex<T>& v0, const ScreenVertex<T>& v1,
                            const ScreenVertex<T>& v2, int height, int width, int cull,
@@ -213,8 +215,8 @@ PGN_HD bool setup_triangle(const ScreenVertex<T>& v0, const ScreenVertex<T>& v1,
   }
   const int64_t area = edge_fixed(t.fx[0], t.fy[0], t.fx[1], t.fy[1], t.fx[2], t.fy[2]);
   if (area == 0) return false;
-  if (cull == kCullBack && area < 0) return false;
-  if (cull == kCullFront && area > 0) return false;
+  if (cull == kCullBack && area > 0) return false;
+  if (cull == kCullFront && area < 0) return false;
   t.sign = area > 0 ? 1 : -1;
   for (int k = 0; k < 3; ++k) {
     const int a = (k + 1) % 3, b = (k + 2) % 3;

@@ -84,7 +84,7 @@ def rasterize(pos: torch.Tensor, tris: torch.Tensor, resolution: Union[int, Tupl
         tris: [T, 3] int32 (or int64) vertex indices, shared by the batch.
         resolution: (height, width), or one int for a square image.
         cull: "none", "back" or "front". Front-facing triangles are
-            counter-clockwise in normalised device coordinates (x right, y up).
+            counter-clockwise as seen in the output image (row 0 at the top).
         check_values: raise ValueError on out-of-range triangle indices and
             non-finite positions (one device sync on CUDA; skipped under
             torch.compile and CUDA graph capture). Without the check, triangles

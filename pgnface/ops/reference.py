@@ -97,10 +97,10 @@ def rasterize(pos: torch.Tensor, tris: torch.Tensor, resolution, cull: str = "no
         F, G = fx[tris], fy[tris]  # [T, 3]
         area = _edge(F[:, 0], G[:, 0], F[:, 1], G[:, 1], F[:, 2], G[:, 2])
         ok = valid[tris].all(1) & (area != 0)
-        if _CULL[cull] == 1:
-            ok &= area > 0
-        elif _CULL[cull] == 2:
+        if _CULL[cull] == 1:  # front-facing = counter-clockwise in the image = negative area
             ok &= area < 0
+        elif _CULL[cull] == 2:
+            ok &= area > 0
         sign = torch.where(area > 0, 1, -1)
         inside = ok[None, :].expand(qx.shape[0], T).clone()
         Xt, Yt, Zt = X.detach()[tris], Y.detach()[tris], zeta.detach()[tris]
