@@ -1,0 +1,260 @@
+"""Batched, on-device synthetic face data with exact ground truth.
+
+``SyntheticFaces(model).sample(B)`` renders B random faces: random identity,
+expression, albedo and SH lighting, a random background (smooth noise,
+stripes, cluttered shapes), a pose with yaw uniform over +-90 degrees and
+in-the-wild-like pitch and roll, and crop jitter. ``sample_clips(B, F)``
+renders B clips of F frames of one person each (shared identity and albedo,
+smooth pose / expression / lighting trajectories), for multi-frame training.
+Everything runs on the model's device and is deterministic for a seed.
+
+Coordinates: crop pixels, OpenCV convention: x right, y down, z away from the
+camera; pixel centres at integer + 0.5. 3D landmarks are (x, y, z) with z
+centred on the landmarks' mean depth. The pose (R, s, t) maps model space to
+this frame: ``p = s R x + t`` (see pgnface.model.camera).
+
+Angle convention (degrees): the head rotation in model space is
+``R_model = R_z(roll) @ R_x(pitch) @ R_y(yaw)`` (+y up, +z towards the
+camera), so positive yaw turns the face towards the image's right, positive
+pitch tilts the chin up and positive roll rotates the face counter-clockwise
+in the image. The image-frame rotation is ``FRONTAL @ R_model``.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+
+from ..model import FRONTAL, MorphableModel, WeakPerspectiveCamera, render
+from ..model.shading import directional_gamma
+
+
+@dataclass
+class SyntheticConfig:
+    """Distributions of the generator (angles in degrees, sizes in pixels)."""
+
+    size: int = 128
+    yaw_max: float = 90.0          # yaw ~ U(-yaw_max, yaw_max)
+    pitch_std: float = 12.0        # pitch ~ N(0, std) clipped to +-pitch_max
+    pitch_max: float = 35.0
+    roll_std: float = 8.0
+    roll_max: float = 30.0
+    id_std: float = 1.0
+    albedo_std: float = 1.0
+    expression_prob: float = 0.35  # each expression is active with this probability
+    face_fraction: float = 0.72    # face width (model x extent) / crop size, before jitter
+    scale_jitter: float = 0.1
+    shift_jitter: float = 0.06     # fraction of the crop size
+    ambient: tuple = (0.35, 0.9)
+    diffuse: tuple = (0.1, 0.8)
+
+
+def rotation_from_angles(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
+    """[B] angles in degrees -> [B, 3, 3] model-space rotation R_z(roll) R_x(pitch) R_y(yaw)."""
+    y, p, r = (torch.deg2rad(a) for a in (yaw, pitch, roll))
+    zero, one = torch.zeros_like(y), torch.ones_like(y)
+
+    def mat(rows):
+        return torch.stack([torch.stack(row, -1) for row in rows], -2)
+
+    ry = mat([[y.cos(), zero, y.sin()], [zero, one, zero], [-y.sin(), zero, y.cos()]])
+    # Pitch up = chin forward/up: rotate about +x by -pitch so the face looks up.
+    rx = mat([[one, zero, zero], [zero, p.cos(), p.sin()], [zero, -p.sin(), p.cos()]])
+    rz = mat([[r.cos(), -r.sin(), zero], [r.sin(), r.cos(), zero], [zero, zero, one]])
+    return rz @ rx @ ry
+
+
+class SyntheticFaces:
+    """Random faces rendered from a morphable model, with exact ground truth.
+
+    Args:
+        model: the 3DMM (MorphableModel.builtin() by default); its device is used.
+        config: SyntheticConfig.
+        seed: base seed; ``sample(..., seed=k)`` is deterministic for (seed, k).
+    """
+
+    def __init__(self, model: Optional[MorphableModel] = None, config: Optional[SyntheticConfig] = None,
+                 seed: int = 0):
+        self.model = model if model is not None else MorphableModel.builtin()
+        self.config = config or SyntheticConfig()
+        self.seed = seed
+        self._width = float(self.model.mean[:, 0].max() - self.model.mean[:, 0].min())
+        self._calls = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _generator(self, seed: Optional[int]) -> torch.Generator:
+        if seed is None:
+            seed = self._calls
+            self._calls += 1
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.seed * 1_000_003 + seed)
+        return g
+
+    def _uniform(self, g, shape, lo, hi):
+        return torch.rand(shape, generator=g, device=self.device) * (hi - lo) + lo
+
+    def _randn(self, g, shape):
+        return torch.randn(shape, generator=g, device=self.device)
+
+    # --- random parameters --------------------------------------------------------
+
+    def _expressions(self, g, B):
+        cfg, K = self.config, self.model.num_exp
+        active = torch.rand(B, K, generator=g, device=self.device) < cfg.expression_prob
+        return active * self._uniform(g, (B, K), 0.0, 1.0)
+
+    def _angles(self, g, B):
+        cfg = self.config
+        yaw = self._uniform(g, (B,), -cfg.yaw_max, cfg.yaw_max)
+        pitch = (self._randn(g, (B,)) * cfg.pitch_std).clamp(-cfg.pitch_max, cfg.pitch_max)
+        roll = (self._randn(g, (B,)) * cfg.roll_std).clamp(-cfg.roll_max, cfg.roll_max)
+        return yaw, pitch, roll
+
+    def _lighting(self, g, B):
+        cfg = self.config
+        ambient = self._uniform(g, (B,), *cfg.ambient)
+        diffuse = self._uniform(g, (B,), *cfg.diffuse)
+        direction = torch.nn.functional.normalize(self._randn(g, (B, 3)) * torch.tensor(
+            [1.0, 0.7, 0.5], device=self.device) + torch.tensor([0.0, 0.3, 1.0], device=self.device), dim=1)
+        tint = 1 + 0.08 * self._randn(g, (B, 3))
+        gamma = torch.zeros(B, 9, 3, device=self.device)
+        unit = directional_gamma(1, ambient=0.0, diffuse=1.0, direction=(0.0, 0.0, 1.0), device=self.device)[0]
+        c1 = float(unit[2, 0])  # SH weight of a unit light along the axis
+        gamma[:, 0] = (ambient + 0.25 * diffuse)[:, None] * tint
+        gamma[:, 1] = (diffuse * c1 * direction[:, 1])[:, None] * tint
+        gamma[:, 2] = (diffuse * c1 * direction[:, 2])[:, None] * tint
+        gamma[:, 3] = (diffuse * c1 * direction[:, 0])[:, None] * tint
+        gamma[:, 4:] = 0.05 * self._randn(g, (B, 5, 1))
+        return gamma
+
+    def backgrounds(self, g, B) -> torch.Tensor:
+        """[B, H, W, 3] random backgrounds: smooth noise, stripes or cluttered shapes."""
+        S = self.config.size
+        dev = self.device
+        coarse = torch.rand(B, 3, 6, 6, generator=g, device=dev)
+        smooth = torch.nn.functional.interpolate(coarse, size=(S, S), mode="bicubic", align_corners=False)
+        smooth = smooth.clamp(0, 1).permute(0, 2, 3, 1)
+        ys, xs = torch.meshgrid(torch.arange(S, device=dev, dtype=torch.float32),
+                                torch.arange(S, device=dev, dtype=torch.float32), indexing="ij")
+        angle = self._uniform(g, (B, 1, 1), 0, math.pi)
+        freq = self._uniform(g, (B, 1, 1), 0.05, 0.4)
+        stripes = 0.5 + 0.5 * torch.sin((xs * angle.cos() + ys * angle.sin()) * freq)
+        colours = torch.rand(B, 2, 3, generator=g, device=dev)
+        striped = stripes[..., None] * colours[:, None, None, 0] + (1 - stripes[..., None]) * colours[:, None, None, 1]
+        clutter = smooth.clone()
+        for _ in range(6):
+            cx, cy = self._uniform(g, (B, 1, 1), 0, S), self._uniform(g, (B, 1, 1), 0, S)
+            rx, ry = self._uniform(g, (B, 1, 1), S * 0.05, S * 0.3), self._uniform(g, (B, 1, 1), S * 0.05, S * 0.3)
+            is_box = (torch.rand(B, 1, 1, generator=g, device=dev) < 0.5)
+            ellipse = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 < 1
+            box = ((xs - cx).abs() < rx) & ((ys - cy).abs() < ry)
+            shape = torch.where(is_box, box, ellipse)[..., None]
+            clutter = torch.where(shape, torch.rand(B, 1, 1, 3, generator=g, device=dev), clutter)
+        kind = torch.randint(0, 3, (B, 1, 1, 1), generator=g, device=dev)
+        return torch.where(kind == 0, smooth, torch.where(kind == 1, striped, clutter))
+
+    # --- rendering ----------------------------------------------------------------
+
+    def _crop_scale(self, g, B):
+        cfg, S = self.config, self.config.size
+        jitter = 1 + cfg.scale_jitter * (2 * torch.rand(B, generator=g, device=self.device) - 1)
+        return (cfg.face_fraction * S / self._width) * jitter
+
+    def _pose(self, g, rot_model, B, scale=None):
+        """Image rotation, scale and translation that put the face in the crop, with jitter."""
+        cfg, S = self.config, self.config.size
+        if scale is None:
+            scale = self._crop_scale(g, B)
+        rotation = FRONTAL.to(self.device) @ rot_model
+        lm = self.model.landmarks(torch.zeros(B, self.model.num_id, device=self.device), None, rotation, scale)
+        centre = (lm.amax(1) + lm.amin(1)) / 2
+        shift = cfg.shift_jitter * S * (2 * torch.rand(B, 2, generator=g, device=self.device) - 1)
+        translation = torch.zeros(B, 3, device=self.device)
+        translation[:, :2] = S / 2 - centre[:, :2] + shift
+        translation[:, 2] = 1000.0
+        return rotation, scale, translation
+
+    def _render(self, id_c, exp_c, alb_c, gamma, rotation, scale, translation, background):
+        model, S = self.model, self.config.size
+        camera = WeakPerspectiveCamera(scale, rotation, translation)
+        verts = model.vertices(id_c, exp_c)
+        out = render(verts, model.triangles, model.albedo(alb_c).clamp(0, 1), gamma, camera, S,
+                     background=background)
+        image_verts = out.image_points
+        lm3d = image_verts[:, model.landmark_vertices]
+        lm3d = torch.cat([lm3d[..., :2], lm3d[..., 2:] - lm3d[..., 2:].mean(1, keepdim=True)], -1)
+        return out, image_verts, lm3d
+
+    @torch.no_grad()
+    def sample(self, batch_size: int, seed: Optional[int] = None) -> Dict[str, torch.Tensor]:
+        """Renders `batch_size` random faces.
+
+        Returns a dict of tensors (B = batch_size, S = config.size, L = landmarks):
+            image [B, 3, S, S] in [0, 1]; mask [B, S, S]; landmarks3d [B, L, 3]
+            (x, y, z) crop pixels; landmarks2d [B, L, 2]; landmark_visible [B, L];
+            vertices [B, N, 3] crop-frame vertices; yaw, pitch, roll [B] degrees;
+            rotation [B, 3, 3], scale [B], translation [B, 3] (p = s R x + t);
+            id, exp, albedo coefficients; gamma [B, 9, 3] SH lighting.
+        """
+        g = self._generator(seed)
+        B, model = batch_size, self.model
+        id_c = self._randn(g, (B, model.num_id)) * self.config.id_std
+        exp_c = self._expressions(g, B)
+        alb_c = self._randn(g, (B, model.num_albedo)) * self.config.albedo_std
+        gamma = self._lighting(g, B)
+        yaw, pitch, roll = self._angles(g, B)
+        rotation, scale, translation = self._pose(g, rotation_from_angles(yaw, pitch, roll), B)
+        background = self.backgrounds(g, B)
+        out, verts, lm3d = self._render(id_c, exp_c, alb_c, gamma, rotation, scale, translation, background)
+        return dict(image=out.image.clamp(0, 1).permute(0, 3, 1, 2).contiguous(), mask=out.mask,
+                    landmarks3d=lm3d, landmarks2d=lm3d[..., :2].contiguous(),
+                    landmark_visible=out.visible[:, model.landmark_vertices], vertices=verts,
+                    yaw=yaw, pitch=pitch, roll=roll, rotation=rotation, scale=scale, translation=translation,
+                    id=id_c, exp=exp_c, albedo=alb_c, gamma=gamma)
+
+    @torch.no_grad()
+    def sample_clips(self, batch_size: int, frames: int, seed: Optional[int] = None) -> Dict[str, torch.Tensor]:
+        """Renders `batch_size` clips of `frames` frames of one person each.
+
+        Identity and albedo are shared within a clip; pose, expression and
+        lighting follow smooth trajectories (eased interpolation between two
+        random states plus a slow oscillation), as in a video. Returns the
+        same keys as :meth:`sample`, each with a [B, F, ...] leading shape.
+        """
+        g = self._generator(seed)
+        B, F, model = batch_size, frames, self.model
+        id_c = self._randn(g, (B, model.num_id)) * self.config.id_std
+        alb_c = self._randn(g, (B, model.num_albedo)) * self.config.albedo_std
+        t = torch.linspace(0, 1, F, device=self.device)
+        ease = (t * t * (3 - 2 * t))[None, :]  # [1, F]
+
+        def trajectory(start, end, wobble):
+            phase = self._uniform(g, start.shape, 0, 2 * math.pi)
+            path = start[:, None] + (end - start)[:, None] * ease.reshape(1, F, *([1] * (start.dim() - 1)))
+            osc = torch.sin(2 * math.pi * t.reshape(1, F, *([1] * (start.dim() - 1))) + phase[:, None])
+            return path + wobble * osc
+
+        angles = [trajectory(a0, a1, w) for a0, a1, w in zip(self._angles(g, B), self._angles(g, B), (4.0, 2.0, 1.5))]
+        angles[0] = angles[0].clamp(-self.config.yaw_max, self.config.yaw_max)
+        exp_c = trajectory(self._expressions(g, B), self._expressions(g, B), 0.05).clamp(min=0)
+        gamma = trajectory(self._lighting(g, B), self._lighting(g, B), 0.0)
+        flat = lambda x: x.reshape(B * F, *x.shape[2:])  # noqa: E731
+        yaw, pitch, roll = (flat(a) for a in angles)
+        rot_model = rotation_from_angles(yaw, pitch, roll)
+        scale = self._crop_scale(g, B).repeat_interleave(F)  # one crop scale per clip
+        rotation, scale, translation = self._pose(g, rot_model, B * F, scale)
+        S = self.config.size
+        background = self.backgrounds(g, B)[:, None].expand(B, F, S, S, 3).reshape(B * F, S, S, 3)
+        out, verts, lm3d = self._render(id_c.repeat_interleave(F, 0), flat(exp_c), alb_c.repeat_interleave(F, 0),
+                                        flat(gamma), rotation, scale, translation, background)
+        unflat = lambda x: x.reshape(B, F, *x.shape[1:])  # noqa: E731
+        return dict(image=unflat(out.image.clamp(0, 1).permute(0, 3, 1, 2).contiguous()), mask=unflat(out.mask),
+                    landmarks3d=unflat(lm3d), landmarks2d=unflat(lm3d[..., :2].contiguous()),
+                    landmark_visible=unflat(out.visible[:, model.landmark_vertices]), vertices=unflat(verts),
+                    yaw=unflat(yaw), pitch=unflat(pitch), roll=unflat(roll), rotation=unflat(rotation),
+                    scale=unflat(scale), translation=unflat(translation), id=id_c, exp=exp_c, albedo=alb_c,
+                    gamma=gamma)
