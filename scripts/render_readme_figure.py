@@ -1,4 +1,4 @@
-"""Renders docs/rasterizer.png, the README's picture, with pgnface's own ops.
+"""Renders docs/rasterizer.jpg, the README's picture, with pgnface's own ops.
 
     python scripts/render_readme_figure.py [--out docs/rasterizer.png]
 
@@ -31,7 +31,7 @@ def vertex_normals(verts, tris):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "rasterizer.png"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "rasterizer.jpg"))
     parser.add_argument("--size", type=int, default=512)
     args = parser.parse_args()
     data_dir = Path(os.environ.get("PGNFACE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -92,7 +92,7 @@ def main():
         cv2.putText(image, text, (i * size + 12, size - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
                     (40, 40, 40), 1, cv2.LINE_AA)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(args.out, image)
+    cv2.imwrite(args.out, image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     print(f"wrote {args.out}: {tris.shape[0]} triangles at {size} x {size}, "
           f"{mask.float().mean():.0%} of the pixels covered")
 

@@ -120,7 +120,7 @@ class SyntheticFaces:
         diffuse = self._uniform(g, (B,), *cfg.diffuse)
         direction = torch.nn.functional.normalize(self._randn(g, (B, 3)) * torch.tensor(
             [1.0, 0.7, 0.5], device=self.device) + torch.tensor([0.0, 0.3, 1.0], device=self.device), dim=1)
-        tint = 1 + 0.08 * self._randn(g, (B, 3))
+        tint = 1 + 0.04 * self._randn(g, (B, 3))
         gamma = torch.zeros(B, 9, 3, device=self.device)
         unit = directional_gamma(1, ambient=0.0, diffuse=1.0, direction=(0.0, 0.0, 1.0), device=self.device)[0]
         c1 = float(unit[2, 0])  # SH weight of a unit light along the axis
