@@ -1,6 +1,7 @@
-"""The pgnface command line: ``pgnface render`` (more commands come with the PGN package).
+"""The pgnface command line (more commands come with the PGN package).
 
     pgnface render [-n N] [-o OUTDIR] [--model FILE] [--size PX] [--clips F] [--seed S] [--device DEV]
+    pgnface eval aflw2000 DIR [-o OUTDIR] [--baseline mean-shape] [--reannotated FILE]
 """
 
 import argparse
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device (default: cuda when available)")
     render.set_defaults(run=_render)
+    from .eval.commands import add_eval_parser
+    add_eval_parser(sub)
     return parser
 
 
