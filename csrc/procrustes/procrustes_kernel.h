@@ -89,6 +89,20 @@ PGN_HD void solve_alignment(const T* first, const T* second, bool estimate_scale
 PGN_UNROLL
   for (int e = 0; e < 9; ++e) a.cov[e] = second[e] * inv_w;
   a.var_x = second[9] * inv_w;
+  T probe = T(0);  // stays 0 unless a sum is NaN or Inf (x - x is then NaN)
+PGN_UNROLL
+  for (int e = 0; e < kFirstSums; ++e) probe += first[e] - first[e];
+PGN_UNROLL
+  for (int e = 0; e < kSecondSums; ++e) probe += second[e] - second[e];
+  if (!(probe == T(0))) {  // non-finite input: NaN results for this item only
+    const T nan = T(NAN);
+PGN_UNROLL
+    for (int e = 0; e < 9; ++e) a.U[e] = a.V[e] = a.R[e] = a.cov[e] = nan;
+    a.D[0] = a.D[1] = a.D[2] = a.t[0] = a.t[1] = a.t[2] = a.scale = a.var_x = a.W = nan;
+    a.d = T(1);
+    a.degenerate = false;
+    return;
+  }
   // Coinciding src points leave var_x at the rounding level of |mu_x|^2.
   const T noise = T(64) * Eps<T>::value * dot3(a.mu_x, a.mu_x);
   a.degenerate = !(a.W > T(0)) || !(a.var_x > noise) || !(a.var_x > T(0));

@@ -101,12 +101,17 @@ PGN_UNROLL
 
 // A unit vector orthogonal to the unit vector u: the coordinate axis least
 // aligned with u, with its u component removed.
+// (No indexing by the data-dependent k, so u stays in registers on CUDA.)
 template <typename T>
 PGN_HD void any_orthogonal(const T* u, T* out) {
   const T a0 = pgn_abs(u[0]), a1 = pgn_abs(u[1]), a2 = pgn_abs(u[2]);
-  const int k = (a0 <= a1 && a0 <= a2) ? 0 : (a1 <= a2 ? 1 : 2);
-PGN_UNROLL
-  for (int i = 0; i < 3; ++i) out[i] = (i == k ? T(1) : T(0)) - u[k] * u[i];
+  const bool k0 = a0 <= a1 && a0 <= a2;
+  const bool k1 = !k0 && a1 <= a2;
+  const bool k2 = !k0 && !k1;
+  const T uk = k0 ? u[0] : (k1 ? u[1] : u[2]);
+  out[0] = (k0 ? T(1) : T(0)) - uk * u[0];
+  out[1] = (k1 ? T(1) : T(0)) - uk * u[1];
+  out[2] = (k2 ? T(1) : T(0)) - uk * u[2];
   const T inv = T(1) / pgn_sqrt(dot3(out, out));  // >= sqrt(2/3): u[k]^2 <= 1/3
   out[0] *= inv;
   out[1] *= inv;
@@ -130,8 +135,13 @@ struct SvdState {
 template <typename T>
 PGN_HD bool svd_begin(const T* M, SvdState<T>& st) {
   T scale = T(0);
+  T probe = T(0);  // stays 0 unless an entry is NaN or Inf (x - x is then NaN)
 PGN_UNROLL
-  for (int e = 0; e < 9; ++e) scale = pgn_max(scale, pgn_abs(M[e]));
+  for (int e = 0; e < 9; ++e) {
+    scale = pgn_max(scale, pgn_abs(M[e]));
+    probe += M[e] - M[e];
+  }
+  if (!(probe == T(0))) scale = T(NAN);
   st.scale = scale;
   st.trivial = !(scale > T(0)) || !(scale - scale == T(0));  // zero, NaN or Inf
   const T inv_scale = T(1) / scale;
