@@ -186,6 +186,13 @@ PGN_CPU_CLONES void align_backward_range(const AlignArgs<T>& args, const T* g_sc
   }
 }
 
+template <typename T>
+AlignArgs<T> align_args(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& weights,
+                        bool estimate_scale) {
+  return {src.data_ptr<T>(), dst.data_ptr<T>(),
+          weights.defined() ? weights.data_ptr<T>() : nullptr, src.size(1), estimate_scale};
+}
+
 // Matrices per parallel chunk: a few microseconds of work each.
 constexpr int64_t kSvdGrain = 1024;
 
@@ -239,9 +246,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
   at::Tensor R = at::empty({B, 3, 3}, src.options());
   at::Tensor t = at::empty({B, 3}, src.options());
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_cpu", [&] {
-    const AlignArgs<scalar_t> args{src.data_ptr<scalar_t>(), dst.data_ptr<scalar_t>(),
-                                   weights.defined() ? weights.data_ptr<scalar_t>() : nullptr, P,
-                                   estimate_scale};
+    const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
     at::parallel_for(0, B, align_grain(P), [&](int64_t begin, int64_t end) {
       align_range(args, scale.data_ptr<scalar_t>(), R.data_ptr<scalar_t>(),
                   t.data_ptr<scalar_t>(), begin, end);
@@ -265,9 +270,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cpu(
   at::Tensor g_dst = at::empty({B, P, 3}, src.options());
   at::Tensor g_w = weights.defined() ? at::empty({B, P}, src.options()) : at::empty({0}, src.options());
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_backward_cpu", [&] {
-    const AlignArgs<scalar_t> args{src.data_ptr<scalar_t>(), dst.data_ptr<scalar_t>(),
-                                   weights.defined() ? weights.data_ptr<scalar_t>() : nullptr, P,
-                                   estimate_scale};
+    const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
     at::parallel_for(0, B, align_grain(P), [&](int64_t begin, int64_t end) {
       align_backward_range(args, gs.data_ptr<scalar_t>(), gR.data_ptr<scalar_t>(),
                            gt.data_ptr<scalar_t>(), g_src.data_ptr<scalar_t>(),

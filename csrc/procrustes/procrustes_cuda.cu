@@ -188,6 +188,14 @@ __global__ void __launch_bounds__(32 * kWarps)
   }
 }
 
+template <typename T>
+AlignArgs<T> align_args(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& weights,
+                        bool estimate_scale) {
+  return {src.data_ptr<T>(), dst.data_ptr<T>(),
+          weights.defined() ? weights.data_ptr<T>() : nullptr, src.size(0), src.size(1),
+          estimate_scale};
+}
+
 void check_cuda_input(const at::Tensor& x, const char* op) {
   TORCH_CHECK(x.is_cuda(), op, " (CUDA): expected CUDA tensors, got ", x.device());
 }
@@ -246,16 +254,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_cuda(
   const c10::cuda::CUDAGuard guard(src_in.device());
   const at::Tensor src = src_in.contiguous(), dst = dst_in.contiguous();
   const at::Tensor weights = weights_in.has_value() ? weights_in->contiguous() : at::Tensor();
-  const int64_t B = src.size(0), P = src.size(1);
+  const int64_t B = src.size(0);
   at::Tensor scale = at::empty({B}, src.options());
   at::Tensor R = at::empty({B, 3, 3}, src.options());
   at::Tensor t = at::empty({B, 3}, src.options());
   if (B == 0) return {scale, R, t};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_cuda", [&] {
-    const AlignArgs<scalar_t> args{src.data_ptr<scalar_t>(), dst.data_ptr<scalar_t>(),
-                                   weights.defined() ? weights.data_ptr<scalar_t>() : nullptr, B,
-                                   P, estimate_scale};
+    const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
     similarity_align_kernel<scalar_t><<<blocks_for(B, kWarps), dim3(32, kWarps), 0, stream>>>(
         args, scale.data_ptr<scalar_t>(), R.data_ptr<scalar_t>(), t.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -282,9 +288,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cuda(
   if (B == 0) return {g_src, g_dst, g_w};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_backward_cuda", [&] {
-    const AlignArgs<scalar_t> args{src.data_ptr<scalar_t>(), dst.data_ptr<scalar_t>(),
-                                   weights.defined() ? weights.data_ptr<scalar_t>() : nullptr, B,
-                                   P, estimate_scale};
+    const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
     similarity_align_backward_kernel<scalar_t>
         <<<blocks_for(B, kWarps), dim3(32, kWarps), 0, stream>>>(
             args, gs.data_ptr<scalar_t>(), gR.data_ptr<scalar_t>(), gt.data_ptr<scalar_t>(),
