@@ -88,7 +88,7 @@ def test_decomposition_of_hard_matrices(device, dtype, case):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("magnitude", [1e-20, 1e20])
+@pytest.mark.parametrize("magnitude", [1e-37, 1e-20, 1e20, 1e37])
 def test_tiny_and_huge_scales_are_as_accurate_as_unit_ones(device, dtype, magnitude):
     for M in (hard_matrices(1)["random"], hard_matrices(1)["rank2"]):
         M = (M * magnitude).to(device=device, dtype=dtype)

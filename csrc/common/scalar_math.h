@@ -43,16 +43,19 @@ PGN_HD void pgn_swap(T& a, T& b) {
   b = tmp;
 }
 
-// Machine epsilon of float / double as a compile-time constant.
+// Machine epsilon of float / double as compile-time constants,
 template <typename T>
 struct Eps;
+// and the smallest normal number.
 template <>
 struct Eps<float> {
   static constexpr float value = 1.1920929e-7f;
+  static constexpr float min_normal = 1.17549435e-38f;
 };
 template <>
 struct Eps<double> {
   static constexpr double value = 2.220446049250313e-16;
+  static constexpr double min_normal = 2.2250738585072014e-308;
 };
 
 }  // namespace pgnface

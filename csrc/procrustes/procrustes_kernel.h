@@ -11,7 +11,8 @@
 //   scale = (D_0 + D_1 + d D_2) / var_x   (1 without estimate_scale)
 //   t = mu_y - scale R mu_x
 // Degenerate items (W = 0, or src points that all coincide: var_x at rounding
-// level) give R = I, scale = 1, t = mu_y - mu_x (mu = 0 when W = 0).
+// level, var_x <= (16 eps |mu_x|)^2) give R = I, scale = 1, t = mu_y - mu_x
+// (mu = 0 when W = 0).
 // The centroids come first and the covariance is summed over centred points
 // (two passes), which keeps float32 accurate for points far from the origin.
 #pragma once
@@ -103,8 +104,9 @@ PGN_UNROLL
     a.degenerate = false;
     return;
   }
-  // Coinciding src points leave var_x at the rounding level of |mu_x|^2.
-  const T noise = T(64) * Eps<T>::value * dot3(a.mu_x, a.mu_x);
+  // Coinciding src points leave centred coordinates at the rounding level of
+  // |mu_x| (a few ulps), so var_x at (a few eps |mu_x|)^2.
+  const T noise = T(256) * Eps<T>::value * Eps<T>::value * dot3(a.mu_x, a.mu_x);
   a.degenerate = !(a.W > T(0)) || !(a.var_x > noise) || !(a.var_x > T(0));
   if (a.degenerate) {
 PGN_UNROLL

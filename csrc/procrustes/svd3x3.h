@@ -145,12 +145,14 @@ PGN_UNROLL
   st.scale = scale;
   st.trivial = !(scale > T(0)) || !(scale - scale == T(0));  // zero, NaN or Inf
   const T inv_scale = T(1) / scale;
-  const bool subnormal = !(inv_scale - inv_scale == T(0));  // 1/scale overflowed
+  // Divide instead when 1/scale overflowed (subnormal scale) or is itself
+  // subnormal (scale near the largest finite value): both would lose bits.
+  const bool divide = !(inv_scale - inv_scale == T(0)) || inv_scale < Eps<T>::min_normal;
 PGN_UNROLL
   for (int j = 0; j < 3; ++j) {
 PGN_UNROLL
     for (int i = 0; i < 3; ++i) {
-      st.a[j][i] = subnormal ? M[3 * i + j] / scale : M[3 * i + j] * inv_scale;
+      st.a[j][i] = divide ? M[3 * i + j] / scale : M[3 * i + j] * inv_scale;
       st.v[j][i] = i == j ? T(1) : T(0);
     }
   }

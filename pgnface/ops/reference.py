@@ -79,7 +79,7 @@ def similarity_align(
     cov = torch.einsum("bp,bpi,bpj->bij", weights, yc, xc) * inv_w[:, None, None]
     var_x = torch.einsum("bp,bpd->b", weights, xc * xc) * inv_w
     eps = torch.finfo(src.dtype).eps
-    degenerate = (W <= 0) | ~(var_x > 64 * eps * (mu_x * mu_x).sum(1)) | ~(var_x > 0)
+    degenerate = (W <= 0) | ~(var_x > 256 * eps * eps * (mu_x * mu_x).sum(1)) | ~(var_x > 0)
     U, D, Vh = torch.linalg.svd(cov)
     d = torch.where(torch.det(U) * torch.det(Vh) < 0, -1.0, 1.0).to(src.dtype)
     flip = torch.stack([torch.ones_like(d), torch.ones_like(d), d], dim=1)  # [B, 3]
