@@ -130,20 +130,31 @@ ItemPoints<T> item_points(const T* src, const T* dst, const T* weights, int64_t 
   return {src + b * P * 3, dst + b * P * 3, weights ? weights + b * P : nullptr, P};
 }
 
+// Point i's weight; a separate instantiation for "no weights" keeps a
+// per-point null test out of the hot loops (it made them 2x slower).
+template <bool kWeighted, typename T>
+PGN_ALWAYS_INLINE T weight_at(const ItemPoints<T>& p, int64_t i) {
+  if constexpr (kWeighted) {
+    return p.w[i];
+  } else {
+    return T(1);
+  }
+}
+
 // Both reductions over the item's points, then the per-item solve.
-template <typename T>
+template <bool kWeighted, typename T>
 PGN_ALWAYS_INLINE void align_item(const ItemPoints<T>& p, bool estimate_scale,
                                   procrustes::Alignment<T>& a) {
   T first[procrustes::kFirstSums] = {};
   for (int64_t i = 0; i < p.P; ++i) {
-    procrustes::accumulate_first(p.x + 3 * i, p.y + 3 * i, p.w ? p.w[i] : T(1), first);
+    procrustes::accumulate_first(p.x + 3 * i, p.y + 3 * i, weight_at<kWeighted>(p, i), first);
   }
   T mu_x[3], mu_y[3];
   procrustes::centroids(first, mu_x, mu_y);
   T second[procrustes::kSecondSums] = {};
   for (int64_t i = 0; i < p.P; ++i) {
-    procrustes::accumulate_second(p.x + 3 * i, p.y + 3 * i, p.w ? p.w[i] : T(1), mu_x, mu_y,
-                                  second);
+    procrustes::accumulate_second(p.x + 3 * i, p.y + 3 * i, weight_at<kWeighted>(p, i), mu_x,
+                                  mu_y, second);
   }
   procrustes::solve_alignment(first, second, estimate_scale, a);
 }
@@ -155,31 +166,32 @@ struct AlignArgs {
   bool estimate_scale;
 };
 
-template <typename T>
+template <bool kWeighted, typename T>
 PGN_CPU_CLONES void align_range(const AlignArgs<T>& args, T* scale, T* R, T* t, int64_t begin,
                                 int64_t end) {
   for (int64_t b = begin; b < end; ++b) {
     procrustes::Alignment<T> a;
-    align_item(item_points(args.src, args.dst, args.weights, b, args.P), args.estimate_scale, a);
+    align_item<kWeighted>(item_points(args.src, args.dst, args.weights, b, args.P),
+                          args.estimate_scale, a);
     scale[b] = a.scale;
     for (int e = 0; e < 9; ++e) R[9 * b + e] = a.R[e];
     for (int i = 0; i < 3; ++i) t[3 * b + i] = a.t[i];
   }
 }
 
-template <typename T>
+template <bool kWeighted, typename T>
 PGN_CPU_CLONES void align_backward_range(const AlignArgs<T>& args, const T* g_scale,
                                          const T* g_R, const T* g_t, T* g_src, T* g_dst,
                                          T* g_w, int64_t begin, int64_t end) {
   for (int64_t b = begin; b < end; ++b) {
     const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b, args.P);
     procrustes::Alignment<T> a;
-    align_item(p, args.estimate_scale, a);
+    align_item<kWeighted>(p, args.estimate_scale, a);
     procrustes::AlignmentGrad<T> g;
     procrustes::alignment_backward(a, g_scale[b], g_R + 9 * b, g_t + 3 * b, g);
     const int64_t base = b * args.P;
     for (int64_t i = 0; i < args.P; ++i) {
-      procrustes::alignment_point_grad(a, g, p.x + 3 * i, p.y + 3 * i, p.w ? p.w[i] : T(1),
+      procrustes::alignment_point_grad(a, g, p.x + 3 * i, p.y + 3 * i, weight_at<kWeighted>(p, i),
                                        g_src + 3 * (base + i), g_dst + 3 * (base + i),
                                        g_w ? g_w + base + i : nullptr);
     }
@@ -247,9 +259,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
   at::Tensor t = at::empty({B, 3}, src.options());
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_cpu", [&] {
     const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
+    scalar_t *s = scale.data_ptr<scalar_t>(), *r = R.data_ptr<scalar_t>(),
+             *tr = t.data_ptr<scalar_t>();
     at::parallel_for(0, B, align_grain(P), [&](int64_t begin, int64_t end) {
-      align_range(args, scale.data_ptr<scalar_t>(), R.data_ptr<scalar_t>(),
-                  t.data_ptr<scalar_t>(), begin, end);
+      if (args.weights) {
+        align_range<true>(args, s, r, tr, begin, end);
+      } else {
+        align_range<false>(args, s, r, tr, begin, end);
+      }
     });
   });
   return {scale, R, t};
@@ -271,11 +288,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cpu(
   at::Tensor g_w = weights.defined() ? at::empty({B, P}, src.options()) : at::empty({0}, src.options());
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_backward_cpu", [&] {
     const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
+    const scalar_t *gs_p = gs.data_ptr<scalar_t>(), *gR_p = gR.data_ptr<scalar_t>(),
+                   *gt_p = gt.data_ptr<scalar_t>();
+    scalar_t *gx = g_src.data_ptr<scalar_t>(), *gy = g_dst.data_ptr<scalar_t>();
     at::parallel_for(0, B, align_grain(P), [&](int64_t begin, int64_t end) {
-      align_backward_range(args, gs.data_ptr<scalar_t>(), gR.data_ptr<scalar_t>(),
-                           gt.data_ptr<scalar_t>(), g_src.data_ptr<scalar_t>(),
-                           g_dst.data_ptr<scalar_t>(),
-                           weights.defined() ? g_w.data_ptr<scalar_t>() : nullptr, begin, end);
+      if (args.weights) {
+        align_backward_range<true>(args, gs_p, gR_p, gt_p, gx, gy, g_w.data_ptr<scalar_t>(),
+                                   begin, end);
+      } else {
+        align_backward_range<false>(args, gs_p, gR_p, gt_p, gx, gy, static_cast<scalar_t*>(nullptr),
+                                    begin, end);
+      }
     });
   });
   return {g_src, g_dst, g_w};
