@@ -11,13 +11,11 @@ similarity_align: P = 68 landmarks, forward and forward+backward of
 torch.linalg.svd). Both sides run on the same inputs in the same process.
 """
 
-import argparse
-import sys
-
 import torch
 
 import pgnface.ops as ops
-from bench.common import device_description, environment, format_table, time_call, write_json
+from bench.common import (device_description, device_parser, environment, format_table,
+                          resolve_device, time_call, write_json)
 
 SVD_BATCHES = [1, 64, 4096, 65536, 1048576]
 ALIGN_BATCHES = [1, 64, 4096, 65536]
@@ -93,21 +91,14 @@ def bench_align(B, device, dtype, min_time):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser = device_parser(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help=f"leave out B = {QUICK_SKIP}, shorter timing")
     parser.add_argument("--ops", default="svd3x3,similarity_align",
                         help="comma-separated subset of: svd3x3, similarity_align")
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes (both ops)")
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-
-    device = torch.device(args.device)
-    if device.type == "cuda" and not (torch.cuda.is_available() and ops.cuda_built()):
-        sys.exit("--device cuda needs a GPU and a CUDA build of pgnface")
+    device = resolve_device(args.device, ops.cuda_built())
     dtype = getattr(torch, args.dtype)
     min_time = 0.1 if args.quick else 0.3
     wanted = set(args.ops.split(","))

@@ -35,6 +35,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cpu(
     const at::Tensor& src, const at::Tensor& dst, const std::optional<at::Tensor>& weights,
     bool estimate_scale);
 
+// Contiguous similarity_align inputs (weights undefined when absent) and
+// the output buffers both devices fill; shared by the CPU and CUDA entry points.
+struct AlignBuffers {
+  at::Tensor src, dst, weights;
+  int64_t B, P;
+};
+AlignBuffers contiguous_align_inputs(const at::Tensor& src, const at::Tensor& dst,
+                                     const std::optional<at::Tensor>& weights);
+// (scale [B], R [B,3,3], t [B,3]), uninitialised.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> empty_align_outputs(const AlignBuffers& in);
+// (grad_src [B,P,3], grad_dst [B,P,3], grad_weights [B,P] or [0]), uninitialised.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> empty_align_grads(const AlignBuffers& in);
+
 // Argument checks shared by the CPU and CUDA entry points.
 void check_svd3x3_args(const at::Tensor& M);
 void check_svd3x3_backward_args(const at::Tensor& grad_U, const at::Tensor& grad_S,

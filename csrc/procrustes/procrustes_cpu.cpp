@@ -82,6 +82,23 @@ void check_similarity_align_backward_args(const at::Tensor& grad_scale, const at
   check_like(grad_t, "grad_t", src, "src");
 }
 
+AlignBuffers contiguous_align_inputs(const at::Tensor& src, const at::Tensor& dst,
+                                     const std::optional<at::Tensor>& weights) {
+  return {src.contiguous(), dst.contiguous(),
+          weights.has_value() ? weights->contiguous() : at::Tensor(), src.size(0), src.size(1)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> empty_align_outputs(const AlignBuffers& in) {
+  const auto opts = in.src.options();
+  return {at::empty({in.B}, opts), at::empty({in.B, 3, 3}, opts), at::empty({in.B, 3}, opts)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> empty_align_grads(const AlignBuffers& in) {
+  const auto opts = in.src.options();
+  return {at::empty({in.B, in.P, 3}, opts), at::empty({in.B, in.P, 3}, opts),
+          in.weights.defined() ? at::empty({in.B, in.P}, opts) : at::empty({0}, opts)};
+}
+
 namespace {
 
 // Matrices decomposed in lockstep: their sweeps are independent dependency
@@ -251,12 +268,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
     const at::Tensor& src_in, const at::Tensor& dst_in, const std::optional<at::Tensor>& weights_in,
     bool estimate_scale) {
   check_similarity_align_args(src_in, dst_in, weights_in);
-  const at::Tensor src = src_in.contiguous(), dst = dst_in.contiguous();
-  const at::Tensor weights = weights_in.has_value() ? weights_in->contiguous() : at::Tensor();
-  const int64_t B = src.size(0), P = src.size(1);
-  at::Tensor scale = at::empty({B}, src.options());
-  at::Tensor R = at::empty({B, 3, 3}, src.options());
-  at::Tensor t = at::empty({B, 3}, src.options());
+  const AlignBuffers in = contiguous_align_inputs(src_in, dst_in, weights_in);
+  const at::Tensor &src = in.src, &dst = in.dst, &weights = in.weights;
+  const int64_t B = in.B, P = in.P;
+  at::Tensor scale, R, t;
+  std::tie(scale, R, t) = empty_align_outputs(in);  // (no structured bindings: lambdas capture them)
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_cpu", [&] {
     const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
     scalar_t *s = scale.data_ptr<scalar_t>(), *r = R.data_ptr<scalar_t>(),
@@ -278,14 +294,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cpu(
     bool estimate_scale) {
   check_similarity_align_backward_args(grad_scale_in, grad_R_in, grad_t_in, src_in, dst_in,
                                        weights_in);
-  const at::Tensor src = src_in.contiguous(), dst = dst_in.contiguous();
-  const at::Tensor weights = weights_in.has_value() ? weights_in->contiguous() : at::Tensor();
+  const AlignBuffers in = contiguous_align_inputs(src_in, dst_in, weights_in);
+  const at::Tensor &src = in.src, &dst = in.dst, &weights = in.weights;
   const at::Tensor gs = grad_scale_in.contiguous(), gR = grad_R_in.contiguous(),
                    gt = grad_t_in.contiguous();
-  const int64_t B = src.size(0), P = src.size(1);
-  at::Tensor g_src = at::empty({B, P, 3}, src.options());
-  at::Tensor g_dst = at::empty({B, P, 3}, src.options());
-  at::Tensor g_w = weights.defined() ? at::empty({B, P}, src.options()) : at::empty({0}, src.options());
+  const int64_t B = in.B, P = in.P;
+  at::Tensor g_src, g_dst, g_w;
+  std::tie(g_src, g_dst, g_w) = empty_align_grads(in);
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_backward_cpu", [&] {
     const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
     const scalar_t *gs_p = gs.data_ptr<scalar_t>(), *gR_p = gR.data_ptr<scalar_t>(),

@@ -252,12 +252,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_cuda(
   check_similarity_align_args(src_in, dst_in, weights_in);
   check_cuda_input(src_in, "similarity_align");
   const c10::cuda::CUDAGuard guard(src_in.device());
-  const at::Tensor src = src_in.contiguous(), dst = dst_in.contiguous();
-  const at::Tensor weights = weights_in.has_value() ? weights_in->contiguous() : at::Tensor();
-  const int64_t B = src.size(0);
-  at::Tensor scale = at::empty({B}, src.options());
-  at::Tensor R = at::empty({B, 3, 3}, src.options());
-  at::Tensor t = at::empty({B, 3}, src.options());
+  const AlignBuffers in = contiguous_align_inputs(src_in, dst_in, weights_in);
+  const at::Tensor &src = in.src, &dst = in.dst, &weights = in.weights;
+  const int64_t B = in.B;
+  at::Tensor scale, R, t;
+  std::tie(scale, R, t) = empty_align_outputs(in);  // (no structured bindings: lambdas capture them)
   if (B == 0) return {scale, R, t};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_cuda", [&] {
@@ -277,14 +276,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cuda(
                                        weights_in);
   check_cuda_input(src_in, "similarity_align_backward");
   const c10::cuda::CUDAGuard guard(src_in.device());
-  const at::Tensor src = src_in.contiguous(), dst = dst_in.contiguous();
-  const at::Tensor weights = weights_in.has_value() ? weights_in->contiguous() : at::Tensor();
+  const AlignBuffers in = contiguous_align_inputs(src_in, dst_in, weights_in);
+  const at::Tensor &src = in.src, &dst = in.dst, &weights = in.weights;
   const at::Tensor gs = grad_scale_in.contiguous(), gR = grad_R_in.contiguous(),
                    gt = grad_t_in.contiguous();
-  const int64_t B = src.size(0), P = src.size(1);
-  at::Tensor g_src = at::empty({B, P, 3}, src.options());
-  at::Tensor g_dst = at::empty({B, P, 3}, src.options());
-  at::Tensor g_w = weights.defined() ? at::empty({B, P}, src.options()) : at::empty({0}, src.options());
+  const int64_t B = in.B;
+  at::Tensor g_src, g_dst, g_w;
+  std::tie(g_src, g_dst, g_w) = empty_align_grads(in);
   if (B == 0) return {g_src, g_dst, g_w};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_backward_cuda", [&] {
