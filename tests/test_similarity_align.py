@@ -376,3 +376,16 @@ def test_real_aflw2000_yaw_from_landmarks():
         assert (yaw + torch.tensor(labels)).abs().max() < 5.0, (yaw, labels)
         residual = (ops.apply_similarity(src.to(dtype), pose.scale, pose.R, pose.t) - dst.to(dtype)).norm(dim=-1)
         assert residual.mean() < 8.0  # pixels, in 450 x 450 images
+
+
+def test_torch_export():
+    class PoseHead(torch.nn.Module):
+        def forward(self, model_landmarks, landmarks):
+            scale, R, t = ops.similarity_align(model_landmarks, landmarks)
+            U, S, V = ops.svd3x3(R)
+            return scale, R, t, S
+
+    prob = make_problem(4, 12, torch.float32, noise=0.05, seed=16)
+    exported = torch.export.export(PoseHead(), (prob["src"], prob["dst"]))
+    for a, b in zip(exported.module()(prob["src"], prob["dst"]), PoseHead()(prob["src"], prob["dst"])):
+        torch.testing.assert_close(a, b)
