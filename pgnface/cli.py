@@ -2,6 +2,7 @@
 
     pgnface render [-n N] [-o OUTDIR] [--model FILE] [--size PX] [--clips F] [--seed S] [--device DEV]
     pgnface eval aflw2000 DIR [-o OUTDIR] [--baseline mean-shape] [--reannotated FILE]
+    pgnface eval dense PRED GT [-o OUTDIR] [--crop-radius R]
 """
 
 import argparse

@@ -34,6 +34,74 @@ def _eval_aflw2000(args) -> int:
     return 0
 
 
+def _mesh_pairs(pred, gt):
+    """[(name, pred_path, gt_path)] for two files or two folders (matched by file stem)."""
+    pred, gt = Path(pred), Path(gt)
+    if pred.is_dir() != gt.is_dir():
+        raise ValueError("PRED and GT must both be files or both be folders")
+    if not pred.is_dir():
+        return [(pred.stem, pred, gt)]
+    suffixes = (".obj", ".ply", ".npz")
+    gts = {p.stem: p for p in sorted(gt.iterdir()) if p.suffix.lower() in suffixes}
+    pairs = [(p.stem, p, gts[p.stem]) for p in sorted(pred.iterdir())
+             if p.suffix.lower() in suffixes and p.stem in gts]
+    if not pairs:
+        raise ValueError(f"no meshes in {pred} with a same-named ground truth in {gt}")
+    return pairs
+
+
+def _landmarks(path):
+    """[L, 3] landmarks stored next to a mesh in an .npz ('landmarks'), or None."""
+    if Path(path).suffix.lower() != ".npz":
+        return None
+    with np.load(path) as data:
+        return np.asarray(data["landmarks"], np.float64) if "landmarks" in data else None
+
+
+def _eval_dense(args) -> int:
+    import csv
+
+    from ..data.meshio import read_mesh
+    from .dense import dense_errors
+
+    try:
+        pairs = _mesh_pairs(args.pred, args.gt)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"pgnface eval dense: {err}", file=sys.stderr)
+        return 2
+    rows, failures = [], 0
+    for name, pred_path, gt_path in pairs:
+        try:
+            pv, pt = read_mesh(pred_path)
+            gv, _ = read_mesh(gt_path)
+            pl, gl = _landmarks(pred_path), _landmarks(gt_path)
+            tip = gl[30] if gl is not None and len(gl) == 68 else None
+            if args.crop_radius and tip is None:
+                raise ValueError(f"{gt_path}: --crop-radius needs 68 ground-truth landmarks (an .npz 'landmarks')")
+            result = dense_errors(pv, pt, gv, pred_landmarks=pl, gt_landmarks=gl,
+                                  crop_radius=args.crop_radius, nose_tip=tip)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"pgnface eval dense: {name}: {err}", file=sys.stderr)
+            failures += 1
+            continue
+        rows.append({"name": name, **result.as_dict()})
+        print(f"{name}: RMSE {result.rmse:.4f}  mean {result.mean:.4f}  median {result.median:.4f} "
+              f"({result.points} points, {result.iterations} ICP iterations)")
+    if not rows:
+        return 2
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "dense.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{len(rows)} meshes: mean RMSE {np.mean([r['rmse'] for r in rows]):.4f}, "
+          f"mean distance {np.mean([r['mean'] for r in rows]):.4f}, "
+          f"median distance {np.median([r['median'] for r in rows]):.4f}; wrote {out / 'dense.csv'}"
+          + (f"; {failures} failed" if failures else ""))
+    return 0
+
+
 def add_eval_parser(subparsers) -> None:
     """Adds `eval` (with its protocols as sub-subcommands) to the pgnface CLI."""
     evaluate = subparsers.add_parser("eval", help="evaluation protocols",
@@ -53,3 +121,15 @@ def add_eval_parser(subparsers) -> None:
     aflw.add_argument("--reannotated", default=None,
                       help="3DDFA's pts68_reannotated.npy: use the re-annotated 2D landmarks (needs index.csv)")
     aflw.set_defaults(run=_eval_aflw2000)
+    dense = protocols.add_parser(
+        "dense", help="dense mesh-to-scan errors (Florence / NoW style)",
+        description="Aligns each predicted mesh to its ground truth (landmark similarity when both .npz files "
+                    "hold 'landmarks', else centroids; then ICP with scale) and reports RMSE, mean and median "
+                    "ground-truth-to-prediction surface distance in the ground truth's units. Writes dense.csv.")
+    dense.add_argument("pred", help="predicted mesh (.obj/.ply/.npz) or a folder of them")
+    dense.add_argument("gt", help="ground-truth mesh or scan, or a folder with the same file stems")
+    dense.add_argument("-o", "--output", default="eval_dense", help="output folder (default ./eval_dense)")
+    dense.add_argument("--crop-radius", type=float, default=None,
+                       help="keep ground-truth points within this distance of its nose tip (landmark 31); "
+                            "the Florence protocol uses 95 (mm)")
+    dense.set_defaults(run=_eval_dense)
