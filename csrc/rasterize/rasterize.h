@@ -23,6 +23,14 @@ void check_fragments(const at::Tensor& tri_id, const at::Tensor& bary, int64_t B
 void check_interpolate_args(const at::Tensor& attr, const at::Tensor& tri_id,
                             const at::Tensor& bary, const at::Tensor& tris);
 
+// Validates the arguments of the two backward ops (shared by CPU and CUDA).
+void check_rasterize_backward_args(const at::Tensor& grad_bary, const at::Tensor& grad_depth,
+                                   const at::Tensor& pos, const at::Tensor& tris,
+                                   const at::Tensor& tri_id);
+void check_interpolate_backward_args(const at::Tensor& grad_out, const at::Tensor& attr,
+                                     const at::Tensor& tri_id, const at::Tensor& bary,
+                                     const at::Tensor& tris);
+
 // Returns (bary, depth, tri_id): the integer output last, so tools that sum
 // every output (opcheck) never add floats into an integer.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(const at::Tensor& pos,

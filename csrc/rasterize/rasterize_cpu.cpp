@@ -68,6 +68,32 @@ void check_interpolate_args(const at::Tensor& attr, const at::Tensor& tri_id,
   PGN_CHECK_SAME_DEVICE(tris, attr);
 }
 
+void check_rasterize_backward_args(const at::Tensor& grad_bary, const at::Tensor& grad_depth,
+                                   const at::Tensor& pos, const at::Tensor& tris,
+                                   const at::Tensor& tri_id) {
+  PGN_CHECK_DIM(tri_id, 3);
+  check_rasterize_args(pos, tris, tri_id.size(1), tri_id.size(2), raster::kCullNone);
+  check_fragments(tri_id, grad_bary, pos.size(0));
+  PGN_CHECK_SAME_DTYPE(grad_bary, pos);
+  PGN_CHECK_SAME_DTYPE(grad_depth, pos);
+  PGN_CHECK_SAME_DEVICE(grad_bary, pos);
+  PGN_CHECK_SAME_DEVICE(grad_depth, pos);
+  TORCH_CHECK(grad_depth.sizes() == tri_id.sizes(), "grad_depth must have shape ", tri_id.sizes(),
+              ", got ", grad_depth.sizes());
+}
+
+void check_interpolate_backward_args(const at::Tensor& grad_out, const at::Tensor& attr,
+                                     const at::Tensor& tri_id, const at::Tensor& bary,
+                                     const at::Tensor& tris) {
+  check_interpolate_args(attr, tri_id, bary, tris);
+  const int64_t B = tri_id.size(0), H = tri_id.size(1), W = tri_id.size(2), C = attr.size(2);
+  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == B && grad_out.size(1) == H &&
+                  grad_out.size(2) == W && grad_out.size(3) == C,
+              "grad_out must have shape [", B, ", ", H, ", ", W, ", ", C, "], got ", grad_out.sizes());
+  PGN_CHECK_SAME_DTYPE(grad_out, attr);
+  PGN_CHECK_SAME_DEVICE(grad_out, attr);
+}
+
 namespace {
 
 // Bands per batch item: enough tasks to keep several cores busy for small
@@ -235,14 +261,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(const at::Tensor& p
 at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tensor& grad_depth_in,
                                   const at::Tensor& pos_in, const at::Tensor& tris_in,
                                   const at::Tensor& tri_id_in) {
-  check_rasterize_args(pos_in, tris_in, tri_id_in.size(-2), tri_id_in.size(-1),
-                       raster::kCullNone);
+  check_rasterize_backward_args(grad_bary_in, grad_depth_in, pos_in, tris_in, tri_id_in);
   const int64_t B = pos_in.size(0), N = pos_in.size(1), T_count = tris_in.size(0);
-  check_fragments(tri_id_in, grad_bary_in, B);
-  PGN_CHECK_SAME_DTYPE(grad_bary_in, pos_in);
-  PGN_CHECK_SAME_DTYPE(grad_depth_in, pos_in);
-  TORCH_CHECK(grad_depth_in.sizes() == tri_id_in.sizes(), "grad_depth must have shape ",
-              tri_id_in.sizes(), ", got ", grad_depth_in.sizes());
   const at::Tensor pos = pos_in.contiguous(), tris = tris_in.contiguous(),
                    tri_id = tri_id_in.contiguous(), grad_bary = grad_bary_in.contiguous(),
                    grad_depth = grad_depth_in.contiguous();
@@ -311,15 +331,11 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
                                                             const at::Tensor& tri_id_in,
                                                             const at::Tensor& bary_in,
                                                             const at::Tensor& tris_in) {
-  check_interpolate_args(attr_in, tri_id_in, bary_in, tris_in);
+  check_interpolate_backward_args(grad_out_in, attr_in, tri_id_in, bary_in, tris_in);
   const at::Tensor attr = attr_in.contiguous(), tri_id = tri_id_in.contiguous(),
                    bary = bary_in.contiguous(), tris = tris_in.contiguous();
   const int64_t B = tri_id.size(0), H = tri_id.size(1), W = tri_id.size(2);
   const int64_t Ba = attr.size(0), N = attr.size(1), C = attr.size(2), T_count = tris.size(0);
-  TORCH_CHECK(grad_out_in.dim() == 4 && grad_out_in.size(0) == B && grad_out_in.size(1) == H &&
-                  grad_out_in.size(2) == W && grad_out_in.size(3) == C,
-              "grad_out must have shape [", B, ", ", H, ", ", W, ", ", C, "], got ",
-              grad_out_in.sizes());
   const at::Tensor grad_out = grad_out_in.contiguous();
   // Per-batch-item attribute gradients (summed afterwards when attr is shared),
   // so that tasks never write the same memory.

@@ -200,14 +200,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(const at::Tensor& 
 at::Tensor rasterize_backward_cuda(const at::Tensor& grad_bary_in, const at::Tensor& grad_depth_in,
                                    const at::Tensor& pos_in, const at::Tensor& tris_in,
                                    const at::Tensor& tri_id_in) {
-  check_rasterize_args(pos_in, tris_in, tri_id_in.size(-2), tri_id_in.size(-1),
-                       raster::kCullNone);
+  check_rasterize_backward_args(grad_bary_in, grad_depth_in, pos_in, tris_in, tri_id_in);
   const int64_t B = pos_in.size(0), N = pos_in.size(1), T_count = tris_in.size(0);
-  check_fragments(tri_id_in, grad_bary_in, B);
-  PGN_CHECK_SAME_DTYPE(grad_bary_in, pos_in);
-  PGN_CHECK_SAME_DTYPE(grad_depth_in, pos_in);
-  TORCH_CHECK(grad_depth_in.sizes() == tri_id_in.sizes(), "grad_depth must have shape ",
-              tri_id_in.sizes(), ", got ", grad_depth_in.sizes());
   const c10::cuda::CUDAGuard guard(pos_in.device());
   const at::Tensor pos = pos_in.contiguous(), tris = tris_in.contiguous(),
                    tri_id = tri_id_in.contiguous(), grad_bary = grad_bary_in.contiguous(),
@@ -253,16 +247,12 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& g
                                                              const at::Tensor& tri_id_in,
                                                              const at::Tensor& bary_in,
                                                              const at::Tensor& tris_in) {
-  check_interpolate_args(attr_in, tri_id_in, bary_in, tris_in);
+  check_interpolate_backward_args(grad_out_in, attr_in, tri_id_in, bary_in, tris_in);
   const c10::cuda::CUDAGuard guard(attr_in.device());
   const at::Tensor attr = attr_in.contiguous(), tri_id = tri_id_in.contiguous(),
                    bary = bary_in.contiguous(), tris = tris_in.contiguous();
   const int64_t B = tri_id.size(0), H = tri_id.size(1), W = tri_id.size(2);
   const int64_t Ba = attr.size(0), N = attr.size(1), C = attr.size(2);
-  TORCH_CHECK(grad_out_in.dim() == 4 && grad_out_in.size(0) == B && grad_out_in.size(1) == H &&
-                  grad_out_in.size(2) == W && grad_out_in.size(3) == C,
-              "grad_out must have shape [", B, ", ", H, ", ", W, ", ", C, "], got ",
-              grad_out_in.sizes());
   const at::Tensor grad_out = grad_out_in.contiguous();
   at::Tensor grad_attr = at::zeros_like(attr);
   at::Tensor grad_bary = at::zeros({B, H, W, 3}, attr.options());
