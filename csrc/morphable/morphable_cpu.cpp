@@ -1,6 +1,7 @@
 // CPU twin of the fused 3DMM vertex synthesis op.
 //
-// Scheduling: parallel over vertices (at::parallel_for). A micro-tile is two
+// Scheduling (batches above morphable_cpu_small_batch.h's kSmallBatch; smaller
+// ones take the schedule there): parallel over vertices (at::parallel_for). A micro-tile is two
 // vertices x kLanes batch items; each basis element is loaded once per tile and
 // multiplied against kLanes coefficients held in a [K, B_pad] transposed copy,
 // so the basis streams from memory once for the whole batch and the inner loop
@@ -14,6 +15,7 @@
 #include "../common/check.h"
 #include "../common/cpu_simd.h"
 #include "morphable.h"
+#include "morphable_cpu_small_batch.h"
 #include "morphable_kernel.h"
 
 namespace pgnface {
@@ -344,6 +346,10 @@ at::Tensor synthesize_cpu(const at::Tensor& mean_in, const at::Tensor& basis_in,
   const int64_t B = coeffs.size(0), N = mean.size(0);
   at::Tensor out = at::empty({B, N, 3}, mean.options());
   if (B == 0 || N == 0) return out;
+  if (B <= morphable_cpu::kSmallBatch) {
+    morphable_cpu::synthesize_small_batch(mean, basis, coeffs, rotation, scale, translation, out);
+    return out;
+  }
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_cpu", [&] {
     const auto prepared = prepare<scalar_t>(mean, basis, coeffs, rotation, scale, translation);
     scalar_t* out_ptr = out.data_ptr<scalar_t>();
@@ -382,26 +388,37 @@ synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in
   if (B == 0 || N == 0)
     return {grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation};
 
+  const int64_t chunk_verts = backward_chunk_verts(N);
+  const int64_t chunks = (N + chunk_verts - 1) / chunk_verts;
+  at::Tensor pose;  // [B,12] reduced pose partial sums
+  if (B <= morphable_cpu::kSmallBatch) {
+    at::Tensor pose_part = at::zeros({chunks, B, morphable::kPoseGradSize}, opts);
+    at::Tensor coeff_part = at::zeros({chunks, B, K}, opts);
+    morphable_cpu::synthesize_backward_small_batch(grad_out, mean, basis, coeffs, rotation, scale,
+                                                   chunk_verts, pose_part, coeff_part, grad_mean,
+                                                   grad_basis);
+    grad_coeffs.copy_(coeff_part.sum(0));
+    pose = pose_part.sum(0).contiguous();
+  }
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_backward_cpu", [&] {
-    const auto prepared = prepare<scalar_t>(mean, basis, coeffs, rotation, scale, translation);
-    const int64_t ld = prepared.args.ld;
-    const int64_t chunk_verts = backward_chunk_verts(N);
-    const int64_t chunks = (N + chunk_verts - 1) / chunk_verts;
-    at::Tensor pose_part = at::zeros({chunks, morphable::kPoseGradSize, ld}, opts);
-    at::Tensor coeff_part = at::zeros({chunks, K, ld}, opts);
-    SynthesizeGradArgs<scalar_t> g{
-        prepared.args,
-        grad_out.data_ptr<scalar_t>(),
-        pose_part.data_ptr<scalar_t>(),
-        coeff_part.data_ptr<scalar_t>(),
-        need_model_grad ? grad_mean.data_ptr<scalar_t>() : nullptr,
-        need_model_grad ? grad_basis.data_ptr<scalar_t>() : nullptr,
-        chunk_verts};
-    at::parallel_for(0, chunks, 1,
-                     [&](int64_t begin, int64_t end) { run_backward_chunks(g, begin, end); });
-
-    grad_coeffs.copy_(coeff_part.sum(0).narrow(1, 0, B).t());
-    const at::Tensor pose = pose_part.sum(0).narrow(1, 0, B).t().contiguous();  // [B,12]
+    if (!pose.defined()) {
+      const auto prepared = prepare<scalar_t>(mean, basis, coeffs, rotation, scale, translation);
+      const int64_t ld = prepared.args.ld;
+      at::Tensor pose_part = at::zeros({chunks, morphable::kPoseGradSize, ld}, opts);
+      at::Tensor coeff_part = at::zeros({chunks, K, ld}, opts);
+      SynthesizeGradArgs<scalar_t> g{
+          prepared.args,
+          grad_out.data_ptr<scalar_t>(),
+          pose_part.data_ptr<scalar_t>(),
+          coeff_part.data_ptr<scalar_t>(),
+          need_model_grad ? grad_mean.data_ptr<scalar_t>() : nullptr,
+          need_model_grad ? grad_basis.data_ptr<scalar_t>() : nullptr,
+          chunk_verts};
+      at::parallel_for(0, chunks, 1,
+                       [&](int64_t begin, int64_t end) { run_backward_chunks(g, begin, end); });
+      grad_coeffs.copy_(coeff_part.sum(0).narrow(1, 0, B).t());
+      pose = pose_part.sum(0).narrow(1, 0, B).t().contiguous();
+    }
     const scalar_t* pose_ptr = pose.data_ptr<scalar_t>();
     const scalar_t* R = rotation.data_ptr<scalar_t>();
     const scalar_t* s = scale.data_ptr<scalar_t>();

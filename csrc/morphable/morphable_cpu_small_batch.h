@@ -1,0 +1,34 @@
+// Small-batch schedule of the synthesize CPU twin (B <= kSmallBatch).
+//
+// The main schedule vectorises over batch items, which wastes most lanes when
+// there are only a few (single-image fitting is a common case). Here each
+// basis row is contracted with each coefficient vector along K instead:
+// dot products and axpys vectorised over the components, the basis still
+// read once per vertex. The per-element math is the same morphable_kernel.h.
+#pragma once
+
+#include <torch/types.h>
+
+namespace pgnface {
+namespace morphable_cpu {
+
+constexpr int64_t kSmallBatch = 4;
+
+// out [B,N,3] = s R (mean + basis c) + t for contiguous inputs with B <= kSmallBatch.
+void synthesize_small_batch(const at::Tensor& mean, const at::Tensor& basis,
+                            const at::Tensor& coeffs, const at::Tensor& rotation,
+                            const at::Tensor& scale, const at::Tensor& translation,
+                            at::Tensor& out);
+
+// Per-chunk partial sums of the backward pass for contiguous inputs:
+// pose_part [chunks,B,12] and coeff_part [chunks,B,K] (zero-initialised by
+// the caller) and, when defined, grad_mean [N,3] and grad_basis [N,3,K].
+void synthesize_backward_small_batch(const at::Tensor& grad_out, const at::Tensor& mean,
+                                     const at::Tensor& basis, const at::Tensor& coeffs,
+                                     const at::Tensor& rotation, const at::Tensor& scale,
+                                     int64_t chunk_verts, at::Tensor& pose_part,
+                                     at::Tensor& coeff_part, at::Tensor& grad_mean,
+                                     at::Tensor& grad_basis);
+
+}  // namespace morphable_cpu
+}  // namespace pgnface
