@@ -133,29 +133,43 @@ class SyntheticFaces:
 
     def backgrounds(self, g, B) -> torch.Tensor:
         """[B, H, W, 3] random backgrounds: smooth noise, stripes or cluttered shapes."""
-        S = self.config.size
-        dev = self.device
-        coarse = torch.rand(B, 3, 6, 6, generator=g, device=dev)
-        smooth = torch.nn.functional.interpolate(coarse, size=(S, S), mode="bicubic", align_corners=False)
-        smooth = smooth.clamp(0, 1).permute(0, 2, 3, 1)
+        S, dev = self.config.size, self.device
+        kind = torch.randint(0, 3, (B,), generator=g, device=dev)
+        out = torch.empty(B, S, S, 3, device=dev)
         ys, xs = torch.meshgrid(torch.arange(S, device=dev, dtype=torch.float32),
                                 torch.arange(S, device=dev, dtype=torch.float32), indexing="ij")
-        angle = self._uniform(g, (B, 1, 1), 0, math.pi)
-        freq = self._uniform(g, (B, 1, 1), 0.05, 0.4)
-        stripes = 0.5 + 0.5 * torch.sin((xs * angle.cos() + ys * angle.sin()) * freq)
-        colours = torch.rand(B, 2, 3, generator=g, device=dev)
-        striped = stripes[..., None] * colours[:, None, None, 0] + (1 - stripes[..., None]) * colours[:, None, None, 1]
-        clutter = smooth.clone()
+        # Each kind is drawn only for the images that get it.
+        for k, draw in enumerate((self._smooth, self._stripes, self._clutter)):
+            idx = torch.nonzero(kind == k).flatten()
+            if idx.numel():
+                out[idx] = draw(g, idx.numel(), xs, ys)
+        return out
+
+    def _smooth(self, g, n, xs, ys):
+        S = self.config.size
+        coarse = torch.rand(n, 3, 6, 6, generator=g, device=self.device)
+        smooth = torch.nn.functional.interpolate(coarse, size=(S, S), mode="bicubic", align_corners=False)
+        return smooth.clamp(0, 1).permute(0, 2, 3, 1)
+
+    def _stripes(self, g, n, xs, ys):
+        angle = self._uniform(g, (n, 1, 1), 0, math.pi)
+        freq = self._uniform(g, (n, 1, 1), 0.05, 0.4)
+        stripes = (0.5 + 0.5 * torch.sin((xs * angle.cos() + ys * angle.sin()) * freq))[..., None]
+        colours = torch.rand(n, 2, 3, generator=g, device=self.device)
+        return stripes * colours[:, None, None, 0] + (1 - stripes) * colours[:, None, None, 1]
+
+    def _clutter(self, g, n, xs, ys):
+        S = self.config.size
+        canvas = self._smooth(g, n, xs, ys)
         for _ in range(6):
-            cx, cy = self._uniform(g, (B, 1, 1), 0, S), self._uniform(g, (B, 1, 1), 0, S)
-            rx, ry = self._uniform(g, (B, 1, 1), S * 0.05, S * 0.3), self._uniform(g, (B, 1, 1), S * 0.05, S * 0.3)
-            is_box = (torch.rand(B, 1, 1, generator=g, device=dev) < 0.5)
-            ellipse = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 < 1
-            box = ((xs - cx).abs() < rx) & ((ys - cy).abs() < ry)
-            shape = torch.where(is_box, box, ellipse)[..., None]
-            clutter = torch.where(shape, torch.rand(B, 1, 1, 3, generator=g, device=dev), clutter)
-        kind = torch.randint(0, 3, (B, 1, 1, 1), generator=g, device=dev)
-        return torch.where(kind == 0, smooth, torch.where(kind == 1, striped, clutter))
+            cx, cy = self._uniform(g, (n, 1, 1), 0, S), self._uniform(g, (n, 1, 1), 0, S)
+            rx, ry = self._uniform(g, (n, 1, 1), S * 0.05, S * 0.3), self._uniform(g, (n, 1, 1), S * 0.05, S * 0.3)
+            is_box = torch.rand(n, 1, 1, generator=g, device=self.device) < 0.5
+            dx, dy = (xs - cx) / rx, (ys - cy) / ry
+            inside = torch.where(is_box, (dx.abs() < 1) & (dy.abs() < 1), dx * dx + dy * dy < 1)
+            colour = torch.rand(n, 1, 1, 3, generator=g, device=self.device)
+            canvas = torch.where(inside[..., None], colour, canvas)
+        return canvas
 
     # --- rendering ----------------------------------------------------------------
 
