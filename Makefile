@@ -19,7 +19,7 @@ test: $(VENV)/.built
 	exit $$rc
 
 bench: $(VENV)/.built
-	$(PY) -m bench.synthesize
+	for b in synthesize rasterize procrustes synthetic; do $(PY) -m bench.$$b || exit 1; done
 
 setup: $(VENV)/.ready
 

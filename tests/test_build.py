@@ -21,7 +21,9 @@ def test_extension_built_against_installed_torch():
 
 
 def test_ops_are_registered_in_the_dispatcher():
-    for name in ("synthesize", "synthesize_backward"):
+    for name in ("synthesize", "synthesize_backward", "rasterize", "rasterize_backward", "interpolate",
+                 "interpolate_backward", "svd3x3", "svd3x3_backward", "similarity_align",
+                 "similarity_align_backward"):
         assert hasattr(torch.ops.pgnface, name)
 
 

@@ -240,6 +240,14 @@ __global__ void shape_grad_kernel(const T* __restrict__ grad_out, const T* __res
 
 int64_t blocks_for(int64_t work, int threads) { return (work + threads - 1) / threads; }
 
+// Batch tiles run along grid.y, which CUDA caps at 65535.
+int64_t batch_tiles_for(int64_t B, int tile) {
+  const int64_t tiles = blocks_for(B, tile);
+  TORCH_CHECK(tiles <= 65535, "synthesize (CUDA): batch size ", B, " is above the supported ",
+              65535LL * tile, "; split the batch");
+  return tiles;
+}
+
 // Launches one (TB, BPT) configuration of forward or backward.
 template <typename T, int TB, int BPT>
 struct Launcher {
@@ -247,7 +255,7 @@ struct Launcher {
                       const at::Tensor& rotation, const at::Tensor& scale,
                       const at::Tensor& translation, at::Tensor& out, cudaStream_t stream) {
     const int64_t B = coeffs.size(0), N = mean.size(0), K = basis.size(2);
-    const dim3 grid(blocks_for(N, kTileV), blocks_for(B, TB));
+    const dim3 grid(blocks_for(N, kTileV), batch_tiles_for(B, TB));
     synthesize_forward_kernel<T, TB, BPT><<<grid, dim3(kTileV, kThreadsY), 0, stream>>>(
         mean.data_ptr<T>(), basis.data_ptr<T>(), coeffs.data_ptr<T>(), rotation.data_ptr<T>(),
         scale.data_ptr<T>(), translation.data_ptr<T>(), out.data_ptr<T>(), B, N, K);
@@ -263,7 +271,7 @@ struct Launcher {
                                                     const at::Tensor& scale, cudaStream_t stream) {
     const int64_t B = coeffs.size(0), N = mean.size(0), K = basis.size(2);
     const int64_t tiles = blocks_for(N, kTileV);
-    const int64_t batch_tiles = blocks_for(B, TB);
+    const int64_t batch_tiles = batch_tiles_for(B, TB);
     // Enough blocks to fill the device a few times over; each walks several
     // vertex tiles so the per-block partial buffers stay small.
     const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
@@ -311,8 +319,6 @@ at::Tensor synthesize_cuda(const at::Tensor& mean_in, const at::Tensor& basis_in
                    coeffs = coeffs_in.contiguous(), rotation = rotation_in.contiguous(),
                    scale = scale_in.contiguous(), translation = translation_in.contiguous();
   const int64_t B = coeffs.size(0), N = mean.size(0);
-  TORCH_CHECK(B <= 65535LL * 4, "synthesize (CUDA): batch size ", B, " is above the supported ",
-              65535LL * 4, "; split the batch");
   at::Tensor out = at::empty({B, N, 3}, mean.options());
   if (B == 0 || N == 0) return out;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
@@ -341,8 +347,6 @@ synthesize_backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& mean_i
   TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == B && grad_out_in.size(1) == N &&
                   grad_out_in.size(2) == 3,
               "grad_out must have shape [", B, ", ", N, ", 3], got ", grad_out_in.sizes());
-  TORCH_CHECK(B <= 65535LL * 4, "synthesize (CUDA): batch size ", B, " is above the supported ",
-              65535LL * 4, "; split the batch");
   const at::Tensor grad_out = grad_out_in.contiguous();
   const auto opts = mean.options();
   at::Tensor grad_mean = at::empty({0}, opts), grad_basis = at::empty({0}, opts);
