@@ -5,9 +5,11 @@ inputs, and prints their ratio. Absolute times only mean something on a GPU;
 on a shared CPU compare the ratios.
 """
 
+import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -95,3 +97,22 @@ def write_json(path: Optional[str], payload: Dict[str, object]) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(payload, indent=2))
+
+
+def device_parser(description: str):
+    """An argparse parser with the options every benchmark shares: --device, --dtype, --json."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    return parser
+
+
+def resolve_device(name: str, cuda_built: bool) -> torch.device:
+    """The torch.device for --device; exits with a message when CUDA cannot run."""
+    device = torch.device(name)
+    if device.type == "cuda" and not (torch.cuda.is_available() and cuda_built):
+        sys.exit("--device cuda needs a GPU and a CUDA build of pgnface")
+    return device

@@ -39,6 +39,20 @@ TORCH_LIBRARY(pgnface, m) {
   m.def(
       "interpolate_backward(Tensor grad_out, Tensor attr, Tensor tri_id, Tensor bary, "
       "Tensor tris) -> (Tensor, Tensor)");
+  // M [B,3,3] -> (U, S, V), M = U diag(S) V^T; see pgnface/ops/svd3x3.py.
+  m.def("svd3x3(Tensor M) -> (Tensor U, Tensor S, Tensor V)");
+  // Returns grad_M from the gradients of U, S, V and the forward's outputs.
+  m.def(
+      "svd3x3_backward(Tensor grad_U, Tensor grad_S, Tensor grad_V, Tensor U, Tensor S, "
+      "Tensor V) -> Tensor");
+  // Weighted Umeyama alignment dst ~ scale R src + t; see pgnface/ops/similarity_align.py.
+  m.def(
+      "similarity_align(Tensor src, Tensor dst, Tensor? weights, bool estimate_scale) -> "
+      "(Tensor scale, Tensor R, Tensor t)");
+  // Returns (grad_src, grad_dst, grad_weights); grad_weights is empty without weights.
+  m.def(
+      "similarity_align_backward(Tensor grad_scale, Tensor grad_R, Tensor grad_t, Tensor src, "
+      "Tensor dst, Tensor? weights, bool estimate_scale) -> (Tensor, Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -1,0 +1,123 @@
+"""Differentiable weighted similarity alignment (Umeyama / Procrustes with scale).
+
+The op is ``torch.ops.pgnface.similarity_align`` (CPU: csrc/procrustes/procrustes_cpu.cpp,
+CUDA: csrc/procrustes/procrustes_cuda.cu, math: csrc/procrustes/procrustes_kernel.h).
+This module validates arguments and registers the fake kernel and the autograd
+formula (an analytic backward op that recomputes the per-item solve).
+"""
+
+from typing import Optional, Tuple
+
+import torch
+
+from . import _checks as C
+
+
+def similarity_align(
+    src: torch.Tensor,
+    dst: torch.Tensor,
+    weights: Optional[torch.Tensor] = None,
+    estimate_scale: bool = True,
+    *,
+    check_values: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fits ``dst ~ scale * R @ src + t`` per batch item by weighted least squares.
+
+    Minimises ``sum_i w_i |scale R src_i + t - dst_i|^2`` over rotations R
+    (det +1: reflections are fixed by flipping the last singular vector),
+    scale > 0 and translation t (Umeyama 1991). One fused pass per item:
+    weighted centroids, the 3x3 cross-covariance over centred points,
+    ``svd3x3``, the reflection fix, the scale and t; on CUDA one warp per
+    item and no host synchronisation (CUDA-graph capturable).
+
+    Degenerate items have a defined result: when the weights of an item sum to
+    0, or its src points all coincide (no spread to fit a rotation or scale),
+    the result is ``R = I``, ``scale = 1``, ``t = mu_dst - mu_src`` (the
+    weighted centroids, taken as 0 when the weights sum to 0), with the
+    matching gradients (zero when the weights sum to 0). When the points
+    are collinear or dst collapses to a point, R is one of the equally good
+    rotations and the gradient stays finite (see ``svd3x3``).
+
+    Gradient: analytic, to src, dst and weights, through ``svd3x3``'s
+    backward (regularised for repeated singular values).
+
+    Args:
+        src: [B, P, 3] source points (e.g. the model's landmarks), P >= 3.
+        dst: [B, P, 3] target points (e.g. predicted landmarks).
+        weights: [B, P] non-negative point weights, or None for all ones.
+        estimate_scale: fit the scale; with False, scale is 1.
+        check_values: raise ValueError on NaN/Inf in src, dst, weights and on
+            negative weights (one device sync on CUDA; skipped under
+            torch.compile and CUDA graph capture).
+
+    Returns:
+        (scale [B], R [B, 3, 3], t [B, 3]), dtype and device of src.
+
+    Raises:
+        TypeError: non-tensors, dtypes other than float32/float64, mixed dtypes.
+        ValueError: wrong shapes, P < 3, mixed devices, and (with check_values)
+            non-finite values or negative weights.
+        RuntimeError: CUDA tensors with a CPU-only build of pgnface.
+    """
+    C.require_tensor(src, "src")
+    C.require_tensor(dst, "dst")
+    C.require_float(src, "src")
+    C.require_supported_device(src, "src")
+    sizes = {}
+    C.require_shape(src, "src", ("B", "P", 3), sizes)
+    if sizes["P"] < 3:
+        raise ValueError(f"src must have at least 3 points to fix a rotation (shape [B, P, 3] "
+                         f"with P >= 3), got {list(src.shape)}")
+    C.require_shape(dst, "dst", ("B", "P", 3), sizes)
+    C.require_like(dst, "dst", src, "src")
+    if weights is not None:
+        C.require_tensor(weights, "weights")
+        C.require_like(weights, "weights", src, "src")
+        C.require_shape(weights, "weights", ("B", "P"), sizes)
+    if not isinstance(estimate_scale, bool):
+        raise TypeError(f"estimate_scale must be a bool, got {type(estimate_scale).__name__}")
+    if check_values and C.values_checkable():
+        C.require_finite(src, "src")
+        C.require_finite(dst, "dst")
+        if weights is not None:
+            C.require_finite(weights, "weights")
+            if weights.numel() and bool((weights < 0).any()):
+                raise ValueError(f"weights must be non-negative, got minimum {float(weights.min())}")
+    return torch.ops.pgnface.similarity_align(src, dst, weights, estimate_scale)
+
+
+@torch.library.register_fake("pgnface::similarity_align")
+def _similarity_align_fake(src, dst, weights, estimate_scale):
+    B = src.shape[0]
+    return src.new_empty((B,)), src.new_empty((B, 3, 3)), src.new_empty((B, 3))
+
+
+@torch.library.register_fake("pgnface::similarity_align_backward")
+def _similarity_align_backward_fake(grad_scale, grad_R, grad_t, src, dst, weights, estimate_scale):
+    B, P = src.shape[0], src.shape[1]
+    grad_w = src.new_empty((B, P)) if weights is not None else src.new_empty((0,))
+    return src.new_empty((B, P, 3)), src.new_empty((B, P, 3)), grad_w
+
+
+def _setup_context(ctx, inputs, output):
+    src, dst, weights, estimate_scale = inputs
+    ctx.save_for_backward(src, dst, weights)
+    ctx.estimate_scale = estimate_scale
+
+
+def _backward(ctx, grad_scale, grad_R, grad_t):
+    src, dst, weights = ctx.saved_tensors
+    B = src.shape[0]
+    # Outputs that took no part in the loss may arrive as None.
+    grad_scale = src.new_zeros((B,)) if grad_scale is None else grad_scale
+    grad_R = src.new_zeros((B, 3, 3)) if grad_R is None else grad_R
+    grad_t = src.new_zeros((B, 3)) if grad_t is None else grad_t
+    grad_src, grad_dst, grad_w = torch.ops.pgnface.similarity_align_backward(
+        grad_scale, grad_R, grad_t, src, dst, weights, ctx.estimate_scale)
+    if weights is None:
+        grad_w = None
+    return grad_src, grad_dst, grad_w, None
+
+
+torch.library.register_autograd("pgnface::similarity_align", _backward,
+                                setup_context=_setup_context)

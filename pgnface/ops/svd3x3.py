@@ -1,0 +1,85 @@
+"""Batched 3x3 singular value decomposition with a gradient that survives repeated values.
+
+The op is ``torch.ops.pgnface.svd3x3`` (CPU: csrc/procrustes/procrustes_cpu.cpp,
+CUDA: csrc/procrustes/procrustes_cuda.cu, math: csrc/procrustes/svd3x3.h). This
+module validates arguments and registers the fake kernel and the autograd formula.
+"""
+
+from typing import Tuple
+
+import torch
+
+from . import _checks as C
+
+
+def svd3x3(M: torch.Tensor, *, check_values: bool = True
+           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Singular value decomposition of a batch of 3x3 matrices, ``M = U diag(S) V^T``.
+
+    One-sided Jacobi in registers (one CUDA thread per matrix), a bounded
+    number of sweeps and no host synchronisation, so it can be captured in a
+    CUDA graph (unlike ``torch.linalg.svd`` on CUDA). Each matrix is first
+    divided by its largest absolute entry, so 1e-20 and 1e20 scales are as
+    accurate as unit ones; U is completed by cross products, so it is
+    orthonormal for rank-1, rank-2 and zero matrices too.
+
+    Gradient: the standard SVD derivative (as ``torch.linalg.svd``'s), with
+    ``1/(s_k^2 - s_j^2)`` split into ``1/(s_k - s_j)`` and ``1/(s_k + s_j)``
+    parts and each ``1/x`` replaced by ``x / (x^2 + eps^2)`` with
+    ``eps = 1e-5 * S[0]`` (float32) or ``1e-8 * S[0]`` (float64). For
+    well-separated singular values this is the exact derivative; for losses
+    that do not depend on the free rotation within a repeated singular value
+    (such as ``U @ V^T``, ``S``, or ``U diag(S) V^T``) it stays exact at
+    repeated values; otherwise it is damped to a finite value instead of
+    becoming Inf/NaN.
+
+    Args:
+        M: [B, 3, 3] float32 or float64 matrices, CPU or CUDA, any strides.
+        check_values: raise ValueError on NaN/Inf in M (one device sync on
+            CUDA; skipped under torch.compile and CUDA graph capture). Without
+            the check, a non-finite matrix gives NaN in its own U, S, V only.
+
+    Returns:
+        (U [B, 3, 3], S [B, 3], V [B, 3, 3]): S descending and non-negative;
+        U and V orthogonal (each of determinant +1 or -1). A zero matrix gives
+        U = V = I and S = 0.
+
+    Raises:
+        TypeError: M is not a tensor or not float32/float64.
+        ValueError: M is not [B, 3, 3], or holds NaN/Inf (with check_values).
+        RuntimeError: CUDA tensors with a CPU-only build of pgnface.
+    """
+    C.require_tensor(M, "M")
+    C.require_float(M, "M")
+    C.require_supported_device(M, "M")
+    C.require_shape(M, "M", ("B", 3, 3), {})
+    if check_values and C.values_checkable():
+        C.require_finite(M, "M")
+    return torch.ops.pgnface.svd3x3(M)
+
+
+@torch.library.register_fake("pgnface::svd3x3")
+def _svd3x3_fake(M):
+    B = M.shape[0]
+    return M.new_empty((B, 3, 3)), M.new_empty((B, 3)), M.new_empty((B, 3, 3))
+
+
+@torch.library.register_fake("pgnface::svd3x3_backward")
+def _svd3x3_backward_fake(grad_U, grad_S, grad_V, U, S, V):
+    return U.new_empty((U.shape[0], 3, 3))
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*output)
+
+
+def _backward(ctx, grad_U, grad_S, grad_V):
+    U, S, V = ctx.saved_tensors
+    # Outputs that took no part in the loss may arrive as None.
+    grad_U = torch.zeros_like(U) if grad_U is None else grad_U
+    grad_S = torch.zeros_like(S) if grad_S is None else grad_S
+    grad_V = torch.zeros_like(V) if grad_V is None else grad_V
+    return torch.ops.pgnface.svd3x3_backward(grad_U, grad_S, grad_V, U, S, V)
+
+
+torch.library.register_autograd("pgnface::svd3x3", _backward, setup_context=_setup_context)
