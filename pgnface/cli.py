@@ -83,7 +83,9 @@ def _train(args) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"pgnface train: {err}", file=sys.stderr)
         return 2
-    if summary["history"]:
+    if summary["rank"] != 0:
+        pass  # DDP: rank 0 reports
+    elif summary["history"]:
         print(f"trained to step {summary['step']}: loss {summary['last']['loss']:.4f}, "
               f"{summary['img_per_s']:.1f} img/s; run folder {args.out}")
     else:

@@ -168,3 +168,15 @@ def test_save_load_round_trip_and_model_mismatch(model, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="could not be read|not a pgnface"):
         load_reconstructor(tmp_path / "junk.pt", model)
+
+
+def test_autocast_and_channels_last_forward(model):
+    torch.manual_seed(0)
+    net = PGNReconstructor(model, backbone="mobilenetv2", width=0.25, head_hidden=32, fpn_channels=16)
+    net = net.to(memory_format=torch.channels_last)
+    images = torch.rand(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(images)
+    for key in ("landmarks", "vertices", "rotation", "gamma"):
+        assert out[key].dtype == torch.float32 and torch.isfinite(out[key]).all(), key
+    out["vertices"].mean().backward()

@@ -212,7 +212,7 @@ class Trainer:
         if self.info.is_main and history and self.step == cfg.steps:
             atomic_save(reconstructor_payload(self.net), self.out / "model.pt")
         elapsed = time.perf_counter() - start
-        return {"step": self.step, "last": record, "history": history, "seconds": elapsed,
+        return {"step": self.step, "rank": self.info.rank, "last": record, "history": history, "seconds": elapsed,
                 "img_per_s": images_seen / max(elapsed, 1e-9)}
 
     def close(self) -> None:
