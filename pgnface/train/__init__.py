@@ -6,9 +6,9 @@
 
 from . import losses
 from .config import DataConfig, LossWeights, TrainConfig, apply_overrides
-from .data import SyntheticBatches, centre_depth
+from .data import TrainBatches, centre_depth
 from .loop import Trainer, lr_factor, train
 from .objective import compute_losses
 
-__all__ = ["DataConfig", "LossWeights", "SyntheticBatches", "TrainConfig", "Trainer", "apply_overrides",
+__all__ = ["DataConfig", "LossWeights", "TrainBatches", "TrainConfig", "Trainer", "apply_overrides",
            "centre_depth", "compute_losses", "losses", "lr_factor", "train"]

@@ -27,6 +27,9 @@ class DataConfig:
         clip_labels: use the clips' labels; False trains on clips as unlabeled video
             (only self-supervised and multi-frame losses).
         yaw_max: largest |yaw| of the synthetic faces, degrees.
+        folder: a folder in 300W-LP layout (labelled faces; see pgnface.train.folder), or "".
+        folder_weight: how often a step draws from the folder.
+        crop_scale: folder crops: crop side / the landmark box's longer side.
         fixed_batches: > 0 cycles through this many fixed batches instead of
             fresh faces every step (overfitting checks, smoke tests).
     """
@@ -38,6 +41,9 @@ class DataConfig:
     clip_frames: int = 4
     clip_labels: bool = True
     yaw_max: float = 90.0
+    folder: str = ""
+    folder_weight: float = 0.0
+    crop_scale: float = 1.4
     fixed_batches: int = 0
 
 
@@ -113,9 +119,14 @@ class TrainConfig:
             raise ValueError(f"data.size must be at least 32 px, got {self.data.size}")
         if self.data.clip_weight > 0 and self.data.clip_frames < 2:
             raise ValueError(f"data.clip_frames must be at least 2 when clips are used, got {self.data.clip_frames}")
-        if self.data.single_weight < 0 or self.data.clip_weight < 0 or \
-                self.data.single_weight + self.data.clip_weight <= 0:
-            raise ValueError("data.single_weight and data.clip_weight must be >= 0 with a positive sum")
+        mix = (self.data.single_weight, self.data.clip_weight, self.data.folder_weight)
+        if min(mix) < 0 or sum(mix) <= 0:
+            raise ValueError("data.single_weight, data.clip_weight and data.folder_weight must be >= 0 "
+                             "with a positive sum")
+        if self.data.folder_weight > 0 and not self.data.folder:
+            raise ValueError("data.folder_weight > 0 needs data.folder (a 300W-LP-layout folder)")
+        if not self.data.crop_scale > 0:
+            raise ValueError(f"data.crop_scale must be positive, got {self.data.crop_scale}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

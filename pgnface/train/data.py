@@ -1,4 +1,4 @@
-"""Training batches from on-the-fly synthetic faces (single images and clips, mixed by weight).
+"""Training batches: on-the-fly synthetic faces and clips, and a 300W-LP-layout folder, mixed by weight.
 
 Every batch is a pure function of (seed, step, rank): resuming at step k
 replays exactly the data an uninterrupted run would have seen, and DDP
@@ -12,6 +12,9 @@ import torch
 from ..data import SyntheticConfig, SyntheticFaces
 from ..model import MorphableModel
 from .config import DataConfig
+from .folder import LabelledFolder
+
+KINDS = ("single", "clip", "folder")
 
 
 def centre_depth(vertices: torch.Tensor, landmark_vertices: torch.Tensor) -> torch.Tensor:
@@ -24,7 +27,7 @@ def centre_depth(vertices: torch.Tensor, landmark_vertices: torch.Tensor) -> tor
     return torch.cat([vertices[..., :2], vertices[..., 2:] - offset], -1)
 
 
-class SyntheticBatches:
+class TrainBatches:
     """Draws the batch of a training step.
 
     Args:
@@ -38,35 +41,39 @@ class SyntheticBatches:
         self.model, self.config = model, config
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.faces = SyntheticFaces(model, SyntheticConfig(size=config.size, yaw_max=config.yaw_max), seed=seed)
+        self.folder = LabelledFolder(config.folder, config.size, config.crop_scale) \
+            if config.folder and config.folder_weight > 0 else None
+        self.weights = torch.tensor([config.single_weight, config.clip_weight,
+                                     config.folder_weight if self.folder is not None else 0.0], dtype=torch.float64)
 
     def _key(self, step: int) -> int:
         """The step whose data this step sees (steps cycle with data.fixed_batches)."""
         return step % self.config.fixed_batches if self.config.fixed_batches else step
 
     def kind(self, step: int) -> str:
-        """"single" or "clip" for this step: the same on every rank (so DDP ranks run the same losses)."""
-        cfg = self.config
-        step = self._key(step)
-        if cfg.clip_weight <= 0:
-            return "single"
-        if cfg.single_weight <= 0:
-            return "clip"
-        g = torch.Generator().manual_seed(self.seed * 7919 + step)
-        p_clip = cfg.clip_weight / (cfg.single_weight + cfg.clip_weight)
-        return "clip" if float(torch.rand((), generator=g)) < p_clip else "single"
+        """"single", "clip" or "folder" for this step: the same on every rank (so ranks run the same losses)."""
+        if int((self.weights > 0).sum()) == 1:
+            return KINDS[int(self.weights.argmax())]
+        g = torch.Generator().manual_seed(self.seed * 7919 + self._key(step))
+        return KINDS[int(torch.multinomial(self.weights, 1, generator=g))]
 
     def batch(self, step: int, batch_size: int) -> Dict[str, torch.Tensor]:
         """The batch of `step`.
 
         Returns:
-            dict with image [n, 3, S, S], landmarks3d [n, L, 3], vertices [n, N, 3]
-            (depth-centred like the landmarks), id / exp / albedo [n, K],
-            landmark_visible [n, L]; plus frames (1, or F for clips: n = clips * F,
-            frame-major within a clip) and labelled (bool).
+            dict with image [n, 3, S, S] and landmarks3d [n, L, 3]; synthetic
+            batches also vertices [n, N, 3] (depth-centred like the landmarks),
+            id / exp / albedo [n, K] and landmark_visible [n, L]; plus frames (1,
+            or F for clips: n = clips * F, frame-major within a clip) and labelled (bool).
         """
         stream = self._key(step) * self.world_size + self.rank
-        model = self.model
-        if self.kind(step) == "single":
+        model, kind = self.model, self.kind(step)
+        if kind == "folder":
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + stream)
+            indices = torch.randint(len(self.folder), (batch_size,), generator=g).tolist()
+            out = self.folder.batch(indices, model.landmark_ids, model.device)
+            return {**out, "frames": 1, "labelled": True}
+        if kind == "single":
             s = self.faces.sample(batch_size, seed=stream)
             frames, labelled = 1, True
         else:

@@ -23,7 +23,7 @@ import torch
 from ..model import MorphableModel
 from ..nn import PGNReconstructor, atomic_save, check_model_identity, read_checkpoint, reconstructor_payload
 from .config import TrainConfig
-from .data import SyntheticBatches
+from .data import TrainBatches
 from .distributed import DistInfo, init_distributed, shutdown_distributed
 from .objective import compute_losses
 
@@ -121,7 +121,7 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
             self.step = int(payload["step"])
             _set_rng_state(payload["rng"])
-        self.batches = SyntheticBatches(self.model, config.data, config.seed, self.info.rank, self.info.world_size)
+        self.batches = TrainBatches(self.model, config.data, config.seed, self.info.rank, self.info.world_size)
         self.ddp = self.net
         if self.info.enabled:
             self.ddp = torch.nn.parallel.DistributedDataParallel(

@@ -209,9 +209,25 @@ def identity_consistency_loss(identity: torch.Tensor) -> torch.Tensor:
     return (identity - identity.mean(1, keepdim=True)).square().mean()
 
 
-def _frame_pairs(frames: int, device):
-    i, j = torch.triu_indices(frames, frames, offset=1, device=device)
-    return i, j
+def _pairwise_mean(values: torch.Tensor, visible: Optional[torch.Tensor], norm: float = 1.0,
+                   eps: float = 1e-6) -> torch.Tensor:
+    """Mean over frame pairs i < j and points of |values_i - values_j| / norm, weighted by joint visibility.
+
+    Args:
+        values: [B, F, P, C] per-frame values of the same P points.
+        visible: optional [B, F, P] visibility (bool or weights); a pair counts
+            a point with weight visible_i * visible_j.
+    """
+    B, F, P = values.shape[:3]
+    i, j = torch.triu_indices(F, F, offset=1, device=values.device)
+    diff = robust_norm(values[:, i] - values[:, j], eps) / norm  # [B, pairs, P]
+    weights = None
+    if visible is not None:
+        if visible.shape != (B, F, P):
+            raise ValueError(f"visible must have shape {[B, F, P]}, got {list(visible.shape)}")
+        visible = visible.to(diff.dtype)
+        weights = visible[:, i] * visible[:, j]
+    return _weighted_mean(diff, weights)
 
 
 def cross_frame_geometric_loss(points: torch.Tensor, scale: torch.Tensor, rotation: torch.Tensor,
@@ -236,7 +252,7 @@ def cross_frame_geometric_loss(points: torch.Tensor, scale: torch.Tensor, rotati
         Weighted mean over pairs and points of |x_i - x_j| / norm.
     """
     _check(points, "points", 4, 3)
-    B, F, P, _ = points.shape
+    B, F = points.shape[:2]
     if F < 2:
         raise ValueError(f"points needs at least 2 frames per clip, got shape {list(points.shape)}")
     if scale.shape != (B, F) or rotation.shape != (B, F, 3, 3) or translation.shape != (B, F, 3):
@@ -246,15 +262,7 @@ def cross_frame_geometric_loss(points: torch.Tensor, scale: torch.Tensor, rotati
     if expression_offsets is not None:
         _same_shape(expression_offsets, "expression_offsets", points, "points")
         canonical = canonical - expression_offsets
-    i, j = _frame_pairs(F, points.device)
-    dist = robust_norm(canonical[:, i] - canonical[:, j]) / norm  # [B, pairs, P]
-    weights = None
-    if visible is not None:
-        if visible.shape != (B, F, P):
-            raise ValueError(f"visible must have shape {[B, F, P]}, got {list(visible.shape)}")
-        visible = visible.to(dist.dtype)
-        weights = visible[:, i] * visible[:, j]
-    return _weighted_mean(dist, weights)
+    return _pairwise_mean(canonical, visible, norm=norm)
 
 
 def sample_colours(images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -294,12 +302,4 @@ def cross_frame_photometric_loss(images: torch.Tensor, projected: torch.Tensor,
     P = projected.shape[2]
     colours = sample_colours(images.reshape(B * F, *images.shape[2:]),
                              projected.reshape(B * F, P, 2)).reshape(B, F, P, 3)
-    i, j = _frame_pairs(F, images.device)
-    diff = robust_norm(colours[:, i] - colours[:, j], eps)
-    weights = None
-    if visible is not None:
-        if visible.shape != (B, F, P):
-            raise ValueError(f"visible must have shape {[B, F, P]}, got {list(visible.shape)}")
-        visible = visible.to(diff.dtype)
-        weights = visible[:, i] * visible[:, j]
-    return _weighted_mean(diff, weights)
+    return _pairwise_mean(colours, visible, eps=eps)

@@ -38,9 +38,9 @@ def compute_losses(out: Dict[str, torch.Tensor], batch: Dict, model: MorphableMo
             terms["landmarks3d"] = L.landmark_loss(head, target, S, depth_weight=w.depth)
         if w.landmarks_recon:
             terms["landmarks_recon"] = L.landmark_loss(out["landmarks_recon"], target, S, depth_weight=w.depth)
-        if w.coefficients:
+        if w.coefficients and "id" in batch:  # synthetic labels only
             terms["coefficients"] = L.coefficient_loss(out, batch, {"id": 1.0, "exp": 1.0, "albedo": 0.5})
-        if w.vertices:
+        if w.vertices and "vertices" in batch:
             terms["vertices"] = L.vertex_loss(out["vertices"], batch["vertices"].to(head), S)
     if w.prior:
         terms["prior"] = L.coefficient_prior(out, {"id": 1.0, "exp": 1.0, "albedo": 1.0})
