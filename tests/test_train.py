@@ -125,6 +125,12 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert "trained to step 2" in capsys.readouterr().out
     assert main(args[:4] + ["4"] + args[5:] + ["--resume"]) == 0
     assert "trained to step 4" in capsys.readouterr().out
+    assert main(args[:4] + ["4"] + args[5:] + ["--resume"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "z")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "x"), "net.backbone=vgg"]) == 2
     assert "backbone" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "y"), "--resume", "--steps", "1"]) == 2

@@ -102,6 +102,7 @@ class PGNReconstructor(nn.Module):
         self._models = {self.model.device: self.model}
         self.backbone = build_backbone(cfg.backbone, cfg.width)
         self.landmark_head = LandmarkHead(self.backbone.channels, cfg.landmark_mode, cfg.fpn_channels)
+        model = self.model  # (num_albedo may derive a colour model: do it once, on our copy)
         sizes = {"id": model.num_id, "exp": model.num_exp, "albedo": model.num_albedo, "gamma": 27}
         if cfg.pose_mode == "regress":
             sizes["pose"] = 10  # 6D rotation, log-scale, translation

@@ -68,6 +68,8 @@ def landmark_loss(pred: torch.Tensor, target: torch.Tensor, size: float, weights
     _check(pred, "pred", 3)
     _check(target, "target", 3)
     _same_shape(pred, "pred", target, "target")
+    if not size > 0:
+        raise ValueError(f"size (the crop size in pixels) must be positive, got {size!r}")
     diff = pred - target
     if diff.shape[-1] == 3 and depth_weight != 1.0:
         diff = diff * diff.new_tensor([1.0, 1.0, depth_weight])
