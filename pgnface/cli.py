@@ -1,6 +1,7 @@
-"""The pgnface command line (more commands come with the PGN package).
+"""The pgnface command line.
 
     pgnface render [-n N] [-o OUTDIR] [--model FILE] [--size PX] [--clips F] [--seed S] [--device DEV]
+    pgnface train [--config FILE] [--out DIR] [--steps N] [--batch-size B] [--resume] [key=value ...]
     pgnface eval aflw2000 DIR [-o OUTDIR] [--baseline mean-shape] [--reannotated FILE]
     pgnface eval dense PRED GT [-o OUTDIR] [--crop-radius R]
 """
@@ -64,6 +65,36 @@ def _render(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from .train import TrainConfig, apply_overrides, train
+
+    try:
+        config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+        overrides = list(args.overrides)
+        if args.steps is not None:
+            overrides.append(f"steps={args.steps}")
+        if args.batch_size is not None:
+            overrides.append(f"batch_size={args.batch_size}")
+        config = apply_overrides(config, overrides)
+        config.validate()
+    except (FileNotFoundError, ValueError) as err:
+        print(f"pgnface train: {err}", file=sys.stderr)
+        return 2
+    try:
+        summary = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"pgnface train: {err}", file=sys.stderr)
+        return 2
+    if summary["rank"] != 0:
+        pass  # DDP: rank 0 reports
+    elif summary["history"]:
+        print(f"trained to step {summary['step']}: loss {summary['last']['loss']:.4f}, "
+              f"{summary['img_per_s']:.1f} img/s; run folder {args.out}")
+    else:
+        print(f"nothing to do: {args.out} is already at step {summary['step']} of {config.steps}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgnface", description="pgnface: 3D face reconstruction tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device (default: cuda when available)")
     render.set_defaults(run=_render)
+
+    tr = sub.add_parser(
+        "train", help="train the PGN reconstructor",
+        description="Train the PGN reconstructor on on-the-fly synthetic faces (single images and clips). "
+                    "Settings come from the defaults, then --config FILE (JSON, nested by section: net, data, "
+                    "loss), then key=value overrides (e.g. lr=3e-4 net.backbone=mobilenetv2 data.size=120 "
+                    "loss.photometric=0). Multi-GPU / multi-node: launch with torchrun.",
+        epilog="The run folder gets config.json, log.jsonl, checkpoint.pt (resumable) and model.pt (final network).")
+    tr.add_argument("--config", default=None, help="JSON config file (any subset of the fields)")
+    tr.add_argument("--out", default="runs/pgn", help="run folder (default runs/pgn)")
+    tr.add_argument("--steps", type=int, default=None, help="total optimizer steps (config key steps)")
+    tr.add_argument("--batch-size", type=int, default=None, help="images per step per process (batch_size)")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue from OUT/checkpoint.pt with its config (steps may be raised)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    tr.set_defaults(run=_train)
     from .eval.commands import add_eval_parser
     add_eval_parser(sub)
     return parser

@@ -1,0 +1,127 @@
+"""Saving and loading reconstructors together with the identity of their 3DMM.
+
+A network's coefficient head only means something for the model it was
+trained with, so a checkpoint records that model's identity (name, sizes,
+landmark ids and a checksum of the mean shape); loading it with another
+model raises a ValueError that says what differs.
+"""
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from ..model import MorphableModel
+from .reconstructor import PGNReconstructor, network_config
+
+FORMAT = "pgnface.reconstructor"
+VERSION = 1
+
+
+def model_identity(model: MorphableModel) -> Dict[str, Any]:
+    """What identifies a 3DMM for a checkpoint: name, sizes, landmark ids, checksum of the mean."""
+    mean = model.mean.detach().to("cpu", torch.float32).contiguous()
+    return {
+        "name": model.name,
+        "num_vertices": model.num_vertices,
+        "num_id": model.num_id,
+        "num_exp": model.num_exp,
+        "num_albedo": model.num_albedo,
+        "landmark_ids": [int(i) for i in model.landmark_ids.tolist()],
+        "mean_sha256": hashlib.sha256(mean.numpy().tobytes()).hexdigest(),
+    }
+
+
+def check_model_identity(saved: Dict[str, Any], model: MorphableModel, source: str = "the checkpoint") -> None:
+    """Raises ValueError naming every field where `model` differs from the `saved` identity."""
+    current = model_identity(model)
+    diffs = []
+    for key, want in saved.items():
+        have = current.get(key)
+        if key == "name" or have == want:
+            continue
+        if key == "landmark_ids":
+            want, have = f"{len(want)} landmarks", f"{len(have)} landmarks (or other ids)"
+        elif key == "mean_sha256":
+            want, have = "another mean shape", "this one"
+        diffs.append(f"{key}: {want} vs {have}")
+    if diffs:
+        raise ValueError(f"{source} was trained with the 3DMM {saved.get('name')!r}, which does not match "
+                         f"{model.name!r}: " + "; ".join(diffs) + ". Load it with the model it was trained with.")
+
+
+def atomic_save(obj: Any, path) -> None:
+    """torch.save to a temporary file in the same folder, then os.replace: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def reconstructor_payload(net: torch.nn.Module) -> Dict[str, Any]:
+    """The parts of a checkpoint that describe the network: format, config, 3DMM identity, weights."""
+    net = getattr(net, "module", net)  # unwrap DistributedDataParallel
+    if not isinstance(net, PGNReconstructor):
+        raise TypeError(f"net must be a PGNReconstructor, got {type(net).__name__}")
+    return {"format": FORMAT, "version": VERSION, "network": network_config(net),
+            "model": model_identity(net.model), "state_dict": net.state_dict()}
+
+
+def save_reconstructor(path, net: torch.nn.Module, extra: Optional[Dict[str, Any]] = None) -> None:
+    """Writes `net` (config, 3DMM identity, weights) and `extra` entries atomically to `path`."""
+    payload = reconstructor_payload(net)
+    payload.update(extra or {})
+    atomic_save(payload, path)
+
+
+def read_checkpoint(path) -> Dict[str, Any]:
+    """Reads a checkpoint file; ValueError when it is not a pgnface reconstructor checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several types for corrupt files
+        raise ValueError(f"checkpoint {path} could not be read: {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a pgnface reconstructor checkpoint")
+    if payload.get("version", 0) > VERSION:
+        raise ValueError(f"{path} was written by a newer pgnface (checkpoint version {payload['version']})")
+    return payload
+
+
+def load_reconstructor(path, model: Optional[MorphableModel] = None,
+                       map_location="cpu") -> Tuple[PGNReconstructor, Dict[str, Any]]:
+    """Builds the network a checkpoint describes and loads its weights.
+
+    Args:
+        path: the checkpoint file.
+        model: the 3DMM to use; the built-in model if None. Must be the model
+            the checkpoint was trained with.
+        map_location: device for the network.
+
+    Returns:
+        (network in eval mode, the checkpoint's payload dict).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a checkpoint, or a
+            different 3DMM than the one it was trained with.
+    """
+    payload = read_checkpoint(path)
+    model = model if model is not None else MorphableModel.builtin()
+    check_model_identity(payload["model"], model, source=f"checkpoint {path}")
+    net = PGNReconstructor(model, **payload["network"])
+    net.load_state_dict(payload["state_dict"])
+    return net.to(map_location).eval(), payload

@@ -1,0 +1,88 @@
+"""Training batches: on-the-fly synthetic faces and clips, and a 300W-LP-layout folder, mixed by weight.
+
+Every batch is a pure function of (seed, step, rank): resuming at step k
+replays exactly the data an uninterrupted run would have seen, and DDP
+ranks see different faces.
+"""
+
+from typing import Dict
+
+import torch
+
+from ..data import SyntheticConfig, SyntheticFaces
+from ..model import MorphableModel
+from .config import DataConfig
+from .folder import LabelledFolder
+
+KINDS = ("single", "clip", "folder")
+
+
+def centre_depth(vertices: torch.Tensor, landmark_vertices: torch.Tensor) -> torch.Tensor:
+    """Shifts crop-frame vertices [B, N, 3] in depth so that their landmarks have mean depth 0.
+
+    The synthetic (and 300W-LP-like) 3D landmarks are depth-centred this way,
+    and so is the PGN reconstruction (its pose is fitted to them).
+    """
+    offset = vertices[:, landmark_vertices, 2:].mean(1, keepdim=True)
+    return torch.cat([vertices[..., :2], vertices[..., 2:] - offset], -1)
+
+
+class TrainBatches:
+    """Draws the batch of a training step.
+
+    Args:
+        model: the 3DMM (on the training device).
+        config: DataConfig.
+        seed: the run's seed.
+        rank, world_size: this process's DDP rank and the number of processes.
+    """
+
+    def __init__(self, model: MorphableModel, config: DataConfig, seed: int, rank: int = 0, world_size: int = 1):
+        self.model, self.config = model, config
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.faces = SyntheticFaces(model, SyntheticConfig(size=config.size, yaw_max=config.yaw_max), seed=seed)
+        self.folder = LabelledFolder(config.folder, config.size, config.crop_scale) \
+            if config.folder and config.folder_weight > 0 else None
+        self.weights = torch.tensor([config.single_weight, config.clip_weight,
+                                     config.folder_weight if self.folder is not None else 0.0], dtype=torch.float64)
+
+    def _key(self, step: int) -> int:
+        """The step whose data this step sees (steps cycle with data.fixed_batches)."""
+        return step % self.config.fixed_batches if self.config.fixed_batches else step
+
+    def kind(self, step: int) -> str:
+        """"single", "clip" or "folder" for this step: the same on every rank (so ranks run the same losses)."""
+        if int((self.weights > 0).sum()) == 1:
+            return KINDS[int(self.weights.argmax())]
+        g = torch.Generator().manual_seed(self.seed * 7919 + self._key(step))
+        return KINDS[int(torch.multinomial(self.weights, 1, generator=g))]
+
+    def batch(self, step: int, batch_size: int) -> Dict[str, torch.Tensor]:
+        """The batch of `step`.
+
+        Returns:
+            dict with image [n, 3, S, S] and landmarks3d [n, L, 3]; synthetic
+            batches also vertices [n, N, 3] (depth-centred like the landmarks),
+            id / exp / albedo [n, K] and landmark_visible [n, L]; plus frames (1,
+            or F for clips: n = clips * F, frame-major within a clip) and labelled (bool).
+        """
+        stream = self._key(step) * self.world_size + self.rank
+        model, kind = self.model, self.kind(step)
+        if kind == "folder":
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + stream)
+            indices = torch.randint(len(self.folder), (batch_size,), generator=g).tolist()
+            out = self.folder.batch(indices, model.landmark_ids, model.device)
+            return {**out, "frames": 1, "labelled": True}
+        if kind == "single":
+            s = self.faces.sample(batch_size, seed=stream)
+            frames, labelled = 1, True
+        else:
+            frames = self.config.clip_frames
+            clips = self.faces.sample_clips(max(1, batch_size // frames), frames, seed=stream)
+            s = {k: v.reshape(-1, *v.shape[2:]) if k not in ("id", "albedo") else v.repeat_interleave(frames, 0)
+                 for k, v in clips.items()}
+            labelled = self.config.clip_labels
+        return {"image": s["image"], "landmarks3d": s["landmarks3d"],
+                "vertices": centre_depth(s["vertices"], model.landmark_vertices),
+                "id": s["id"], "exp": s["exp"], "albedo": s["albedo"], "landmark_visible": s["landmark_visible"],
+                "frames": frames, "labelled": labelled}

@@ -1,0 +1,96 @@
+"""Labelled training images from a folder in the 300W-LP / AFLW2000-3D layout.
+
+Each face is ``NAME.jpg`` (or .png) with ``NAME.mat`` holding ``pt3d_68``
+[3, 68]: x, y in image pixels (pixel centres at integer + 0.5) and z, depth
+away from the camera (pgnface.data.writers documents the layout; the
+synthetic writer produces it). A face is cropped around its landmark box the
+way the synthetic data frames faces (box side / crop_scale of the crop) and
+resized to S x S; its landmarks move with it and their depth is centred.
+Only the landmarks are used as labels.
+"""
+
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import cv2
+import numpy as np
+import scipy.io
+import torch
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def crop_box(landmarks_xy: np.ndarray, crop_scale: float) -> Tuple[float, float, float]:
+    """(x0, y0, side) of the square crop around [L, 2] landmarks: side = crop_scale * the box's longer side."""
+    lo, hi = landmarks_xy.min(0), landmarks_xy.max(0)
+    centre = (lo + hi) / 2
+    side = float(max(hi - lo)) * crop_scale
+    return float(centre[0] - side / 2), float(centre[1] - side / 2), side
+
+
+class LabelledFolder:
+    """Faces with 3D landmark labels from a 300W-LP-layout folder.
+
+    Args:
+        root: the folder (searched recursively for NAME.mat next to an image).
+        size: crop size S.
+        crop_scale: crop side / the landmark box's longer side.
+    """
+
+    def __init__(self, root, size: int, crop_scale: float = 1.4):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data.folder {self.root} is not a folder")
+        self.size, self.crop_scale = size, crop_scale
+        self.items: List[Tuple[Path, Path]] = []
+        for mat in sorted(self.root.rglob("*.mat")):
+            image = next((mat.with_suffix(s) for s in IMAGE_SUFFIXES if mat.with_suffix(s).is_file()), None)
+            if image is not None:
+                self.items.append((image, mat))
+        if not self.items:
+            raise ValueError(f"data.folder {self.root} holds no NAME.jpg/.png + NAME.mat pairs (300W-LP layout)")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Face `index` -> (image [3, S, S] float in [0, 1], landmarks [L, 3] crop pixels, depth-centred)."""
+        image_path, mat_path = self.items[index]
+        bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"{image_path} could not be read as an image")
+        try:
+            pts = np.asarray(scipy.io.loadmat(mat_path)["pt3d_68"], dtype=np.float64)
+        except (KeyError, ValueError, OSError) as err:
+            raise ValueError(f"{mat_path} has no readable pt3d_68 [3, L] array: {err}") from None
+        if pts.ndim != 2 or pts.shape[0] != 3:
+            raise ValueError(f"{mat_path}: pt3d_68 must have shape [3, L], got {list(pts.shape)}")
+        lm = pts.T
+        x0, y0, side = crop_box(lm[:, :2], self.crop_scale)
+        k = self.size / side
+        # Continuous coordinates (centres at +0.5) map as q = k (p - origin); OpenCV's warp
+        # works on integer pixel centres, hence the half-pixel terms.
+        M = np.array([[k, 0.0, k * (0.5 - x0) - 0.5], [0.0, k, k * (0.5 - y0) - 0.5]])
+        crop = cv2.warpAffine(bgr, M, (self.size, self.size), flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        image = torch.from_numpy(np.ascontiguousarray(crop[..., ::-1])).permute(2, 0, 1).float() / 255.0
+        out = np.stack([k * (lm[:, 0] - x0), k * (lm[:, 1] - y0), k * (lm[:, 2] - lm[:, 2].mean())], 1)
+        return image, torch.from_numpy(out).float()
+
+    def batch(self, indices: List[int], landmark_ids: torch.Tensor, device) -> Dict[str, torch.Tensor]:
+        """Faces at `indices` -> {image [n, 3, S, S], landmarks3d [n, L, 3]} on `device`.
+
+        Files with 68 landmarks are restricted to the model's landmark_ids;
+        files with exactly as many as the model defines are taken as they are.
+        """
+        images, marks = [], []
+        ids = landmark_ids.cpu()
+        for i in indices:
+            image, lm = self.load(i)
+            if lm.shape[0] == 68:  # iBUG order
+                lm = lm[ids]
+            elif lm.shape[0] != len(ids):
+                raise ValueError(f"{self.items[i][1]}: {lm.shape[0]} landmarks, the model has {len(ids)}")
+            images.append(image)
+            marks.append(lm)
+        return {"image": torch.stack(images).to(device), "landmarks3d": torch.stack(marks).to(device)}

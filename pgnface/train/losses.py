@@ -1,0 +1,307 @@
+"""Training losses of the PGN reconstructor; each returns a scalar tensor.
+
+Lengths in crop pixels are divided by the crop size, so loss values do not
+depend on the resolution (a landmark loss of 0.01 is 1% of the crop).
+Shapes: B images (or clips), F frames, P points, K coefficients, H x W images.
+
+Supervised (labels exist): :func:`landmark_loss` (the landmark head's 3D
+landmarks, and the reconstruction's landmarks after the pose),
+:func:`coefficient_loss`, :func:`vertex_loss`; priors: :func:`coefficient_prior`,
+:func:`lighting_prior`. Self-supervised: :func:`photometric_loss` over the
+rendered face, :func:`landmark_consistency_loss` between the two branches.
+Multi-frame: :func:`identity_consistency_loss`, :func:`cross_frame_geometric_loss`,
+:func:`cross_frame_photometric_loss`.
+"""
+
+from typing import Dict, Optional
+
+import torch
+
+from ..model import MorphableModel, Rendering, WeakPerspectiveCamera, render
+
+
+def _check(x, name: str, dims: int, last: Optional[int] = None) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    if x.dim() != dims or (last is not None and x.shape[-1] != last):
+        want = f"{dims} dims" + (f" with last dim {last}" if last is not None else "")
+        raise ValueError(f"{name} must have {want}, got shape {list(x.shape)}")
+
+
+def _same_shape(a, a_name: str, b, b_name: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{a_name} {list(a.shape)} and {b_name} {list(b.shape)} must have the same shape")
+
+
+def _weighted_mean(values: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean of values weighted by weights (plain mean without); 0 when the weights sum to 0."""
+    if weights is None:
+        return values.mean()
+    weights = weights.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1e-12)
+
+
+def robust_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``sqrt(|x|^2 + eps^2)`` over the last dim: the L2 norm, smooth at 0 (finite gradient)."""
+    return (x.square().sum(-1) + eps * eps).sqrt()
+
+
+# --- supervised ----------------------------------------------------------------------------------
+
+def landmark_loss(pred: torch.Tensor, target: torch.Tensor, size: float, weights: Optional[torch.Tensor] = None,
+                  depth_weight: float = 1.0) -> torch.Tensor:
+    """Mean Euclidean landmark distance / crop size.
+
+    Used for the landmark head's 3D landmarks against labels, for the
+    reconstruction's landmarks (after the pose) against labels, and, with 2D
+    points, for 2D labels.
+
+    Args:
+        pred, target: [B, P, D] crop pixels, D = 2 (u, v) or 3 (u, v, depth).
+        size: crop size S in pixels.
+        weights: optional [B, P] (e.g. 0 for unlabelled points).
+        depth_weight: factor on the depth difference (D = 3).
+
+    Returns:
+        mean_p w_p |pred_p - target_p| / S.
+    """
+    _check(pred, "pred", 3)
+    _check(target, "target", 3)
+    _same_shape(pred, "pred", target, "target")
+    if not size > 0:
+        raise ValueError(f"size (the crop size in pixels) must be positive, got {size!r}")
+    diff = pred - target
+    if diff.shape[-1] == 3 and depth_weight != 1.0:
+        diff = diff * diff.new_tensor([1.0, 1.0, depth_weight])
+    return _weighted_mean(robust_norm(diff), weights) / size
+
+
+def vertex_loss(pred: torch.Tensor, target: torch.Tensor, size: float,
+                weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean Euclidean per-vertex distance / crop size between dense meshes.
+
+    Args:
+        pred, target: [B, N, 3] vertices in crop pixels, the same depth origin
+            (see pgnface.train.data.centre_depth).
+        size: crop size S. weights: optional [B, N].
+    """
+    _check(pred, "pred", 3, 3)
+    _check(target, "target", 3, 3)
+    _same_shape(pred, "pred", target, "target")
+    return _weighted_mean(robust_norm(pred - target), weights) / size
+
+
+def coefficient_loss(pred: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor],
+                     weights: Optional[Dict[str, float]] = None) -> torch.Tensor:
+    """Sum over groups of ``w_k * mean((pred_k - target_k)^2)`` (coefficients in units of std).
+
+    Args:
+        pred, target: {name: [B, K_name]}; only names present in both (and in
+            weights, when given) count.
+        weights: {name: weight}; 1 for every shared name if None.
+    """
+    names = [k for k in pred if k in target and (weights is None or k in weights)]
+    if not names:
+        raise ValueError(f"pred {sorted(pred)} and target {sorted(target)} share no coefficient group")
+    total = 0.0
+    for k in names:
+        _same_shape(pred[k], f"pred[{k!r}]", target[k], f"target[{k!r}]")
+        w = 1.0 if weights is None else weights[k]
+        total = total + w * (pred[k] - target[k].to(pred[k])).square().mean()
+    return total
+
+
+def coefficient_prior(coeffs: Dict[str, torch.Tensor], weights: Dict[str, float]) -> torch.Tensor:
+    """Gaussian prior of the 3DMM: ``sum_k w_k * mean(c_k^2)`` (coefficients in units of std).
+
+    Args:
+        coeffs: {name: [B, K]}. weights: {name: weight}; names not in coeffs are ignored.
+    """
+    total = 0.0
+    for k, w in weights.items():
+        if k in coeffs and w:
+            total = total + w * coeffs[k].square().mean()
+    if not isinstance(total, torch.Tensor):
+        raise ValueError(f"weights {sorted(weights)} name no group of coeffs {sorted(coeffs)}")
+    return total
+
+
+def lighting_prior(gamma: torch.Tensor) -> torch.Tensor:
+    """Mean squared deviation of SH lighting from grey: ``mean((gamma - mean_rgb(gamma))^2)``.
+
+    Args:
+        gamma: [B, 9, 3] SH coefficients; light that colours only some bands is
+            penalised, white light of any shape is free.
+    """
+    _check(gamma, "gamma", 3, 3)
+    return (gamma - gamma.mean(-1, keepdim=True)).square().mean()
+
+
+# --- self-supervised ---------------------------------------------------------------------------
+
+def render_prediction(pred: Dict[str, torch.Tensor], model: MorphableModel, size: int,
+                      background: Optional[torch.Tensor] = None) -> Rendering:
+    """Renders a reconstructor's output (shape, albedo, lighting, pose) into S x S crops.
+
+    Args:
+        pred: forward's dict (shape, albedo, gamma, scale, rotation, translation).
+        model: the network's 3DMM on the same device.
+        size: crop size S.
+        background: optional [B, S, S, 3] (the input image, for a composite).
+    """
+    camera = WeakPerspectiveCamera(pred["scale"], pred["rotation"], pred["translation"])
+    return render(pred["shape"], model.triangles, model.albedo(pred["albedo"]), pred["gamma"], camera, size,
+                  background=background)
+
+
+def photometric_loss(rendered: torch.Tensor, image: torch.Tensor, mask: torch.Tensor,
+                     eps: float = 1e-3) -> torch.Tensor:
+    """Robust colour difference over the rendered face: ``sum_px m |r - I|_eps / sum_px m``.
+
+    ``|x|_eps = sqrt(|x|^2 + eps^2)`` per pixel over RGB: an L2,1 norm, which
+    lets occluders and hair cost only linearly.
+
+    Args:
+        rendered: [B, H, W, 3] rendered face (pgnface.model.render's image).
+        image: [B, H, W, 3] or [B, 3, H, W] target image (same range as rendered).
+        mask: [B, H, W] face mask (1 where the face is drawn); 0 everywhere gives 0.
+    """
+    _check(rendered, "rendered", 4, 3)
+    _check(image, "image", 4)
+    _check(mask, "mask", 3)
+    if image.shape[-1] != 3 and image.shape[1] == 3:
+        image = image.permute(0, 2, 3, 1)
+    _same_shape(rendered, "rendered", image, "image")
+    if mask.shape != rendered.shape[:3]:
+        raise ValueError(f"mask must have shape {list(rendered.shape[:3])}, got {list(mask.shape)}")
+    return _weighted_mean(robust_norm(rendered - image.to(rendered), eps), mask.detach())
+
+
+def landmark_consistency_loss(recon: torch.Tensor, head: torch.Tensor, size: float,
+                              weights: Optional[torch.Tensor] = None, detach_head: bool = True) -> torch.Tensor:
+    """2D self-consistency: the reconstruction's landmarks against the landmark head's (or detected ones).
+
+    Args:
+        recon: [B, P, 2 or 3] the reconstruction's landmarks (crop pixels).
+        head: [B, P, 2 or 3] the landmark head's landmarks for the same points,
+            or detected 2D landmarks.
+        size: crop size S. weights: optional [B, P].
+        detach_head: train only the reconstruction towards the head (the head
+            is the better-trained branch on unlabeled images).
+    """
+    _check(recon, "recon", 3)
+    _check(head, "head", 3)
+    if recon.shape[:2] != head.shape[:2]:
+        raise ValueError(f"recon {list(recon.shape)} and head {list(head.shape)} must have the same [B, P]")
+    head = head.detach() if detach_head else head
+    return landmark_loss(recon[..., :2], head[..., :2], size, weights)
+
+
+# --- multi-frame --------------------------------------------------------------------------------
+
+def identity_consistency_loss(identity: torch.Tensor) -> torch.Tensor:
+    """Spread of the identity coefficients within each clip: ``mean((id_f - mean_f id)^2)``.
+
+    Args:
+        identity: [B, F, K] per-frame identity coefficients of B clips.
+    """
+    _check(identity, "identity", 3)
+    if identity.shape[1] < 2:
+        raise ValueError(f"identity needs at least 2 frames per clip, got shape {list(identity.shape)}")
+    return (identity - identity.mean(1, keepdim=True)).square().mean()
+
+
+def _pairwise_mean(values: torch.Tensor, visible: Optional[torch.Tensor], norm: float = 1.0,
+                   eps: float = 1e-6) -> torch.Tensor:
+    """Mean over frame pairs i < j and points of |values_i - values_j| / norm, weighted by joint visibility.
+
+    Args:
+        values: [B, F, P, C] per-frame values of the same P points.
+        visible: optional [B, F, P] visibility (bool or weights); a pair counts
+            a point with weight visible_i * visible_j.
+    """
+    B, F, P = values.shape[:3]
+    i, j = torch.triu_indices(F, F, offset=1, device=values.device)
+    diff = robust_norm(values[:, i] - values[:, j], eps) / norm  # [B, pairs, P]
+    weights = None
+    if visible is not None:
+        if visible.shape != (B, F, P):
+            raise ValueError(f"visible must have shape {[B, F, P]}, got {list(visible.shape)}")
+        visible = visible.to(diff.dtype)
+        weights = visible[:, i] * visible[:, j]
+    return _weighted_mean(diff, weights)
+
+
+def cross_frame_geometric_loss(points: torch.Tensor, scale: torch.Tensor, rotation: torch.Tensor,
+                               translation: torch.Tensor, expression_offsets: Optional[torch.Tensor] = None,
+                               visible: Optional[torch.Tensor] = None, norm: float = 1.0) -> torch.Tensor:
+    """Agreement of per-frame 3D points after removing each frame's pose and expression.
+
+    Each frame's points are taken back to model space, ``x = R^T (p - t) / s``,
+    minus the frame's expression displacement; for every pair of frames
+    (i < j) a point visible in both must land at the same place.
+
+    Args:
+        points: [B, F, P, 3] per-frame 3D points in crop pixels (dense vertices
+            or the landmark head's landmarks).
+        scale, rotation, translation: [B, F], [B, F, 3, 3], [B, F, 3] each frame's pose.
+        expression_offsets: optional [B, F, P, 3] model-space expression
+            displacement of each point in each frame.
+        visible: optional [B, F, P] visibility (bool or weights).
+        norm: length the distances are divided by (e.g. the model's face width).
+
+    Returns:
+        Weighted mean over pairs and points of |x_i - x_j| / norm.
+    """
+    _check(points, "points", 4, 3)
+    B, F = points.shape[:2]
+    if F < 2:
+        raise ValueError(f"points needs at least 2 frames per clip, got shape {list(points.shape)}")
+    if scale.shape != (B, F) or rotation.shape != (B, F, 3, 3) or translation.shape != (B, F, 3):
+        raise ValueError(f"scale, rotation, translation must be [B, F], [B, F, 3, 3], [B, F, 3] with "
+                         f"B, F = {B}, {F}; got {list(scale.shape)}, {list(rotation.shape)}, {list(translation.shape)}")
+    canonical = ((points - translation[:, :, None]) @ rotation) / scale[:, :, None, None]
+    if expression_offsets is not None:
+        _same_shape(expression_offsets, "expression_offsets", points, "points")
+        canonical = canonical - expression_offsets
+    return _pairwise_mean(canonical, visible, norm=norm)
+
+
+def sample_colours(images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Bilinear colours of [B, 3, H, W] images at [B, P, 2] pixel positions -> [B, P, 3].
+
+    Pixel (col, row) has its centre at (col + 0.5, row + 0.5); outside the
+    image the border colour is used. Differentiable w.r.t. points and images.
+    """
+    H, W = images.shape[-2:]
+    grid = torch.stack([points[..., 0] * (2.0 / W) - 1, points[..., 1] * (2.0 / H) - 1], -1)
+    out = torch.nn.functional.grid_sample(images, grid[:, :, None].to(images.dtype), mode="bilinear",
+                                          padding_mode="border", align_corners=False)
+    return out[..., 0].transpose(1, 2)
+
+
+def cross_frame_photometric_loss(images: torch.Tensor, projected: torch.Tensor,
+                                 visible: Optional[torch.Tensor] = None, eps: float = 1e-3) -> torch.Tensor:
+    """Colour agreement of a vertex's projections in two frames of a clip, where visible in both.
+
+    For every pair of frames (i < j) and vertex n, the colours of frame i at
+    the vertex's projection in frame i and of frame j at its projection in
+    frame j must agree (robust norm as in photometric_loss). Gradients reach
+    the projections through the image gradients (grid_sample).
+
+    Args:
+        images: [B, F, 3, H, W] the clip's frames.
+        projected: [B, F, P, 2] per-frame pixel positions (u, v) of P vertices.
+        visible: optional [B, F, P] visibility (bool or weights).
+    """
+    _check(images, "images", 5)
+    _check(projected, "projected", 4, 2)
+    B, F = images.shape[:2]
+    if projected.shape[:2] != (B, F):
+        raise ValueError(f"projected must have shape [B, F, P, 2] with B, F = {B}, {F}, got {list(projected.shape)}")
+    if F < 2:
+        raise ValueError(f"images needs at least 2 frames per clip, got shape {list(images.shape)}")
+    P = projected.shape[2]
+    colours = sample_colours(images.reshape(B * F, *images.shape[2:]),
+                             projected.reshape(B * F, P, 2)).reshape(B, F, P, 3)
+    return _pairwise_mean(colours, visible, eps=eps)

@@ -1,0 +1,75 @@
+"""The training objective: which losses a batch gets, with which weights.
+
+Labelled batches get the supervised terms; every batch gets the priors and
+the self-supervised terms; clips (frames > 1) also get the multi-frame terms.
+"""
+
+from typing import Dict, Tuple
+
+import torch
+
+from ..model import MorphableModel
+from . import losses as L
+from .config import LossWeights
+
+
+def compute_losses(out: Dict[str, torch.Tensor], batch: Dict, model: MorphableModel, weights: LossWeights
+                   ) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """Weighted total loss of one batch and its terms.
+
+    Args:
+        out: the reconstructor's forward dict for batch["image"].
+        batch: a pgnface.train.data batch (image, frames, labelled, and the labels).
+        model: the network's 3DMM on the batch's device.
+        weights: LossWeights; terms with weight 0 are not computed.
+
+    Returns:
+        (total loss tensor, {term: unweighted value as a float tensor, detached}).
+    """
+    w = weights
+    image = batch["image"]
+    S = image.shape[-1]
+    ids = model.landmark_ids
+    head = out["landmarks"][:, ids]
+    terms: Dict[str, torch.Tensor] = {}
+    if batch["labelled"]:
+        target = batch["landmarks3d"].to(head)
+        if w.landmarks3d:
+            terms["landmarks3d"] = L.landmark_loss(head, target, S, depth_weight=w.depth)
+        if w.landmarks_recon:
+            terms["landmarks_recon"] = L.landmark_loss(out["landmarks_recon"], target, S, depth_weight=w.depth)
+        if w.coefficients and "id" in batch:  # synthetic labels only
+            terms["coefficients"] = L.coefficient_loss(out, batch, {"id": 1.0, "exp": 1.0, "albedo": 0.5})
+        if w.vertices and "vertices" in batch:
+            terms["vertices"] = L.vertex_loss(out["vertices"], batch["vertices"].to(head), S)
+    if w.prior:
+        terms["prior"] = L.coefficient_prior(out, {"id": 1.0, "exp": 1.0, "albedo": 1.0})
+    if w.lighting:
+        terms["lighting"] = L.lighting_prior(out["gamma"])
+    if w.landmark_consistency:
+        terms["landmark_consistency"] = L.landmark_consistency_loss(out["landmarks_recon"], head, S)
+    frames = batch["frames"]
+    multi = frames > 1 and (w.geometric or w.photometric_cross)
+    rendering = None
+    if w.photometric or multi:
+        rendering = L.render_prediction(out, model, S)
+    if w.photometric:
+        terms["photometric"] = L.photometric_loss(rendering.image, image, rendering.mask)
+    if frames > 1:
+        def clips(x):
+            return x.reshape(-1, frames, *x.shape[1:])
+        if w.identity:
+            terms["identity"] = L.identity_consistency_loss(clips(out["id"]))
+        visible = clips(rendering.visible) if rendering is not None else None
+        if w.geometric:
+            # Expression displacement of every vertex: model.vertices(0, exp) - mean.
+            offsets = model.vertices(None, out["exp"]) - model.mean
+            width = float(model.mean[:, 0].max() - model.mean[:, 0].min())
+            terms["geometric"] = L.cross_frame_geometric_loss(
+                clips(out["vertices"]), clips(out["scale"]), clips(out["rotation"]), clips(out["translation"]),
+                clips(offsets), visible, norm=width)
+        if w.photometric_cross:
+            terms["photometric_cross"] = L.cross_frame_photometric_loss(clips(image), clips(out["projected"]),
+                                                                        visible)
+    total = sum(getattr(w, k) * v for k, v in terms.items())
+    return total, {k: v.detach() for k, v in terms.items()}
