@@ -48,7 +48,7 @@ def _render(args) -> int:
                 n = sample["image"].shape[0]
             else:
                 sample = gen.sample(n, seed=written)
-            write_300wlp(sample, out, start=written, model_name=model.name)
+            write_300wlp(sample, out, start=written, model_name=model.name, landmark_ids=model.landmark_ids)
             for i in range(n):
                 if len(sheet_tiles) < args.sheet:
                     tile = draw_landmarks(to_uint8_bgr(sample["image"][i]), sample["landmarks2d"][i].cpu().numpy(),

@@ -53,10 +53,18 @@ def test_yaw_sign_convention(generator):
     # Positive yaw turns the face to the image's right: the nose tip moves right of the face centre.
     assert lm[30, 0] > lm[[36, 45], 0].mean()
     rot = FRONTAL @ rotation_from_angles(torch.zeros(1), torch.tensor([25.0]), torch.zeros(1))
-    lm_up = model.landmarks(torch.zeros(1, 40), None, rot, torch.ones(1))[0]
+    lm_down = model.landmarks(torch.zeros(1, 40), None, rot, torch.ones(1))[0]
     lm_front = model.landmarks(torch.zeros(1, 40), None, FRONTAL[None], torch.ones(1))[0]
-    # Positive pitch looks up: the nose tip rises (smaller v) relative to the eyes.
-    assert (lm_up[30, 1] - lm_up[36:48, 1].mean()) < (lm_front[30, 1] - lm_front[36:48, 1].mean())
+    # Positive pitch looks down: the nose tip drops (larger v) relative to the eyes.
+    assert (lm_down[30, 1] - lm_down[36:48, 1].mean()) > (lm_front[30, 1] - lm_front[36:48, 1].mean())
+
+
+def test_angles_round_trip_through_the_ops_convention(generator):
+    import pgnface.ops as ops
+
+    s = generator.sample(16, seed=9)
+    angles = ops.rotation_to_angles(FRONTAL @ s["rotation"])  # back to the model-space rotation
+    torch.testing.assert_close(angles, torch.stack([s["yaw"], s["pitch"], s["roll"]], -1), rtol=0, atol=1e-3)
 
 
 def test_clips_share_identity_and_move_smoothly(generator):
@@ -97,3 +105,8 @@ def test_cli_render_surrey_model(tmp_path):
     assert cli_main(["render", "-n", "3", "-o", str(tmp_path), "--size", "64", "--model", str(path),
                      "--device", "cpu"]) == 0
     assert (tmp_path / "contact_sheet.png").is_file()
+    mat = scipy.io.loadmat(tmp_path / "synthetic_000000.mat")
+    assert mat["pt3d_68"].shape == (3, 68)
+    undefined = [k for k in range(17) if k != 8] + [60, 64]  # the Surrey model's missing points
+    defined = [k for k in range(68) if k not in undefined]
+    assert np.isnan(mat["pt3d_68"][:, undefined]).all() and np.isfinite(mat["pt3d_68"][:, defined]).all()

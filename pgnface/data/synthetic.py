@@ -13,11 +13,14 @@ camera; pixel centres at integer + 0.5. 3D landmarks are (x, y, z) with z
 centred on the landmarks' mean depth. The pose (R, s, t) maps model space to
 this frame: ``p = s R x + t`` (see pgnface.model.camera).
 
-Angle convention (degrees): the head rotation in model space is
-``R_model = R_z(roll) @ R_x(pitch) @ R_y(yaw)`` (+y up, +z towards the
-camera), so positive yaw turns the face towards the image's right, positive
-pitch tilts the chin up and positive roll rotates the face counter-clockwise
-in the image. The image-frame rotation is ``FRONTAL @ R_model``.
+Angle convention (degrees): the one of ``pgnface.ops.rotation_to_angles``,
+applied to the head rotation in model space (+y up, +z towards the camera):
+``R_model = Rz(roll) @ Ry(yaw) @ Rx(pitch)`` with right-handed elementary
+rotations, so ``rotation_to_angles(R_model)`` gives the angles back. Positive
+yaw turns the face towards the image's right, positive pitch tips the top of
+the head towards the camera (the face looks down), positive roll rotates the
+face counter-clockwise in the image. The image-frame rotation returned as
+``rotation`` is ``FRONTAL @ R_model`` (FRONTAL is its own inverse).
 """
 
 import math
@@ -51,18 +54,20 @@ class SyntheticConfig:
 
 
 def rotation_from_angles(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
-    """[B] angles in degrees -> [B, 3, 3] model-space rotation R_z(roll) R_x(pitch) R_y(yaw)."""
+    """[B] angles in degrees -> [B, 3, 3] model-space rotation Rz(roll) Ry(yaw) Rx(pitch).
+
+    The inverse of ``pgnface.ops.rotation_to_angles`` (see the module docstring).
+    """
     y, p, r = (torch.deg2rad(a) for a in (yaw, pitch, roll))
     zero, one = torch.zeros_like(y), torch.ones_like(y)
 
     def mat(rows):
         return torch.stack([torch.stack(row, -1) for row in rows], -2)
 
+    rx = mat([[one, zero, zero], [zero, p.cos(), -p.sin()], [zero, p.sin(), p.cos()]])
     ry = mat([[y.cos(), zero, y.sin()], [zero, one, zero], [-y.sin(), zero, y.cos()]])
-    # Pitch up = chin forward/up: rotate about +x by -pitch so the face looks up.
-    rx = mat([[one, zero, zero], [zero, p.cos(), p.sin()], [zero, -p.sin(), p.cos()]])
     rz = mat([[r.cos(), -r.sin(), zero], [r.sin(), r.cos(), zero], [zero, zero, one]])
-    return rz @ rx @ ry
+    return rz @ ry @ rx
 
 
 class SyntheticFaces:

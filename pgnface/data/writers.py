@@ -3,7 +3,8 @@
 The 300W-LP / AFLW2000-3D layout is one image (``NAME.jpg``) and one MATLAB
 file (``NAME.mat``) per face. The .mat holds:
 - ``pt3d_68`` [3, 68]: landmark x, y (image pixels, OpenCV convention: pixel
-  centres at integer + 0.5) and z (depth away from the camera, centred);
+  centres at integer + 0.5) and z (depth away from the camera, centred); NaN
+  for points the model does not define (the Surrey model's face contour);
 - ``Pose_Para`` [1, 7]: pitch, yaw, roll (radians; pgnface's convention, see
   pgnface.data.synthetic), tx, ty, tz, scale;
 - ``Shape_Para`` [Ki, 1], ``Exp_Para`` [Ke, 1]: the model coefficients;
@@ -51,8 +52,14 @@ def contact_sheet(images: List[np.ndarray], columns: int = 8, pad: int = 2) -> n
 
 
 def write_300wlp(sample: Dict[str, torch.Tensor], out_dir, prefix: str = "synthetic", start: int = 0,
-                 model_name: str = "") -> List[Path]:
-    """Writes every face of a :meth:`SyntheticFaces.sample` batch; returns the image paths."""
+                 model_name: str = "", landmark_ids: Optional[torch.Tensor] = None) -> List[Path]:
+    """Writes every face of a :meth:`SyntheticFaces.sample` batch; returns the image paths.
+
+    Args:
+        landmark_ids: the model's iBUG-68 indices of the sample's L landmarks. When
+            L < 68 (e.g. the Surrey model), ``pt3d_68`` still has 68 columns, NaN
+            for the points the model does not define, so files stay 68-point files.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -63,6 +70,12 @@ def write_300wlp(sample: Dict[str, torch.Tensor], out_dir, prefix: str = "synthe
         if not cv2.imwrite(str(image_path), to_uint8_bgr(sample["image"][i]), [cv2.IMWRITE_JPEG_QUALITY, 95]):
             raise OSError(f"could not write {image_path}")
         lm = sample["landmarks3d"][i].cpu().double().numpy()
+        visible = sample["landmark_visible"][i].cpu().numpy().astype(np.uint8)
+        if landmark_ids is not None and len(lm) != 68:
+            ids = np.asarray(landmark_ids.cpu())
+            full, full_visible = np.full((68, 3), np.nan), np.zeros(68, np.uint8)
+            full[ids], full_visible[ids] = lm, visible
+            lm, visible = full, full_visible
         angles = np.deg2rad([float(sample["pitch"][i]), float(sample["yaw"][i]), float(sample["roll"][i])])
         t = sample["translation"][i].cpu().double().numpy()
         pose = np.concatenate([angles, t, [float(sample["scale"][i])]])[None, :]
@@ -72,7 +85,7 @@ def write_300wlp(sample: Dict[str, torch.Tensor], out_dir, prefix: str = "synthe
             "Exp_Para": sample["exp"][i].cpu().double().numpy()[:, None],
             "Tex_Para": sample["albedo"][i].cpu().double().numpy()[:, None],
             "Illum_Para": sample["gamma"][i].cpu().double().numpy(),
-            "visible": sample["landmark_visible"][i].cpu().numpy().astype(np.uint8)[None, :],
+            "visible": visible[None, :],
             "model": model_name,
         })
         paths.append(image_path)
