@@ -7,10 +7,35 @@ Set TORCH_CUDA_ARCH_LIST (e.g. "9.0") to limit the GPU architectures compiled.
 """
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
+
+
+def locate_cuda_home():
+    """Sets CUDA_HOME to a real CUDA toolkit when it is unset.
+
+    torch guesses CUDA_HOME from `which nvcc`, which goes wrong when nvcc on the
+    PATH is a wrapper script (e.g. /usr/local/bin/nvcc -> CUDA_HOME=/usr/local,
+    which has no libcudart). Must run before torch.utils.cpp_extension is imported.
+    """
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(Path(os.path.realpath(nvcc)).parent.parent)
+    candidates.append(Path("/usr/local/cuda"))
+    candidates += sorted(Path("/usr/local").glob("cuda-*"), reverse=True)
+    for home in candidates:
+        if (home / "bin" / "nvcc").is_file() and (home / "include" / "cuda_runtime.h").is_file():
+            os.environ["CUDA_HOME"] = str(home)
+            return
+
+
+locate_cuda_home()
 
 try:
     import torch
@@ -23,7 +48,9 @@ except ImportError:  # pragma: no cover - only reached outside a proper build en
     )
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;8.9;9.0+PTX"
+# Without a GPU to detect: Turing, Ampere (the sm_80 binary also runs on 8.6 / 8.9)
+# and Hopper, plus PTX for newer GPUs.
+DEFAULT_CUDA_ARCHS = "7.5;8.0;9.0+PTX"
 
 
 def read_sources():
