@@ -2,7 +2,7 @@
 
     pgnface render [-n N] [-o OUTDIR] [--model FILE] [--size PX] [--clips F] [--seed S] [--device DEV]
     pgnface train [--config FILE] [--out DIR] [--steps N] [--batch-size B] [--resume] [key=value ...]
-    pgnface eval aflw2000 DIR [-o OUTDIR] [--baseline mean-shape] [--reannotated FILE]
+    pgnface eval aflw2000 DIR [--checkpoint CKPT] [-o OUTDIR] [--reannotated FILE]
     pgnface eval dense PRED GT [-o OUTDIR] [--crop-radius R]
 """
 

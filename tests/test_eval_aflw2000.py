@@ -136,3 +136,22 @@ def test_cli_eval_aflw2000(tmp_path, capsys):
         assert row in printed
     assert (tmp_path / "per_image.csv").is_file() and (tmp_path / "nme.png").stat().st_size > 1000
     assert main(["eval", "aflw2000", str(tmp_path / "missing")]) == 2
+    assert main(["eval", "aflw2000", str(folder), "--checkpoint", str(tmp_path / "none.pt")]) == 2
+
+
+def test_cli_eval_aflw2000_with_a_trained_checkpoint(tmp_path, capsys):
+    """End to end: `pgnface train` writes model.pt, `pgnface eval aflw2000 --checkpoint` scores it."""
+    from pgnface.cli import main
+
+    folder = shared_data_file("aflw2000")
+    run = tmp_path / "run"
+    tiny = ["net.backbone=resnet18", "net.width=0.125", "net.head_hidden=32", "net.fpn_channels=16",
+            "data.size=64", "threads=1", "warmup_steps=1"]
+    assert main(["train", "--out", str(run), "--steps", "2", "--batch-size", "2", "--quiet"] + tiny) == 0
+    assert (run / "model.pt").is_file()
+    capsys.readouterr()
+    assert main(["eval", "aflw2000", str(folder), "--checkpoint", str(run / "model.pt"), "-o", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "predictor: checkpoint" in printed and "balanced" in printed
+    rows = (tmp_path / "per_image.csv").read_text().splitlines()
+    assert len(rows) == 11 and all(float(r.split(",")[2]) > 0 for r in rows[1:])

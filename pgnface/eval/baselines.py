@@ -1,4 +1,4 @@
-"""Trivial predictors that give the evaluation tables a floor to compare against."""
+"""Predictors for the evaluation protocols: a trained PGN checkpoint, and a trivial floor."""
 
 import math
 
@@ -31,3 +31,26 @@ class MeanShapePredictor:
 
     def __call__(self, crops: torch.Tensor) -> torch.Tensor:
         return self.landmarks.to(crops.device).expand(crops.shape[0], 68, 3)
+
+
+class CheckpointPredictor:
+    """The landmark head of a trained PGN reconstructor (``pgnface train``'s model.pt).
+
+    Args:
+        path: the checkpoint.
+        model: the 3DMM it was trained with (the built-in model if None); a
+            different model is refused with a ValueError saying what differs.
+        input_size: crop size; by default the size the network was trained at.
+        device: where to run the network.
+    """
+
+    def __init__(self, path, model: MorphableModel = None, input_size: int = None, device="cpu"):
+        from ..nn import load_reconstructor
+
+        self.net, payload = load_reconstructor(path, model, map_location=device)
+        self.input_size = int(input_size or payload.get("input_size") or 120)
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.net(crops.to(self.device))["landmarks"].float()

@@ -8,7 +8,7 @@ import numpy as np
 
 def _eval_aflw2000(args) -> int:
     from .aflw2000 import evaluate, load_aflw2000
-    from .baselines import MeanShapePredictor
+    from .baselines import CheckpointPredictor, MeanShapePredictor
     from .plots import error_distribution_png
 
     try:
@@ -17,19 +17,25 @@ def _eval_aflw2000(args) -> int:
     except (FileNotFoundError, ValueError, OSError) as err:
         print(f"pgnface eval aflw2000: {err}", file=sys.stderr)
         return 2
-    if args.baseline == "mean-shape":
-        predictor = MeanShapePredictor(input_size=args.size)
-    else:  # argparse restricts the choices; this guards future additions
-        print(f"pgnface eval aflw2000: unknown predictor {args.baseline}", file=sys.stderr)
+    try:
+        if args.checkpoint:
+            from ..model import MorphableModel
+            model = MorphableModel.load(args.model) if args.model else None
+            predictor = CheckpointPredictor(args.checkpoint, model, args.size, args.device)
+            label = f"checkpoint {args.checkpoint}"
+        else:
+            predictor, label = MeanShapePredictor(input_size=args.size or 120), "mean-shape baseline"
+    except (FileNotFoundError, ValueError) as err:
+        print(f"pgnface eval aflw2000: {err}", file=sys.stderr)
         return 2
     result = evaluate(predictor, samples)
-    print(f"AFLW2000-3D protocol, {len(samples)} images, predictor: {args.baseline}")
+    print(f"AFLW2000-3D protocol, {len(samples)} images, predictor: {label}")
     print(result.format_table())
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     result.write_csv(out / "per_image.csv")
     by_bin = {label: [r["nme2d"] for r in rows] for label, rows in result.by_bin().items()}
-    error_distribution_png(by_bin, out / "nme.png", title=f"AFLW2000-3D 2D NME, {args.baseline}")
+    error_distribution_png(by_bin, out / "nme.png", title=f"AFLW2000-3D 2D NME, {label}")
     print(f"wrote {out / 'per_image.csv'} and {out / 'nme.png'}")
     return 0
 
@@ -115,9 +121,13 @@ def add_eval_parser(subparsers) -> None:
                     "mean and the plain mean. Writes per_image.csv and nme.png (error distribution).")
     aflw.add_argument("folder", help="folder of imageXXXXX.jpg + imageXXXXX.mat (pt3d_68, Pose_Para)")
     aflw.add_argument("-o", "--output", default="eval_aflw2000", help="output folder (default ./eval_aflw2000)")
-    aflw.add_argument("--baseline", default="mean-shape", choices=["mean-shape"],
-                      help="predictor to evaluate (the trained PGN checkpoint option arrives with the network)")
-    aflw.add_argument("--size", type=int, default=120, help="crop size given to the predictor (default 120)")
+    aflw.add_argument("--checkpoint", default=None,
+                      help="trained PGN network (pgnface train's model.pt); without it the constant mean-face "
+                           "baseline is evaluated (a floor, not a method)")
+    aflw.add_argument("--model", default=None, help="the 3DMM file the checkpoint was trained with (default built-in)")
+    aflw.add_argument("--size", type=int, default=None,
+                      help="crop size given to the predictor (default: the checkpoint's training size, or 120)")
+    aflw.add_argument("--device", default="cpu", help="torch device for the network (default cpu)")
     aflw.add_argument("--reannotated", default=None,
                       help="3DDFA's pts68_reannotated.npy: use the re-annotated 2D landmarks (needs index.csv)")
     aflw.set_defaults(run=_eval_aflw2000)

@@ -163,7 +163,8 @@ class Trainer:
         if not self.info.is_main:
             return
         payload = reconstructor_payload(self.net)
-        payload.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+        payload.update(input_size=self.config.data.size,
+                       optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                        scaler=self.scaler.state_dict(), step=self.step, rng=_rng_state(),
                        train_config=self.config.to_dict())
         atomic_save(payload, self.checkpoint_path)
@@ -210,7 +211,9 @@ class Trainer:
         finally:
             bar.close()
         if self.info.is_main and history and self.step == cfg.steps:
-            atomic_save(reconstructor_payload(self.net), self.out / "model.pt")
+            payload = reconstructor_payload(self.net)
+            payload["input_size"] = cfg.data.size  # the crop size the network was trained at
+            atomic_save(payload, self.out / "model.pt")
         elapsed = time.perf_counter() - start
         return {"step": self.step, "rank": self.info.rank, "last": record, "history": history, "seconds": elapsed,
                 "img_per_s": images_seen / max(elapsed, 1e-9)}
