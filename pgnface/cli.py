@@ -4,6 +4,7 @@
     pgnface train [--config FILE] [--out DIR] [--steps N] [--batch-size B] [--resume] [key=value ...]
     pgnface eval aflw2000 DIR [--checkpoint CKPT] [-o OUTDIR] [--reannotated FILE]
     pgnface eval dense PRED GT [-o OUTDIR] [--crop-radius R]
+    pgnface reconstruct INPUT --checkpoint CKPT [-o OUTDIR] [--model FILE] [--boxes JSON]
 """
 
 import argparse
@@ -133,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     tr.set_defaults(run=_train)
     from .eval.commands import add_eval_parser
+    from .recon.commands import add_reconstruct_parser
     add_eval_parser(sub)
+    add_reconstruct_parser(sub)
     return parser
 
 

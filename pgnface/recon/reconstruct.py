@@ -1,0 +1,141 @@
+"""Reconstruct every face in images and videos with a trained PGN network, and write the results.
+
+Per face: the mesh (OBJ with vertex colours from the albedo, and PLY), the 68
+landmarks and pose (JSON, image pixels), the coefficients (.npz); per image an
+overlay PNG (the shaded reconstruction blended on the image, landmarks drawn);
+for a video, an overlay MP4 too.
+
+Mesh files are in image pixel units in a right-handed frame with y up and z
+towards the camera (image x, -row, -depth), so they open upright in viewers.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from .. import ops
+from ..data.meshio import write_obj, write_ply
+from ..data.writers import draw_landmarks
+from ..eval.aflw2000 import crop
+from ..model import FRONTAL, MorphableModel, WeakPerspectiveCamera, directional_gamma, render
+from .detect import detect_faces, face_crop_box
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+
+
+@dataclass
+class FaceResult:
+    """One reconstructed face, in image pixels (x right, y down, depth away from the camera)."""
+
+    box: np.ndarray          # [4] crop box sx, sy, ex, ey
+    landmarks: np.ndarray    # [68, 3] landmark head, image pixels
+    vertices: np.ndarray     # [N, 3] posed reconstruction, image pixels
+    colours: np.ndarray      # [N, 3] albedo RGB in [0, 1]
+    angles: np.ndarray       # [3] yaw, pitch, roll in degrees (pgnface.ops.rotation_to_angles)
+    scale: float             # pixels per model unit
+    rotation: np.ndarray     # [3, 3] model -> image frame
+    translation: np.ndarray  # [3]
+    coefficients: Dict[str, np.ndarray]
+
+
+def read_image(path) -> np.ndarray:
+    """[H, W, 3] uint8 RGB; grayscale and RGBA are converted. ValueError when unreadable."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"{path}: not a readable image")
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    else:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    return image
+
+
+class Reconstructor:
+    """Runs a trained PGN network on faces in full images.
+
+    Args:
+        checkpoint: `pgnface train`'s model.pt.
+        model: the 3DMM the network was trained with (built-in if None); a
+            mismatched model is refused with a ValueError.
+        device: torch device.
+    """
+
+    def __init__(self, checkpoint, model: Optional[MorphableModel] = None, device="cpu"):
+        from ..eval.baselines import CheckpointPredictor
+
+        predictor = CheckpointPredictor(checkpoint, model, device=device)
+        self.net, self.size, self.device = predictor.net, predictor.input_size, torch.device(device)
+        self.model = self.net.model if hasattr(self.net, "model") else (model or MorphableModel.builtin())
+
+    @torch.no_grad()
+    def faces(self, image: np.ndarray, boxes: Optional[List[np.ndarray]] = None) -> List[FaceResult]:
+        """Reconstructs the faces in `image` (RGB uint8) at the detector's (or the given) boxes."""
+        if min(image.shape[:2]) < 32:
+            raise ValueError(f"image of {image.shape[1]} x {image.shape[0]} pixels is too small for a face")
+        boxes = detect_faces(image) if boxes is None else [np.asarray(b, np.float64) for b in boxes]
+        if not boxes:
+            return []
+        crop_boxes = [face_crop_box(b) for b in boxes]
+        crops = np.stack([crop(image, b, self.size) for b in crop_boxes])
+        batch = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        out = self.net(batch)
+        model = self.model
+        albedo = model.to(self.device).albedo(out["albedo"]).clamp(0, 1).cpu().numpy()
+        results = []
+        for i, box in enumerate(crop_boxes):
+            k = (box[2] - box[0]) / self.size
+            offset = np.array([box[0], box[1], 0.0])
+            R = out["rotation"][i].double().cpu().numpy()
+            angles = ops.rotation_to_angles((FRONTAL.double() @ out["rotation"][i].double().cpu())[None])[0]
+            results.append(FaceResult(
+                box=box,
+                landmarks=out["landmarks"][i].double().cpu().numpy() * k + offset,
+                vertices=out["vertices"][i].double().cpu().numpy() * k + offset,
+                colours=albedo[i], angles=angles.numpy(), scale=float(out["scale"][i] * k), rotation=R,
+                translation=out["translation"][i].double().cpu().numpy() * k + offset,
+                coefficients={key: out[key][i].float().cpu().numpy() for key in ("id", "exp", "albedo", "gamma")}))
+        return results
+
+    def overlay(self, image: np.ndarray, results: List[FaceResult], alpha: float = 0.6) -> np.ndarray:
+        """BGR uint8 image with each reconstruction shaded and blended in, landmarks drawn."""
+        out = image.astype(np.float32) / 255
+        H, W = image.shape[:2]
+        model = self.model.to("cpu")
+        for r in results:
+            camera = WeakPerspectiveCamera(torch.tensor([float(r.scale)]), torch.from_numpy(r.rotation).float()[None],
+                                           torch.from_numpy(r.translation).float()[None], depth_range=1e5)
+            coeffs = {key: torch.from_numpy(v)[None] for key, v in r.coefficients.items()}
+            shape = model.vertices(coeffs["id"], coeffs["exp"])
+            shaded = render(shape, model.triangles, torch.full((model.num_vertices, 3), 0.8),
+                            directional_gamma(1, ambient=0.45, diffuse=0.7, direction=(0.3, 0.4, 1.0)),
+                            camera, (H, W))
+            mask = shaded.mask[0].numpy()[..., None] * alpha
+            out = out * (1 - mask) + shaded.image[0].clamp(0, 1).numpy() * mask
+        bgr = np.ascontiguousarray((out[..., ::-1] * 255 + 0.5).astype(np.uint8))
+        for r in results:
+            bgr = draw_landmarks(bgr, r.landmarks[:, :2], radius=max(1, int(round(min(H, W) / 300))))
+        return bgr
+
+
+def write_face(result: FaceResult, triangles: np.ndarray, out_dir: Path, stem: str) -> None:
+    """Writes one face's OBJ, PLY, landmarks JSON and coefficients .npz."""
+    upright = result.vertices * np.array([1.0, -1.0, -1.0])
+    write_obj(out_dir / f"{stem}.obj", upright, triangles, result.colours)
+    write_ply(out_dir / f"{stem}.ply", upright, triangles, result.colours)
+    yaw, pitch, roll = (float(a) for a in result.angles)
+    with open(out_dir / f"{stem}_landmarks.json", "w") as f:
+        json.dump({"landmarks68": np.round(result.landmarks, 3).tolist(), "crop_box": result.box.tolist(),
+                   "pose": {"yaw": yaw, "pitch": pitch, "roll": roll, "scale": result.scale},
+                   "frame": "image pixels: x right, y down, depth away from the camera"}, f, indent=1)
+    np.savez(out_dir / f"{stem}_coeffs.npz", rotation=result.rotation, scale=result.scale,
+             translation=result.translation, **result.coefficients)
