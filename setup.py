@@ -139,6 +139,7 @@ def runtime_requirements():
 
 setup(
     packages=find_packages(include=["pgnface", "pgnface.*"]),
+    package_data={"pgnface": ["assets/*.pt"]},  # the bundled reference network
     ext_modules=[make_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     install_requires=runtime_requirements(),

@@ -5,6 +5,7 @@
     pgnface eval aflw2000 DIR [--checkpoint CKPT] [-o OUTDIR] [--reannotated FILE]
     pgnface eval dense PRED GT [-o OUTDIR] [--crop-radius R]
     pgnface reconstruct INPUT --checkpoint CKPT [-o OUTDIR] [--model FILE] [--boxes JSON]
+    pgnface demo [-o OUTDIR] [--checkpoint CKPT]
 """
 
 import argparse
@@ -135,8 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(run=_train)
     from .eval.commands import add_eval_parser
     from .recon.commands import add_reconstruct_parser
+    from .recon.demo import add_demo_parser
     add_eval_parser(sub)
     add_reconstruct_parser(sub)
+    add_demo_parser(sub)
     return parser
 
 

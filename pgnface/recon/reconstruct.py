@@ -87,10 +87,13 @@ class Reconstructor:
             return []
         crop_boxes = [face_crop_box(b) for b in boxes]
         crops = np.stack([crop(image, b, self.size) for b in crop_boxes])
-        batch = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255).to(self.device)
-        out = self.net(batch)
-        model = self.model
-        albedo = model.to(self.device).albedo(out["albedo"]).clamp(0, 1).cpu().numpy()
+        return self.reconstruct_crops(torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255), crop_boxes)
+
+    @torch.no_grad()
+    def reconstruct_crops(self, crops: torch.Tensor, crop_boxes: List[np.ndarray]) -> List[FaceResult]:
+        """Runs the network on crops [B, 3, S, S] (RGB in [0, 1]) cut from the boxes (sx, sy, ex, ey)."""
+        out = self.net(crops.to(self.device))
+        albedo = self.model.to(self.device).albedo(out["albedo"]).clamp(0, 1).cpu().numpy()
         results = []
         for i, box in enumerate(crop_boxes):
             k = (box[2] - box[0]) / self.size
@@ -98,7 +101,7 @@ class Reconstructor:
             R = out["rotation"][i].double().cpu().numpy()
             angles = ops.rotation_to_angles((FRONTAL.double() @ out["rotation"][i].double().cpu())[None])[0]
             results.append(FaceResult(
-                box=box,
+                box=np.asarray(box, np.float64),
                 landmarks=out["landmarks"][i].double().cpu().numpy() * k + offset,
                 vertices=out["vertices"][i].double().cpu().numpy() * k + offset,
                 colours=albedo[i], angles=angles.numpy(), scale=float(out["scale"][i] * k), rotation=R,
