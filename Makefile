@@ -11,7 +11,7 @@ CSRC := $(shell find csrc -type f)
 .PHONY: demo test bench setup build gpu-check clean
 
 demo: $(VENV)/.built
-	$(PY) -m bench.synthesize --quick
+	$(PY) -m pgnface.cli demo -o demo
 
 test: $(VENV)/.built
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
