@@ -1,5 +1,6 @@
 """Data: the synthetic face generator and on-disk dataset writers."""
 
+from .photos import PhotoBackgrounds, image_files
 from .synthetic import SyntheticConfig, SyntheticFaces, rotation_from_angles
 
-__all__ = ["SyntheticConfig", "SyntheticFaces", "rotation_from_angles"]
+__all__ = ["PhotoBackgrounds", "image_files", "SyntheticConfig", "SyntheticFaces", "rotation_from_angles"]

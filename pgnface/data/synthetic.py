@@ -51,6 +51,7 @@ class SyntheticConfig:
     shift_jitter: float = 0.06     # fraction of the crop size
     ambient: tuple = (0.35, 0.9)
     diffuse: tuple = (0.1, 0.8)
+    photo_prob: float = 0.7        # background from the photo pool, when one is given
 
 
 def rotation_from_angles(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
@@ -77,13 +78,18 @@ class SyntheticFaces:
         model: the 3DMM (MorphableModel.builtin() by default); its device is used.
         config: SyntheticConfig.
         seed: base seed; ``sample(..., seed=k)`` is deterministic for (seed, k).
+        photos: optional pgnface.data.PhotoBackgrounds; each background is then
+            a photo patch with probability config.photo_prob (the procedural
+            backgrounds otherwise). Without photos the random stream is
+            unchanged, so existing seeds give the same faces.
     """
 
     def __init__(self, model: Optional[MorphableModel] = None, config: Optional[SyntheticConfig] = None,
-                 seed: int = 0):
+                 seed: int = 0, photos=None):
         self.model = model if model is not None else MorphableModel.builtin()
         self.config = config or SyntheticConfig()
         self.seed = seed
+        self.photos = photos
         self._width = float(self.model.mean[:, 0].max() - self.model.mean[:, 0].min())
         self._calls = 0
 
@@ -137,7 +143,7 @@ class SyntheticFaces:
         return gamma
 
     def backgrounds(self, g, B) -> torch.Tensor:
-        """[B, H, W, 3] random backgrounds: smooth noise, stripes or cluttered shapes."""
+        """[B, H, W, 3] random backgrounds: smooth noise, stripes, cluttered shapes or photo patches."""
         S, dev = self.config.size, self.device
         kind = torch.randint(0, 3, (B,), generator=g, device=dev)
         out = torch.empty(B, S, S, 3, device=dev)
@@ -148,6 +154,10 @@ class SyntheticFaces:
             idx = torch.nonzero(kind == k).flatten()
             if idx.numel():
                 out[idx] = draw(g, idx.numel(), xs, ys)
+        if self.photos is not None:
+            use = torch.nonzero(torch.rand(B, generator=g, device=dev) < self.config.photo_prob).flatten()
+            if use.numel():
+                out[use] = self.photos.draw(g, use.numel(), dev)
         return out
 
     def _smooth(self, g, n, xs, ys):

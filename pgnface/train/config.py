@@ -32,6 +32,16 @@ class DataConfig:
         crop_scale: folder crops: crop side / the landmark box's longer side.
         fixed_batches: > 0 cycles through this many fixed batches instead of
             fresh faces every step (overfitting checks, smoke tests).
+        backgrounds: a folder of photos; synthetic faces are then rendered over
+            random patches of them (with probability background_prob).
+        augment: photo-like augmentation strength of synthetic and folder
+            images, 0 (off) to 1 (colour, blur, noise, JPEG, occlusion; see
+            pgnface.train.augment).
+        images: a folder of unlabelled photos (faces found by OpenCV's cascade), or "".
+        images_weight: how often a step draws unlabelled photo faces.
+        video: a video file or a folder of frames of one person (unlabelled clips), or "".
+        video_weight: how often a step draws video clips (clip_frames frames each).
+        video_stride: video clips take every k-th frame, k random in [1, video_stride].
     """
 
     size: int = 120
@@ -45,6 +55,14 @@ class DataConfig:
     folder_weight: float = 0.0
     crop_scale: float = 1.4
     fixed_batches: int = 0
+    backgrounds: str = ""
+    background_prob: float = 0.7
+    augment: float = 0.0
+    images: str = ""
+    images_weight: float = 0.0
+    video: str = ""
+    video_weight: float = 0.0
+    video_stride: int = 3
 
 
 @dataclass
@@ -83,6 +101,8 @@ class TrainConfig:
         threads: torch CPU threads (0: leave torch's default).
         log_every: steps between JSON-lines log records.
         checkpoint_every: steps between checkpoints (one is always written at the end).
+        init: a model.pt / checkpoint.pt whose weights start the run (fine-tuning);
+            its network architecture replaces ``net``. "" starts from scratch.
     """
 
     seed: int = 0
@@ -100,6 +120,7 @@ class TrainConfig:
     threads: int = 0
     log_every: int = 10
     checkpoint_every: int = 500
+    init: str = ""
     net: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossWeights = field(default_factory=LossWeights)
@@ -119,12 +140,24 @@ class TrainConfig:
             raise ValueError(f"data.size must be at least 32 px, got {self.data.size}")
         if self.data.clip_weight > 0 and self.data.clip_frames < 2:
             raise ValueError(f"data.clip_frames must be at least 2 when clips are used, got {self.data.clip_frames}")
-        mix = (self.data.single_weight, self.data.clip_weight, self.data.folder_weight)
+        d = self.data
+        mix = (d.single_weight, d.clip_weight, d.folder_weight, d.images_weight, d.video_weight)
         if min(mix) < 0 or sum(mix) <= 0:
-            raise ValueError("data.single_weight, data.clip_weight and data.folder_weight must be >= 0 "
-                             "with a positive sum")
-        if self.data.folder_weight > 0 and not self.data.folder:
-            raise ValueError("data.folder_weight > 0 needs data.folder (a 300W-LP-layout folder)")
+            raise ValueError("data.single_weight, data.clip_weight, data.folder_weight, data.images_weight and "
+                             "data.video_weight must be >= 0 with a positive sum")
+        for source, weight, what in (("folder", d.folder_weight, "a 300W-LP-layout folder"),
+                                     ("images", d.images_weight, "a folder of photos"),
+                                     ("video", d.video_weight, "a video file or a folder of frames")):
+            if weight > 0 and not getattr(d, source):
+                raise ValueError(f"data.{source}_weight > 0 needs data.{source} ({what})")
+        if d.video_weight > 0 and d.clip_frames < 2:
+            raise ValueError(f"data.clip_frames must be at least 2 when video clips are used, got {d.clip_frames}")
+        if not 0 <= d.augment <= 1:
+            raise ValueError(f"data.augment must be in [0, 1], got {d.augment}")
+        if not 0 <= d.background_prob <= 1:
+            raise ValueError(f"data.background_prob must be in [0, 1], got {d.background_prob}")
+        if d.video_stride < 1:
+            raise ValueError(f"data.video_stride must be >= 1, got {d.video_stride}")
         if not self.data.crop_scale > 0:
             raise ValueError(f"data.crop_scale must be positive, got {self.data.crop_scale}")
         if self.schedule not in ("cosine", "constant"):

@@ -1,4 +1,5 @@
-"""Training batches: on-the-fly synthetic faces and clips, and a 300W-LP-layout folder, mixed by weight.
+"""Training batches mixed by weight: on-the-fly synthetic faces and clips, a
+300W-LP-layout folder (labelled), unlabelled photos and unlabelled video clips.
 
 Every batch is a pure function of (seed, step, rank): resuming at step k
 replays exactly the data an uninterrupted run would have seen, and DDP
@@ -9,12 +10,14 @@ from typing import Dict
 
 import torch
 
-from ..data import SyntheticConfig, SyntheticFaces
+from ..data import PhotoBackgrounds, SyntheticConfig, SyntheticFaces
 from ..model import MorphableModel
+from .augment import augment_images
 from .config import DataConfig
 from .folder import LabelledFolder
+from .unlabelled import UnlabelledPhotos, VideoClips
 
-KINDS = ("single", "clip", "folder")
+KINDS = ("single", "clip", "folder", "images", "video")
 
 
 def centre_depth(vertices: torch.Tensor, landmark_vertices: torch.Tensor) -> torch.Tensor:
@@ -40,18 +43,27 @@ class TrainBatches:
     def __init__(self, model: MorphableModel, config: DataConfig, seed: int, rank: int = 0, world_size: int = 1):
         self.model, self.config = model, config
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.faces = SyntheticFaces(model, SyntheticConfig(size=config.size, yaw_max=config.yaw_max), seed=seed)
+        photos = PhotoBackgrounds.from_folder(config.backgrounds, config.size) if config.backgrounds else None
+        self.faces = SyntheticFaces(model, SyntheticConfig(size=config.size, yaw_max=config.yaw_max,
+                                                           photo_prob=config.background_prob),
+                                    seed=seed, photos=photos)
         self.folder = LabelledFolder(config.folder, config.size, config.crop_scale) \
             if config.folder and config.folder_weight > 0 else None
+        self.photos = UnlabelledPhotos(config.images, config.size) \
+            if config.images and config.images_weight > 0 else None
+        self.video = VideoClips(config.video, config.size, config.clip_frames, config.video_stride) \
+            if config.video and config.video_weight > 0 else None
         self.weights = torch.tensor([config.single_weight, config.clip_weight,
-                                     config.folder_weight if self.folder is not None else 0.0], dtype=torch.float64)
+                                     config.folder_weight if self.folder is not None else 0.0,
+                                     config.images_weight if self.photos is not None else 0.0,
+                                     config.video_weight if self.video is not None else 0.0], dtype=torch.float64)
 
     def _key(self, step: int) -> int:
         """The step whose data this step sees (steps cycle with data.fixed_batches)."""
         return step % self.config.fixed_batches if self.config.fixed_batches else step
 
     def kind(self, step: int) -> str:
-        """"single", "clip" or "folder" for this step: the same on every rank (so ranks run the same losses)."""
+        """"single", "clip", "folder", "images" or "video" for this step: the same on every rank (so ranks run the same losses)."""
         if int((self.weights > 0).sum()) == 1:
             return KINDS[int(self.weights.argmax())]
         g = torch.Generator().manual_seed(self.seed * 7919 + self._key(step))
@@ -61,17 +73,26 @@ class TrainBatches:
         """The batch of `step`.
 
         Returns:
-            dict with image [n, 3, S, S] and landmarks3d [n, L, 3]; synthetic
-            batches also vertices [n, N, 3] (depth-centred like the landmarks),
-            id / exp / albedo [n, K] and landmark_visible [n, L]; plus frames (1,
-            or F for clips: n = clips * F, frame-major within a clip) and labelled (bool).
+            dict with image [n, 3, S, S], frames (1, or F for clips: n = clips * F,
+            frame-major within a clip) and labelled (bool); labelled batches also
+            landmarks3d [n, L, 3]; synthetic batches also vertices [n, N, 3]
+            (depth-centred like the landmarks), id / exp / albedo [n, K] and
+            landmark_visible [n, L]. Unlabelled photo and video batches hold only
+            the images.
         """
         stream = self._key(step) * self.world_size + self.rank
         model, kind = self.model, self.kind(step)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + stream)
+        if kind == "images":
+            return {"image": self.photos.batch(batch_size, g).to(model.device), "frames": 1, "labelled": False}
+        if kind == "video":
+            F = self.config.clip_frames
+            images = self.video.batch(max(1, batch_size // F), g).to(model.device)
+            return {"image": images, "frames": F, "labelled": False}
         if kind == "folder":
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + stream)
             indices = torch.randint(len(self.folder), (batch_size,), generator=g).tolist()
             out = self.folder.batch(indices, model.landmark_ids, model.device)
+            out["image"] = self._augment(out["image"], g, 1)
             return {**out, "frames": 1, "labelled": True}
         if kind == "single":
             s = self.faces.sample(batch_size, seed=stream)
@@ -82,7 +103,10 @@ class TrainBatches:
             s = {k: v.reshape(-1, *v.shape[2:]) if k not in ("id", "albedo") else v.repeat_interleave(frames, 0)
                  for k, v in clips.items()}
             labelled = self.config.clip_labels
-        return {"image": s["image"], "landmarks3d": s["landmarks3d"],
+        return {"image": self._augment(s["image"], g, frames), "landmarks3d": s["landmarks3d"],
                 "vertices": centre_depth(s["vertices"], model.landmark_vertices),
                 "id": s["id"], "exp": s["exp"], "albedo": s["albedo"], "landmark_visible": s["landmark_visible"],
                 "frames": frames, "labelled": labelled}
+
+    def _augment(self, images: torch.Tensor, g: torch.Generator, group: int) -> torch.Tensor:
+        return augment_images(images, g, self.config.augment, group) if self.config.augment > 0 else images

@@ -91,6 +91,11 @@ class Trainer:
             config = TrainConfig.from_dict({**saved.to_dict(), "steps": config.steps,
                                             "log_every": config.log_every,
                                             "checkpoint_every": config.checkpoint_every})
+        init = None
+        if payload is None and config.init:
+            # Fine-tuning: the init checkpoint fixes the architecture.
+            init = read_checkpoint(config.init)
+            config = TrainConfig.from_dict({**config.to_dict(), "net": init["network"]})
         config.validate()
         self.config, self.progress = config, progress
         if config.threads:
@@ -104,7 +109,11 @@ class Trainer:
         model = load_model(config.data.model)
         if payload is not None:
             check_model_identity(payload["model"], model, source=f"checkpoint {self.checkpoint_path}")
+        if init is not None:
+            check_model_identity(init["model"], model, source=f"init checkpoint {config.init}")
         self.net = PGNReconstructor(model, **asdict(config.net)).to(self.device)
+        if init is not None:
+            self.net.load_state_dict(init["state_dict"])
         if config.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.model = self.net.model_on(self.device)

@@ -1,0 +1,134 @@
+"""Real photographs as backgrounds for synthetic faces.
+
+Rendered faces pasted over smooth noise look nothing like a photo's
+surroundings (hair, skin, clothes, rooms). ``PhotoBackgrounds`` cuts random
+patches (random size, position and mirror) out of a few photographs and
+resizes them to the crop size; ``SyntheticFaces`` draws its background from
+them with a given probability. Given face boxes, half of the patches are
+framed on a real face the way training crops are framed, so the rendered
+face lands over a real one: the hair, ears, neck and shoulders around it are
+a real person's.
+
+    pool = PhotoBackgrounds.from_folder("photos/", size=120)
+    faces = SyntheticFaces(model, config, photos=pool)
+"""
+
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def image_files(folder) -> List[Path]:
+    """Sorted image files (jpg / png / bmp) under `folder`, searched recursively."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"photo folder {folder} does not exist")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+class PhotoBackgrounds:
+    """Random patches of photographs, as [n, S, S, 3] float backgrounds in [0, 1].
+
+    Args:
+        photos: [H, W, 3] uint8 RGB images (any sizes, at least 16 px a side).
+        size: output side S.
+        min_fraction: smallest patch side as a fraction of the photo's shorter side.
+        face_boxes: optional per photo, a list of square crop boxes (sx, sy, ex, ey)
+            in its pixels framing a face (pgnface.recon.detect.face_crop_box).
+    """
+
+    def __init__(self, photos: Sequence[np.ndarray], size: int, min_fraction: float = 0.2,
+                 face_boxes: Optional[Sequence[Sequence[np.ndarray]]] = None):
+        if not photos:
+            raise ValueError("PhotoBackgrounds needs at least one photo")
+        if face_boxes is not None and len(face_boxes) != len(photos):
+            raise ValueError(f"face_boxes must have one list per photo ({len(photos)}), got {len(face_boxes)}")
+        self.size, self.min_fraction = int(size), float(min_fraction)
+        self.photos, self.faces = [], []
+        for i, photo in enumerate(photos):
+            if photo.ndim != 3 or photo.shape[2] != 3 or min(photo.shape[:2]) < 16:
+                raise ValueError(f"photo {i} must be [H, W, 3] with sides >= 16 px, got {tuple(photo.shape)}")
+            if face_boxes is not None:
+                # Framed faces are cut from the full-resolution photo once, with a margin for jitter.
+                self.faces.extend(_face_patch(photo, box, size) for box in face_boxes[i])
+            # Keep at most 2 S pixels on the shorter side: patches are resized to S anyway.
+            shrink = min(1.0, 2.0 * size / min(photo.shape[:2]))
+            if shrink < 1.0:
+                photo = cv2.resize(photo, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+            self.photos.append(torch.from_numpy(np.ascontiguousarray(photo)).float().div(255))
+
+    @classmethod
+    def from_folder(cls, folder, size: int, exclude: Sequence[str] = (), detect: bool = True) -> "PhotoBackgrounds":
+        """All readable images under `folder`, except files whose name contains one of `exclude`.
+
+        With `detect`, faces found by OpenCV's cascade are used for face-framed patches.
+        """
+        from ..recon.detect import detect_faces, face_crop_box
+
+        photos, boxes = [], []
+        for path in image_files(folder):
+            if any(word in path.name for word in exclude):
+                continue
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is not None and min(bgr.shape[:2]) >= 16:
+                photos.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                boxes.append([face_crop_box(b) for b in detect_faces(photos[-1])] if detect else [])
+        if not photos:
+            raise ValueError(f"no readable photos in {folder} (jpg/png/bmp, at least 16 px a side)")
+        return cls(photos, size, face_boxes=boxes if detect else None)
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def draw(self, g: torch.Generator, n: int, device=None) -> torch.Tensor:
+        """n random patches [n, S, S, 3] (deterministic for the generator's state).
+
+        The random numbers come from `g` (any device); the patches are cut on
+        the CPU and moved to `device`.
+        """
+        S = self.size
+        r = torch.rand(n, 8, generator=g, device=g.device).cpu().double().numpy()
+        out = torch.empty(n, S, S, 3)
+        for i in range(n):
+            if self.faces and r[i, 5] < 0.5:
+                out[i] = self._framed_face(r[i])
+                continue
+            photo = self.photos[min(int(r[i, 0] * len(self.photos)), len(self.photos) - 1)]
+            H, W = photo.shape[:2]
+            side = max(2, int(round(min(H, W) * (self.min_fraction + (1 - self.min_fraction) * r[i, 1]))))
+            y0 = int(r[i, 2] * (H - side + 1))
+            x0 = int(r[i, 3] * (W - side + 1))
+            patch = photo[y0:y0 + side, x0:x0 + side].permute(2, 0, 1)[None]
+            patch = torch.nn.functional.interpolate(patch, size=(S, S), mode="bilinear", align_corners=False,
+                                                    antialias=side > S)[0].permute(1, 2, 0)
+            out[i] = patch.flip(1) if r[i, 4] < 0.5 else patch
+        return out.clamp(0, 1).to(device if device is not None else g.device)
+
+    def _framed_face(self, r: np.ndarray) -> torch.Tensor:
+        """A face patch [S, S, 3]: scale +-10%, shift +-6% of the side, mirrored half the time."""
+        patch = self.faces[min(int(r[6] * len(self.faces)), len(self.faces) - 1)]
+        S, P = self.size, patch.shape[0]  # the crop box spans S of the patch's P = 1.25 S pixels
+        side = S * (1 + 0.1 * (2 * r[1] - 1))
+        x0 = (P - side) / 2 + 0.06 * side * (2 * r[2] - 1)
+        y0 = (P - side) / 2 + 0.06 * side * (2 * r[3] - 1)
+        x0, y0 = int(min(max(x0, 0), P - side)), int(min(max(y0, 0), P - side))
+        side = int(side)
+        out = torch.nn.functional.interpolate(patch[y0:y0 + side, x0:x0 + side].permute(2, 0, 1)[None], size=(S, S),
+                                              mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+        return out.flip(1) if r[4] < 0.5 else out
+
+
+def _face_patch(photo: np.ndarray, box: np.ndarray, size: int) -> torch.Tensor:
+    """The crop box enlarged 1.25x, resampled to [P, P, 3] float with P = 1.25 S (zeros outside the photo)."""
+    from ..eval.aflw2000 import crop
+
+    x0, y0, x1, y1 = (float(v) for v in box)
+    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, 1.25 * (x1 - x0) / 2
+    P = int(round(1.25 * size))
+    patch = crop(photo, np.array([cx - half, cy - half, cx + half, cy + half]), P)
+    return torch.from_numpy(np.ascontiguousarray(patch)).float().div(255)
