@@ -19,7 +19,7 @@ test: $(VENV)/.built
 	exit $$rc
 
 bench: $(VENV)/.built
-	for b in synthesize rasterize procrustes synthetic; do $(PY) -m bench.$$b || exit 1; done
+	for b in synthesize rasterize procrustes synthetic train_step; do $(PY) -m bench.$$b || exit 1; done
 
 setup: $(VENV)/.ready
 

@@ -4,7 +4,7 @@
 #   1. builds pgnface with CUDA (pip install --no-build-isolation -e .),
 #   2. runs the whole test suite, CUDA tests included,
 #   3. runs compute-sanitizer (memcheck, racecheck, synccheck) over the CUDA op tests,
-#   4. runs every benchmark in bench/ on the GPU,
+#   4. runs every benchmark in bench/ on the GPU (bench.train_step also with --amp),
 # and writes everything under bench/results/<device>_<date>/ (or $1).
 # Exits non-zero if any step failed; later steps still run.
 set -uo pipefail
@@ -45,6 +45,8 @@ for script in bench/*.py; do
   case "$name" in __init__|common) continue ;; esac
   step "bench_$name" $PY -m "bench.$name" --device cuda --json "$out/bench_$name.json"
 done
+# The training step once more with mixed precision (the loop above ran it in float32).
+step bench_train_step_amp $PY -m bench.train_step --device cuda --amp --json "$out/bench_train_step_amp.json"
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED steps: ${failed[*]} (logs in $out)"; exit 1
