@@ -1,5 +1,7 @@
 """Photo-like training data: photo backgrounds, augmentation, unlabelled photos and video, fine-tuning init."""
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -161,3 +163,22 @@ def test_init_starts_from_a_checkpoint_with_its_architecture(tmp_path):
         trainer.close()
     with pytest.raises(FileNotFoundError):
         Trainer(apply_overrides(TrainConfig(), TINY + [f"init={tmp_path / 'nope.pt'}"]), tmp_path / "c")
+
+
+def test_probe_reports_losses_and_overlays_before_and_after(tmp_path):
+    from pgnface.train import probe
+
+    images, video = _shared("images"), _shared("video")
+    train(apply_overrides(TrainConfig(), TINY + ["steps=1"]), tmp_path / "a", progress=False)
+    ckpt = str(tmp_path / "a" / "model.pt")
+    out = tmp_path / "probe"
+    rc = probe.main(["--checkpoint", ckpt, "--checkpoint", ckpt, "--images", str(images), "--video", str(video),
+                     "--batches", "1", "--batch-size", "4", "--frames", "2", "--show", "2", "-o", str(out)])
+    assert rc == 0
+    report = json.loads((out / "probe.json").read_text())
+    terms = report[ckpt]
+    assert {"photometric", "landmark_consistency", "total"} <= set(terms["images"])
+    assert {"geometric", "photometric_cross", "identity"} <= set(terms["video"])
+    picture = cv2.imread(str(out / "probe.jpg"))
+    assert picture.shape == (64 * 3 * 2, 64 * 2, 3)  # per source: the crops, then one row per checkpoint
+    assert probe.main(["--checkpoint", str(tmp_path / "missing.pt"), "--images", str(images)]) == 2
