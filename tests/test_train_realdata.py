@@ -182,3 +182,14 @@ def test_probe_reports_losses_and_overlays_before_and_after(tmp_path):
     picture = cv2.imread(str(out / "probe.jpg"))
     assert picture.shape == (64 * 3 * 2, 64 * 2, 3)  # per source: the crops, then one row per checkpoint
     assert probe.main(["--checkpoint", str(tmp_path / "missing.pt"), "--images", str(images)]) == 2
+
+
+def test_tensorboard_logging(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(apply_overrides(TrainConfig(), TINY + ["steps=2", "tensorboard=true"]), tmp_path, progress=False)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2]
+    assert "landmarks3d" in events.Tags()["scalars"]

@@ -101,6 +101,8 @@ class TrainConfig:
         threads: torch CPU threads (0: leave torch's default).
         log_every: steps between JSON-lines log records.
         checkpoint_every: steps between checkpoints (one is always written at the end).
+        tensorboard: also write every logged record to TensorBoard event files
+            in OUT/tensorboard (needs the tensorboard package).
         init: a model.pt / checkpoint.pt whose weights start the run (fine-tuning);
             its network architecture replaces ``net``. "" starts from scratch.
     """
@@ -120,6 +122,7 @@ class TrainConfig:
     threads: int = 0
     log_every: int = 10
     checkpoint_every: int = 500
+    tensorboard: bool = False
     init: str = ""
     net: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)

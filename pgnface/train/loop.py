@@ -140,6 +140,7 @@ class Trainer:
             (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
             if payload is None and (self.out / "log.jsonl").exists():
                 (self.out / "log.jsonl").unlink()  # a fresh run starts a fresh log
+        self.tensorboard = self._open_tensorboard()
 
     # --- one step ---------------------------------------------------------------------
 
@@ -181,6 +182,20 @@ class Trainer:
     def _log(self, record: Dict[str, Any]) -> None:
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.tensorboard.add_scalar(key, value, record["step"])
+            self.tensorboard.flush()
+
+    def _open_tensorboard(self):
+        if not (self.config.tensorboard and self.info.is_main):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError("tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+        return SummaryWriter(str(self.out / "tensorboard"))
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -228,6 +243,8 @@ class Trainer:
                 "img_per_s": images_seen / max(elapsed, 1e-9)}
 
     def close(self) -> None:
+        if getattr(self, "tensorboard", None) is not None:
+            self.tensorboard.close()
         shutdown_distributed(self.info)
 
 
