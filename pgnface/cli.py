@@ -4,6 +4,7 @@
     pgnface train [--config FILE] [--out DIR] [--steps N] [--batch-size B] [--resume] [key=value ...]
     pgnface eval aflw2000 DIR [--checkpoint CKPT] [-o OUTDIR] [--reannotated FILE]
     pgnface eval dense PRED GT [-o OUTDIR] [--crop-radius R]
+    pgnface eval synthetic [--checkpoint CKPT ...] [-n N] [--seed S] [--size S] [--yaw-max DEG] [-o OUTDIR]
     pgnface reconstruct INPUT --checkpoint CKPT [-o OUTDIR] [--model FILE] [--boxes JSON]
     pgnface demo [-o OUTDIR] [--checkpoint CKPT]
 """
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "num", 1) < 1:
+    if args.command == "render" and args.num < 1:
         print("pgnface render: --num must be at least 1", file=sys.stderr)
         return 2
     return args.run(args)
