@@ -5,7 +5,7 @@
     pgnface eval aflw2000 DIR [--checkpoint CKPT] [-o OUTDIR] [--reannotated FILE]
     pgnface eval dense PRED GT [-o OUTDIR] [--crop-radius R]
     pgnface eval synthetic [--checkpoint CKPT ...] [-n N] [--seed S] [--size S] [--yaw-max DEG] [-o OUTDIR]
-    pgnface reconstruct INPUT --checkpoint CKPT [-o OUTDIR] [--model FILE] [--boxes JSON]
+    pgnface reconstruct INPUT [--checkpoint CKPT] [-o OUTDIR] [--model FILE] [--boxes JSON] [--video|--images]
     pgnface demo [-o OUTDIR] [--checkpoint CKPT]
 """
 
