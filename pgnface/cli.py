@@ -6,7 +6,8 @@
     pgnface eval dense PRED GT [-o OUTDIR] [--crop-radius R]
     pgnface eval synthetic [--checkpoint CKPT ...] [-n N] [--seed S] [--size S] [--yaw-max DEG] [-o OUTDIR]
     pgnface reconstruct INPUT [--checkpoint CKPT] [-o OUTDIR] [--model FILE] [--boxes JSON] [--video|--images]
-    pgnface demo [-o OUTDIR] [--checkpoint CKPT]
+    pgnface demo [-o OUTDIR] [--checkpoint CKPT] [--compare CKPT ...]
+    pgnface export-onnx [--checkpoint CKPT] [-o FILE.onnx] [--opset N]
 """
 
 import argparse
@@ -136,11 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     tr.set_defaults(run=_train)
     from .eval.commands import add_eval_parser
+    from .export.commands import add_export_parser
     from .recon.commands import add_reconstruct_parser
     from .recon.demo import add_demo_parser
     add_eval_parser(sub)
     add_reconstruct_parser(sub)
     add_demo_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
