@@ -4,8 +4,10 @@
     pgnface train [--config FILE] [--out DIR] [--steps N] [--batch-size B] [--resume] [key=value ...]
     pgnface eval aflw2000 DIR [--checkpoint CKPT] [-o OUTDIR] [--reannotated FILE]
     pgnface eval dense PRED GT [-o OUTDIR] [--crop-radius R]
-    pgnface reconstruct INPUT --checkpoint CKPT [-o OUTDIR] [--model FILE] [--boxes JSON]
-    pgnface demo [-o OUTDIR] [--checkpoint CKPT]
+    pgnface eval synthetic [--checkpoint CKPT ...] [-n N] [--seed S] [--size S] [--yaw-max DEG] [-o OUTDIR]
+    pgnface reconstruct INPUT [--checkpoint CKPT] [-o OUTDIR] [--model FILE] [--boxes JSON] [--video|--images]
+    pgnface demo [-o OUTDIR] [--checkpoint CKPT] [--compare CKPT ...]
+    pgnface export-onnx [--checkpoint CKPT] [-o FILE.onnx] [--opset N]
 """
 
 import argparse
@@ -135,17 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     tr.set_defaults(run=_train)
     from .eval.commands import add_eval_parser
+    from .export.commands import add_export_parser
     from .recon.commands import add_reconstruct_parser
     from .recon.demo import add_demo_parser
     add_eval_parser(sub)
     add_reconstruct_parser(sub)
     add_demo_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "num", 1) < 1:
+    if args.command == "render" and args.num < 1:
         print("pgnface render: --num must be at least 1", file=sys.stderr)
         return 2
     return args.run(args)

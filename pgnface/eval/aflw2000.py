@@ -155,21 +155,22 @@ class EvalResult:
         return {label: [r for r in self.per_image if (lo < abs(r["yaw"]) or lo == 0) and abs(r["yaw"]) <= hi]
                 for label, lo, hi in YAW_BINS}
 
-    def table(self) -> Dict[str, Dict[str, float]]:
-        """{row: {"nme2d", "nme3d", "count"}} for the yaw bins, "balanced" and "mean"."""
+    def table(self, keys: Sequence[str] = ("nme2d", "nme3d")) -> Dict[str, Dict[str, float]]:
+        """{row: {key..., "count"}} for the yaw bins, "balanced" and "mean".
+
+        Args:
+            keys: the per-image values to average (default the two NMEs; any
+                numeric per-image column works, e.g. pose errors).
+        """
+        def mean(values):
+            return float(np.mean(values)) if len(values) else float("nan")
+
         rows = {}
         for label, members in self.by_bin().items():
-            rows[label] = {
-                "nme2d": float(np.mean([r["nme2d"] for r in members])) if members else float("nan"),
-                "nme3d": float(np.mean([r["nme3d"] for r in members])) if members else float("nan"),
-                "count": len(members)}
+            rows[label] = {**{k: mean([r[k] for r in members]) for k in keys}, "count": len(members)}
         bins = [rows[label] for label, _, _ in YAW_BINS if rows[label]["count"]]
-        rows["balanced"] = {"nme2d": float(np.mean([b["nme2d"] for b in bins])) if bins else float("nan"),
-                            "nme3d": float(np.mean([b["nme3d"] for b in bins])) if bins else float("nan"),
-                            "count": len(self.per_image)}
-        rows["mean"] = {"nme2d": float(np.mean([r["nme2d"] for r in self.per_image])),
-                        "nme3d": float(np.mean([r["nme3d"] for r in self.per_image])),
-                        "count": len(self.per_image)}
+        rows["balanced"] = {**{k: mean([b[k] for b in bins]) for k in keys}, "count": len(self.per_image)}
+        rows["mean"] = {**{k: mean([r[k] for r in self.per_image]) for k in keys}, "count": len(self.per_image)}
         return rows
 
     def format_table(self) -> str:

@@ -108,6 +108,60 @@ def _eval_dense(args) -> int:
     return 0
 
 
+def _synthetic_options_error(args):
+    """The first invalid option of `eval synthetic`, as one line, or None."""
+    if args.num < 1:
+        return f"-n must be at least 1, got {args.num}"
+    if args.size is not None and args.size < 32:
+        return f"--size must be at least 32 pixels, got {args.size}"
+    if not 0 < args.yaw_max <= 90:
+        return f"--yaw-max must be in (0, 90] degrees, got {args.yaw_max}"
+    if args.batch_size < 1:
+        return f"--batch-size must be at least 1, got {args.batch_size}"
+    return None
+
+
+def _eval_synthetic(args) -> int:
+    from ..nn import REFERENCE_CHECKPOINT, load_reconstructor
+    from .compare import LEGEND, format_comparison, network_name, summary_row, write_comparison
+    from .synthetic import CHUNK, METRICS, STREAM_BASE, evaluate_synthetic, synthetic_test_set
+
+    problem = _synthetic_options_error(args)
+    if problem:
+        print(f"pgnface eval synthetic: {problem}", file=sys.stderr)
+        return 2
+    checkpoints = args.checkpoint or [str(REFERENCE_CHECKPOINT)]
+    test_sets, rows, networks = {}, [], []
+    for path in checkpoints:
+        try:
+            net, payload = load_reconstructor(path, map_location=args.device)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"pgnface eval synthetic: --checkpoint {path}: {err}", file=sys.stderr)
+            continue
+        size = int(args.size or payload.get("input_size") or 120)
+        if size not in test_sets:
+            test_sets[size] = synthetic_test_set(args.num, size, args.seed, args.yaw_max)
+        result = evaluate_synthetic(net, test_sets[size], net.model.landmark_vertices.cpu().numpy(),
+                                    batch_size=args.batch_size, device=args.device)
+        name = network_name(path, [r["name"] for r in rows])
+        info = dict(name=name, checkpoint=str(path), pose_mode=net.config.pose_mode, input_size=size)
+        rows.append(summary_row(result, METRICS, **info))
+        networks.append({**info, "table": result.table(METRICS), "per_image": result.per_image})
+    if not rows:
+        return 2
+    print(f"held-out synthetic test set: {args.num} faces of the built-in model (seed {args.seed}, "
+          f"|yaw| <= {args.yaw_max:g}), AFLW2000-3D protocol")
+    print(format_comparison(rows))
+    print(LEGEND)
+    details = {"test_set": {"faces": args.num, "seed": args.seed, "yaw_max": args.yaw_max,
+                            "sizes": sorted(test_sets), "model": "built-in",
+                            "generator_seeds": f"{STREAM_BASE} + seed * 2**20 + chunk, {CHUNK} faces per chunk"},
+               "networks": networks}
+    paths = write_comparison(args.output, "synthetic_eval", rows, details)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def add_eval_parser(subparsers) -> None:
     """Adds `eval` (with its protocols as sub-subcommands) to the pgnface CLI."""
     evaluate = subparsers.add_parser("eval", help="evaluation protocols",
@@ -116,7 +170,7 @@ def add_eval_parser(subparsers) -> None:
     aflw = protocols.add_parser(
         "aflw2000", help="AFLW2000-3D: 68-point NME by yaw bin",
         description="AFLW2000-3D protocol: crops each image from its ground-truth landmark box (3DDFA's "
-                    "roi_box), predicts 68 landmarks, maps them back and reports 2D/3D NME (%%, normalised by "
+                    "roi_box), predicts 68 landmarks, maps them back and reports 2D/3D NME (%, normalised by "
                     "sqrt(w*h) of the ground-truth box) for |yaw| in [0,30], (30,60], (60,90], their balanced "
                     "mean and the plain mean. Writes per_image.csv and nme.png (error distribution).")
     aflw.add_argument("folder", help="folder of imageXXXXX.jpg + imageXXXXX.mat (pt3d_68, Pose_Para)")
@@ -143,3 +197,29 @@ def add_eval_parser(subparsers) -> None:
                        help="keep ground-truth points within this distance of its nose tip (landmark 31); "
                             "the Florence protocol uses 95 (mm)")
     dense.set_defaults(run=_eval_dense)
+    synthetic = protocols.add_parser(
+        "synthetic", help="a held-out synthetic test set: landmark NME by yaw bin, pose and dense errors",
+        description="Renders a fixed held-out test set with the built-in model's generator (seeds far from "
+                    "every training stream; the same seed gives the same faces at every crop size), runs each "
+                    "network through the AFLW2000-3D protocol (crop from the ground-truth landmark box, 2D/3D "
+                    "NME % by |yaw| bin [0,30], (30,60], (60,90], balanced and plain mean) and adds pose errors "
+                    "(|yaw|, |pitch|, |roll| in degrees), posed vertex NME % and the shape error after "
+                    "similarity alignment (model units). Prints one comparison row per network and writes "
+                    "synthetic_eval.csv, synthetic_eval.md and synthetic_eval.json (with per-face rows).")
+    synthetic.add_argument("--checkpoint", action="append", default=None, metavar="CKPT",
+                           help="a network to score (pgnface train's model.pt); repeat for a comparison table; "
+                                "rows are named by the file's folder for model.pt, else its stem "
+                                "(default: the bundled reference pgnface/assets/pgn_reference.pt)")
+    synthetic.add_argument("-n", "--num", type=int, default=300, metavar="N", help="faces in the test set (default 300)")
+    synthetic.add_argument("--seed", type=int, default=0,
+                           help="which test set (default 0); N faces are always the first N of the seed's set")
+    synthetic.add_argument("--size", type=int, default=None, metavar="S",
+                           help="render and crop size for every network (default: each checkpoint's training "
+                                "input size, so networks of different sizes see the same faces at their size)")
+    synthetic.add_argument("--yaw-max", type=float, default=90.0, metavar="DEG",
+                           help="yaw drawn uniformly in +-DEG (default 90, the AFLW2000-3D range)")
+    synthetic.add_argument("-o", "--output", default="eval_synthetic",
+                           help="output folder (default ./eval_synthetic)")
+    synthetic.add_argument("--batch-size", type=int, default=16, help="crops per network call (default 16)")
+    synthetic.add_argument("--device", default="cpu", help="torch device for the networks (default cpu)")
+    synthetic.set_defaults(run=_eval_synthetic)

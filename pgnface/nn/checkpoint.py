@@ -10,7 +10,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -19,6 +19,13 @@ from .reconstructor import PGNReconstructor, network_config
 
 FORMAT = "pgnface.reconstructor"
 VERSION = 1
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+REFERENCE_CHECKPOINT = ASSETS / "pgn_reference.pt"  # the bundled reference network (pgnface demo's default)
+
+
+def bundled_checkpoints(prefix: str = "") -> List[Path]:
+    """The networks shipped in pgnface/assets whose file name starts with `prefix`, sorted by name."""
+    return sorted(ASSETS.glob(f"{prefix}*.pt")) if ASSETS.is_dir() else []
 
 
 def model_identity(model: MorphableModel) -> Dict[str, Any]:

@@ -74,6 +74,12 @@ class NetworkConfig:
                 raise ValueError(f"{key} must be a positive int, got {getattr(self, key)!r}")
 
 
+def lighting_from_head(raw: torch.Tensor) -> torch.Tensor:
+    """The coefficient head's 27 lighting numbers [B, 27] -> SH lighting [B, 9, 3] (an offset from DEFAULT_AMBIENT)."""
+    gamma = raw.reshape(-1, 9, 3)
+    return gamma + torch.cat([gamma.new_full((1, 1, 3), DEFAULT_AMBIENT), gamma.new_zeros(1, 8, 3)], 1)
+
+
 class PGNReconstructor(nn.Module):
     """Backbone + landmark head + coefficient head + pose (solved or regressed) + 3DMM synthesis.
 
@@ -196,8 +202,7 @@ class PGNReconstructor(nn.Module):
         # Geometry in float32 whatever autocast says: Procrustes and synthesis need the precision.
         with torch.autocast(device_type=landmarks.device.type, enabled=False):
             id_c, exp_c = heads["id"].float(), heads["exp"].float()
-            gamma = heads["gamma"].float().reshape(-1, 9, 3)
-            gamma = gamma + torch.cat([gamma.new_full((1, 1, 3), DEFAULT_AMBIENT), gamma.new_zeros(1, 8, 3)], 1)
+            gamma = lighting_from_head(heads["gamma"].float())
             landmarks = landmarks.float()
             if self.config.pose_mode == "regress":
                 scale, rotation, translation = self._regressed_pose(heads["pose"].float(), size)

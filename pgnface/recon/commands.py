@@ -8,109 +8,159 @@ import cv2
 import numpy as np
 
 
-def _inputs(path: Path):
-    """('images', [paths]) or ('video', path) for an image, a folder of images or a video file."""
+def _inputs(path: Path, mode: str):
+    """("images", [paths]), ("frames", [paths]) or ("video", path) for INPUT.
+
+    A folder is a clip of frames with --video, or by default when its images are
+    a numbered sequence (frame_0000.jpg, ...); otherwise independent images.
+    """
     from .reconstruct import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from .video import is_frame_sequence
 
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return "images", files
+        clip = mode == "video" or (mode == "auto" and is_frame_sequence(files))
+        return ("frames" if clip else "images"), files
     if not path.exists():
         raise FileNotFoundError(f"input not found: {path}")
     if path.suffix.lower() in VIDEO_SUFFIXES:
+        if mode == "images":
+            raise ValueError(f"--images: {path} is a video file, not images")
         return "video", path
+    if mode == "video":
+        raise ValueError(f"--video: {path} is neither a video file nor a folder of frames")
     return "images", [path]
 
 
-def _run(args) -> int:
+def _run_images(recon, files, boxes, out, report) -> int:
+    """Every face of every image; returns the number of faces written."""
     from tqdm import tqdm
 
-    from ..model import MorphableModel
-    from .reconstruct import Reconstructor, read_image, write_face
+    from .reconstruct import read_image, write_face
 
+    triangles = recon.model.triangles.cpu().numpy()
+    written = 0
+    for path in tqdm(files, desc="reconstructing", unit="img", disable=len(files) < 4):
+        try:
+            image = read_image(path)
+            results = recon.faces(image, boxes.get(path.name))
+        except (ValueError, RuntimeError) as err:
+            report(f"{path.name}: {err}" if path.name not in str(err) else str(err))
+            continue
+        if not results:
+            report(f"{path.stem}: no face found")
+        for j, r in enumerate(results):
+            write_face(r, triangles, out, f"{path.stem}_face{j}")
+        written += len(results)
+        cv2.imwrite(str(out / f"{path.stem}_overlay.png"), recon.overlay(image, results))
+    return written
+
+
+def _run_clip(recon, kind, items, boxes, out, fps, report) -> int:
+    """A video file or a frame folder: the largest face per frame, one shared identity; faces written."""
+    from .video import folder_frames, reconstruct_clip, shared_identity, video_frames, write_clip
+
+    if kind == "video":
+        capture = cv2.VideoCapture(str(items))
+        fps = fps or capture.get(cv2.CAP_PROP_FPS) or 25.0
+        capture.release()
+        frames, name = (lambda: video_frames(items)), items.stem
+    else:
+        frames, name = (lambda: folder_frames(items)), items[0].parent.name or "frames"
+
+    def boxes_for(index, stem):
+        return boxes.get(str(index), boxes.get(stem, boxes.get(f"{stem}{items[index].suffix}")
+                                                   if kind == "frames" else None))
+
+    results = reconstruct_clip(recon, frames(), boxes_for, report)
+    identity = shared_identity(results)
+    if identity is None:
+        return 0
+    found = sum(r is not None for r in results)
+    print(f"{name}: a face in {found} of {len(results)} frames; identity averaged over them")
+    return write_clip(recon, frames(), results, identity, out, name, fps or 25.0)
+
+
+def _run(args) -> int:
+    from ..model import MorphableModel
+    from .reconstruct import Reconstructor
+
+    if args.fps is not None and not args.fps > 0:
+        print(f"pgnface reconstruct: --fps must be positive, got {args.fps}", file=sys.stderr)
+        return 2
+    mode = "video" if args.video else "images" if args.images else "auto"
     try:
-        kind, items = _inputs(Path(args.input))
-        boxes = json.loads(Path(args.boxes).read_text()) if args.boxes else {}
-        model = MorphableModel.load(args.model) if args.model else None
-        recon = Reconstructor(args.checkpoint, model, device=args.device)
-    except (FileNotFoundError, ValueError, json.JSONDecodeError) as err:
+        kind, items = _inputs(Path(args.input), mode)
+    except (FileNotFoundError, ValueError) as err:
         print(f"pgnface reconstruct: {err}", file=sys.stderr)
+        return 2
+    try:
+        boxes = json.loads(Path(args.boxes).read_text()) if args.boxes else {}
+    except (OSError, ValueError) as err:
+        print(f"pgnface reconstruct: --boxes {args.boxes}: {err}", file=sys.stderr)
+        return 2
+    try:
+        model = MorphableModel.load(args.model) if args.model else None
+    except (FileNotFoundError, ValueError) as err:
+        print(f"pgnface reconstruct: --model {args.model}: {err}", file=sys.stderr)
+        return 2
+    try:
+        recon = Reconstructor(args.checkpoint, model, device=args.device)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"pgnface reconstruct: --checkpoint {args.checkpoint}: {err}", file=sys.stderr)
         return 2
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    triangles = recon.model.triangles.cpu().numpy()
-    faces_written, problems = 0, 0
+    problems = []
 
-    def process(image, stem, frame_boxes):
-        nonlocal faces_written, problems
-        try:
-            results = recon.faces(image, frame_boxes)
-        except (ValueError, RuntimeError) as err:
-            print(f"pgnface reconstruct: {stem}: {err}", file=sys.stderr)
-            problems += 1
-            return None
-        if not results:
-            print(f"pgnface reconstruct: {stem}: no face found", file=sys.stderr)
-            problems += 1
-        for j, r in enumerate(results):
-            write_face(r, triangles, out, f"{stem}_face{j}")
-        faces_written += len(results)
-        overlay = recon.overlay(image, results)
-        cv2.imwrite(str(out / f"{stem}_overlay.png"), overlay)
-        return overlay
+    def report(line):
+        problems.append(line)
+        print(f"pgnface reconstruct: {line}", file=sys.stderr)
 
-    if kind == "images":
-        for path in tqdm(items, desc="reconstructing", unit="img", disable=len(items) < 4):
-            try:
-                image = read_image(path)
-            except ValueError as err:
-                print(f"pgnface reconstruct: {err}", file=sys.stderr)
-                problems += 1
-                continue
-            process(image, path.stem, boxes.get(path.name))
-    else:
-        capture = cv2.VideoCapture(str(items))
-        if not capture.isOpened():
-            print(f"pgnface reconstruct: {items}: the video cannot be opened", file=sys.stderr)
-            return 2
-        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-        writer, index = None, 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            overlay = process(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), f"{items.stem}_{index:05d}",
-                              boxes.get(str(index)))
-            if overlay is not None:
-                if writer is None:
-                    h, w = overlay.shape[:2]
-                    writer = cv2.VideoWriter(str(out / f"{items.stem}_overlay.mp4"),
-                                             cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                writer.write(overlay)
-            index += 1
-        capture.release()
-        if writer is not None:
-            writer.release()
-    print(f"reconstructed {faces_written} face(s) into {out}" + (f"; {problems} input(s) had problems" if problems else ""))
-    return 0 if faces_written else 1
+    try:
+        if kind == "images":
+            written = _run_images(recon, items, boxes, out, report)
+        else:
+            written = _run_clip(recon, kind, items, boxes, out, args.fps, report)
+    except ValueError as err:  # a video that cannot be opened
+        print(f"pgnface reconstruct: {err}", file=sys.stderr)
+        return 2
+    print(f"reconstructed {written} face(s) into {out}"
+          + (f"; {len(problems)} input(s) had problems" if problems else ""))
+    return 0 if written else 1
 
 
 def add_reconstruct_parser(subparsers) -> None:
+    from ..nn.checkpoint import REFERENCE_CHECKPOINT
+
     rec = subparsers.add_parser(
-        "reconstruct", help="reconstruct the faces in images, a folder or a video",
-        description="Finds every face (OpenCV's frontal-face detector, or boxes from --boxes), reconstructs it "
+        "reconstruct", help="reconstruct the faces in images, a folder, a video or a folder of frames",
+        description="Finds the faces (OpenCV's frontal-face detector, or boxes from --boxes), reconstructs them "
                     "with a trained PGN network and writes per face: OBJ (vertex colours from the albedo) and PLY "
                     "meshes, 68 landmarks and pose angles (JSON, image pixels), coefficients (.npz); per image an "
-                    "overlay PNG; for a video an overlay MP4. Exit code 0 when at least one face was reconstructed.")
-    rec.add_argument("input", help="an image, a folder of images, or a video file")
+                    "overlay PNG. A clip (a video file, or a folder of numbered frames) keeps only the largest "
+                    "face of each frame and shares one identity across the clip (the mean identity "
+                    "coefficients of the frames with a face; expression and pose stay per frame); it also "
+                    "gets NAME_overlay.mp4 and NAME_identity.npz. Exit code 0 when at least one face was "
+                    "reconstructed.")
+    rec.add_argument("input", help="an image, a folder of images, a video file, or a folder of video frames")
     rec.add_argument("-o", "--output", default="reconstruction", help="output folder (default ./reconstruction)")
-    rec.add_argument("--checkpoint", required=True,
-                     help="trained network (pgnface train's model.pt); no reference checkpoint is bundled yet")
+    rec.add_argument("--checkpoint", default=str(REFERENCE_CHECKPOINT),
+                     help="trained network (pgnface train's model.pt; default: the bundled reference "
+                          f"pgnface/assets/{REFERENCE_CHECKPOINT.name})")
     rec.add_argument("--model", default=None, help="the 3DMM file the checkpoint was trained with (default built-in)")
     rec.add_argument("--boxes", default=None,
-                     help='JSON {"image.jpg": [[x0, y0, x1, y1], ...]} (video: frame numbers as keys) instead of '
-                          "the detector")
+                     help='JSON {"image.jpg": [[x0, y0, x1, y1], ...]} instead of the detector; for a clip the '
+                          "keys may also be frame numbers (\"0\", \"1\", ...), and only the largest box is used")
+    kind = rec.add_mutually_exclusive_group()
+    kind.add_argument("--video", action="store_true",
+                      help="treat a folder as the frames of one clip (default: only when its images are "
+                           "numbered like frame_0000.jpg, frame_0001.jpg, ...)")
+    kind.add_argument("--images", action="store_true",
+                      help="treat a folder as independent images even when they are numbered like frames")
+    rec.add_argument("--fps", type=float, default=None,
+                     help="frame rate of the overlay video (default: the video's own, 25 for a folder of frames)")
     rec.add_argument("--device", default="cpu", help="torch device (default cpu)")
     rec.set_defaults(run=_run)

@@ -21,7 +21,7 @@ from ..data import SyntheticConfig, SyntheticFaces
 from ..data.writers import contact_sheet, draw_landmarks, to_uint8_bgr
 from ..model import FRONTAL, MorphableModel
 
-REFERENCE_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "pgn_reference.pt"
+from ..nn.checkpoint import REFERENCE_CHECKPOINT
 
 
 def landmark_nme(pred: np.ndarray, gt: np.ndarray) -> float:

@@ -10,7 +10,7 @@ towards the camera (image x, -row, -depth), so they open upright in viewers.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -78,13 +78,25 @@ class Reconstructor:
         self.model = self.net.model if hasattr(self.net, "model") else (model or MorphableModel.builtin())
 
     @torch.no_grad()
-    def faces(self, image: np.ndarray, boxes: Optional[List[np.ndarray]] = None) -> List[FaceResult]:
-        """Reconstructs the faces in `image` (RGB uint8) at the detector's (or the given) boxes."""
+    def faces(self, image: np.ndarray, boxes: Optional[List[np.ndarray]] = None,
+              largest_only: bool = False) -> List[FaceResult]:
+        """Reconstructs the faces in `image` (RGB uint8 [H, W, 3]) at the detector's (or the given) boxes.
+
+        Args:
+            image: the image.
+            boxes: face boxes [x0, y0, x1, y1]; None runs the detector.
+            largest_only: keep only the largest box (one person per video frame).
+
+        Returns:
+            One FaceResult per box, largest box first when `largest_only`.
+        """
         if min(image.shape[:2]) < 32:
             raise ValueError(f"image of {image.shape[1]} x {image.shape[0]} pixels is too small for a face")
         boxes = detect_faces(image) if boxes is None else [np.asarray(b, np.float64) for b in boxes]
         if not boxes:
             return []
+        if largest_only:
+            boxes = [max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))]
         crop_boxes = [face_crop_box(b) for b in boxes]
         crops = np.stack([crop(image, b, self.size) for b in crop_boxes])
         return self.reconstruct_crops(torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255), crop_boxes)
@@ -108,6 +120,18 @@ class Reconstructor:
                 translation=out["translation"][i].double().cpu().numpy() * k + offset,
                 coefficients={key: out[key][i].float().cpu().numpy() for key in ("id", "exp", "albedo", "gamma")}))
         return results
+
+    def with_identity(self, result: FaceResult, id_coeffs: np.ndarray) -> FaceResult:
+        """The same face re-synthesized with other identity coefficients [Ki], keeping expression and pose.
+
+        Used to give every frame of a video the clip's shared identity.
+        """
+        model = self.model.to("cpu")
+        id_coeffs = np.asarray(id_coeffs, np.float32)
+        shape = model.vertices(torch.from_numpy(id_coeffs)[None],
+                               torch.from_numpy(result.coefficients["exp"]).float()[None])[0].double().numpy()
+        vertices = result.scale * shape @ result.rotation.T + result.translation
+        return replace(result, vertices=vertices, coefficients={**result.coefficients, "id": id_coeffs})
 
     def overlay(self, image: np.ndarray, results: List[FaceResult], alpha: float = 0.6) -> np.ndarray:
         """BGR uint8 image with each reconstruction shaded and blended in, landmarks drawn."""
