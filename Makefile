@@ -27,7 +27,7 @@ build: $(VENV)/.built
 
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)" setuptools wheel ninja pybind11 numpy scipy tqdm "opencv-python-headless>=4.8,<5" pytest pytest-benchmark onnx onnxruntime onnxscript
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" setuptools wheel ninja pybind11 numpy scipy tqdm "opencv-python-headless>=4.8,<5" pytest pytest-benchmark onnx onnxruntime onnxscript tensorboard
 	touch $@
 
 $(VENV)/.built: $(VENV)/.ready setup.py pyproject.toml $(CSRC)
