@@ -3,6 +3,7 @@
 import csv
 import math
 
+import cv2
 import numpy as np
 import pytest
 import scipy.io
@@ -135,6 +136,8 @@ def test_cli_eval_aflw2000(tmp_path, capsys):
     for row in ("[0,30]", "(30,60]", "(60,90]", "balanced", "mean"):
         assert row in printed
     assert (tmp_path / "per_image.csv").is_file() and (tmp_path / "nme.png").stat().st_size > 1000
+    sheet = cv2.imread(str(tmp_path / "landmarks.jpg"))
+    assert sheet is not None and sheet.shape == (400, 1000, 3)  # 10 images: 2 rows of 5 tiles of 200 px
     assert main(["eval", "aflw2000", str(tmp_path / "missing")]) == 2
     assert main(["eval", "aflw2000", str(folder), "--checkpoint", str(tmp_path / "none.pt")]) == 2
 

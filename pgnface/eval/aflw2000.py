@@ -149,6 +149,7 @@ class EvalResult:
     """Per-image and summary results of the protocol."""
 
     per_image: List[Dict[str, float]] = field(default_factory=list)
+    predictions: Dict[str, np.ndarray] = field(default_factory=dict)  # name -> [68, 3] image-pixel landmarks
 
     def by_bin(self) -> Dict[str, List[Dict[str, float]]]:
         """{yaw-bin label: the per-image rows in that bin}."""
@@ -206,6 +207,7 @@ def evaluate(predictor: Callable[[torch.Tensor], torch.Tensor], samples: Sequenc
         if pred.shape != (len(chunk), 68, 3):
             raise ValueError(f"predictor must return [B, 68, 3] landmarks, got {list(pred.shape)}")
         for s, box, p in zip(chunk, boxes, pred):
-            errors = nme(crop_to_image(p, box, size), s.landmarks)
-            result.per_image.append({"name": s.name, "yaw": s.yaw_degrees, **errors})
+            in_image = crop_to_image(p, box, size)
+            result.predictions[s.name] = in_image
+            result.per_image.append({"name": s.name, "yaw": s.yaw_degrees, **nme(in_image, s.landmarks)})
     return result

@@ -9,7 +9,7 @@ import numpy as np
 def _eval_aflw2000(args) -> int:
     from .aflw2000 import evaluate, load_aflw2000
     from .baselines import CheckpointPredictor, MeanShapePredictor
-    from .plots import error_distribution_png
+    from .plots import error_distribution_png, landmark_sheet
 
     try:
         reannotated = np.load(args.reannotated) if args.reannotated else None
@@ -36,7 +36,10 @@ def _eval_aflw2000(args) -> int:
     result.write_csv(out / "per_image.csv")
     by_bin = {label: [r["nme2d"] for r in rows] for label, rows in result.by_bin().items()}
     error_distribution_png(by_bin, out / "nme.png", title=f"AFLW2000-3D 2D NME, {label}")
-    print(f"wrote {out / 'per_image.csv'} and {out / 'nme.png'}")
+    import cv2
+    cv2.imwrite(str(out / "landmarks.jpg"), landmark_sheet(samples, result), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    print(f"wrote {out / 'per_image.csv'}, {out / 'nme.png'} and {out / 'landmarks.jpg'} "
+          "(the worst 50 images: ground truth green, prediction red)")
     return 0
 
 

@@ -47,3 +47,33 @@ def error_distribution_png(errors: Dict[str, Sequence[float]], path, title: str 
                     0.45, colour, 1, cv2.LINE_AA)
     if not cv2.imwrite(str(path), img):
         raise OSError(f"could not write {path}")
+
+
+def landmark_sheet(samples, result, tile: int = 200, columns: int = 5, limit: int = 50) -> np.ndarray:
+    """BGR contact sheet: each image's crop with ground-truth (green) and predicted (red) 2D landmarks.
+
+    Args:
+        samples: the AFLWSample list that was evaluated.
+        result: its EvalResult (predictions in image pixels).
+        tile: tile side in pixels; limit: at most this many images (the worst first).
+    """
+    from .aflw2000 import crop, landmark_crop_box
+
+    by_name = {s.name: s for s in samples}
+    rows = sorted(result.per_image, key=lambda r: -r["nme2d"])[:limit]
+    tiles = []
+    for r in rows:
+        s = by_name[r["name"]]
+        box = landmark_crop_box(s.landmarks[:, :2])
+        image = np.ascontiguousarray(crop(s.image, box, tile)[..., ::-1])
+        k = tile / (box[2] - box[0])
+        for points, colour in ((s.landmarks[:, :2], (60, 200, 60)), (result.predictions[r["name"]][:, :2], (40, 40, 230))):
+            for x, y in (points - box[:2]) * k:
+                cv2.circle(image, (int(round(x)), int(round(y))), 2, colour, -1, cv2.LINE_AA)
+        cv2.putText(image, f"yaw {r['yaw']:.0f}  NME {r['nme2d']:.1f}%", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(image)
+    while len(tiles) % columns:
+        tiles.append(np.zeros_like(tiles[0]))
+    grid = [np.concatenate(tiles[i:i + columns], 1) for i in range(0, len(tiles), columns)]
+    return np.concatenate(grid, 0)
