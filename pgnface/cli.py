@@ -79,6 +79,8 @@ def _train(args) -> int:
             overrides.append(f"steps={args.steps}")
         if args.batch_size is not None:
             overrides.append(f"batch_size={args.batch_size}")
+        if args.init is not None:
+            overrides.append(f"init={args.init}")
         config = apply_overrides(config, overrides)
         config.validate()
     except (FileNotFoundError, ValueError) as err:
@@ -122,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser(
         "train", help="train the PGN reconstructor",
-        description="Train the PGN reconstructor on on-the-fly synthetic faces (single images and clips). "
+        description="Train the PGN reconstructor. Data, mixed by weight: on-the-fly synthetic faces and clips "
+                    "(optionally over real-photo backgrounds, with photo augmentation), a 300W-LP-layout folder, "
+                    "unlabelled photos and an unlabelled video (see the README's data-source table). "
                     "Settings come from the defaults, then --config FILE (JSON, nested by section: net, data, "
                     "loss), then key=value overrides (e.g. lr=3e-4 net.backbone=mobilenetv2 data.size=120 "
                     "loss.photometric=0). Multi-GPU / multi-node: launch with torchrun.",
@@ -133,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=None, help="images per step per process (batch_size)")
     tr.add_argument("--resume", action="store_true",
                     help="continue from OUT/checkpoint.pt with its config (steps may be raised)")
+    tr.add_argument("--init", default=None, metavar="MODEL_PT",
+                    help="start from this network's weights and architecture (fine-tuning; config key init)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     tr.set_defaults(run=_train)
@@ -144,11 +150,49 @@ def build_parser() -> argparse.ArgumentParser:
     add_reconstruct_parser(sub)
     add_demo_parser(sub)
     add_export_parser(sub)
+    bench = sub.add_parser(
+        "bench", help="run the benchmarks (from a source checkout)",
+        description="Run benchmarks of bench/ in the source repository (each compares a pgnface op with the "
+                    "baseline a user would otherwise use, measured in the same run). Extra arguments after -- "
+                    "go to every benchmark, e.g. pgnface bench rasterize -- --device cuda.")
+    bench.add_argument("names", nargs="*", metavar="NAME",
+                       help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
+    bench.set_defaults(run=_bench)
     return parser
 
 
+BENCHMARKS = ("synthesize", "rasterize", "procrustes", "synthetic", "train_step")
+
+
+def _bench(args) -> int:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "common.py").is_file():
+        print("pgnface bench: the benchmarks live in the source repository (bench/); run this from a checkout "
+              "installed with pip install -e .", file=sys.stderr)
+        return 2
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        print(f"pgnface bench: unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}",
+              file=sys.stderr)
+        return 2
+    for name in args.names or BENCHMARKS:
+        rc = subprocess.call([sys.executable, "-m", f"bench.{name}", *args.extra], cwd=root)
+        if rc:
+            print(f"pgnface bench: {name} failed (exit code {rc})", file=sys.stderr)
+            return rc
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if argv[:1] == ["bench"] and "--" in argv:  # everything after -- goes to the benchmarks
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    args.extra = extra
     if args.command == "render" and args.num < 1:
         print("pgnface render: --num must be at least 1", file=sys.stderr)
         return 2

@@ -135,3 +135,16 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert "backbone" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "y"), "--resume", "--steps", "1"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+    # Fine-tuning from the run's network; a missing init file is one clear line.
+    assert main(["train", "--out", str(tmp_path / "ft"), "--steps", "1", "--quiet", "--init", str(out / "model.pt")]
+                + TINY[4:-3]) == 0
+    assert main(["train", "--out", str(tmp_path / "ft2"), "--init", str(tmp_path / "none.pt")]) == 2
+    assert "none.pt" in capsys.readouterr().err
+
+
+def test_cli_bench_arguments(capsys):
+    assert main(["bench", "nosuch"]) == 2
+    assert "unknown benchmark 'nosuch'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "train_step" in capsys.readouterr().out
