@@ -34,6 +34,8 @@ class DataConfig:
             fresh faces every step (overfitting checks, smoke tests).
         backgrounds: a folder of photos; synthetic faces are then rendered over
             random patches of them (with probability background_prob).
+        background_faces: half of the photo patches framed on a detected real face
+            (the rendered face covers it; off by default: see docs/reference_model.md).
         augment: photo-like augmentation strength of synthetic and folder
             images, 0 (off) to 1 (colour, blur, noise, JPEG, occlusion; see
             pgnface.train.augment).
@@ -57,6 +59,7 @@ class DataConfig:
     fixed_batches: int = 0
     backgrounds: str = ""
     background_prob: float = 0.7
+    background_faces: bool = False
     augment: float = 0.0
     images: str = ""
     images_weight: float = 0.0

@@ -43,7 +43,8 @@ class TrainBatches:
     def __init__(self, model: MorphableModel, config: DataConfig, seed: int, rank: int = 0, world_size: int = 1):
         self.model, self.config = model, config
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        photos = PhotoBackgrounds.from_folder(config.backgrounds, config.size) if config.backgrounds else None
+        photos = PhotoBackgrounds.from_folder(config.backgrounds, config.size, detect=config.background_faces) \
+            if config.backgrounds else None
         self.faces = SyntheticFaces(model, SyntheticConfig(size=config.size, yaw_max=config.yaw_max,
                                                            photo_prob=config.background_prob),
                                     seed=seed, photos=photos)
