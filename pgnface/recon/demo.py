@@ -16,12 +16,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
-from .. import ops
 from ..data import SyntheticConfig, SyntheticFaces
 from ..data.writers import contact_sheet, draw_landmarks, to_uint8_bgr
-from ..model import FRONTAL, MorphableModel
+from ..model import MorphableModel
 
 from ..nn.checkpoint import REFERENCE_CHECKPOINT
 
