@@ -95,7 +95,8 @@ def add_export_parser(subparsers) -> None:
                     "for these coefficients, unposed) and, for pose_mode=regress, scale / rotation / "
                     "translation. The PGN pose solve (a similarity alignment of model_landmarks to the "
                     "landmarks) uses custom ops and is left to the caller: pgnface.ops.similarity_align or the "
-                    "NumPy pgnface.export.finish_pose. The graph is run with onnxruntime (when installed) and compared with PyTorch.")
+                    "NumPy pgnface.export.finish_pose. The graph is run with onnxruntime (when installed) and "
+                    "compared with PyTorch.")
     exp.add_argument("--checkpoint", default=None, metavar="CKPT",
                      help="network to export (pgnface train's model.pt; default: the bundled reference "
                           "pgnface/assets/pgn_reference.pt)")
