@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from pgnface import ops
 from pgnface.cli import main
 from pgnface.data.synthetic import rotation_from_angles
 from pgnface.eval.aflw2000 import landmark_crop_box

@@ -213,7 +213,8 @@ def add_eval_parser(subparsers) -> None:
                            help="a network to score (pgnface train's model.pt); repeat for a comparison table; "
                                 "rows are named by the file's folder for model.pt, else its stem "
                                 "(default: the bundled reference pgnface/assets/pgn_reference.pt)")
-    synthetic.add_argument("-n", "--num", type=int, default=300, metavar="N", help="faces in the test set (default 300)")
+    synthetic.add_argument("-n", "--num", type=int, default=300, metavar="N",
+                           help="faces in the test set (default 300)")
     synthetic.add_argument("--seed", type=int, default=0,
                            help="which test set (default 0); N faces are always the first N of the seed's set")
     synthetic.add_argument("--size", type=int, default=None, metavar="S",

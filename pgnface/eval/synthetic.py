@@ -24,7 +24,7 @@ landmark box, predicted, mapped back, 2D / 3D NME by |yaw| bin. On top, per face
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch

@@ -57,8 +57,9 @@ def _run(args) -> int:
     except Exception as err:  # the exporter raises many types; say which step failed
         print(f"pgnface export-onnx: exporting {checkpoint} failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB, opset {args.opset}): images [B, 3, {size}, {size}] "
-          f"RGB in [0, 1] -> {metadata['outputs'].replace(',', ', ')} ({metadata['pose_mode']} pose)")
+    print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB, opset {args.opset}): "
+          f"images [B, 3, {size}, {size}] RGB in [0, 1] -> {metadata['outputs'].replace(',', ', ')} "
+          f"({metadata['pose_mode']} pose)")
     if metadata["pose_mode"] == "pgn":
         print("finish the PGN pose with similarity_align(model_landmarks, landmarks[:, landmark_ids]) "
               "(pgnface.ops.similarity_align, or NumPy: pgnface.export.finish_pose; landmark_ids is in the "
@@ -89,20 +90,21 @@ def add_export_parser(subparsers) -> None:
     exp = subparsers.add_parser(
         "export-onnx", help="export the network (CNN + heads) to ONNX",
         description="Exports a PGN network to one self-contained ONNX file: images [B, 3, S, S] (RGB in [0, 1], "
-                    "S fixed, B dynamic) -> landmarks [B, 68, 3] (crop pixels), id_coeffs / exp_coeffs / albedo_coeffs, "
-                    "gamma [B, 9, 3] SH lighting, model_landmarks [B, L, 3] (the 3DMM's landmarks for id and exp, "
-                    "unposed) and, for pose_mode=regress, scale / rotation / translation. The PGN pose solve "
-                    "(a similarity alignment of model_landmarks to the landmarks) uses custom ops and is left to "
-                    "the caller: pgnface.ops.similarity_align or the NumPy pgnface.export.finish_pose. The graph "
-                    "is run with onnxruntime (when installed) and compared with PyTorch.")
-    exp.add_argument("--checkpoint", default=None,
+                    "S fixed, B dynamic) -> landmarks [B, 68, 3] (crop pixels), id_coeffs / exp_coeffs / "
+                    "albedo_coeffs, gamma [B, 9, 3] SH lighting, model_landmarks [B, L, 3] (the 3DMM's landmarks "
+                    "for these coefficients, unposed) and, for pose_mode=regress, scale / rotation / "
+                    "translation. The PGN pose solve (a similarity alignment of model_landmarks to the "
+                    "landmarks) uses custom ops and is left to the caller: pgnface.ops.similarity_align or the "
+                    "NumPy pgnface.export.finish_pose. The graph is run with onnxruntime (when installed) and "
+                    "compared with PyTorch.")
+    exp.add_argument("--checkpoint", default=None, metavar="CKPT",
                      help="network to export (pgnface train's model.pt; default: the bundled reference "
                           "pgnface/assets/pgn_reference.pt)")
-    exp.add_argument("-o", "--output", default=None,
+    exp.add_argument("-o", "--output", default=None, metavar="FILE",
                      help="the .onnx file (default: ./NAME.onnx, NAME the checkpoint's folder for model.pt, else its "
                           "stem)")
-    exp.add_argument("--opset", type=int, default=18, help="ONNX opset version, 18 or newer (default 18)")
-    exp.add_argument("--size", type=int, default=None,
+    exp.add_argument("--opset", type=int, default=18, metavar="N", help="ONNX opset version, 18 or newer (default 18)")
+    exp.add_argument("--size", type=int, default=None, metavar="S",
                      help="crop size S of the graph (default: the size the network was trained at)")
     exp.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch comparison")
     exp.set_defaults(run=_run)

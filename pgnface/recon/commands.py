@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 
 def _inputs(path: Path, mode: str):
