@@ -43,18 +43,18 @@ def test_same_clip_at_every_size():
     assert (small["landmarks2d"] * 2 - large["landmarks2d"]).abs().max() < 1e-2
 
 
-def test_bundled_regress_networks_are_compared_by_default(nets, tmp_path, monkeypatch, capsys):
+def test_bundled_ablation_networks_are_compared_by_default(nets, tmp_path, monkeypatch, capsys):
     import pgnface.nn.checkpoint as checkpoint
 
     pgn, regress = nets
     assets = tmp_path / "assets"
     assets.mkdir()
-    shutil.copy(regress, assets / "pgn_regress_tiny.pt")
-    shutil.copy(pgn, assets / "pgn_other.pt")  # not a pgn_regress* name: not compared
+    shutil.copy(regress, assets / "pgn_ablation_regress_tiny.pt")
+    shutil.copy(pgn, assets / "pgn_other.pt")  # not a pgn_ablation_* name: not compared
     monkeypatch.setattr(checkpoint, "ASSETS", assets)
     assert main(["demo", "-o", str(tmp_path / "a"), "--checkpoint", str(pgn), "--frames", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "regress: pgn_regress_tiny" in printed and "pgn_other" not in printed
+    assert "regress: pgn_ablation_regress_tiny" in printed and "pgn_other" not in printed
     assert main(["demo", "-o", str(tmp_path / "b"), "--checkpoint", str(pgn), "--frames", "2", "--no-compare"]) == 0
     assert "regress:" not in capsys.readouterr().out
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())

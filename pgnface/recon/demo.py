@@ -6,8 +6,9 @@ pose, expression and lighting), reconstructs every frame with a PGN network
 meshes and overlays, a contact sheet (ground truth | reconstruction) and a
 metrics table: 68-landmark NME and pose-angle errors against the clip's
 exact ground truth. Other networks (--compare; by default the bundled
-regressed-pose networks, pgnface/assets/pgn_regress*.pt) are scored on the
-same clip, one row each: the PGN-pose vs regressed-pose comparison.
+ablation pair, pgnface/assets/pgn_ablation_*.pt: the same recipe with the pose
+solved from the landmarks or regressed) are scored on the same clip, one row
+each: the PGN-pose vs regressed-pose comparison.
 """
 
 import json
@@ -61,11 +62,15 @@ def _mean(rows) -> dict:
     return {key: float(np.mean([r[key] for r in rows])) for key in ("nme2d", "yaw_error", "pitch_error", "roll_error")}
 
 
+# The bundled ablation pair (same recipe and budget, PGN vs regressed pose); see docs/reference_model.md.
+ABLATION_PREFIX = "pgn_ablation_"
+
+
 def default_comparisons(checkpoint) -> list:
-    """The bundled networks named pgn_regress*.pt (regressed pose), other than `checkpoint` itself."""
+    """The bundled ablation networks pgn_ablation_*.pt (PGN and regressed pose), other than `checkpoint`."""
     from ..nn import bundled_checkpoints
 
-    return [p for p in bundled_checkpoints("pgn_regress") if p.resolve() != Path(checkpoint).resolve()]
+    return [p for p in bundled_checkpoints(ABLATION_PREFIX) if p.resolve() != Path(checkpoint).resolve()]
 
 
 def run_demo(out_dir, checkpoint=None, frames: int = 8, seed: int = 0, device="cpu", compare=(),
@@ -187,7 +192,7 @@ def add_demo_parser(subparsers) -> None:
     demo.add_argument("--compare", action="append", default=None, metavar="CKPT",
                       help="another network scored on the same clip (e.g. a regressed-pose one), one more row "
                            "of the comparison table (NME, yaw/pitch/roll errors) labelled with its pose mode "
-                           "and name; repeatable (default: every pgnface/assets/pgn_regress*.pt)")
+                           "and name; repeatable (default: every pgnface/assets/pgn_ablation_*.pt)")
     demo.add_argument("--no-compare", action="store_true", help="no comparison rows, not even the bundled ones")
     demo.add_argument("--frames", type=int, default=8, help="frames in the clip (default 8)")
     demo.add_argument("--seed", type=int, default=0, help="which random person (default 0)")
