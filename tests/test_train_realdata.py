@@ -193,3 +193,20 @@ def test_tensorboard_logging(tmp_path):
     events.Reload()
     assert [e.step for e in events.Scalars("loss")] == [1, 2]
     assert "landmarks3d" in events.Tags()["scalars"]
+
+
+def test_hide_detected_faces_paints_over_the_head_only(monkeypatch):
+    import pgnface.recon.detect as detect
+    from pgnface.data.photos import hide_detected_faces
+
+    photo = np.zeros((100, 200, 3), np.uint8)
+    photo[:, :] = (200, 180, 160)
+    photo[40:60, 90:110] = (0, 0, 255)  # the "face"
+    monkeypatch.setattr(detect, "detect_faces", lambda image, min_size=40: [np.array([85.0, 35, 115, 65])])
+    monkeypatch.setattr(detect, "detect_profile_faces", lambda image, min_size=40: [])
+    hidden = hide_detected_faces(photo, max_side=100)
+    assert hidden.shape == photo.shape
+    assert np.abs(hidden[50, 100].astype(int) - (200, 180, 160)).max() < 40  # painted like its surroundings
+    assert np.array_equal(hidden[5, 5], photo[5, 5]) and np.array_equal(hidden[95, 195], photo[95, 195])
+    monkeypatch.setattr(detect, "detect_faces", lambda image, min_size=40: [])
+    assert np.array_equal(hide_detected_faces(photo, max_side=100), photo)

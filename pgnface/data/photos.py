@@ -63,10 +63,16 @@ class PhotoBackgrounds:
             self.photos.append(torch.from_numpy(np.ascontiguousarray(photo)).float().div(255))
 
     @classmethod
-    def from_folder(cls, folder, size: int, exclude: Sequence[str] = (), detect: bool = True) -> "PhotoBackgrounds":
+    def from_folder(cls, folder, size: int, exclude: Sequence[str] = (), detect: bool = False,
+                    hide_faces: bool = True) -> "PhotoBackgrounds":
         """All readable images under `folder`, except files whose name contains one of `exclude`.
 
-        With `detect`, faces found by OpenCV's cascade are used for face-framed patches.
+        Args:
+            detect: use the faces found by OpenCV's cascade for face-framed patches
+                (the photos then keep their faces: hide_faces is ignored).
+            hide_faces: paint over the faces the cascades find (frontal and profile)
+                before cutting random patches. A real face in the background of a
+                training image teaches the network that real faces are clutter.
         """
         from ..recon.detect import detect_faces, face_crop_box
 
@@ -75,9 +81,11 @@ class PhotoBackgrounds:
             if any(word in path.name for word in exclude):
                 continue
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is not None and min(bgr.shape[:2]) >= 16:
-                photos.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                boxes.append([face_crop_box(b) for b in detect_faces(photos[-1])] if detect else [])
+            if bgr is None or min(bgr.shape[:2]) < 16:
+                continue
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            boxes.append([face_crop_box(b) for b in detect_faces(rgb)] if detect else [])
+            photos.append(hide_detected_faces(rgb, max_side=2 * size) if hide_faces and not detect else rgb)
         if not photos:
             raise ValueError(f"no readable photos in {folder} (jpg/png/bmp, at least 16 px a side)")
         return cls(photos, size, face_boxes=boxes if detect else None)
@@ -132,3 +140,21 @@ def _face_patch(photo: np.ndarray, box: np.ndarray, size: int) -> torch.Tensor:
     P = int(round(1.25 * size))
     patch = crop(photo, np.array([cx - half, cy - half, cx + half, cy + half]), P)
     return torch.from_numpy(np.ascontiguousarray(patch)).float().div(255)
+
+
+def hide_detected_faces(photo: np.ndarray, max_side: int = 256) -> np.ndarray:
+    """The photo (shrunk to at most `max_side` px on its shorter side) with every face the
+    frontal and profile cascades find painted over by inpainting, heads and all."""
+    from ..recon.detect import detect_faces, face_crop_box, detect_profile_faces
+
+    shrink = min(1.0, max_side / min(photo.shape[:2]))
+    small = cv2.resize(photo, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1 else photo.copy()
+    mask = np.zeros(small.shape[:2], np.uint8)
+    for box in detect_faces(photo) + detect_profile_faces(photo):
+        x0, y0, x1, y1 = face_crop_box(box) * shrink
+        centre = (int(round((x0 + x1) / 2)), int(round((y0 + y1) / 2)))
+        axes = (int(round(0.6 * (x1 - x0))), int(round(0.7 * (y1 - y0))))  # the head, hair included
+        cv2.ellipse(mask, centre, axes, 0.0, 0.0, 360.0, 255, -1)
+    if not mask.any():
+        return small
+    return cv2.inpaint(small, mask, 5, cv2.INPAINT_TELEA)
