@@ -32,11 +32,11 @@ import torch
 from .. import ops
 from ..data.synthetic import SyntheticConfig, SyntheticFaces
 from ..model import FRONTAL, MorphableModel
-from .aflw2000 import AFLWSample, EvalResult, crop_to_image, evaluate, landmark_crop_box
+from .aflw2000 import AFLWSample, EvalResult, crop_to_image, evaluate, landmark_crop_box, nme
 
 CHUNK = 25
 STREAM_BASE = 1 << 40
-METRICS = ("nme2d", "nme3d", "yaw_error", "pitch_error", "roll_error", "pose_error", "vertex_nme", "shape_error")
+METRICS = ("nme2d", "nme3d", "recon_nme2d", "yaw_error", "pitch_error", "roll_error", "pose_error", "vertex_nme", "shape_error")
 
 
 @dataclass
@@ -164,7 +164,9 @@ def evaluate_synthetic(net: Callable, test_set: SyntheticTestSet, landmark_verti
     true2d = np.stack([s.landmarks[:, :2] for s in test_set.samples])
     dense = vertex_nme(posed, test_set.vertices, true2d, np.asarray(landmark_vertices))
     shape = aligned_shape_error(out["shape"].numpy(), test_set.shapes)
+    # The reconstruction's own 68 landmarks: its landmark vertices, posed (PGN: solved pose; else regressed).
+    recon = [nme(p[np.asarray(landmark_vertices)], s.landmarks)["nme2d"] for p, s in zip(posed, test_set.samples)]
     for i, row in enumerate(result.per_image):
-        row.update(yaw_error=float(pose[i, 0]), pitch_error=float(pose[i, 1]), roll_error=float(pose[i, 2]),
+        row.update(recon_nme2d=float(recon[i]), yaw_error=float(pose[i, 0]), pitch_error=float(pose[i, 1]), roll_error=float(pose[i, 2]),
                    pose_error=float(pose[i].mean()), vertex_nme=float(dense[i]), shape_error=float(shape[i]))
     return result
