@@ -1,14 +1,33 @@
 #!/usr/bin/env bash
-# Trains the bundled reference PGN network (pgnface/assets/pgn_reference.pt) from
-# nothing but the package: the built-in synthetic model's single faces and
-# multi-frame clips, rendered on the fly. About 40 minutes on one CPU core
-# (70 images/s); the log lands in runs/reference/log.jsonl.
+# Trains the bundled reference PGN network (pgnface/assets/pgn_reference.pt) in
+# stages, each starting from the previous one's network (see docs/reference_model.md):
+#   1. synthetic: the built-in model's single faces and 4-frame clips over
+#      procedural backgrounds (5000 steps, about 40 min on one CPU core);
+#   2. photo-like synthetic: the same faces over patches of real photos (their
+#      faces painted out) with colour/blur/noise/JPEG/occlusion augmentation
+#      (1500 steps, about 13 min);
+#   3. real self-supervision: half of the steps unlabelled faces of the photos and
+#      clips of the video (photometric, landmark-consistency and multi-frame
+#      losses), half photo-like synthetic faces (400 steps, about 3 min).
+# PHOTOS and VIDEO default to ../shared/data/images and ../shared/data/video
+# (never the AFLW2000-3D samples: they are for evaluation only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-$PY -m pgnface.cli train --out runs/reference --steps 5000 --batch-size 32 --quiet \
-  net.backbone=resnet18 net.width=0.5 data.size=120 data.clip_weight=0.25 threads=1 \
+PHOTOS=${PHOTOS:-../shared/data/images}
+VIDEO=${VIDEO:-../shared/data/video}
+OUT=${OUT:-runs}
+train() { $PY -m pgnface.cli train --batch-size 32 --quiet threads=1 data.size=120 checkpoint_every=250 "$@"; }
+
+train --out "$OUT/reference" --steps 5000 net.backbone=resnet18 net.width=0.5 data.clip_weight=0.25 \
   checkpoint_every=500 log_every=50
+train --out "$OUT/reference_photo" --steps 1500 --init "$OUT/reference/model.pt" lr=3e-4 \
+  data.clip_weight=0.25 data.backgrounds="$PHOTOS" data.augment=0.8 log_every=50
+train --out "$OUT/reference_real" --steps 400 --init "$OUT/reference_photo/model.pt" lr=1e-4 warmup_steps=20 \
+  data.single_weight=0.5 data.clip_weight=0 data.backgrounds="$PHOTOS" data.augment=0.8 \
+  data.images="$PHOTOS" data.images_weight=0.25 data.video="$VIDEO" data.video_weight=0.25 log_every=10
+# Before/after of the real-data stage: loss terms on fixed real batches, render overlays.
+$PY -m pgnface.train.probe --checkpoint "$OUT/reference_photo/model.pt" --checkpoint "$OUT/reference_real/model.pt" \
+  --images "$PHOTOS" --video "$VIDEO" -o "$OUT/reference_real/probe"
 mkdir -p pgnface/assets
-cp runs/reference/model.pt pgnface/assets/pgn_reference.pt
-echo "wrote pgnface/assets/pgn_reference.pt"
+$PY scripts/compact_checkpoint.py "$OUT/reference_real/model.pt" pgnface/assets/pgn_reference.pt
