@@ -210,3 +210,19 @@ def test_hide_detected_faces_paints_over_the_head_only(monkeypatch):
     assert np.array_equal(hidden[5, 5], photo[5, 5]) and np.array_equal(hidden[95, 195], photo[95, 195])
     monkeypatch.setattr(detect, "detect_faces", lambda image, min_size=40: [])
     assert np.array_equal(hide_detected_faces(photo, max_side=100), photo)
+
+
+def test_head_backdrop_draws_behind_the_face_only():
+    model = MorphableModel.builtin()
+    plain = SyntheticFaces(model, SyntheticConfig(size=64), seed=2).sample(4, seed=9)
+    head = SyntheticFaces(model, SyntheticConfig(size=64, head_prob=1.0), seed=2).sample(4, seed=9)
+    assert torch.equal(plain["landmarks3d"], head["landmarks3d"])
+    face = head["mask"] > 0.99
+    img_p, img_h = plain["image"].permute(0, 2, 3, 1), head["image"].permute(0, 2, 3, 1)
+    assert torch.allclose(img_p[face], img_h[face])
+    changed = (img_p - img_h).abs().amax(-1) > 1e-3
+    # Every image gets a head: a sizeable region next to the face changes, and only outside it.
+    assert bool((changed & ~(head["mask"] > 0)).flatten(1).sum(1).gt(64).all())
+    assert not bool((changed & face).any())
+    clips = SyntheticFaces(model, SyntheticConfig(size=64, head_prob=0.5), seed=2).sample_clips(3, 2, seed=1)
+    assert clips["image"].shape == (3, 2, 3, 64, 64)

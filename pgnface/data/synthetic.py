@@ -52,6 +52,7 @@ class SyntheticConfig:
     ambient: tuple = (0.35, 0.9)
     diffuse: tuple = (0.1, 0.8)
     photo_prob: float = 0.7        # background from the photo pool, when one is given
+    head_prob: float = 0.0         # a shaded head (hair) and neck drawn behind the face (see _head_backdrop)
 
 
 def rotation_from_angles(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
@@ -186,6 +187,52 @@ class SyntheticFaces:
             canvas = torch.where(inside[..., None], colour, canvas)
         return canvas
 
+    # --- a head behind the face ------------------------------------------------------
+
+    # Ellipsoids in the built-in model's frame (mm; +y up, +z towards the camera), as
+    # fractions of the face mask's width: the skull with its hair, and the neck.
+    HEAD = ((0.0, 0.2, -0.8), (1.12, 1.45, 1.25))   # centre, semi-axes
+    NECK = ((0.0, -1.0, -0.65), (0.62, 0.8, 0.62))
+    HAIR = ((0.05, 0.04, 0.03), (0.18, 0.11, 0.06), (0.33, 0.21, 0.12), (0.62, 0.5, 0.3), (0.55, 0.55, 0.55),
+            (0.45, 0.18, 0.08))
+
+    def _head_backdrop(self, g, background, rotation, scale, translation, albedo, group: int):
+        """Draws a shaded hair-coloured head and a skin-coloured neck into [n, S, S, 3] backgrounds.
+
+        The face mask ends at the forehead and jaw; photos show a head around
+        it, and for a turned face the back of the head sticks out behind.
+        Both are ellipsoids posed with the face (weak perspective: an
+        ellipsoid projects to the ellipse whose covariance is s^2 (R A^2 R^T)
+        restricted to x, y) and drawn with probability config.head_prob; a
+        clip (`group` frames) shares its colours and whether it has a head.
+        """
+        n, S, dev = background.shape[0], self.config.size, self.device
+        clips = n // group
+        ys, xs = torch.meshgrid(torch.arange(S, device=dev, dtype=torch.float32) + 0.5,
+                                torch.arange(S, device=dev, dtype=torch.float32) + 0.5, indexing="ij")
+        pixels = torch.stack([xs, ys], -1).reshape(1, S * S, 2)
+        draw = (torch.rand(clips, generator=g, device=dev) < self.config.head_prob).repeat_interleave(group)
+        palette = torch.tensor(self.HAIR, device=dev)
+        hair = palette[torch.randint(len(self.HAIR), (clips,), generator=g, device=dev)]
+        hair = hair * self._uniform(g, (clips, 1), 0.7, 1.3)
+        bald = torch.rand(clips, 1, generator=g, device=dev) < 0.08
+        skin = self.model.albedo(albedo[::group]).mean(1).clamp(0, 1) * self._uniform(g, (clips, 1), 0.6, 0.95)
+        hair = torch.where(bald, skin, hair).repeat_interleave(group, 0)
+        skin = skin.repeat_interleave(group, 0)
+        out = background.clone()
+        width = self._width
+        for (centre, axes), colour in ((self.NECK, skin), (self.HEAD, hair)):
+            c = torch.tensor(centre, device=dev) * width
+            a2 = torch.diag((torch.tensor(axes, device=dev) * width / 2) ** 2)
+            c2 = (scale[:, None] * (rotation @ c) + translation)[:, :2]                    # [n, 2]
+            cov = (scale[:, None, None] ** 2 * (rotation @ a2 @ rotation.transpose(1, 2)))[:, :2, :2]
+            d = pixels - c2[:, None]
+            m = (d @ torch.linalg.inv(cov) * d).sum(-1).reshape(n, S, S)            # squared ellipse radius
+            shade = (0.55 + 0.45 * (1 - m).clamp(0, 1).sqrt())[..., None]           # darker at the rim
+            inside = ((m < 1) & draw[:, None, None])[..., None]
+            out = torch.where(inside, (colour[:, None, None] * shade).clamp(0, 1), out)
+        return out
+
     # --- rendering ----------------------------------------------------------------
 
     def _crop_scale(self, g, B):
@@ -238,6 +285,8 @@ class SyntheticFaces:
         yaw, pitch, roll = self._angles(g, B)
         rotation, scale, translation = self._pose(g, rotation_from_angles(yaw, pitch, roll), B)
         background = self.backgrounds(g, B)
+        if self.config.head_prob > 0:
+            background = self._head_backdrop(g, background, rotation, scale, translation, alb_c, 1)
         out, verts, lm3d = self._render(id_c, exp_c, alb_c, gamma, rotation, scale, translation, background)
         return dict(image=out.image.clamp(0, 1).permute(0, 3, 1, 2).contiguous(), mask=out.mask,
                     landmarks3d=lm3d, landmarks2d=lm3d[..., :2].contiguous(),
@@ -278,6 +327,9 @@ class SyntheticFaces:
         rotation, scale, translation = self._pose(g, rot_model, B * F, scale)
         S = self.config.size
         background = self.backgrounds(g, B)[:, None].expand(B, F, S, S, 3).reshape(B * F, S, S, 3)
+        if self.config.head_prob > 0:
+            background = self._head_backdrop(g, background, rotation, scale, translation,
+                                             alb_c.repeat_interleave(F, 0), F)
         out, verts, lm3d = self._render(id_c.repeat_interleave(F, 0), flat(exp_c), alb_c.repeat_interleave(F, 0),
                                         flat(gamma), rotation, scale, translation, background)
         unflat = lambda x: x.reshape(B, F, *x.shape[1:])  # noqa: E731

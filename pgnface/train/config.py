@@ -36,6 +36,8 @@ class DataConfig:
             random patches of them (with probability background_prob).
         background_faces: half of the photo patches framed on a detected real face
             (the rendered face covers it; off by default: see docs/reference_model.md).
+        head_prob: probability of a shaded head (hair) and neck drawn behind a
+            synthetic face (the built-in face mask has neither).
         augment: photo-like augmentation strength of synthetic and folder
             images, 0 (off) to 1 (colour, blur, noise, JPEG, occlusion; see
             pgnface.train.augment).
@@ -60,6 +62,7 @@ class DataConfig:
     backgrounds: str = ""
     background_prob: float = 0.7
     background_faces: bool = False
+    head_prob: float = 0.0
     augment: float = 0.0
     images: str = ""
     images_weight: float = 0.0
@@ -160,6 +163,8 @@ class TrainConfig:
             raise ValueError(f"data.clip_frames must be at least 2 when video clips are used, got {d.clip_frames}")
         if not 0 <= d.augment <= 1:
             raise ValueError(f"data.augment must be in [0, 1], got {d.augment}")
+        if not 0 <= d.head_prob <= 1:
+            raise ValueError(f"data.head_prob must be in [0, 1], got {d.head_prob}")
         if not 0 <= d.background_prob <= 1:
             raise ValueError(f"data.background_prob must be in [0, 1], got {d.background_prob}")
         if d.video_stride < 1:

@@ -46,7 +46,8 @@ class TrainBatches:
         photos = PhotoBackgrounds.from_folder(config.backgrounds, config.size, detect=config.background_faces) \
             if config.backgrounds else None
         self.faces = SyntheticFaces(model, SyntheticConfig(size=config.size, yaw_max=config.yaw_max,
-                                                           photo_prob=config.background_prob),
+                                                           photo_prob=config.background_prob,
+                                                           head_prob=config.head_prob),
                                     seed=seed, photos=photos)
         self.folder = LabelledFolder(config.folder, config.size, config.crop_scale) \
             if config.folder and config.folder_weight > 0 else None
