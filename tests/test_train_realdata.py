@@ -226,3 +226,20 @@ def test_head_backdrop_draws_behind_the_face_only():
     assert not bool((changed & face).any())
     clips = SyntheticFaces(model, SyntheticConfig(size=64, head_prob=0.5), seed=2).sample_clips(3, 2, seed=1)
     assert clips["image"].shape == (3, 2, 3, 64, 64)
+
+
+def test_landmark_framing_matches_the_standard_crop():
+    import math
+
+    model = MorphableModel.builtin()
+    cfg = SyntheticConfig(size=64, scale_jitter=0.0, shift_jitter=0.0, framing="landmarks")
+    s = SyntheticFaces(model, cfg, seed=0).sample(16, seed=3)
+    lo, hi = s["landmarks2d"].amin(1), s["landmarks2d"].amax(1)
+    side = math.sqrt(2.0) * (hi - lo).amax(1)
+    # Framed on the mean face's landmarks, so identity and expression move it a few percent.
+    assert float((side / 64 - 1).abs().max()) < 0.15 and abs(float((side / 64).mean()) - 1) < 0.05
+    assert torch.allclose((lo + hi) / 2, torch.full((16, 2), 32.0), atol=3.0)
+    with pytest.raises(ValueError, match="framing"):
+        SyntheticFaces(model, SyntheticConfig(size=64, framing="nope"), seed=0).sample(1)
+    with pytest.raises(ValueError, match="data.framing"):
+        apply_overrides(TrainConfig(), ["data.framing=nope"]).validate()

@@ -53,6 +53,9 @@ class SyntheticConfig:
     diffuse: tuple = (0.1, 0.8)
     photo_prob: float = 0.7        # background from the photo pool, when one is given
     head_prob: float = 0.0         # a shaded head (hair) and neck drawn behind the face (see _head_backdrop)
+    framing: str = "model"         # crop scale: "model" (face_fraction of the model's width) or "landmarks"
+                                   # (side = sqrt(2) x the 2D landmark box's longer side, as the
+                                   # AFLW2000-3D / 300W-LP crops), each with scale_jitter
 
 
 def rotation_from_angles(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
@@ -246,6 +249,15 @@ class SyntheticFaces:
         if scale is None:
             scale = self._crop_scale(g, B)
         rotation = FRONTAL.to(self.device) @ rot_model
+        if cfg.framing == "landmarks":
+            # The standard landmark-box crop: side = sqrt(2) x the box's longer side. The
+            # jitter drawn for the model framing is kept (a clip shares it).
+            unit = self.model.landmarks(torch.zeros(B, self.model.num_id, device=self.device), None, rotation,
+                                        torch.ones(B, device=self.device))
+            side = math.sqrt(2.0) * (unit.amax(1) - unit.amin(1))[:, :2].amax(1)
+            scale = (S / side) * scale / (cfg.face_fraction * S / self._width)
+        elif cfg.framing != "model":
+            raise ValueError(f"SyntheticConfig.framing must be 'model' or 'landmarks', got {cfg.framing!r}")
         lm = self.model.landmarks(torch.zeros(B, self.model.num_id, device=self.device), None, rotation, scale)
         centre = (lm.amax(1) + lm.amin(1)) / 2
         shift = cfg.shift_jitter * S * (2 * torch.rand(B, 2, generator=g, device=self.device) - 1)

@@ -36,6 +36,9 @@ class DataConfig:
             random patches of them (with probability background_prob).
         background_faces: half of the photo patches framed on a detected real face
             (the rendered face covers it; off by default: see docs/reference_model.md).
+        framing: synthetic crop framing, "model" (a fixed fraction of the face
+            width) or "landmarks" (the standard AFLW2000-3D / 300W-LP crop: side =
+            sqrt(2) x the 2D landmark box's longer side, as `pgnface eval` crops).
         head_prob: probability of a shaded head (hair) and neck drawn behind a
             synthetic face (the built-in face mask has neither).
         augment: photo-like augmentation strength of synthetic and folder
@@ -63,6 +66,7 @@ class DataConfig:
     background_prob: float = 0.7
     background_faces: bool = False
     head_prob: float = 0.0
+    framing: str = "model"
     augment: float = 0.0
     images: str = ""
     images_weight: float = 0.0
@@ -163,6 +167,8 @@ class TrainConfig:
             raise ValueError(f"data.clip_frames must be at least 2 when video clips are used, got {d.clip_frames}")
         if not 0 <= d.augment <= 1:
             raise ValueError(f"data.augment must be in [0, 1], got {d.augment}")
+        if d.framing not in ("model", "landmarks"):
+            raise ValueError(f"data.framing must be 'model' or 'landmarks', got {d.framing!r}")
         if not 0 <= d.head_prob <= 1:
             raise ValueError(f"data.head_prob must be in [0, 1], got {d.head_prob}")
         if not 0 <= d.background_prob <= 1:
