@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains the bundled reference PGN network (pgnface/assets/pgn_reference.pt) in
-# stages, each starting from the previous one's network (see docs/reference_model.md):
+# four stages, each starting from the previous one's network (see docs/reference_model.md):
 #   1. synthetic: the built-in model's single faces and 4-frame clips over
 #      procedural backgrounds (5000 steps, about 40 min on one CPU core);
 #   2. photo-like synthetic: the same faces over patches of real photos (their
@@ -8,7 +8,10 @@
 #      (1500 steps, about 13 min);
 #   3. real self-supervision: half of the steps unlabelled faces of the photos and
 #      clips of the video (photometric, landmark-consistency and multi-frame
-#      losses), half photo-like synthetic faces (400 steps, about 3 min).
+#      losses), half photo-like synthetic faces (400 steps, about 3 min);
+#   4. standard framing: stage 3's mix with the synthetic crops framed like the
+#      AFLW2000-3D / 300W-LP landmark-box crop that evaluation and detection use
+#      (600 steps, about 5 min).
 # PHOTOS and VIDEO default to ../shared/data/images and ../shared/data/video
 # (never the AFLW2000-3D samples: they are for evaluation only).
 set -euo pipefail
@@ -29,5 +32,9 @@ train --out "$OUT/reference_real" --steps 400 --init "$OUT/reference_photo/model
 # Before/after of the real-data stage: loss terms on fixed real batches, render overlays.
 $PY -m pgnface.train.probe --checkpoint "$OUT/reference_photo/model.pt" --checkpoint "$OUT/reference_real/model.pt" \
   --images "$PHOTOS" --video "$VIDEO" -o "$OUT/reference_real/probe"
+train --out "$OUT/reference_roi" --steps "${STAGE4_STEPS:-600}" --init "$OUT/reference_real/model.pt" lr=2e-4 \
+  warmup_steps=20 data.single_weight=0.5 data.clip_weight=0 data.framing=landmarks data.backgrounds="$PHOTOS" \
+  data.augment=0.8 data.images="$PHOTOS" data.images_weight=0.25 data.video="$VIDEO" data.video_weight=0.25 \
+  log_every=20
 mkdir -p pgnface/assets
-$PY scripts/compact_checkpoint.py "$OUT/reference_real/model.pt" pgnface/assets/pgn_reference.pt
+$PY scripts/compact_checkpoint.py "$OUT/reference_roi/model.pt" pgnface/assets/pgn_reference.pt

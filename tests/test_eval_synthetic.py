@@ -165,3 +165,12 @@ def test_bundled_reference_is_the_default(tmp_path):
     assert main(["eval", "synthetic", "-n", "8", "-o", str(tmp_path)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "synthetic_eval.csv")))
     assert rows[0]["name"] == "pgn_reference" and float(rows[0]["nme2d_mean"]) < 6.0
+
+
+def test_rotation_errors_are_geodesic_angles():
+    from pgnface.eval.synthetic import rotation_errors
+
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    rz = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+    assert rotation_errors(rz[None], np.eye(3)[None]) == pytest.approx([30.0])
+    assert rotation_errors(np.stack([rz, np.eye(3)]), np.stack([rz, rz.T])) == pytest.approx([0.0, 30.0])

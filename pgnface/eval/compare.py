@@ -13,10 +13,11 @@ ROW_KEYS = {"[0,30]": "0_30", "(30,60]": "30_60", "(60,90]": "60_90", "balanced"
 SHOWN = (("nme2d_0_30", "2D [0,30]"), ("nme2d_30_60", "2D (30,60]"), ("nme2d_60_90", "2D (60,90]"),
          ("nme2d_balanced", "2D bal."), ("nme3d_balanced", "3D bal."), ("recon_nme2d_balanced", "recon 2D bal."),
          ("yaw_error_mean", "yaw"), ("pitch_error_mean", "pitch"), ("roll_error_mean", "roll"),
-         ("pose_error_mean", "pose"), ("vertex_nme_mean", "vertex NME"), ("shape_error_mean", "shape"))
+         ("pose_error_mean", "pose"), ("rotation_error_mean", "rot."), ("vertex_nme_mean", "vertex NME"), ("shape_error_mean", "shape"))
 LEGEND = ("2D / 3D: landmark-head NME % by |yaw| bin and balanced over the bins (AFLW2000-3D protocol); "
           "recon 2D: the same for the reconstruction's 68 landmark vertices after its pose; "
           "yaw / pitch / roll / pose: mean absolute angle error in degrees (pose: the mean of the three); "
+          "rot.: mean geodesic rotation error in degrees (no gimbal artefact near |yaw| = 90); "
           "vertex NME: posed dense error % (same normaliser); shape: mean vertex distance after similarity "
           "alignment, model units.")
 

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 
 from .. import ops
-from ..data.synthetic import SyntheticConfig, SyntheticFaces
+from ..data.synthetic import SyntheticConfig, SyntheticFaces, rotation_from_angles
 from ..model import FRONTAL, MorphableModel
 from .aflw2000 import AFLWSample, EvalResult, crop_to_image, evaluate, landmark_crop_box, nme
 
 CHUNK = 25
 STREAM_BASE = 1 << 40
-METRICS = ("nme2d", "nme3d", "recon_nme2d", "yaw_error", "pitch_error", "roll_error", "pose_error", "vertex_nme", "shape_error")
+METRICS = ("nme2d", "nme3d", "recon_nme2d", "yaw_error", "pitch_error", "roll_error", "pose_error", "rotation_error", "vertex_nme", "shape_error")
 
 
 @dataclass
@@ -101,6 +101,17 @@ def angle_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.minimum(diff, 360.0 - diff)
 
 
+def rotation_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Geodesic angle in degrees between [B, 3, 3] rotations: [B].
+
+    Unlike per-angle errors, it has no gimbal-lock artefact near |yaw| = 90,
+    where pitch and roll are ill-defined.
+    """
+    relative = np.einsum("bji,bjk->bik", np.asarray(pred, np.float64), np.asarray(true, np.float64))
+    cos = np.clip((np.trace(relative, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
+    return np.degrees(np.arccos(cos))
+
+
 def vertex_nme(pred: np.ndarray, true: np.ndarray, true_landmarks2d: np.ndarray,
                depth_ids: np.ndarray) -> np.ndarray:
     """Posed dense error (%) of [B, N, 3] vertices over sqrt(w * h) of the true [B, L, 2] landmark box: [B].
@@ -161,12 +172,14 @@ def evaluate_synthetic(net: Callable, test_set: SyntheticTestSet, landmark_verti
     posed = np.stack([crop_to_image(v, b, test_set.size) for v, b in zip(out["vertices"].numpy(), boxes)])
     angles = ops.rotation_to_angles(FRONTAL.double() @ out["rotation"]).numpy()
     pose = angle_errors(angles, test_set.angles)
+    true_rotation = rotation_from_angles(*torch.as_tensor(test_set.angles, dtype=torch.float64).T)
+    geodesic = rotation_errors((FRONTAL.double() @ out["rotation"]).numpy(), true_rotation.numpy())
     true2d = np.stack([s.landmarks[:, :2] for s in test_set.samples])
     dense = vertex_nme(posed, test_set.vertices, true2d, np.asarray(landmark_vertices))
     shape = aligned_shape_error(out["shape"].numpy(), test_set.shapes)
     # The reconstruction's own 68 landmarks: its landmark vertices, posed (PGN: solved pose; else regressed).
     recon = [nme(p[np.asarray(landmark_vertices)], s.landmarks)["nme2d"] for p, s in zip(posed, test_set.samples)]
     for i, row in enumerate(result.per_image):
-        row.update(recon_nme2d=float(recon[i]), yaw_error=float(pose[i, 0]), pitch_error=float(pose[i, 1]), roll_error=float(pose[i, 2]),
+        row.update(recon_nme2d=float(recon[i]), rotation_error=float(geodesic[i]), yaw_error=float(pose[i, 0]), pitch_error=float(pose[i, 1]), roll_error=float(pose[i, 2]),
                    pose_error=float(pose[i].mean()), vertex_nme=float(dense[i]), shape_error=float(shape[i]))
     return result

@@ -42,7 +42,7 @@ def score_clip(recon, clip: dict) -> tuple:
     Returns:
         (rows: one dict per frame with nme2d and yaw / pitch / roll errors in degrees, the FaceResults).
     """
-    from ..eval.synthetic import angle_errors
+    from ..eval.synthetic import angle_errors, rotation_errors
 
     images = clip["image"][0]
     size, frames = images.shape[-1], images.shape[0]
@@ -52,14 +52,17 @@ def score_clip(recon, clip: dict) -> tuple:
     for f, r in enumerate(results):
         truth = np.array([[float(clip[k][0, f]) for k in ("yaw", "pitch", "roll")]])
         errors = angle_errors(r.angles[None], truth)[0]
+        true_rotation = clip["rotation"][0, f].double().cpu().numpy()  # image frame, like r.rotation
+        geodesic = float(rotation_errors(r.rotation[None], true_rotation[None])[0])
         rows.append({"frame": f, "nme2d": landmark_nme(r.landmarks[lm_ids, :2], clip["landmarks2d"][0, f].numpy()),
                      "yaw_true": float(truth[0, 0]), "yaw_error": float(errors[0]),
-                     "pitch_error": float(errors[1]), "roll_error": float(errors[2])})
+                     "pitch_error": float(errors[1]), "roll_error": float(errors[2]), "rotation_error": geodesic})
     return rows, results
 
 
 def _mean(rows) -> dict:
-    return {key: float(np.mean([r[key] for r in rows])) for key in ("nme2d", "yaw_error", "pitch_error", "roll_error")}
+    return {key: float(np.mean([r[key] for r in rows])) for key in ("nme2d", "yaw_error", "pitch_error", "roll_error",
+                                                                "rotation_error")}
 
 
 # The bundled ablation pair (same recipe and budget, PGN vs regressed pose); see docs/reference_model.md.
@@ -139,24 +142,27 @@ def run_demo(out_dir, checkpoint=None, frames: int = 8, seed: int = 0, device="c
 
 def format_metrics(metrics: dict) -> str:
     """The per-frame table of the main network and, with comparisons, one row per network."""
-    lines = [f"{'frame':>5}  {'true yaw':>8}  {'NME 2D %':>8}  {'|d yaw|':>7}  {'|d pitch|':>9}  {'|d roll|':>8}"]
+    lines = [f"{'frame':>5}  {'true yaw':>8}  {'NME 2D %':>8}  {'|d yaw|':>7}  {'|d pitch|':>9}  {'|d roll|':>8}"
+             f"  {'|d R|':>6}"]
     for r in metrics["frames"]:
         lines.append(f"{r['frame']:>5}  {r['yaw_true']:>8.1f}  {r['nme2d']:>8.2f}  {r['yaw_error']:>7.2f}  "
-                     f"{r['pitch_error']:>9.2f}  {r['roll_error']:>8.2f}")
+                     f"{r['pitch_error']:>9.2f}  {r['roll_error']:>8.2f}  {r['rotation_error']:>6.2f}")
     m = metrics["mean"]
     lines.append(f"{'mean':>5}  {'':>8}  {m['nme2d']:>8.2f}  {m['yaw_error']:>7.2f}  {m['pitch_error']:>9.2f}  "
-                 f"{m['roll_error']:>8.2f}")
+                 f"{m['roll_error']:>8.2f}  {m['rotation_error']:>6.2f}")
+    lines.append("(angle errors in degrees; |d R|: geodesic rotation error, which has no gimbal artefact "
+                 "near yaw 90 where pitch and roll are ill-defined)")
     networks = metrics.get("networks", [])
     if len(networks) > 1:
         labels = [f"{n['pose_mode']}: {n['name']}" for n in networks]
         width = max(len(label) for label in labels + ["network (pose: name)"])
         lines += ["", "the same clip, mean over the frames:",
                   f"{'network (pose: name)':<{width}}  {'NME 2D %':>8}  {'|d yaw|':>7}  {'|d pitch|':>9}  "
-                  f"{'|d roll|':>8}"]
+                  f"{'|d roll|':>8}  {'|d R|':>6}"]
         for label, n in zip(labels, networks):
             m = n["mean"]
             lines.append(f"{label:<{width}}  {m['nme2d']:>8.2f}  {m['yaw_error']:>7.2f}  {m['pitch_error']:>9.2f}  "
-                         f"{m['roll_error']:>8.2f}")
+                         f"{m['roll_error']:>8.2f}  {m['rotation_error']:>6.2f}")
     return "\n".join(lines)
 
 
