@@ -59,7 +59,7 @@ class ExportableHeads(nn.Module):
 
     def forward(self, images: torch.Tensor):
         """images [B, 3, S, S] -> the tuple of tensors named by output_names (see the module docstring)."""
-        features = self.net.backbone((images - 0.5) * 4.0)
+        features = self.net.features(images)
         landmarks = self.net.landmark_head(features, self.size)["landmarks"]
         heads = self.net.coefficient_head(features[-1])
         coeffs = torch.cat([heads["id"], heads["exp"]], 1)

@@ -157,6 +157,10 @@ class PGNReconstructor(nn.Module):
 
     # --- forward --------------------------------------------------------------------
 
+    def features(self, images: torch.Tensor):
+        """Backbone feature maps (strides 8, 16, 32) of images [B, 3, S, S] in [0, 1]."""
+        return self.backbone((images - 0.5) * 4.0)  # roughly zero mean, unit spread
+
     def forward(self, images: torch.Tensor, landmark_weights: Optional[torch.Tensor] = None
                 ) -> Dict[str, torch.Tensor]:
         """Reconstructs the face in every crop.
@@ -179,7 +183,7 @@ class PGNReconstructor(nn.Module):
         """
         self._check_images(images)
         size = images.shape[-1]
-        features = self.backbone((images - 0.5) * 4.0)  # roughly zero mean, unit spread
+        features = self.features(images)
         out = self.landmark_head(features, size)
         out.update(self.geometry(out["landmarks"], self.coefficient_head(features[-1]), size, landmark_weights))
         return out
