@@ -13,20 +13,21 @@ crop a little and may mirror it.
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 
 from ..data.photos import image_files
 from ..eval.aflw2000 import crop
 from ..recon.detect import detect_faces, face_crop_box
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+from ..recon.reconstruct import VIDEO_SUFFIXES, read_image
+from ..recon.video import folder_frames, video_frames
 
 
 def _read_rgb(path) -> Optional[np.ndarray]:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        return read_image(path)
+    except ValueError:
+        return None
 
 
 def _jittered(box: np.ndarray, r: np.ndarray, scale: float = 0.08, shift: float = 0.05) -> np.ndarray:
@@ -87,19 +88,15 @@ def read_frames(source) -> List[np.ndarray]:
     """RGB frames of a video file or of a folder of frame images (sorted by name)."""
     source = Path(source)
     if source.is_dir():
-        frames = [f for f in (_read_rgb(p) for p in image_files(source)) if f is not None]
+        frames = [image for _, _, image in folder_frames(image_files(source)) if image is not None]
     elif source.suffix.lower() in VIDEO_SUFFIXES and source.is_file():
-        capture = cv2.VideoCapture(str(source))
-        frames = []
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        capture.release()
+        try:
+            frames = [image for _, _, image in video_frames(source)]
+        except ValueError:  # cannot be opened: reported as no readable frames below
+            frames = []
     else:
         raise FileNotFoundError(f"video source {source} is neither a folder of frames nor a video file "
-                                f"({', '.join(VIDEO_SUFFIXES)})")
+                                f"({', '.join(sorted(VIDEO_SUFFIXES))})")
     if not frames:
         raise ValueError(f"no readable frames in {source}")
     return frames
