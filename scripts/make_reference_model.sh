@@ -20,21 +20,23 @@ PY=${PYTHON:-.venv/bin/python}
 PHOTOS=${PHOTOS:-../shared/data/images}
 VIDEO=${VIDEO:-../shared/data/video}
 OUT=${OUT:-runs}
-train() { $PY -m pgnface.cli train --batch-size 32 --quiet threads=1 data.size=120 checkpoint_every=250 "$@"; }
+# Options first, then the key=value overrides (argparse takes one run of them).
+train() { $PY -m pgnface.cli train --batch-size 32 --quiet "$@" threads=1 data.size=120; }
 
 train --out "$OUT/reference" --steps 5000 net.backbone=resnet18 net.width=0.5 data.clip_weight=0.25 \
   checkpoint_every=500 log_every=50
 train --out "$OUT/reference_photo" --steps 1500 --init "$OUT/reference/model.pt" lr=3e-4 \
-  data.clip_weight=0.25 data.backgrounds="$PHOTOS" data.augment=0.8 log_every=50
+  data.clip_weight=0.25 data.backgrounds="$PHOTOS" data.augment=0.8 log_every=50 checkpoint_every=250
 train --out "$OUT/reference_real" --steps 400 --init "$OUT/reference_photo/model.pt" lr=1e-4 warmup_steps=20 \
   data.single_weight=0.5 data.clip_weight=0 data.backgrounds="$PHOTOS" data.augment=0.8 \
-  data.images="$PHOTOS" data.images_weight=0.25 data.video="$VIDEO" data.video_weight=0.25 log_every=10
+  data.images="$PHOTOS" data.images_weight=0.25 data.video="$VIDEO" data.video_weight=0.25 log_every=10 \
+  checkpoint_every=250
 # Before/after of the real-data stage: loss terms on fixed real batches, render overlays.
 $PY -m pgnface.train.probe --checkpoint "$OUT/reference_photo/model.pt" --checkpoint "$OUT/reference_real/model.pt" \
   --images "$PHOTOS" --video "$VIDEO" -o "$OUT/reference_real/probe"
 train --out "$OUT/reference_roi" --steps "${STAGE4_STEPS:-600}" --init "$OUT/reference_real/model.pt" lr=2e-4 \
   warmup_steps=20 data.single_weight=0.5 data.clip_weight=0 data.framing=landmarks data.backgrounds="$PHOTOS" \
   data.augment=0.8 data.images="$PHOTOS" data.images_weight=0.25 data.video="$VIDEO" data.video_weight=0.25 \
-  log_every=20
+  log_every=20 checkpoint_every=250
 mkdir -p pgnface/assets
 $PY scripts/compact_checkpoint.py "$OUT/reference_roi/model.pt" pgnface/assets/pgn_reference.pt

@@ -13,22 +13,13 @@ a real person's.
     faces = SyntheticFaces(model, config, photos=pool)
 """
 
-from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def image_files(folder) -> List[Path]:
-    """Sorted image files (jpg / png / bmp) under `folder`, searched recursively."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"photo folder {folder} does not exist")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+from .media import image_files
 
 
 class PhotoBackgrounds:

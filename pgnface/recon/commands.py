@@ -13,7 +13,7 @@ def _inputs(path: Path, mode: str):
     A folder is a clip of frames with --video, or by default when its images are
     a numbered sequence (frame_0000.jpg, ...); otherwise independent images.
     """
-    from .reconstruct import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from ..data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
     from .video import is_frame_sequence
 
     if path.is_dir():

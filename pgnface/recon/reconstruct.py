@@ -25,8 +25,6 @@ from ..eval.aflw2000 import crop
 from ..model import FRONTAL, MorphableModel, WeakPerspectiveCamera, directional_gamma, render
 from .detect import detect_faces, face_crop_box
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Labelled training images from a folder in the 300W-LP / AFLW2000-3D layout.
 
-Each face is ``NAME.jpg`` (or .png) with ``NAME.mat`` holding ``pt3d_68``
+Each face is ``NAME.jpg`` (or another image format) with ``NAME.mat`` holding ``pt3d_68``
 [3, 68]: x, y in image pixels (pixel centres at integer + 0.5) and z, depth
 away from the camera (pgnface.data.writers documents the layout; the
 synthetic writer produces it). A face is cropped around its landmark box the
@@ -17,7 +17,7 @@ import numpy as np
 import scipy.io
 import torch
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+from ..data.media import IMAGE_SUFFIXES
 
 
 def crop_box(landmarks_xy: np.ndarray, crop_scale: float) -> Tuple[float, float, float]:

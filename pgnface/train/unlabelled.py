@@ -16,10 +16,10 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..data.photos import image_files
+from ..data.media import VIDEO_SUFFIXES, image_files
 from ..eval.aflw2000 import crop
 from ..recon.detect import detect_faces, face_crop_box
-from ..recon.reconstruct import VIDEO_SUFFIXES, read_image
+from ..recon.reconstruct import read_image
 from ..recon.video import folder_frames, video_frames
 
 
