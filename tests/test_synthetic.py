@@ -39,11 +39,13 @@ def test_ground_truth_is_exact(generator):
     torch.testing.assert_close(s["vertices"], verts, rtol=1e-4, atol=1e-3)
     # The rotation is FRONTAL @ R(yaw, pitch, roll).
     torch.testing.assert_close(s["rotation"], FRONTAL @ rotation_from_angles(s["yaw"], s["pitch"], s["roll"]))
-    # Visible landmarks land on the rendered face.
+    # Visible landmarks land on the rendered face, within a pixel: the jaw-contour
+    # landmarks sit on the silhouette at large yaw.
     vis = s["landmark_visible"]
     xy = s["landmarks2d"][vis].long().clamp(0, 95)
     batch = torch.arange(4)[:, None].expand(4, 68)[vis]
-    assert s["mask"][batch, xy[:, 1], xy[:, 0]].float().mean() > 0.95
+    near_face = torch.nn.functional.max_pool2d(s["mask"].float()[:, None], 3, stride=1, padding=1)[:, 0]
+    assert near_face[batch, xy[:, 1], xy[:, 0]].mean() > 0.98
 
 
 def test_yaw_sign_convention(generator):
