@@ -175,3 +175,28 @@ def test_centre_depth_makes_landmark_depth_zero(face):
     v = centre_depth(s["vertices"], model.landmark_vertices)
     torch.testing.assert_close(v[:, model.landmark_vertices, 2].mean(1), torch.zeros(2), atol=1e-3, rtol=0)
     torch.testing.assert_close(v[:, model.landmark_vertices], s["landmarks3d"], atol=1e-3, rtol=0)
+
+
+def test_heatmap_loss_is_zero_on_its_target_and_pulls_mass_to_the_label():
+    S, grid = 64, (8, 8)
+    uv = torch.tensor([[[20.0, 36.0], [50.0, 10.0], [-30.0, 5.0]]], dtype=torch.float64)  # last: outside
+    target = L.heatmap_target(uv, grid, S)
+    assert torch.allclose(target[0].sum((-2, -1)), torch.ones(3, dtype=torch.float64))
+    # The target's mean is near the label (a cell-sized Gaussian, a little pulled in by the border).
+    from pgnface.nn.heads import soft_argmax
+    centred, _ = soft_argmax(torch.log(target[:, :1].clamp(min=1e-30)), S)
+    torch.testing.assert_close(centred[0, 0].double(), uv[0, 0], atol=0.5, rtol=0)
+    # KL is 0 on the target itself (points outside the crop are ignored) and positive elsewhere.
+    prob = target.clone()
+    prob[0, 2] = 1.0 / 64
+    assert L.heatmap_loss(prob, uv, S).abs() < 1e-9
+    logits = torch.zeros_like(prob).requires_grad_(True)  # flat heatmaps
+    loss = L.heatmap_loss(torch.softmax(logits.flatten(2), -1).reshape(prob.shape), uv, S)
+    assert loss > 0.5
+    loss.backward()
+    # Gradient descent raises the logit at the label's cell (row 36 // 8 = 4, col 20 // 8 = 2)
+    # and lowers it far away; the outside point gets no gradient.
+    assert logits.grad[0, 0, 4, 2] < 0 and logits.grad[0, 0, 0, 7] > 0
+    assert logits.grad[0, 2].abs().sum() == 0
+    with pytest.raises(ValueError, match="same"):
+        L.heatmap_loss(prob, uv[:, :2], S)

@@ -82,6 +82,7 @@ class LossWeights:
     landmarks3d: float = 1.0          # landmark head vs labels
     landmarks_recon: float = 1.0      # reconstruction's landmarks after the pose vs labels
     depth: float = 0.5                # factor on the depth part of both landmark losses
+    heatmap: float = 0.0              # landmark heatmaps vs a 1-cell Gaussian at the label (heatmap head)
     coefficients: float = 0.05        # id / exp / albedo vs labels
     vertices: float = 1.0             # dense vertices vs labels
     prior: float = 1e-3               # Gaussian prior on id / exp / albedo

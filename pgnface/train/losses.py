@@ -6,7 +6,8 @@ Shapes: B images (or clips), F frames, P points, K coefficients, H x W images.
 
 Supervised (labels exist): :func:`landmark_loss` (the landmark head's 3D
 landmarks, and the reconstruction's landmarks after the pose),
-:func:`coefficient_loss`, :func:`vertex_loss`; priors: :func:`coefficient_prior`,
+:func:`coefficient_loss`, :func:`vertex_loss`, :func:`heatmap_loss` (keeps the
+landmark heatmaps peaked on the label); priors: :func:`coefficient_prior`,
 :func:`lighting_prior`. Self-supervised: :func:`photometric_loss` over the
 rendered face, :func:`landmark_consistency_loss` between the two branches.
 Multi-frame: :func:`identity_consistency_loss`, :func:`cross_frame_geometric_loss`,
@@ -74,6 +75,49 @@ def landmark_loss(pred: torch.Tensor, target: torch.Tensor, size: float, weights
     if diff.shape[-1] == 3 and depth_weight != 1.0:
         diff = diff * diff.new_tensor([1.0, 1.0, depth_weight])
     return _weighted_mean(robust_norm(diff), weights) / size
+
+
+def heatmap_target(uv: torch.Tensor, grid: tuple, size: float, sigma: float = 1.0) -> torch.Tensor:
+    """Normalised Gaussians [B, P, h, w] centred on [B, P, 2] crop-pixel points.
+
+    Cell (i, j) of the h x w grid covering the S x S crop has its centre at
+    ((j + 0.5) S / w, (i + 0.5) S / h), as in pgnface.nn.heads.soft_argmax.
+    `sigma` is in cells. A point outside the crop gets a map piled against the
+    border (heatmap_loss ignores such points).
+    """
+    h, w = grid
+    xs = (torch.arange(w, device=uv.device, dtype=uv.dtype) + 0.5) * (size / w)
+    ys = (torch.arange(h, device=uv.device, dtype=uv.dtype) + 0.5) * (size / h)
+    gx = torch.exp(-0.5 * ((xs - uv[..., :1]) / (sigma * size / w)) ** 2)  # [B, P, w]
+    gy = torch.exp(-0.5 * ((ys - uv[..., 1:2]) / (sigma * size / h)) ** 2)  # [B, P, h]
+    maps = gy[..., :, None] * gx[..., None, :]
+    return maps / maps.sum((-2, -1), keepdim=True).clamp(min=1e-300)
+
+
+def heatmap_loss(prob: torch.Tensor, target_uv: torch.Tensor, size: float, sigma: float = 1.0) -> torch.Tensor:
+    """KL(target || prob) of the landmark heatmaps, mean over points: 0 when they match.
+
+    Soft-argmax trained on coordinates alone learns diffuse maps whose mean
+    lands on the label; on unfamiliar (real) images such maps drift towards the
+    crop centre. This term asks for a peak of `sigma` cells at the label.
+
+    Args:
+        prob: [B, P, h, w] softmax heatmaps (the landmark head's "heatmaps").
+        target_uv: [B, P, 2+] labelled points in crop pixels (extra columns ignored).
+        size: crop size S. sigma: target width in heatmap cells.
+
+    Returns:
+        mean over the points inside the crop (0 if none).
+    """
+    _check(prob, "prob", 4)
+    _check(target_uv, "target_uv", 3)
+    if prob.shape[:2] != target_uv.shape[:2]:
+        raise ValueError(f"prob {list(prob.shape)} and target_uv {list(target_uv.shape)} must have the same [B, P]")
+    uv = target_uv[..., :2].to(prob)
+    target = heatmap_target(uv, prob.shape[-2:], size, sigma)
+    inside = ((uv >= 0) & (uv <= size)).all(-1)  # [B, P]
+    kl = (target * (torch.log(target.clamp(min=1e-12)) - torch.log(prob.clamp(min=1e-12)))).sum((-2, -1))
+    return (kl * inside).sum() / inside.sum().clamp(min=1)
 
 
 def vertex_loss(pred: torch.Tensor, target: torch.Tensor, size: float,

@@ -36,6 +36,8 @@ def compute_losses(out: Dict[str, torch.Tensor], batch: Dict, model: MorphableMo
         target = batch["landmarks3d"].to(head)
         if w.landmarks3d:
             terms["landmarks3d"] = L.landmark_loss(head, target, S, depth_weight=w.depth)
+        if w.heatmap and "heatmaps" in out:
+            terms["heatmap"] = L.heatmap_loss(out["heatmaps"][:, ids], target, S)
         if w.landmarks_recon:
             terms["landmarks_recon"] = L.landmark_loss(out["landmarks_recon"], target, S, depth_weight=w.depth)
         if w.coefficients and "id" in batch:  # synthetic labels only
