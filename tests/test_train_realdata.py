@@ -196,7 +196,7 @@ def test_tensorboard_logging(tmp_path):
 
 
 def test_hide_detected_faces_paints_over_the_head_only(monkeypatch):
-    import pgnface.recon.detect as detect
+    import pgnface.data.detect as detect
     from pgnface.data.photos import hide_detected_faces
 
     photo = np.zeros((100, 200, 3), np.uint8)

@@ -30,7 +30,7 @@ class PhotoBackgrounds:
         size: output side S.
         min_fraction: smallest patch side as a fraction of the photo's shorter side.
         face_boxes: optional per photo, a list of square crop boxes (sx, sy, ex, ey)
-            in its pixels framing a face (pgnface.recon.detect.face_crop_box).
+            in its pixels framing a face (pgnface.data.detect.face_crop_box).
     """
 
     def __init__(self, photos: Sequence[np.ndarray], size: int, min_fraction: float = 0.2,
@@ -65,7 +65,7 @@ class PhotoBackgrounds:
                 before cutting random patches. A real face in the background of a
                 training image teaches the network that real faces are clutter.
         """
-        from ..recon.detect import detect_faces, face_crop_box
+        from .detect import detect_faces, face_crop_box
 
         photos, boxes = [], []
         for path in image_files(folder):
@@ -136,7 +136,7 @@ def _face_patch(photo: np.ndarray, box: np.ndarray, size: int) -> torch.Tensor:
 def hide_detected_faces(photo: np.ndarray, max_side: int = 256) -> np.ndarray:
     """The photo (shrunk to at most `max_side` px on its shorter side) with every face the
     frontal and profile cascades find painted over by inpainting, heads and all."""
-    from ..recon.detect import detect_faces, face_crop_box, detect_profile_faces
+    from .detect import detect_faces, face_crop_box, detect_profile_faces
 
     shrink = min(1.0, max_side / min(photo.shape[:2]))
     small = cv2.resize(photo, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1 else photo.copy()

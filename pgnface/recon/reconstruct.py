@@ -23,7 +23,7 @@ from ..data.meshio import write_obj, write_ply
 from ..data.writers import draw_landmarks
 from ..eval.aflw2000 import crop
 from ..model import FRONTAL, MorphableModel, WeakPerspectiveCamera, directional_gamma, render
-from .detect import detect_faces, face_crop_box
+from ..data.detect import detect_faces, face_crop_box
 
 
 

@@ -2,7 +2,7 @@
 
 Neither has labels: their batches get only the self-supervised losses
 (photometric, landmark self-consistency, priors) and, for video clips, the
-multi-frame losses. Faces are found with OpenCV's cascade (pgnface.recon.detect)
+multi-frame losses. Faces are found with OpenCV's cascade (pgnface.data.detect)
 and framed as at inference time (``face_crop_box``); each draw jitters the
 crop a little and may mirror it.
 
@@ -18,7 +18,7 @@ import torch
 
 from ..data.media import VIDEO_SUFFIXES, image_files
 from ..eval.aflw2000 import crop
-from ..recon.detect import detect_faces, face_crop_box
+from ..data.detect import detect_faces, face_crop_box
 from ..recon.reconstruct import read_image
 from ..recon.video import folder_frames, video_frames
 
