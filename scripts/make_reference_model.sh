@@ -20,8 +20,13 @@ PY=${PYTHON:-.venv/bin/python}
 PHOTOS=${PHOTOS:-../shared/data/images}
 VIDEO=${VIDEO:-../shared/data/video}
 OUT=${OUT:-runs}
+# Every stage also keeps the landmark heatmaps peaked on the labels (loss.heatmap).
+# A stage whose model.pt exists is skipped, so a stopped run picks up where it was.
 # Options first, then the key=value overrides (argparse takes one run of them).
-train() { $PY -m pgnface.cli train --batch-size 32 --quiet "$@" threads=1 data.size=120; }
+train() {
+  if [ -f "$2/model.pt" ]; then echo "$2: done already"; return; fi
+  $PY -m pgnface.cli train --batch-size 32 --quiet "$@" threads=1 data.size=120 loss.heatmap=0.1
+}
 
 train --out "$OUT/reference" --steps 5000 net.backbone=resnet18 net.width=0.5 data.clip_weight=0.25 \
   checkpoint_every=500 log_every=50

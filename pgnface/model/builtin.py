@@ -9,7 +9,10 @@ What it holds (deterministic; millimetres; +y up, +z towards the viewer):
 - the front of a head as a height field over an egg-shaped outline (about
   6,500 vertices, 12,700 triangles): forehead, brow ridge, eye sockets with
   eyeballs, nose bridge, tip and wings, nostrils, cheekbones, lips with a
-  mouth line, chin;
+  mouth line, chin. The surface wraps back steeply at the sides (83 mm deep
+  from nose tip to rim; the top jaw-contour landmarks 66 mm behind the tip)
+  and the nose tip stands 20 mm proud of the upper lip. The first version was
+  a shallower 68 mm mask with a 28 mm nose (docs/reference_model.md);
 - 40 identity components: 16 semantic deformations (face width, height and
   depth, nose length, width and projection, eye spacing and depth, brow
   height, cheekbones, jaw width, chin, lips, mouth width, forehead slope,
@@ -41,6 +44,9 @@ EXPRESSIONS = ("jaw_open", "smile", "lip_pucker", "lip_press", "brow_raise", "br
 GRID = (74, 88)  # vertices across, down
 NUM_ID_SEMANTIC = 16
 NUM_ID_RANDOM = 24
+# Half-axes of the head ellipsoid the face lies on, relative to the outline's
+# half width and height: just over 1 puts the outline near the silhouette.
+WRAP_X, WRAP_Y = 1.005, 1.12
 
 
 def gauss(x, y, cx, cy, sx, sy):
@@ -67,8 +73,8 @@ def grid_domain(cols, rows):
 # Face parameters of the mean face (mm) and the 1-std change of each semantic
 # identity component.
 MEAN_PARAMS = dict(width=76.0, top=106.0, bottom=-96.0, depth=88.0, nose_len=42.0, nose_width=12.0,
-                   nose_proj=26.0, eye_sep=32.0, eye_depth=13.0, brow_y=45.0, cheek=6.0, jaw=0.72,
-                   chin=8.0, lips=6.5, mouth_w=24.0, slope=0.10, round=2.0)
+                   nose_proj=19.0, eye_sep=32.0, eye_depth=13.0, brow_y=45.0, cheek=6.0, jaw=0.72,
+                   chin=12.0, lips=6.5, mouth_w=24.0, slope=0.10, round=2.0)
 ID_STEPS = [("width", 4.0), ("top", 5.0), ("depth", 7.0), ("nose_len", 3.5), ("nose_width", 1.8),
             ("nose_proj", 3.5), ("eye_sep", 2.0), ("eye_depth", 2.5), ("brow_y", 2.5), ("cheek", 2.5),
             ("jaw", 0.06), ("chin", 3.0), ("lips", 1.5), ("mouth_w", 2.5), ("slope", 0.06), ("round", 0.5)]
@@ -83,7 +89,9 @@ def face_surface(dx, dy, p):
     below = smoothstep(10.0, p["bottom"], y)
     half_w = p["width"] * (1 - (1 - p["jaw"]) * below ** 1.5)
     x = dx * half_w
-    r2 = (x / (p["width"] * 1.1)) ** 2 + ((y - yc) / (half_h * 1.1)) ** 2
+    # The face is the front of a head: flattish in the middle, wrapping back
+    # steeply towards the ears (towards a real head's depth).
+    r2 = (x / (p["width"] * WRAP_X)) ** 2 + ((y - yc) / (half_h * WRAP_Y)) ** 2
     z = p["depth"] * np.sqrt(np.clip(1 - r2, 0.0, None)) ** (1.0 / p["round"]) - p["depth"] * 0.9
     z += -p["slope"] * np.clip(y - 50, 0, None)  # forehead leans back
     ax = np.abs(x)
@@ -114,8 +122,8 @@ def landmark_targets(p):
     yc = (p["top"] + p["bottom"]) / 2
     pts = []
     theta = np.linspace(np.pi, 2 * np.pi, 17)  # jaw: ear level, down round the chin, up
-    jaw_top = 30.0
-    pts += list(zip(0.92 * p["width"] * np.cos(theta), jaw_top + (jaw_top - p["bottom"] - 7) * np.sin(theta)))
+    jaw_top = 20.0
+    pts += list(zip(0.96 * p["width"] * np.cos(theta), jaw_top + (jaw_top - p["bottom"] - 7) * np.sin(theta)))
     bx = np.array([-52, -43, -33, -23, -14.0])
     by = p["brow_y"] + np.array([-3, 2, 4, 4, 2.0])
     pts += list(zip(bx, by)) + list(zip(-bx[::-1], by[::-1]))
