@@ -78,8 +78,8 @@ def main(argv=None) -> int:
     mean = model.mean[lv].double()
     basis = torch.cat([model.id_basis[lv] * model.id_std, model.exp_basis[lv] * model.exp_std], -1).double()
     gt = torch.from_numpy(pts[rows]).double().transpose(1, 2).contiguous()
-    targets = gt * torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)  # image y down -> model y up
-    flip = torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)
+    flip = torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)  # image y down <-> model y up
+    targets = gt * flip
     errors = {"mean shape": nme_2d(fit_landmarks(mean, basis, targets) * flip, gt),
               f"MAP fit (prior {args.prior:g})": nme_2d(fit_landmarks(mean, basis, targets, args.prior) * flip, gt)}
     a = np.abs(yaw[rows])

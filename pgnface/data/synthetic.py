@@ -249,16 +249,17 @@ class SyntheticFaces:
         if scale is None:
             scale = self._crop_scale(g, B)
         rotation = FRONTAL.to(self.device) @ rot_model
+        # The mean face's landmarks at unit scale; scaled below (the landmarks are s R x).
+        unit = self.model.landmarks(torch.zeros(B, self.model.num_id, device=self.device), None, rotation,
+                                    torch.ones(B, device=self.device))
         if cfg.framing == "landmarks":
             # The standard landmark-box crop: side = sqrt(2) x the box's longer side. The
             # jitter drawn for the model framing is kept (a clip shares it).
-            unit = self.model.landmarks(torch.zeros(B, self.model.num_id, device=self.device), None, rotation,
-                                        torch.ones(B, device=self.device))
             side = math.sqrt(2.0) * (unit.amax(1) - unit.amin(1))[:, :2].amax(1)
             scale = (S / side) * scale / (cfg.face_fraction * S / self._width)
         elif cfg.framing != "model":
             raise ValueError(f"SyntheticConfig.framing must be 'model' or 'landmarks', got {cfg.framing!r}")
-        lm = self.model.landmarks(torch.zeros(B, self.model.num_id, device=self.device), None, rotation, scale)
+        lm = unit * scale[:, None, None]
         centre = (lm.amax(1) + lm.amin(1)) / 2
         shift = cfg.shift_jitter * S * (2 * torch.rand(B, 2, generator=g, device=self.device) - 1)
         translation = torch.zeros(B, 3, device=self.device)

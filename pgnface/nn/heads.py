@@ -17,6 +17,16 @@ NUM_LANDMARKS = 68
 LANDMARK_MODES = ("heatmap", "regress")
 
 
+def cell_centres(h: int, w: int, size: float, device=None, dtype=torch.float32):
+    """(xs [w], ys [h]): crop-pixel centres of the cells of an h x w grid over an S x S crop.
+
+    Cell (i, j) has its centre at ((j + 0.5) S / w, (i + 0.5) S / h).
+    """
+    xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) * (size / w)
+    ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) * (size / h)
+    return xs, ys
+
+
 def soft_argmax(logits: torch.Tensor, size: int) -> torch.Tensor:
     """Expected cell centre under the softmax of heatmap logits.
 
@@ -31,8 +41,7 @@ def soft_argmax(logits: torch.Tensor, size: int) -> torch.Tensor:
     """
     B, L, h, w = logits.shape
     prob = torch.softmax(logits.reshape(B, L, h * w).float(), dim=-1).reshape(B, L, h, w)
-    xs = (torch.arange(w, device=logits.device, dtype=prob.dtype) + 0.5) * (size / w)
-    ys = (torch.arange(h, device=logits.device, dtype=prob.dtype) + 0.5) * (size / h)
+    xs, ys = cell_centres(h, w, size, logits.device, prob.dtype)
     u = (prob.sum(2) * xs).sum(-1)
     v = (prob.sum(3) * ys).sum(-1)
     return torch.stack([u, v], -1), prob

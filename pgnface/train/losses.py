@@ -19,6 +19,7 @@ from typing import Dict, Optional
 import torch
 
 from ..model import MorphableModel, Rendering, WeakPerspectiveCamera, render
+from ..nn.heads import cell_centres
 
 
 def _check(x, name: str, dims: int, last: Optional[int] = None) -> None:
@@ -80,14 +81,12 @@ def landmark_loss(pred: torch.Tensor, target: torch.Tensor, size: float, weights
 def heatmap_target(uv: torch.Tensor, grid: tuple, size: float, sigma: float = 1.0) -> torch.Tensor:
     """Normalised Gaussians [B, P, h, w] centred on [B, P, 2] crop-pixel points.
 
-    Cell (i, j) of the h x w grid covering the S x S crop has its centre at
-    ((j + 0.5) S / w, (i + 0.5) S / h), as in pgnface.nn.heads.soft_argmax.
+    The grid's cells are those of pgnface.nn.heads.soft_argmax (cell_centres).
     `sigma` is in cells. A point outside the crop gets a map piled against the
     border (heatmap_loss ignores such points).
     """
     h, w = grid
-    xs = (torch.arange(w, device=uv.device, dtype=uv.dtype) + 0.5) * (size / w)
-    ys = (torch.arange(h, device=uv.device, dtype=uv.dtype) + 0.5) * (size / h)
+    xs, ys = cell_centres(h, w, size, uv.device, uv.dtype)
     gx = torch.exp(-0.5 * ((xs - uv[..., :1]) / (sigma * size / w)) ** 2)  # [B, P, w]
     gy = torch.exp(-0.5 * ((ys - uv[..., 1:2]) / (sigma * size / h)) ** 2)  # [B, P, h]
     maps = gy[..., :, None] * gx[..., None, :]

@@ -16,9 +16,9 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..data.detect import detect_faces, face_crop_box
 from ..data.media import VIDEO_SUFFIXES, image_files
 from ..eval.aflw2000 import crop
-from ..data.detect import detect_faces, face_crop_box
 from ..recon.reconstruct import read_image
 from ..recon.video import folder_frames, video_frames
 
