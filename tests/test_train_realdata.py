@@ -135,6 +135,8 @@ def test_config_validates_the_new_sources():
         apply_overrides(TrainConfig(), ["data.video_weight=1"]).validate()
     with pytest.raises(ValueError, match="data.augment"):
         apply_overrides(TrainConfig(), ["data.augment=2"]).validate()
+    with pytest.raises(ValueError, match="data.light_contrast"):
+        apply_overrides(TrainConfig(), ["data.light_contrast=0"]).validate()
 
 
 def test_training_steps_on_unlabelled_photos_and_video(tmp_path):
@@ -243,3 +245,19 @@ def test_landmark_framing_matches_the_standard_crop():
         SyntheticFaces(model, SyntheticConfig(size=64, framing="nope"), seed=0).sample(1)
     with pytest.raises(ValueError, match="data.framing"):
         apply_overrides(TrainConfig(), ["data.framing=nope"]).validate()
+
+
+def test_light_contrast_darkens_the_shadow_side_only():
+    from pgnface.model.shading import sh_irradiance
+
+    model = MorphableModel.builtin()
+    soft = SyntheticFaces(model, SyntheticConfig(size=48), seed=4).sample(6, seed=2)
+    hard = SyntheticFaces(model, SyntheticConfig(size=48, light_contrast=1.8), seed=4).sample(6, seed=2)
+    assert torch.equal(soft["landmarks3d"], hard["landmarks3d"])
+    # Normals towards and away from each image's light (gamma's linear terms are y, z, x).
+    towards = torch.nn.functional.normalize(soft["gamma"][:, [3, 1, 2], 0], dim=1)[:, None]
+    lit = [sh_irradiance(towards, s["gamma"]) for s in (soft, hard)]
+    shadow = [sh_irradiance(-towards, s["gamma"]) for s in (soft, hard)]
+    assert bool((lit[1] >= lit[0] - 1e-5).all())          # the lit side keeps its brightness
+    assert bool((shadow[1] < shadow[0] - 0.02).all())     # the shadow side darkens
+    assert not torch.equal(soft["image"], hard["image"])

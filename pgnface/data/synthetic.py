@@ -51,6 +51,7 @@ class SyntheticConfig:
     shift_jitter: float = 0.06     # fraction of the crop size
     ambient: tuple = (0.35, 0.9)
     diffuse: tuple = (0.1, 0.8)
+    light_contrast: float = 1.0    # > 1: stronger directional light, less ambient (same mean irradiance)
     photo_prob: float = 0.7        # background from the photo pool, when one is given
     head_prob: float = 0.0         # a shaded head (hair) and neck drawn behind the face (see _head_backdrop)
     framing: str = "model"         # crop scale: "model" (face_fraction of the model's width) or "landmarks"
@@ -133,6 +134,12 @@ class SyntheticFaces:
         cfg = self.config
         ambient = self._uniform(g, (B,), *cfg.ambient)
         diffuse = self._uniform(g, (B,), *cfg.diffuse)
+        if cfg.light_contrast != 1.0:
+            # Move light from the ambient term into the directional one: the frontal
+            # irradiance (ambient + diffuse / 4 + diffuse / 2) barely changes, the shadow side darkens.
+            extra = (cfg.light_contrast - 1.0) * diffuse
+            ambient = (ambient - 0.75 * extra).clamp(min=0.05)
+            diffuse = diffuse + extra
         direction = torch.nn.functional.normalize(self._randn(g, (B, 3)) * torch.tensor(
             [1.0, 0.7, 0.5], device=self.device) + torch.tensor([0.0, 0.3, 1.0], device=self.device), dim=1)
         tint = 1 + 0.04 * self._randn(g, (B, 3))

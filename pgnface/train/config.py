@@ -41,6 +41,9 @@ class DataConfig:
             sqrt(2) x the 2D landmark box's longer side, as `pgnface eval` crops).
         head_prob: probability of a shaded head (hair) and neck drawn behind a
             synthetic face (the built-in face mask has neither).
+        light_contrast: synthetic lighting; 1 = the default soft light, > 1 moves
+            light from the ambient into the directional term (harder shading, darker
+            shadow side, as in many photos).
         augment: photo-like augmentation strength of synthetic and folder
             images, 0 (off) to 1 (colour, blur, noise, JPEG, occlusion; see
             pgnface.train.augment).
@@ -66,6 +69,7 @@ class DataConfig:
     background_prob: float = 0.7
     background_faces: bool = False
     head_prob: float = 0.0
+    light_contrast: float = 1.0
     framing: str = "model"
     augment: float = 0.0
     images: str = ""
@@ -172,6 +176,8 @@ class TrainConfig:
             raise ValueError(f"data.framing must be 'model' or 'landmarks', got {d.framing!r}")
         if not 0 <= d.head_prob <= 1:
             raise ValueError(f"data.head_prob must be in [0, 1], got {d.head_prob}")
+        if not d.light_contrast > 0:
+            raise ValueError(f"data.light_contrast must be > 0 (1 = the default soft light), got {d.light_contrast}")
         if not 0 <= d.background_prob <= 1:
             raise ValueError(f"data.background_prob must be in [0, 1], got {d.background_prob}")
         if d.video_stride < 1:

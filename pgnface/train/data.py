@@ -47,7 +47,8 @@ class TrainBatches:
             if config.backgrounds else None
         self.faces = SyntheticFaces(model, SyntheticConfig(size=config.size, yaw_max=config.yaw_max,
                                                            photo_prob=config.background_prob,
-                                                           head_prob=config.head_prob, framing=config.framing),
+                                                           head_prob=config.head_prob, framing=config.framing,
+                                                           light_contrast=config.light_contrast),
                                     seed=seed, photos=photos)
         self.folder = LabelledFolder(config.folder, config.size, config.crop_scale) \
             if config.folder and config.folder_weight > 0 else None
