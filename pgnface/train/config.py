@@ -96,6 +96,7 @@ class LossWeights:
     identity: float = 0.1             # clip: identity spread
     geometric: float = 0.5            # clip: unposed, expression-free vertices agree
     photometric_cross: float = 0.2    # clip: colours at a vertex's projections agree
+    equivariance: float = 0.0         # unlabelled crops: the head's landmarks follow a random warp / mirror
 
 
 @dataclass

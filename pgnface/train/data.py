@@ -14,6 +14,7 @@ from ..data import PhotoBackgrounds, SyntheticConfig, SyntheticFaces
 from ..model import MorphableModel
 from .augment import augment_images
 from .config import DataConfig
+from .equivariance import random_warps, warp_images
 from .folder import LabelledFolder
 from .unlabelled import UnlabelledPhotos, VideoClips
 
@@ -38,10 +39,13 @@ class TrainBatches:
         config: DataConfig.
         seed: the run's seed.
         rank, world_size: this process's DDP rank and the number of processes.
+        equivariant: unlabelled batches also carry a randomly warped copy of
+            their crops (for loss.equivariance; see pgnface.train.equivariance).
     """
 
-    def __init__(self, model: MorphableModel, config: DataConfig, seed: int, rank: int = 0, world_size: int = 1):
-        self.model, self.config = model, config
+    def __init__(self, model: MorphableModel, config: DataConfig, seed: int, rank: int = 0, world_size: int = 1,
+                 equivariant: bool = False):
+        self.model, self.config, self.equivariant = model, config, equivariant
         self.seed, self.rank, self.world_size = seed, rank, world_size
         photos = PhotoBackgrounds.from_folder(config.backgrounds, config.size, detect=config.background_faces) \
             if config.backgrounds else None
@@ -81,17 +85,17 @@ class TrainBatches:
             landmarks3d [n, L, 3]; synthetic batches also vertices [n, N, 3]
             (depth-centred like the landmarks), id / exp / albedo [n, K] and
             landmark_visible [n, L]. Unlabelled photo and video batches hold only
-            the images.
+            the images, plus warped_image [n, 3, S, S] and warp (a Warp) when
+            the batches are equivariant.
         """
         stream = self._key(step) * self.world_size + self.rank
         model, kind = self.model, self.kind(step)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + stream)
         if kind == "images":
-            return {"image": self.photos.batch(batch_size, g).to(model.device), "frames": 1, "labelled": False}
+            return self._unlabelled(self.photos.batch(batch_size, g).to(model.device), 1, g)
         if kind == "video":
             F = self.config.clip_frames
-            images = self.video.batch(max(1, batch_size // F), g).to(model.device)
-            return {"image": images, "frames": F, "labelled": False}
+            return self._unlabelled(self.video.batch(max(1, batch_size // F), g).to(model.device), F, g)
         if kind == "folder":
             indices = torch.randint(len(self.folder), (batch_size,), generator=g).tolist()
             out = self.folder.batch(indices, model.landmark_ids, model.device)
@@ -110,6 +114,13 @@ class TrainBatches:
                 "vertices": centre_depth(s["vertices"], model.landmark_vertices),
                 "id": s["id"], "exp": s["exp"], "albedo": s["albedo"], "landmark_visible": s["landmark_visible"],
                 "frames": frames, "labelled": labelled}
+
+    def _unlabelled(self, images: torch.Tensor, frames: int, g: torch.Generator) -> Dict:
+        batch = {"image": images, "frames": frames, "labelled": False}
+        if self.equivariant:
+            warp = random_warps(images.shape[0], images.shape[-1], g)
+            batch.update(warp=warp, warped_image=warp_images(images, warp))
+        return batch
 
     def _augment(self, images: torch.Tensor, g: torch.Generator, group: int) -> torch.Tensor:
         return augment_images(images, g, self.config.augment, group) if self.config.augment > 0 else images

@@ -130,7 +130,8 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
             self.step = int(payload["step"])
             _set_rng_state(payload["rng"])
-        self.batches = TrainBatches(self.model, config.data, config.seed, self.info.rank, self.info.world_size)
+        self.batches = TrainBatches(self.model, config.data, config.seed, self.info.rank, self.info.world_size,
+                                    equivariant=config.loss.equivariance > 0)
         self.ddp = self.net
         if self.info.enabled:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
@@ -148,12 +149,19 @@ class Trainer:
         """Forward, losses, backward and optimizer step on one batch; returns the logged numbers."""
         cfg = self.config
         self.ddp.train()
-        images = batch["image"]
+        images, n = batch["image"], batch["image"].shape[0]
+        warped = batch.get("warped_image")
+        if warped is not None:  # one forward for both views (DDP wants one forward per backward)
+            images = torch.cat([images, warped])
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=cfg.amp):
             out = self.ddp(images)
-        total, terms = compute_losses(out, batch, self.model, cfg.loss)
+        warped_landmarks = None
+        if warped is not None:
+            warped_landmarks = out["landmarks"][n:]
+            out = {k: v[:n] for k, v in out.items()}
+        total, terms = compute_losses(out, batch, self.model, cfg.loss, warped_landmarks)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)

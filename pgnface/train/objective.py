@@ -4,17 +4,18 @@ Labelled batches get the supervised terms; every batch gets the priors and
 the self-supervised terms; clips (frames > 1) also get the multi-frame terms.
 """
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
 from ..model import MorphableModel
 from . import losses as L
 from .config import LossWeights
+from .equivariance import equivariance_loss
 
 
-def compute_losses(out: Dict[str, torch.Tensor], batch: Dict, model: MorphableModel, weights: LossWeights
-                   ) -> Tuple[torch.Tensor, Dict[str, float]]:
+def compute_losses(out: Dict[str, torch.Tensor], batch: Dict, model: MorphableModel, weights: LossWeights,
+                   warped_landmarks: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Weighted total loss of one batch and its terms.
 
     Args:
@@ -22,6 +23,8 @@ def compute_losses(out: Dict[str, torch.Tensor], batch: Dict, model: MorphableMo
         batch: a pgnface.train.data batch (image, frames, labelled, and the labels).
         model: the network's 3DMM on the batch's device.
         weights: LossWeights; terms with weight 0 are not computed.
+        warped_landmarks: the landmark head's [B, 68, 3] on batch["warped_image"]
+            (unlabelled batches with loss.equivariance).
 
     Returns:
         (total loss tensor, {term: unweighted value as a float tensor, detached}).
@@ -73,5 +76,7 @@ def compute_losses(out: Dict[str, torch.Tensor], batch: Dict, model: MorphableMo
         if w.photometric_cross:
             terms["photometric_cross"] = L.cross_frame_photometric_loss(clips(image), clips(out["projected"]),
                                                                         visible)
+    if w.equivariance and warped_landmarks is not None:
+        terms["equivariance"] = equivariance_loss(out["landmarks"], warped_landmarks, batch["warp"], S)
     total = sum(getattr(w, k) * v for k, v in terms.items())
     return total, {k: v.detach() for k, v in terms.items()}
