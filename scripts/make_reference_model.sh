@@ -11,7 +11,10 @@
 #      losses), half photo-like synthetic faces (400 steps, about 3 min);
 #   4. standard framing: stage 3's mix with the synthetic crops framed like the
 #      AFLW2000-3D / 300W-LP landmark-box crop that evaluation and detection use
-#      (600 steps, about 5 min).
+#      (600 steps, about 5 min);
+#   5. hard light: stage 4's mix with the synthetic faces lit much harder
+#      (data.light_contrast=8: strong directional light, a dark shadow side, an
+#      over-exposed lit side), from stage 4's float16 copy (800 steps, about 5 min).
 # PHOTOS and VIDEO default to ../shared/data/images and ../shared/data/video
 # (never the AFLW2000-3D samples: they are for evaluation only).
 set -euo pipefail
@@ -43,5 +46,12 @@ train --out "$OUT/reference_roi" --steps "${STAGE4_STEPS:-600}" --init "$OUT/ref
   warmup_steps=20 data.single_weight=0.5 data.clip_weight=0 data.framing=landmarks data.backgrounds="$PHOTOS" \
   data.augment=0.8 data.images="$PHOTOS" data.images_weight=0.25 data.video="$VIDEO" data.video_weight=0.25 \
   log_every=20 checkpoint_every=250
+# Stage 5 starts from the float16 copy of stage 4 (the network that was bundled before it).
+[ -f "$OUT/reference_roi/model_fp16.pt" ] || \
+  $PY scripts/compact_checkpoint.py "$OUT/reference_roi/model.pt" "$OUT/reference_roi/model_fp16.pt"
+train --out "$OUT/reference_light" --steps 800 --init "$OUT/reference_roi/model_fp16.pt" lr=2e-4 \
+  warmup_steps=20 data.single_weight=0.5 data.clip_weight=0 data.framing=landmarks data.backgrounds="$PHOTOS" \
+  data.augment=0.8 data.images="$PHOTOS" data.images_weight=0.25 data.video="$VIDEO" data.video_weight=0.25 \
+  data.light_contrast="${LIGHT:-8}" log_every=20 checkpoint_every=400
 mkdir -p pgnface/assets
-$PY scripts/compact_checkpoint.py "$OUT/reference_roi/model.pt" pgnface/assets/pgn_reference.pt
+$PY scripts/compact_checkpoint.py "$OUT/reference_light/model.pt" pgnface/assets/pgn_reference.pt
