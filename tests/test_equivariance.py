@@ -6,7 +6,8 @@ import torch
 from op_harness import shared_data_dir
 from pgnface.model import MorphableModel
 from pgnface.train import TrainConfig, apply_overrides, train
-from pgnface.train.equivariance import IBUG68_MIRROR, Warp, equivariance_loss, random_warps, warp_images, warp_points
+from pgnface.model.ibug68 import IBUG68_MIRROR, mirror_landmarks
+from pgnface.train.equivariance import Warp, equivariance_loss, random_warps, warp_images, warp_points
 
 
 def test_mirror_map_is_a_pairing_that_fits_the_builtin_face():
@@ -79,3 +80,19 @@ def test_training_with_the_equivariance_term_on_unlabelled_photos(tmp_path):
     summary = train(cfg, tmp_path, progress=False)
     assert summary["step"] == 3 and "equivariance" in summary["last"]
     assert summary["last"]["equivariance"] > 0 and all(x == x for x in summary["history"])
+
+
+def test_mirror_landmarks_match_a_flipped_image():
+    size = 64
+    g = torch.Generator().manual_seed(3)
+    points = 10 + 44 * torch.rand(2, 68, 3, generator=g)
+    mirrored = mirror_landmarks(points, size)
+    assert torch.allclose(mirror_landmarks(mirrored, size), points)  # twice is the identity
+    # A blob at landmark k of the original lies, in the flipped image, where mirrored landmark MIRROR[k] says.
+    blobs = _blobs(points[:, [36, 8, 48]].double(), size)
+    flipped = _centroids(blobs.flip(-1))
+    named = mirrored[:, [IBUG68_MIRROR[k] for k in (36, 8, 48)], :2].double()
+    assert torch.allclose(flipped, named, atol=0.05)
+    assert torch.equal(mirrored[..., 1:], points[:, IBUG68_MIRROR, 1:])
+    with pytest.raises(ValueError, match="68"):
+        mirror_landmarks(points[:, :10], size)

@@ -158,3 +158,26 @@ def test_cli_eval_aflw2000_with_a_trained_checkpoint(tmp_path, capsys):
     assert "predictor: checkpoint" in printed and "balanced" in printed
     rows = (tmp_path / "per_image.csv").read_text().splitlines()
     assert len(rows) == 11 and all(float(r.split(",")[2]) > 0 for r in rows[1:])
+    assert main(["eval", "aflw2000", str(folder), "--checkpoint", str(run / "model.pt"), "--flip",
+                 "-o", str(tmp_path / "flip")]) == 0
+    assert "with flip averaging" in capsys.readouterr().out
+    assert main(["eval", "aflw2000", str(folder), "--flip", "-o", str(tmp_path / "x")]) == 2  # no network
+
+
+def test_flip_averaging_is_the_mean_of_the_two_passes(tmp_path):
+    """CheckpointPredictor(flip=True) = (net(x) + mirror(net(flip(x)))) / 2, exactly."""
+    from pgnface.eval.baselines import CheckpointPredictor
+    from pgnface.model import MorphableModel
+    from pgnface.model.ibug68 import mirror_landmarks
+    from pgnface.nn import PGNReconstructor, save_reconstructor
+
+    torch.manual_seed(0)
+    net = PGNReconstructor(MorphableModel.builtin(), backbone="resnet18", width=0.125, head_hidden=32,
+                           fpn_channels=16).eval()
+    save_reconstructor(tmp_path / "net.pt", net)
+    plain = CheckpointPredictor(tmp_path / "net.pt", input_size=64)
+    flip = CheckpointPredictor(tmp_path / "net.pt", input_size=64, flip=True)
+    crops = torch.rand(2, 3, 64, 64)
+    one, mirrored = plain(crops), mirror_landmarks(plain(crops.flip(-1)), 64)
+    assert torch.allclose(flip(crops), (one + mirrored) / 2, atol=1e-5)
+    assert not torch.allclose(flip(crops), one, atol=1e-3)

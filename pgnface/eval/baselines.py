@@ -5,6 +5,7 @@ import math
 import torch
 
 from ..model import FRONTAL, MorphableModel
+from ..model.ibug68 import mirror_landmarks
 
 
 class MeanShapePredictor:
@@ -42,15 +43,24 @@ class CheckpointPredictor:
             different model is refused with a ValueError saying what differs.
         input_size: crop size; by default the size the network was trained at.
         device: where to run the network.
+        flip: test-time flip averaging: the landmarks are the mean of the
+            crop's and the mirrored crop's (mirrored back, left and right renamed).
     """
 
-    def __init__(self, path, model: MorphableModel = None, input_size: int = None, device="cpu"):
+    def __init__(self, path, model: MorphableModel = None, input_size: int = None, device="cpu",
+                 flip: bool = False):
         from ..nn import load_reconstructor
 
         self.net, payload = load_reconstructor(path, model, map_location=device)
         self.input_size = int(input_size or payload.get("input_size") or 120)
         self.device = torch.device(device)
+        self.flip = flip
 
     @torch.no_grad()
     def __call__(self, crops: torch.Tensor) -> torch.Tensor:
-        return self.net(crops.to(self.device))["landmarks"].float()
+        crops = crops.to(self.device)
+        landmarks = self.net(crops)["landmarks"].float()
+        if self.flip:
+            mirrored = mirror_landmarks(self.net(crops.flip(-1))["landmarks"].float(), crops.shape[-1])
+            landmarks = (landmarks + mirrored) / 2
+        return landmarks

@@ -21,9 +21,11 @@ def _eval_aflw2000(args) -> int:
         if args.checkpoint:
             from ..model import MorphableModel
             model = MorphableModel.load(args.model) if args.model else None
-            predictor = CheckpointPredictor(args.checkpoint, model, args.size, args.device)
-            label = f"checkpoint {args.checkpoint}"
+            predictor = CheckpointPredictor(args.checkpoint, model, args.size, args.device, flip=args.flip)
+            label = f"checkpoint {args.checkpoint}" + (" with flip averaging" if args.flip else "")
         else:
+            if args.flip:
+                raise ValueError("--flip needs --checkpoint (the mean-shape baseline has nothing to average)")
             predictor, label = MeanShapePredictor(input_size=args.size or 120), "mean-shape baseline"
     except (FileNotFoundError, ValueError) as err:
         print(f"pgnface eval aflw2000: {err}", file=sys.stderr)
@@ -185,6 +187,9 @@ def add_eval_parser(subparsers) -> None:
     aflw.add_argument("--size", type=int, default=None,
                       help="crop size given to the predictor (default: the checkpoint's training size, or 120)")
     aflw.add_argument("--device", default="cpu", help="torch device for the network (default cpu)")
+    aflw.add_argument("--flip", action="store_true",
+                      help="test-time flip averaging: also run the mirrored crop and average the two landmark "
+                           "sets (the left/right points renamed); off by default, the table reports one pass")
     aflw.add_argument("--reannotated", default=None,
                       help="3DDFA's pts68_reannotated.npy: use the re-annotated 2D landmarks (needs index.csv)")
     aflw.set_defaults(run=_eval_aflw2000)

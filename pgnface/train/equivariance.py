@@ -22,15 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..model.ibug68 import IBUG68_MIRROR
 from .losses import landmark_loss
-
-# iBUG-68 left/right partners (0-based): landmark i of a mirrored face is landmark MIRROR[i].
-IBUG68_MIRROR = (list(range(16, -1, -1))                      # jaw 0..16
-                 + list(range(26, 16, -1))                    # brows 17..26
-                 + [27, 28, 29, 30] + [35, 34, 33, 32, 31]    # nose bridge, nostrils
-                 + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]  # eyes
-                 + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lips
-                 + [64, 63, 62, 61, 60, 67, 66, 65])          # inner lips
 
 
 @dataclass
