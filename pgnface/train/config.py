@@ -97,6 +97,7 @@ class LossWeights:
     geometric: float = 0.5            # clip: unposed, expression-free vertices agree
     photometric_cross: float = 0.2    # clip: colours at a vertex's projections agree
     equivariance: float = 0.0         # unlabelled crops: the head's landmarks follow a random warp / mirror
+    flow: float = 0.0                 # video clips: vertex motion between frames agrees with DIS optical flow
 
 
 @dataclass

@@ -15,6 +15,7 @@ from ..model import MorphableModel
 from .augment import augment_images
 from .config import DataConfig
 from .equivariance import random_warps, warp_images
+from .flow import clip_flow
 from .folder import LabelledFolder
 from .unlabelled import UnlabelledPhotos, VideoClips
 
@@ -41,11 +42,13 @@ class TrainBatches:
         rank, world_size: this process's DDP rank and the number of processes.
         equivariant: unlabelled batches also carry a randomly warped copy of
             their crops (for loss.equivariance; see pgnface.train.equivariance).
+        flow: video batches also carry the optical flow between consecutive
+            frames (for loss.flow; see pgnface.train.flow).
     """
 
     def __init__(self, model: MorphableModel, config: DataConfig, seed: int, rank: int = 0, world_size: int = 1,
-                 equivariant: bool = False):
-        self.model, self.config, self.equivariant = model, config, equivariant
+                 equivariant: bool = False, flow: bool = False):
+        self.model, self.config, self.equivariant, self.flow = model, config, equivariant, flow
         self.seed, self.rank, self.world_size = seed, rank, world_size
         photos = PhotoBackgrounds.from_folder(config.backgrounds, config.size, detect=config.background_faces) \
             if config.backgrounds else None
@@ -86,7 +89,8 @@ class TrainBatches:
             (depth-centred like the landmarks), id / exp / albedo [n, K] and
             landmark_visible [n, L]. Unlabelled photo and video batches hold only
             the images, plus warped_image [n, 3, S, S] and warp (a Warp) when
-            the batches are equivariant.
+            the batches are equivariant, and video batches flow [clips, F - 1, 2, S, S]
+            and flow_valid [clips, F - 1, 1, S, S] (pgnface.train.flow) with flow on.
         """
         stream = self._key(step) * self.world_size + self.rank
         model, kind = self.model, self.kind(step)
@@ -95,7 +99,11 @@ class TrainBatches:
             return self._unlabelled(self.photos.batch(batch_size, g).to(model.device), 1, g)
         if kind == "video":
             F = self.config.clip_frames
-            return self._unlabelled(self.video.batch(max(1, batch_size // F), g).to(model.device), F, g)
+            batch = self._unlabelled(self.video.batch(max(1, batch_size // F), g).to(model.device), F, g)
+            if self.flow:
+                images = batch["image"]
+                batch["flow"], batch["flow_valid"] = clip_flow(images.reshape(-1, F, *images.shape[1:]))
+            return batch
         if kind == "folder":
             indices = torch.randint(len(self.folder), (batch_size,), generator=g).tolist()
             out = self.folder.batch(indices, model.landmark_ids, model.device)

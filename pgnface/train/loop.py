@@ -131,7 +131,7 @@ class Trainer:
             self.step = int(payload["step"])
             _set_rng_state(payload["rng"])
         self.batches = TrainBatches(self.model, config.data, config.seed, self.info.rank, self.info.world_size,
-                                    equivariant=config.loss.equivariance > 0)
+                                    equivariant=config.loss.equivariance > 0, flow=config.loss.flow > 0)
         self.ddp = self.net
         if self.info.enabled:
             self.ddp = torch.nn.parallel.DistributedDataParallel(

@@ -12,6 +12,7 @@ from ..model import MorphableModel
 from . import losses as L
 from .config import LossWeights
 from .equivariance import equivariance_loss
+from .flow import flow_consistency_loss
 
 
 def compute_losses(out: Dict[str, torch.Tensor], batch: Dict, model: MorphableModel, weights: LossWeights,
@@ -54,7 +55,8 @@ def compute_losses(out: Dict[str, torch.Tensor], batch: Dict, model: MorphableMo
     if w.landmark_consistency:
         terms["landmark_consistency"] = L.landmark_consistency_loss(out["landmarks_recon"], head, S)
     frames = batch["frames"]
-    multi = frames > 1 and (w.geometric or w.photometric_cross)
+    flow = w.flow > 0 and "flow" in batch
+    multi = frames > 1 and (w.geometric or w.photometric_cross or flow)
     rendering = None
     if w.photometric or multi:
         rendering = L.render_prediction(out, model, S)
@@ -76,6 +78,9 @@ def compute_losses(out: Dict[str, torch.Tensor], batch: Dict, model: MorphableMo
         if w.photometric_cross:
             terms["photometric_cross"] = L.cross_frame_photometric_loss(clips(image), clips(out["projected"]),
                                                                         visible)
+        if flow:
+            terms["flow"] = flow_consistency_loss(clips(out["projected"]), batch["flow"], batch["flow_valid"],
+                                                  visible, S)
     if w.equivariance and warped_landmarks is not None:
         terms["equivariance"] = equivariance_loss(out["landmarks"], warped_landmarks, batch["warp"], S)
     total = sum(getattr(w, k) * v for k, v in terms.items())
