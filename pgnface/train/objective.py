@@ -1,7 +1,9 @@
 """The training objective: which losses a batch gets, with which weights.
 
 Labelled batches get the supervised terms; every batch gets the priors and
-the self-supervised terms; clips (frames > 1) also get the multi-frame terms.
+the self-supervised terms; clips (frames > 1) also get the multi-frame terms
+(video clips with their optical flow also the flow check, loss.flow);
+unlabelled batches with a warped copy also get loss.equivariance.
 """
 
 from typing import Dict, Optional, Tuple
