@@ -14,7 +14,8 @@
 #      (600 steps, about 5 min);
 #   5. hard light: stage 4's mix with the synthetic faces lit much harder
 #      (data.light_contrast=8: strong directional light, a dark shadow side, an
-#      over-exposed lit side), from stage 4's float16 copy (800 steps, about 5 min).
+#      over-exposed lit side) and the video clips' vertex motion checked against
+#      optical flow (loss.flow=5), from stage 4's float16 copy (800 steps, about 6 min).
 # PHOTOS and VIDEO default to ../shared/data/images and ../shared/data/video
 # (never the AFLW2000-3D samples: they are for evaluation only).
 set -euo pipefail
@@ -52,6 +53,6 @@ train --out "$OUT/reference_roi" --steps "${STAGE4_STEPS:-600}" --init "$OUT/ref
 train --out "$OUT/reference_light" --steps 800 --init "$OUT/reference_roi/model_fp16.pt" lr=2e-4 \
   warmup_steps=20 data.single_weight=0.5 data.clip_weight=0 data.framing=landmarks data.backgrounds="$PHOTOS" \
   data.augment=0.8 data.images="$PHOTOS" data.images_weight=0.25 data.video="$VIDEO" data.video_weight=0.25 \
-  data.light_contrast="${LIGHT:-8}" log_every=20 checkpoint_every=400
+  data.light_contrast="${LIGHT:-8}" loss.flow=5 log_every=20 checkpoint_every=400
 mkdir -p pgnface/assets
 $PY scripts/compact_checkpoint.py "$OUT/reference_light/model.pt" pgnface/assets/pgn_reference.pt
