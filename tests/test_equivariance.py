@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from op_harness import shared_data_dir
+from test_train_realdata import TINY  # the tiny network and batch of the training tests
 from pgnface.model import MorphableModel
 from pgnface.train import TrainConfig, apply_overrides, train
 from pgnface.model.ibug68 import IBUG68_MIRROR, mirror_landmarks
@@ -73,10 +74,9 @@ def test_training_with_the_equivariance_term_on_unlabelled_photos(tmp_path):
     images = shared_data_dir() / "images"
     if not images.exists():
         pytest.skip(f"shared data {images} is absent")
-    cfg = apply_overrides(TrainConfig(), [
-        "net.backbone=resnet18", "net.width=0.125", "net.head_hidden=32", "net.fpn_channels=16", "data.size=64",
-        "batch_size=4", "log_every=1", "threads=1", "warmup_steps=1", "steps=3", "data.single_weight=0",
-        "data.images_weight=1", f"data.images={images}", "loss.equivariance=0.5"])
+    cfg = apply_overrides(TrainConfig(), TINY + [
+        "steps=3", "data.single_weight=0", "data.images_weight=1", f"data.images={images}",
+        "loss.equivariance=0.5"])
     summary = train(cfg, tmp_path, progress=False)
     assert summary["step"] == 3 and "equivariance" in summary["last"]
     assert summary["last"]["equivariance"] > 0 and all(x == x for x in summary["history"])

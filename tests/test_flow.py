@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from op_harness import shared_data_dir
+from test_train_realdata import TINY  # the tiny network and batch of the training tests
 from pgnface.train import TrainConfig, apply_overrides, train
 from pgnface.train.flow import clip_flow, flow_consistency_loss
 
@@ -60,10 +61,9 @@ def test_training_with_the_flow_term_on_video(tmp_path):
     video = shared_data_dir() / "video"
     if not video.exists():
         pytest.skip(f"shared data {video} is absent")
-    cfg = apply_overrides(TrainConfig(), [
-        "net.backbone=resnet18", "net.width=0.125", "net.head_hidden=32", "net.fpn_channels=16", "data.size=64",
-        "batch_size=4", "log_every=1", "threads=1", "warmup_steps=1", "steps=2", "data.single_weight=0",
-        "data.video_weight=1", f"data.video={video}", "data.clip_frames=2", "loss.flow=1"])
+    cfg = apply_overrides(TrainConfig(), TINY + [
+        "steps=2", "data.single_weight=0", "data.video_weight=1", f"data.video={video}", "data.clip_frames=2",
+        "loss.flow=1"])
     summary = train(cfg, tmp_path, progress=False)
     assert summary["step"] == 2 and "flow" in summary["last"]
     assert np.isfinite(summary["last"]["flow"]) and summary["last"]["flow"] > 0
