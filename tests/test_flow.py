@@ -14,7 +14,8 @@ def _texture(size, seed=0):
     """[3, S, S] smooth random texture in [0, 1] (DIS needs gradients everywhere)."""
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(1, 3, size // 6, size // 6, generator=g)
-    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    return smooth[0].clamp(0, 1)
 
 
 def test_dis_flow_recovers_a_known_shift():
