@@ -32,13 +32,6 @@ def _sample(field: np.ndarray, points: np.ndarray) -> np.ndarray:
                      cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def dense_flow(first: np.ndarray, second: np.ndarray, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
-               ) -> np.ndarray:
-    """DIS optical flow [H, W, 2] (pixels, x then y) from grey uint8 image `first` to `second`."""
-    dis = cv2.DISOpticalFlow_create(preset)
-    return dis.calc(first, second, None)
-
-
 def clip_flow(frames: torch.Tensor, max_error: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
     """Forward flow between consecutive frames of clips, with a forward-backward check.
 
@@ -58,11 +51,13 @@ def clip_flow(frames: torch.Tensor, max_error: float = 1.0) -> Tuple[torch.Tenso
     pixels = np.stack([xs, ys], -1)
     flows = np.zeros((n, F - 1, H, W, 2), np.float32)
     valid = np.zeros((n, F - 1, H, W), np.float32)
+    # One DIS instance for every pair (no initial flow is used, so calls do not depend on each other).
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     for c in range(n):
         grey = [_grey(frames[c, t]) for t in range(F)]
         for t in range(F - 1):
-            forward = dense_flow(grey[t], grey[t + 1])
-            backward = dense_flow(grey[t + 1], grey[t])
+            forward = dis.calc(grey[t], grey[t + 1], None)    # [H, W, 2] pixels, x then y
+            backward = dis.calc(grey[t + 1], grey[t], None)
             landed = pixels + forward
             round_trip = forward + _sample(backward, landed)
             error = np.linalg.norm(round_trip, axis=-1)
