@@ -11,6 +11,7 @@ from op_harness import shared_data_dir
 from pgnface.data import PhotoBackgrounds, SyntheticConfig, SyntheticFaces
 from pgnface.model import MorphableModel
 from pgnface.train import TrainConfig, apply_overrides, train
+from pgnface.train.data import TrainBatches
 from pgnface.train import unlabelled
 from pgnface.train.augment import augment_images, colour_jitter
 from pgnface.train.data import TrainBatches
@@ -137,6 +138,11 @@ def test_config_validates_the_new_sources():
         apply_overrides(TrainConfig(), ["data.augment=2"]).validate()
     with pytest.raises(ValueError, match="data.light_contrast"):
         apply_overrides(TrainConfig(), ["data.light_contrast=0"]).validate()
+    with pytest.raises(ValueError, match="data.albedo_std"):
+        apply_overrides(TrainConfig(), ["data.albedo_std=-1"]).validate()
+    # The wider albedo reaches the generator.
+    batches = TrainBatches(MorphableModel.builtin(), apply_overrides(TrainConfig(), ["data.albedo_std=3"]).data, seed=0)
+    assert batches.faces.config.albedo_std == 3.0
 
 
 def test_training_steps_on_unlabelled_photos_and_video(tmp_path):
@@ -228,6 +234,65 @@ def test_head_backdrop_draws_behind_the_face_only():
     assert not bool((changed & face).any())
     clips = SyntheticFaces(model, SyntheticConfig(size=64, head_prob=0.5), seed=2).sample_clips(3, 2, seed=1)
     assert clips["image"].shape == (3, 2, 3, 64, 64)
+
+
+def test_hair_paints_the_upper_face_only():
+    model = MorphableModel.builtin()
+    plain = SyntheticFaces(model, SyntheticConfig(size=64), seed=2).sample(4, seed=9)
+    haired = SyntheticFaces(model, SyntheticConfig(size=64, hair_prob=1.0), seed=2).sample(4, seed=9)
+    assert torch.equal(plain["landmarks3d"], haired["landmarks3d"])
+    assert torch.equal(plain["mask"], haired["mask"])
+    changed = (plain["image"] - haired["image"]).abs().amax(1) > 2e-2
+    assert not bool((changed & (plain["mask"] == 0)).any())       # never the background
+    # Each face changes somewhere, and never around the mouth (well below any hairline or temple).
+    assert bool(changed.flatten(1).sum(1).gt(0).all())
+    mouth = plain["landmarks2d"][:, 48:68]
+    for i in range(4):
+        (x0, y0), (x1, y1) = mouth[i].amin(0).long().tolist(), mouth[i].amax(0).long().tolist()
+        assert not bool(changed[i, y0:y1 + 1, x0:x1 + 1].any())
+    # Weights and colours: the top of the mesh is hair (the hairline stays 4 mm below it, waves of at
+    # most 6 mm and a 2.5 mm soft edge: a weight of at least sigmoid(-2 / 2.5) = 0.31), the chin skin.
+    hair = SyntheticFaces(model, SyntheticConfig(hair_prob=1.0), seed=0)
+    weight, colour = hair._hair(torch.Generator().manual_seed(0), 6, 2)
+    assert weight.shape == (6, model.num_vertices, 1) and colour.shape == (6, model.num_vertices, 3)
+    assert torch.equal(weight[0::2], weight[1::2])                 # a clip shares its hair
+    top, chin = int(model.mean[:, 1].argmax()), int(model.landmark_vertices[8])
+    assert bool((weight[:, top] > 0.3).all()) and bool((weight[:, chin] < 1e-3).all())
+    bald = SyntheticFaces(model, SyntheticConfig(hair_prob=0.0), seed=0)
+    none, _ = bald._hair(torch.Generator().manual_seed(0), 2, 1)
+    assert float(none.abs().max()) == 0.0
+    with pytest.raises(ValueError, match="data.hair_prob"):
+        apply_overrides(TrainConfig(), ["data.hair_prob=2"]).validate()
+
+
+def test_neck_is_drawn_under_the_chin_behind_the_face():
+    model = MorphableModel.builtin()
+    cfg = dict(size=64, yaw_max=20.0, photo_prob=0.0)
+    plain = SyntheticFaces(model, SyntheticConfig(**cfg), seed=2).sample(4, seed=9)
+    necked = SyntheticFaces(model, SyntheticConfig(**cfg, neck_prob=1.0), seed=2).sample(4, seed=9)
+    assert torch.equal(plain["landmarks3d"], necked["landmarks3d"]) and torch.equal(plain["mask"], necked["mask"])
+    face = plain["mask"] > 0.99
+    assert torch.allclose(plain["image"].permute(0, 2, 3, 1)[face], necked["image"].permute(0, 2, 3, 1)[face])
+    changed = (plain["image"] - necked["image"]).abs().amax(1) > 1e-3
+    for i in range(4):
+        chin = plain["landmarks2d"][i, 8]
+        x, y = int(chin[0]), int(chin[1])
+        # Just below the face, under the chin, is neck (its outward side survived back-face culling) ...
+        below = torch.nonzero(plain["mask"][i, y:, x] == 0).flatten() + y
+        assert bool(changed[i, below[:3], x].all())
+        # ... in the face's skin tone, and nothing changes well above the eyes.
+        assert not bool(changed[i, : int(plain["landmarks2d"][i, 17:27, 1].min()) - 2].any())
+    # The cylinder's triangles face outwards (counter-clockwise seen from outside, as the renderer needs).
+    theta, ys = SyntheticFaces._NECK_GRID
+    points = torch.stack([theta.cos(), ys / 100, theta.sin()], -1)[0]
+    tri = SyntheticFaces(model)._neck_triangles().long()
+    a, b, c = points[tri[:, 0]], points[tri[:, 1]], points[tri[:, 2]]
+    outward = ((a + b + c) / 3) * torch.tensor([1.0, 0.0, 1.0])
+    assert bool(((torch.linalg.cross(b - a, c - a) * outward).sum(-1) > 0).all())
+    assert SyntheticFaces(model, SyntheticConfig(size=32, neck_prob=0.5), seed=1).sample_clips(2, 3, seed=0)[
+        "image"].shape == (2, 3, 3, 32, 32)
+    with pytest.raises(ValueError, match="data.neck_prob"):
+        apply_overrides(TrainConfig(), ["data.neck_prob=-1"]).validate()
 
 
 def test_landmark_framing_matches_the_standard_crop():

@@ -54,6 +54,8 @@ class SyntheticConfig:
     light_contrast: float = 1.0    # > 1: stronger directional light, less ambient (same mean irradiance)
     photo_prob: float = 0.7        # background from the photo pool, when one is given
     head_prob: float = 0.0         # a shaded head (hair) and neck drawn behind the face (see _head_backdrop)
+    hair_prob: float = 0.0         # hair painted over the forehead and temples (see _hair)
+    neck_prob: float = 0.0         # a shaded skin neck under the jaw, lit like the face (see _neck)
     framing: str = "model"         # crop scale: "model" (face_fraction of the model's width) or "landmarks"
                                    # (side = sqrt(2) x the 2D landmark box's longer side, as the
                                    # AFLW2000-3D / 300W-LP crops), each with scale_jitter
@@ -243,6 +245,85 @@ class SyntheticFaces:
             out = torch.where(inside, (colour[:, None, None] * shade).clamp(0, 1), out)
         return out
 
+    def _hair(self, g, n: int, group: int):
+        """Hair painted over the upper face: per-vertex weights [n, N, 1] and colours [n, N, 3].
+
+        The built-in face is bare skin up to the top of the forehead, while in
+        photos hair (a hairline, a fringe, hair over the temples) covers part
+        of it, so the skin region ends lower. Each face gets, with probability
+        config.hair_prob: a hairline at a random height between the brows and
+        the top of the mesh, tilted (a side fringe) and wavy, and hair over
+        the temples beyond a random width. Colours come from the HAIR palette
+        with strand-like streaks; a clip (`group` frames) shares its hair.
+        """
+        model, dev = self.model, self.device
+        clips = n // group
+        x, y = model.mean[:, 0].to(dev), model.mean[:, 1].to(dev)              # model space, millimetres
+        brow_top = float(model.mean[model.landmark_vertices[17:27], 1].max())
+        top = float(y.max())
+        u = lambda lo, hi: self._uniform(g, (clips, 1), lo, hi)                  # noqa: E731
+        draw = (torch.rand(clips, 1, generator=g, device=dev) < self.config.hair_prob).float()
+        height = u(brow_top + 4.0, top - 4.0)
+        tilt, wave, freq, phase = u(-0.5, 0.5), u(0.0, 6.0), u(0.05, 0.2), u(0.0, 2 * math.pi)
+        line = height + tilt * x + wave * torch.sin(freq * x + phase)           # [clips, N]
+        side_x, side_y = u(50.0, 90.0), u(-20.0, 40.0)
+        soft = 2.5  # mm: a soft edge, wider than a triangle of the built-in mesh
+        above = torch.sigmoid((y - line) / soft)
+        temples = torch.sigmoid((x.abs() - side_x) / soft) * torch.sigmoid((y - side_y) / soft)
+        weight = (torch.maximum(above, temples) * draw)[..., None]
+        palette = torch.tensor(self.HAIR, device=dev)
+        colour = palette[torch.randint(len(self.HAIR), (clips,), generator=g, device=dev)] * u(0.7, 1.3)
+        streaks = 0.85 + 0.15 * torch.sin(u(0.5, 1.5) * x + u(0.0, 2 * math.pi))   # [clips, N]
+        colour = (colour[:, None, :] * streaks[..., None]).clamp(0, 1)
+        return weight.repeat_interleave(group, 0), colour.repeat_interleave(group, 0)
+
+    def _neck(self, g, background, albedo, gamma, rotation, scale, translation, group: int):
+        """Renders a neck under the face into [n, S, S, 3] backgrounds, lit by the face's light.
+
+        In photos skin goes on below the jaw, and only shading and a faint
+        edge mark the chin; the built-in face mask ends at the jaw, so without
+        a neck the chin is wherever skin stops. The neck is an elliptic
+        cylinder (random width and depth) behind the chin, in the face's skin
+        tone, darker just under the jaw, ending in a collar of random colour
+        and height; drawn with probability config.neck_prob, before the face,
+        which covers it. A clip (`group` frames) shares its neck.
+        """
+        n, dev = background.shape[0], self.device
+        clips = n // group
+        u = lambda lo, hi: self._uniform(g, (clips, 1), lo, hi)                  # noqa: E731
+        draw = torch.rand(clips, generator=g, device=dev) < self.config.neck_prob
+        rx, rz, front = u(42.0, 56.0), u(30.0, 42.0), u(-22.0, -12.0)
+        collar, collar_colour = u(-180.0, -110.0), self._uniform(g, (clips, 1, 3), 0.05, 0.95)
+        tone = u(0.75, 1.0)
+        theta, ys = self._NECK_GRID
+        theta, ys = theta.to(dev), ys.to(dev)
+        verts = torch.stack([rx * theta.cos(), ys.expand(clips, -1), front - rz + rz * theta.sin()], -1)
+        skin = self.model.albedo(albedo[::group]).mean(1, keepdim=True).clamp(0, 1)       # [clips, 1, 3]
+        under_jaw = 0.55 + 0.45 * ((-40.0 - ys) / 50.0).clamp(0, 1)                          # [1, M]
+        colour = skin * (tone * under_jaw)[..., None]
+        colour = torch.where((ys < collar)[..., None], collar_colour, colour)
+        rep = lambda x: x.repeat_interleave(group, 0)                             # noqa: E731
+        camera = WeakPerspectiveCamera(scale, rotation, translation)
+        out = render(rep(verts), self._neck_triangles().to(dev), rep(colour), gamma, camera, self.config.size,
+                     background=background)
+        keep = rep(draw)[:, None, None, None]
+        return torch.where(keep, out.image.clamp(0, 1), background)
+
+    # Cylinder grid of the neck: angle around it x height (model millimetres, from hidden
+    # behind the jaw down past any crop's bottom edge).
+    _NECK_ANGLES, _NECK_RINGS = 32, 12
+    _NECK_GRID = (torch.linspace(0, 2 * math.pi, _NECK_ANGLES + 1)[:-1].repeat(_NECK_RINGS)[None],
+                  torch.linspace(-40.0, -260.0, _NECK_RINGS).repeat_interleave(_NECK_ANGLES)[None])
+
+    def _neck_triangles(self) -> torch.Tensor:
+        """[T, 3] int32 triangles of the neck cylinder, counter-clockwise seen from outside."""
+        A, R = self._NECK_ANGLES, self._NECK_RINGS
+        ring, j = torch.meshgrid(torch.arange(R - 1), torch.arange(A), indexing="ij")
+        a, b = ring * A + j, ring * A + (j + 1) % A        # this ring
+        c, d = a + A, b + A                                # the ring below
+        quads = torch.stack([torch.stack([a, b, d], -1), torch.stack([a, d, c], -1)], 2).reshape(-1, 3)
+        return quads.to(torch.int32)
+
     # --- rendering ----------------------------------------------------------------
 
     def _crop_scale(self, g, B):
@@ -274,12 +355,15 @@ class SyntheticFaces:
         translation[:, 2] = 1000.0
         return rotation, scale, translation
 
-    def _render(self, id_c, exp_c, alb_c, gamma, rotation, scale, translation, background):
+    def _render(self, id_c, exp_c, alb_c, gamma, rotation, scale, translation, background, hair=None):
         model, S = self.model, self.config.size
         camera = WeakPerspectiveCamera(scale, rotation, translation)
         verts = model.vertices(id_c, exp_c)
-        out = render(verts, model.triangles, model.albedo(alb_c).clamp(0, 1), gamma, camera, S,
-                     background=background)
+        colours = model.albedo(alb_c).clamp(0, 1)
+        if hair is not None:
+            weight, hair_colour = hair
+            colours = colours + weight * (hair_colour - colours)
+        out = render(verts, model.triangles, colours, gamma, camera, S, background=background)
         image_verts = out.image_points
         lm3d = image_verts[:, model.landmark_vertices]
         lm3d = torch.cat([lm3d[..., :2], lm3d[..., 2:] - lm3d[..., 2:].mean(1, keepdim=True)], -1)
@@ -307,7 +391,10 @@ class SyntheticFaces:
         background = self.backgrounds(g, B)
         if self.config.head_prob > 0:
             background = self._head_backdrop(g, background, rotation, scale, translation, alb_c, 1)
-        out, verts, lm3d = self._render(id_c, exp_c, alb_c, gamma, rotation, scale, translation, background)
+        hair = self._hair(g, B, 1) if self.config.hair_prob > 0 else None
+        if self.config.neck_prob > 0:
+            background = self._neck(g, background, alb_c, gamma, rotation, scale, translation, 1)
+        out, verts, lm3d = self._render(id_c, exp_c, alb_c, gamma, rotation, scale, translation, background, hair)
         return dict(image=out.image.clamp(0, 1).permute(0, 3, 1, 2).contiguous(), mask=out.mask,
                     landmarks3d=lm3d, landmarks2d=lm3d[..., :2].contiguous(),
                     landmark_visible=out.visible[:, model.landmark_vertices], vertices=verts,
@@ -350,8 +437,12 @@ class SyntheticFaces:
         if self.config.head_prob > 0:
             background = self._head_backdrop(g, background, rotation, scale, translation,
                                              alb_c.repeat_interleave(F, 0), F)
+        hair = self._hair(g, B * F, F) if self.config.hair_prob > 0 else None
+        if self.config.neck_prob > 0:
+            background = self._neck(g, background, alb_c.repeat_interleave(F, 0), flat(gamma), rotation, scale,
+                                    translation, F)
         out, verts, lm3d = self._render(id_c.repeat_interleave(F, 0), flat(exp_c), alb_c.repeat_interleave(F, 0),
-                                        flat(gamma), rotation, scale, translation, background)
+                                        flat(gamma), rotation, scale, translation, background, hair)
         unflat = lambda x: x.reshape(B, F, *x.shape[1:])  # noqa: E731
         return dict(image=unflat(out.image.clamp(0, 1).permute(0, 3, 1, 2).contiguous()), mask=unflat(out.mask),
                     landmarks3d=unflat(lm3d), landmarks2d=unflat(lm3d[..., :2].contiguous()),

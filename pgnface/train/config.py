@@ -41,6 +41,14 @@ class DataConfig:
             sqrt(2) x the 2D landmark box's longer side, as `pgnface eval` crops).
         head_prob: probability of a shaded head (hair) and neck drawn behind a
             synthetic face (the built-in face mask has neither).
+        hair_prob: probability of hair painted over a synthetic face's forehead
+            and temples (a hairline, a fringe; the built-in face is bare skin to
+            the top of the forehead).
+        albedo_std: spread of the synthetic faces' albedo coefficients (1 = the
+            model's own range; larger widens skin tone, redness, lip, brow and
+            colour-field variation, clamped to valid colours).
+        neck_prob: probability of a neck rendered under a synthetic face, in its
+            skin tone and light (in photos skin goes on below the jaw).
         light_contrast: synthetic lighting; 1 = the default soft light, > 1 moves
             light from the ambient into the directional term (harder shading, darker
             shadow side, as in many photos).
@@ -69,6 +77,9 @@ class DataConfig:
     background_prob: float = 0.7
     background_faces: bool = False
     head_prob: float = 0.0
+    hair_prob: float = 0.0
+    neck_prob: float = 0.0
+    albedo_std: float = 1.0
     light_contrast: float = 1.0
     framing: str = "model"
     augment: float = 0.0
@@ -178,6 +189,12 @@ class TrainConfig:
             raise ValueError(f"data.framing must be 'model' or 'landmarks', got {d.framing!r}")
         if not 0 <= d.head_prob <= 1:
             raise ValueError(f"data.head_prob must be in [0, 1], got {d.head_prob}")
+        if not 0 <= d.hair_prob <= 1:
+            raise ValueError(f"data.hair_prob must be in [0, 1], got {d.hair_prob}")
+        if not 0 <= d.neck_prob <= 1:
+            raise ValueError(f"data.neck_prob must be in [0, 1], got {d.neck_prob}")
+        if not d.albedo_std >= 0:
+            raise ValueError(f"data.albedo_std must be >= 0 (1 = the model's own range), got {d.albedo_std}")
         if not d.light_contrast > 0:
             raise ValueError(f"data.light_contrast must be > 0 (1 = the default soft light), got {d.light_contrast}")
         if not 0 <= d.background_prob <= 1:

@@ -54,7 +54,9 @@ class TrainBatches:
             if config.backgrounds else None
         self.faces = SyntheticFaces(model, SyntheticConfig(size=config.size, yaw_max=config.yaw_max,
                                                            photo_prob=config.background_prob,
-                                                           head_prob=config.head_prob, framing=config.framing,
+                                                           head_prob=config.head_prob, hair_prob=config.hair_prob,
+                                                           neck_prob=config.neck_prob, albedo_std=config.albedo_std,
+                                                           framing=config.framing,
                                                            light_contrast=config.light_contrast),
                                     seed=seed, photos=photos)
         self.folder = LabelledFolder(config.folder, config.size, config.crop_scale) \

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from .losses import _weighted_mean, robust_norm, sample_colours
+from .losses import weighted_mean, robust_norm, sample_colours
 
 
 def _grey(image: torch.Tensor) -> np.ndarray:
@@ -98,4 +98,4 @@ def flow_consistency_loss(projected: torch.Tensor, flow: torch.Tensor, valid: Op
             raise ValueError(f"visible must have shape {[B, F, P]}, got {list(visible.shape)}")
         both = (visible[:, :-1].to(start.dtype) * visible[:, 1:].to(start.dtype)).reshape(B * (F - 1), P)
         weights = both if weights is None else weights * both
-    return _weighted_mean(robust_norm(moved - end), weights) / size
+    return weighted_mean(robust_norm(moved - end), weights) / size

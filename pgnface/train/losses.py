@@ -35,7 +35,7 @@ def _same_shape(a, a_name: str, b, b_name: str) -> None:
         raise ValueError(f"{a_name} {list(a.shape)} and {b_name} {list(b.shape)} must have the same shape")
 
 
-def _weighted_mean(values: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
+def weighted_mean(values: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
     """Mean of values weighted by weights (plain mean without); 0 when the weights sum to 0."""
     if weights is None:
         return values.mean()
@@ -75,7 +75,7 @@ def landmark_loss(pred: torch.Tensor, target: torch.Tensor, size: float, weights
     diff = pred - target
     if diff.shape[-1] == 3 and depth_weight != 1.0:
         diff = diff * diff.new_tensor([1.0, 1.0, depth_weight])
-    return _weighted_mean(robust_norm(diff), weights) / size
+    return weighted_mean(robust_norm(diff), weights) / size
 
 
 def heatmap_target(uv: torch.Tensor, grid: tuple, size: float, sigma: float = 1.0) -> torch.Tensor:
@@ -131,7 +131,7 @@ def vertex_loss(pred: torch.Tensor, target: torch.Tensor, size: float,
     _check(pred, "pred", 3, 3)
     _check(target, "target", 3, 3)
     _same_shape(pred, "pred", target, "target")
-    return _weighted_mean(robust_norm(pred - target), weights) / size
+    return weighted_mean(robust_norm(pred - target), weights) / size
 
 
 def coefficient_loss(pred: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor],
@@ -217,7 +217,7 @@ def photometric_loss(rendered: torch.Tensor, image: torch.Tensor, mask: torch.Te
     _same_shape(rendered, "rendered", image, "image")
     if mask.shape != rendered.shape[:3]:
         raise ValueError(f"mask must have shape {list(rendered.shape[:3])}, got {list(mask.shape)}")
-    return _weighted_mean(robust_norm(rendered - image.to(rendered), eps), mask.detach())
+    return weighted_mean(robust_norm(rendered - image.to(rendered), eps), mask.detach())
 
 
 def landmark_consistency_loss(recon: torch.Tensor, head: torch.Tensor, size: float,
@@ -272,7 +272,7 @@ def _pairwise_mean(values: torch.Tensor, visible: Optional[torch.Tensor], norm: 
             raise ValueError(f"visible must have shape {[B, F, P]}, got {list(visible.shape)}")
         visible = visible.to(diff.dtype)
         weights = visible[:, i] * visible[:, j]
-    return _weighted_mean(diff, weights)
+    return weighted_mean(diff, weights)
 
 
 def cross_frame_geometric_loss(points: torch.Tensor, scale: torch.Tensor, rotation: torch.Tensor,
