@@ -212,12 +212,36 @@ def test_hide_detected_faces_paints_over_the_head_only(monkeypatch):
     photo[40:60, 90:110] = (0, 0, 255)  # the "face"
     monkeypatch.setattr(detect, "detect_faces", lambda image, min_size=40: [np.array([85.0, 35, 115, 65])])
     monkeypatch.setattr(detect, "detect_profile_faces", lambda image, min_size=40: [])
-    hidden = hide_detected_faces(photo, max_side=100)
+    hidden = hide_detected_faces(photo, max_side=100, tilts=())
     assert hidden.shape == photo.shape
     assert np.abs(hidden[50, 100].astype(int) - (200, 180, 160)).max() < 40  # painted like its surroundings
     assert np.array_equal(hidden[5, 5], photo[5, 5]) and np.array_equal(hidden[95, 195], photo[95, 195])
     monkeypatch.setattr(detect, "detect_faces", lambda image, min_size=40: [])
     assert np.array_equal(hide_detected_faces(photo, max_side=100), photo)
+
+
+def test_hide_detected_faces_finds_tilted_heads():
+    from pgnface.data.detect import detect_faces
+    from pgnface.data.photos import PhotoBackgrounds, hide_detected_faces
+
+    def rgb(name):
+        return np.ascontiguousarray(cv2.imread(str(_shared("images") / name), cv2.IMREAD_COLOR)[..., ::-1])
+
+    def faces_turned(image, angle=-20.0):
+        turn = cv2.getRotationMatrix2D((image.shape[1] / 2, image.shape[0] / 2), angle, 1.0)
+        return detect_faces(cv2.warpAffine(image, turn, image.shape[1::-1]), min_size=24)
+
+    # emma.jpg: one of its heads is tilted; the upright search leaves it in the background.
+    upright = hide_detected_faces(rgb("emma.jpg"), max_side=240, tilts=(), max_hidden=1.0)
+    tilted = hide_detected_faces(rgb("emma.jpg"), max_side=240, max_hidden=1.0)
+    assert faces_turned(upright) and not faces_turned(tilted)
+    # three_quarter.jpg is a tilted close-up: upright, nothing is found; tilted, its head covers
+    # the whole photo, which is then left out rather than smeared by inpainting.
+    close_up = rgb("three_quarter.jpg")
+    assert np.array_equal(hide_detected_faces(close_up, tilts=()), close_up)
+    assert hide_detected_faces(close_up) is None
+    pool = PhotoBackgrounds.from_folder(_shared("images"), 120)
+    assert 0 < len(pool) < len(PhotoBackgrounds.from_folder(_shared("images"), 120, tilted=False))
 
 
 def test_head_backdrop_draws_behind_the_face_only():

@@ -13,7 +13,7 @@ a real person's.
     faces = SyntheticFaces(model, config, photos=pool)
 """
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -55,7 +55,7 @@ class PhotoBackgrounds:
 
     @classmethod
     def from_folder(cls, folder, size: int, exclude: Sequence[str] = (), detect: bool = False,
-                    hide_faces: bool = True) -> "PhotoBackgrounds":
+                    hide_faces: bool = True, tilted: bool = True) -> "PhotoBackgrounds":
         """All readable images under `folder`, except files whose name contains one of `exclude`.
 
         Args:
@@ -64,6 +64,9 @@ class PhotoBackgrounds:
             hide_faces: paint over the faces the cascades find (frontal and profile)
                 before cutting random patches. A real face in the background of a
                 training image teaches the network that real faces are clutter.
+            tilted: also find heads tilted by +-20 degrees, and leave out photos
+                whose heads cover most of them (see hide_detected_faces); False is
+                the upright-only search the bundled networks were trained with.
         """
         from .detect import detect_faces, face_crop_box
 
@@ -75,10 +78,15 @@ class PhotoBackgrounds:
             if bgr is None or min(bgr.shape[:2]) < 16:
                 continue
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            photo = hide_detected_faces(rgb, max_side=2 * size, tilts=(-20.0, 20.0) if tilted else (),
+                                        max_hidden=0.8 if tilted else 1.0) if hide_faces and not detect else rgb
+            if photo is None:  # a face close-up: hiding its face leaves nothing
+                continue
             boxes.append([face_crop_box(b) for b in detect_faces(rgb)] if detect else [])
-            photos.append(hide_detected_faces(rgb, max_side=2 * size) if hide_faces and not detect else rgb)
+            photos.append(photo)
         if not photos:
-            raise ValueError(f"no readable photos in {folder} (jpg/png/bmp, at least 16 px a side)")
+            raise ValueError(f"no usable photos in {folder} (readable jpg/png/bmp, at least 16 px a side, not a face "
+                             "close-up: their faces are painted out)")
         return cls(photos, size, face_boxes=boxes if detect else None)
 
     def __len__(self) -> int:
@@ -133,19 +141,49 @@ def _face_patch(photo: np.ndarray, box: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(patch)).float().div(255)
 
 
-def hide_detected_faces(photo: np.ndarray, max_side: int = 256) -> np.ndarray:
+def hide_detected_faces(photo: np.ndarray, max_side: int = 256, tilts: Sequence[float] = (-20.0, 20.0),
+                        max_hidden: float = 0.8) -> Optional[np.ndarray]:
     """The photo (shrunk to at most `max_side` px on its shorter side) with every face the
-    frontal and profile cascades find painted over by inpainting, heads and all."""
+    frontal and profile cascades find painted over by inpainting, heads and all.
+
+    The cascades only find upright faces, so the shrunk photo is also searched turned
+    by each angle in `tilts` (degrees): a tilted head the upright search misses would
+    otherwise stay in the backgrounds. Returns None when the heads cover more than
+    `max_hidden` of the photo (a face close-up: nothing is left to use).
+    """
     from .detect import detect_faces, face_crop_box, detect_profile_faces
 
     shrink = min(1.0, max_side / min(photo.shape[:2]))
     small = cv2.resize(photo, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1 else photo.copy()
+    boxes = [face_crop_box(box) * shrink for box in detect_faces(photo) + detect_profile_faces(photo)]
+    boxes += [face_crop_box(box) for box in _tilted_faces(small, tilts)]
     mask = np.zeros(small.shape[:2], np.uint8)
-    for box in detect_faces(photo) + detect_profile_faces(photo):
-        x0, y0, x1, y1 = face_crop_box(box) * shrink
+    for x0, y0, x1, y1 in boxes:
         centre = (int(round((x0 + x1) / 2)), int(round((y0 + y1) / 2)))
         axes = (int(round(0.6 * (x1 - x0))), int(round(0.7 * (y1 - y0))))  # the head, hair included
         cv2.ellipse(mask, centre, axes, 0.0, 0.0, 360.0, 255, -1)
     if not mask.any():
         return small
+    if (mask > 0).mean() > max_hidden:
+        return None
     return cv2.inpaint(small, mask, 5, cv2.INPAINT_TELEA)
+
+
+def _tilted_faces(image: np.ndarray, tilts: Sequence[float], min_size: int = 24) -> List[np.ndarray]:
+    """Boxes [x0, y0, x1, y1] in `image` of faces found in copies of it turned by each tilt.
+
+    Each box is the axis-aligned bounding box of the found box turned back, so it
+    encloses the tilted face.
+    """
+    from .detect import detect_faces, detect_profile_faces
+
+    h, w = image.shape[:2]
+    found = []
+    for angle in tilts:
+        turn = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+        back = cv2.invertAffineTransform(turn)
+        turned = cv2.warpAffine(image, turn, (w, h), borderMode=cv2.BORDER_REFLECT)
+        for x0, y0, x1, y1 in detect_faces(turned, min_size=min_size) + detect_profile_faces(turned, min_size=min_size):
+            corners = np.array([[x0, y0, 1.0], [x1, y0, 1.0], [x1, y1, 1.0], [x0, y1, 1.0]]) @ back.T
+            found.append(np.concatenate([corners.min(0), corners.max(0)]))
+    return found

@@ -34,6 +34,10 @@ class DataConfig:
             fresh faces every step (overfitting checks, smoke tests).
         backgrounds: a folder of photos; synthetic faces are then rendered over
             random patches of them (with probability background_prob).
+        hide_tilted_faces: when painting the faces out of the background photos,
+            also find heads tilted by +-20 degrees and leave out face close-ups
+            (the upright-only search missed some; false reproduces the bundled
+            networks, trained before this existed).
         background_faces: half of the photo patches framed on a detected real face
             (the rendered face covers it; off by default: see docs/reference_model.md).
         framing: synthetic crop framing, "model" (a fixed fraction of the face
@@ -76,6 +80,7 @@ class DataConfig:
     backgrounds: str = ""
     background_prob: float = 0.7
     background_faces: bool = False
+    hide_tilted_faces: bool = True
     head_prob: float = 0.0
     hair_prob: float = 0.0
     neck_prob: float = 0.0

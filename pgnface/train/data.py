@@ -50,7 +50,8 @@ class TrainBatches:
                  equivariant: bool = False, flow: bool = False):
         self.model, self.config, self.equivariant, self.flow = model, config, equivariant, flow
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        photos = PhotoBackgrounds.from_folder(config.backgrounds, config.size, detect=config.background_faces) \
+        photos = PhotoBackgrounds.from_folder(config.backgrounds, config.size, detect=config.background_faces,
+                                              tilted=config.hide_tilted_faces) \
             if config.backgrounds else None
         self.faces = SyntheticFaces(model, SyntheticConfig(size=config.size, yaw_max=config.yaw_max,
                                                            photo_prob=config.background_prob,
