@@ -292,14 +292,16 @@ class SyntheticFaces:
         clips = n // group
         u = lambda lo, hi: self._uniform(g, (clips, 1), lo, hi)                  # noqa: E731
         draw = torch.rand(clips, generator=g, device=dev) < self.config.neck_prob
-        rx, rz, front = u(42.0, 56.0), u(30.0, 42.0), u(-22.0, -12.0)
-        collar, collar_colour = u(-180.0, -110.0), self._uniform(g, (clips, 1, 3), 0.05, 0.95)
+        # Placed from the model's chin (iBUG point 8), in its millimetres.
+        chin_y, chin_z = (float(v) for v in self.model.mean[self.model.landmark_vertices[8], 1:])
+        rx, rz, front = u(42.0, 56.0), u(30.0, 42.0), chin_z + u(-9.4, 0.6)
+        collar, collar_colour = chin_y + u(-91.0, -21.0), self._uniform(g, (clips, 1, 3), 0.05, 0.95)
         tone = u(0.75, 1.0)
         theta, ys = self._NECK_GRID
-        theta, ys = theta.to(dev), ys.to(dev)
+        theta, ys = theta.to(dev), ys.to(dev) + chin_y
         verts = torch.stack([rx * theta.cos(), ys.expand(clips, -1), front - rz + rz * theta.sin()], -1)
         skin = self.model.albedo(albedo[::group]).mean(1, keepdim=True).clamp(0, 1)       # [clips, 1, 3]
-        under_jaw = 0.55 + 0.45 * ((-40.0 - ys) / 50.0).clamp(0, 1)                          # [1, M]
+        under_jaw = 0.55 + 0.45 * ((chin_y + 49.0 - ys) / 50.0).clamp(0, 1)                 # [1, M]
         colour = skin * (tone * under_jaw)[..., None]
         colour = torch.where((ys < collar)[..., None], collar_colour, colour)
         rep = lambda x: x.repeat_interleave(group, 0)                             # noqa: E731
@@ -309,11 +311,11 @@ class SyntheticFaces:
         keep = rep(draw)[:, None, None, None]
         return torch.where(keep, out.image.clamp(0, 1), background)
 
-    # Cylinder grid of the neck: angle around it x height (model millimetres, from hidden
-    # behind the jaw down past any crop's bottom edge).
+    # Cylinder grid of the neck: angle around it x height above the chin (millimetres: from
+    # hidden behind the jaw down past any crop's bottom edge).
     _NECK_ANGLES, _NECK_RINGS = 32, 12
     _NECK_GRID = (torch.linspace(0, 2 * math.pi, _NECK_ANGLES + 1)[:-1].repeat(_NECK_RINGS)[None],
-                  torch.linspace(-40.0, -260.0, _NECK_RINGS).repeat_interleave(_NECK_ANGLES)[None])
+                  torch.linspace(49.0, -171.0, _NECK_RINGS).repeat_interleave(_NECK_ANGLES)[None])
 
     def _neck_triangles(self) -> torch.Tensor:
         """[T, 3] int32 triangles of the neck cylinder, counter-clockwise seen from outside."""
