@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pgnface.data import SyntheticConfig, SyntheticFaces  # noqa: E402
-from pgnface.eval.aflw2000 import crop, landmark_crop_box, load_aflw2000  # noqa: E402
+from pgnface.eval.aflw2000 import crop, landmark_crop_box, load_aflw2000, nme  # noqa: E402
 from pgnface.eval.baselines import CheckpointPredictor  # noqa: E402
 
 GROUPS = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
@@ -67,13 +67,14 @@ def main(argv=None) -> int:
         labels = Path(path).with_name(Path(path).stem + "_lm68.npy")
         if image is None or not labels.is_file():
             parser.error(f"--image {path}: needs a readable image and {labels.name} beside it")
-        truth = np.load(labels)
+        truth = np.zeros((68, 3))
+        truth[:, :2] = np.load(labels)[:, :2]
         errors = signed_error(predictor, np.ascontiguousarray(image[..., ::-1]), truth)
-        # Its 2D NME as pgnface eval aflw2000 scores one: over sqrt(w h) of the annotation's box.
-        w, h = truth[:, :2].max(0) - truth[:, :2].min(0)
-        size = predictor.input_size / (landmark_crop_box(truth[:, :2])[2] - landmark_crop_box(truth[:, :2])[0])
-        nme = np.linalg.norm(errors, axis=1).mean() / (np.sqrt(w * h) * size) * 100
-        print(format_row(Path(path).name, errors[None]) + f"  NME {nme:.2f} %")
+        # Its 2D NME as pgnface eval aflw2000 scores one (the prediction back in image pixels).
+        box = landmark_crop_box(truth[:, :2])
+        pred = truth.copy()
+        pred[:, :2] += errors * (box[2] - box[0]) / predictor.input_size
+        print(format_row(Path(path).name, errors[None]) + f"  NME {nme(pred, truth)['nme2d']:.2f} %")
     if args.synthetic:
         config = SyntheticConfig(size=predictor.input_size, framing="landmarks", light_contrast=args.light_contrast)
         batch = SyntheticFaces(config=config, seed=12345).sample(args.synthetic, seed=0)

@@ -304,12 +304,17 @@ class SyntheticFaces:
         under_jaw = 0.55 + 0.45 * ((chin_y + 49.0 - ys) / 50.0).clamp(0, 1)                 # [1, M]
         colour = skin * (tone * under_jaw)[..., None]
         colour = torch.where((ys < collar)[..., None], collar_colour, colour)
-        rep = lambda x: x.repeat_interleave(group, 0)                             # noqa: E731
-        camera = WeakPerspectiveCamera(scale, rotation, translation)
-        out = render(rep(verts), self._neck_triangles().to(dev), rep(colour), gamma, camera, self.config.size,
-                     background=background)
-        keep = rep(draw)[:, None, None, None]
-        return torch.where(keep, out.image.clamp(0, 1), background)
+        # Rendered only for the images that get a neck (every random number is drawn above).
+        drawn = torch.nonzero(draw.repeat_interleave(group, 0)).flatten()
+        if drawn.numel() == 0:
+            return background
+        pick = lambda x: x.repeat_interleave(group, 0)[drawn]                    # noqa: E731
+        camera = WeakPerspectiveCamera(scale[drawn], rotation[drawn], translation[drawn])
+        out = render(pick(verts), self._neck_triangles().to(dev), pick(colour), gamma[drawn], camera,
+                     self.config.size, background=background[drawn])
+        background = background.clone()
+        background[drawn] = out.image.clamp(0, 1)
+        return background
 
     # Cylinder grid of the neck: angle around it x height above the chin (millimetres: from
     # hidden behind the jaw down past any crop's bottom edge).
