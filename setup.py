@@ -69,11 +69,12 @@ def want_cuda():
         return False
     if env_flag("FORCE_CUDA"):
         if CUDA_HOME is None:
-            sys.exit("FORCE_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME to the toolkit "
-                     "folder (the one holding bin/nvcc), e.g. CUDA_HOME=/usr/local/cuda.")
+            sys.exit(
+                "FORCE_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME to the toolkit "
+                "folder (the one holding bin/nvcc), e.g. CUDA_HOME=/usr/local/cuda."
+            )
         if torch.version.cuda is None:
-            sys.exit("FORCE_CUDA=1 but the installed torch is a CPU-only build; install a CUDA "
-                     "build of torch first.")
+            sys.exit("FORCE_CUDA=1 but the installed torch is a CPU-only build; install a CUDA build of torch first.")
         return True
     return torch.version.cuda is not None and CUDA_HOME is not None
 
@@ -117,8 +118,10 @@ def make_extension():
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             # No GPU to detect the architecture from: build for the common recent ones.
             os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
-            print(f"pgnface: no GPU visible, compiling CUDA kernels for {DEFAULT_CUDA_ARCHS} "
-                  "(set TORCH_CUDA_ARCH_LIST to choose)")
+            print(
+                f"pgnface: no GPU visible, compiling CUDA kernels for {DEFAULT_CUDA_ARCHS} "
+                "(set TORCH_CUDA_ARCH_LIST to choose)"
+            )
         define_macros.append(("WITH_CUDA", None))
         nvcc_flags = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
         kwargs["include_dirs"] += nvidia_wheel_includes()

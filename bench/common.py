@@ -18,8 +18,17 @@ import torch
 
 # Peak DRAM bandwidth (GB/s) of common GPUs, by a substring of the device name;
 # used when torch does not report the memory clock and bus width.
-KNOWN_PEAK_GBPS = {"H200": 4800.0, "H100 PCIe": 2000.0, "H100": 3350.0, "A100": 2039.0,
-                   "L40S": 864.0, "L4": 300.0, "A10": 600.0, "RTX 4090": 1008.0, "V100": 900.0}
+KNOWN_PEAK_GBPS = {
+    "H200": 4800.0,
+    "H100 PCIe": 2000.0,
+    "H100": 3350.0,
+    "A100": 2039.0,
+    "L40S": 864.0,
+    "L4": 300.0,
+    "A10": 600.0,
+    "RTX 4090": 1008.0,
+    "V100": 900.0,
+}
 
 
 def synchronize(device: torch.device) -> None:
@@ -27,16 +36,22 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], object], device: torch.device, *, min_time: float = 0.2,
-              min_repeat: int = 3, max_repeat: int = 200, warmup: int = 1) -> float:
+def time_call(
+    fn: Callable[[], object],
+    device: torch.device,
+    *,
+    min_time: float = 0.2,
+    min_repeat: int = 3,
+    max_repeat: int = 200,
+    warmup: int = 1,
+) -> float:
     """Median seconds per call of fn, after warm-up; runs until min_time or max_repeat."""
     for _ in range(warmup):
         fn()
     synchronize(device)
     times: List[float] = []
     start_all = time.perf_counter()
-    while len(times) < max_repeat and (len(times) < min_repeat or
-                                       time.perf_counter() - start_all < min_time):
+    while len(times) < max_repeat and (len(times) < min_repeat or time.perf_counter() - start_all < min_time):
         if device.type == "cuda":
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             begin.record()
@@ -73,22 +88,25 @@ def device_description(device: torch.device) -> str:
 
 
 def environment() -> Dict[str, str]:
-    return {"torch": torch.__version__, "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d"), "host": platform.node()}
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+        "host": platform.node(),
+    }
 
 
 def format_table(rows: List[Dict[str, object]], columns: List[str]) -> str:
     """Plain-text table of rows (dicts) with the given columns, right-aligned numbers."""
+
     def fmt(value):
         if isinstance(value, float):
             return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
         return str(value)
 
     cells = [[fmt(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c)
-              for i, c in enumerate(columns)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths)),
-             "  ".join("-" * w for w in widths)]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
     return "\n".join(lines)
 
@@ -101,10 +119,12 @@ def write_json(path: Optional[str], payload: Dict[str, object]) -> None:
 
 def device_parser(description: str):
     """An argparse parser with the options every benchmark shares: --device, --dtype, --json."""
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu or cuda (default: cuda when available)")
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda (default: cuda when available)",
+    )
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     return parser

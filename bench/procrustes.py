@@ -14,8 +14,15 @@ torch.linalg.svd). Both sides run on the same inputs in the same process.
 import torch
 
 import pgnface.ops as ops
-from bench.common import (device_description, device_parser, environment, format_table,
-                          resolve_device, time_call, write_json)
+from bench.common import (
+    device_description,
+    device_parser,
+    environment,
+    format_table,
+    resolve_device,
+    time_call,
+    write_json,
+)
 
 SVD_BATCHES = [1, 64, 4096, 65536, 1048576]
 ALIGN_BATCHES = [1, 64, 4096, 65536]
@@ -46,12 +53,32 @@ def bench_svd(B, device, dtype, min_time):
     with torch.no_grad():
         ours = time_call(lambda: ops.svd3x3(M, check_values=False), device, min_time=min_time)
         ref = time_call(lambda: torch.linalg.svd(M), device, min_time=min_time)
-    rows.append(dict(op="svd3x3", B=B, P="", **{"pass": "forward"}, pgnface_ms=ours * 1e3,
-                     baseline="torch.linalg.svd", baseline_ms=ref * 1e3, speedup=ref / ours))
+    rows.append(
+        dict(
+            op="svd3x3",
+            B=B,
+            P="",
+            **{"pass": "forward"},
+            pgnface_ms=ours * 1e3,
+            baseline="torch.linalg.svd",
+            baseline_ms=ref * 1e3,
+            speedup=ref / ours,
+        )
+    )
     ours = time_call(svd_fwd_bwd(lambda x: ops.svd3x3(x, check_values=False), M), device, min_time=min_time)
     ref = time_call(svd_fwd_bwd(torch_svd, M), device, min_time=min_time)
-    rows.append(dict(op="svd3x3", B=B, P="", **{"pass": "fwd+bwd"}, pgnface_ms=ours * 1e3,
-                     baseline="torch.linalg.svd", baseline_ms=ref * 1e3, speedup=ref / ours))
+    rows.append(
+        dict(
+            op="svd3x3",
+            B=B,
+            P="",
+            **{"pass": "fwd+bwd"},
+            pgnface_ms=ours * 1e3,
+            baseline="torch.linalg.svd",
+            baseline_ms=ref * 1e3,
+            speedup=ref / ours,
+        )
+    )
     return rows
 
 
@@ -79,23 +106,41 @@ def bench_align(B, device, dtype, min_time):
     with torch.no_grad():
         ours = time_call(lambda: ours_fn(src, dst), device, min_time=min_time)
         ref = time_call(lambda: ref_fn(src, dst), device, min_time=min_time)
-    rows.append(dict(op="similarity_align", B=B, P=LANDMARKS, **{"pass": "forward"},
-                     pgnface_ms=ours * 1e3, baseline="reference", baseline_ms=ref * 1e3,
-                     speedup=ref / ours))
+    rows.append(
+        dict(
+            op="similarity_align",
+            B=B,
+            P=LANDMARKS,
+            **{"pass": "forward"},
+            pgnface_ms=ours * 1e3,
+            baseline="reference",
+            baseline_ms=ref * 1e3,
+            speedup=ref / ours,
+        )
+    )
     ours = time_call(align_fwd_bwd(ours_fn, src, dst), device, min_time=min_time)
     ref = time_call(align_fwd_bwd(ref_fn, src, dst), device, min_time=min_time)
-    rows.append(dict(op="similarity_align", B=B, P=LANDMARKS, **{"pass": "fwd+bwd"},
-                     pgnface_ms=ours * 1e3, baseline="reference", baseline_ms=ref * 1e3,
-                     speedup=ref / ours))
+    rows.append(
+        dict(
+            op="similarity_align",
+            B=B,
+            P=LANDMARKS,
+            **{"pass": "fwd+bwd"},
+            pgnface_ms=ours * 1e3,
+            baseline="reference",
+            baseline_ms=ref * 1e3,
+            speedup=ref / ours,
+        )
+    )
     return rows
 
 
 def main(argv=None):
     parser = device_parser(__doc__)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"leave out B = {QUICK_SKIP}, shorter timing")
-    parser.add_argument("--ops", default="svd3x3,similarity_align",
-                        help="comma-separated subset of: svd3x3, similarity_align")
+    parser.add_argument("--quick", action="store_true", help=f"leave out B = {QUICK_SKIP}, shorter timing")
+    parser.add_argument(
+        "--ops", default="svd3x3,similarity_align", help="comma-separated subset of: svd3x3, similarity_align"
+    )
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes (both ops)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device, ops.cuda_built())
@@ -122,8 +167,10 @@ def main(argv=None):
     columns = ["op", "B", "P", "pass", "pgnface_ms", "baseline", "baseline_ms", "speedup"]
     print()
     print(format_table(rows, columns))
-    write_json(args.json, dict(benchmark="procrustes", device=device_description(device),
-                               dtype=args.dtype, env=environment(), rows=rows))
+    write_json(
+        args.json,
+        dict(benchmark="procrustes", device=device_description(device), dtype=args.dtype, env=environment(), rows=rows),
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,13 @@ import numpy as np
 import torch
 
 import pgnface.ops as ops
-from bench.common import device_description, environment, format_table, time_call, write_json
+from bench.common import (
+    device_description,
+    environment,
+    format_table,
+    time_call,
+    write_json,
+)
 
 RESOLUTIONS = [224, 512]
 BATCHES = [1, 16, 64]
@@ -38,8 +44,11 @@ def load_mesh():
     path = root / "bfm_mesh.npz"
     if path.exists():
         data = np.load(path)
-        return (torch.from_numpy(data["noneck_mean"]).double(),
-                torch.from_numpy(data["noneck_triangles"]).int(), "BFM no-neck (real)")
+        return (
+            torch.from_numpy(data["noneck_mean"]).double(),
+            torch.from_numpy(data["noneck_triangles"]).int(),
+            "BFM no-neck (real)",
+        )
     # Stand-in of the same size: a UV-sphere squashed into a head-like ellipsoid.
     rows, cols = 139, 276
     theta = torch.linspace(0.05, np.pi - 0.05, rows, dtype=torch.float64)
@@ -57,9 +66,14 @@ def frontal_clip(verts, resolution, batch, device, dtype=torch.float32):
     centre = (verts.max(0).values + verts.min(0).values) / 2
     extent = (verts - centre).abs().max()
     scale = 0.4 * resolution / extent
-    pixels = torch.stack([(verts[:, 0] - centre[0]) * scale + resolution / 2,
-                          -(verts[:, 1] - centre[1]) * scale + resolution / 2,
-                          verts[:, 2] - centre[2]], -1)
+    pixels = torch.stack(
+        [
+            (verts[:, 0] - centre[0]) * scale + resolution / 2,
+            -(verts[:, 1] - centre[1]) * scale + resolution / 2,
+            verts[:, 2] - centre[2],
+        ],
+        -1,
+    )
     depth_scale = -1.0 / float((verts[:, 2] - centre[2]).abs().max())
     pos = ops.clip_from_pixels(pixels, resolution, depth_scale=depth_scale)
     # Jitter each batch item a little so the images are not identical.
@@ -73,6 +87,7 @@ def render_fn(pos, tris, colours, resolution):
     def run():
         frag = ops.rasterize(pos, tris, resolution, check_values=False)
         return ops.interpolate(colours, frag, tris, check_values=False)
+
     return run
 
 
@@ -84,6 +99,7 @@ def render_backward_fn(pos, tris, colours, resolution):
         pos.grad = colours.grad = None
         frag = ops.rasterize(pos, tris, resolution, check_values=False)
         ops.interpolate(colours, frag, tris, check_values=False).sum().backward()
+
     return run
 
 
@@ -99,6 +115,7 @@ def reference_fns(pos, tris, colours, resolution):
         p.grad = c.grad = None
         tri_id, bary, _ = ops.reference.rasterize(p, tris, resolution)
         ops.reference.interpolate(c, tri_id, bary, tris).sum().backward()
+
     return forward, backward
 
 
@@ -108,11 +125,13 @@ def optional_baselines(device):
     if device.type == "cuda":
         try:
             import nvdiffrast.torch  # noqa: F401
+
             found.append("nvdiffrast")
         except ImportError:
             pass
     try:
         import pytorch3d.renderer  # noqa: F401
+
         found.append("pytorch3d")
     except ImportError:
         pass
@@ -121,6 +140,7 @@ def optional_baselines(device):
 
 def nvdiffrast_fn(pos, tris, colours, resolution, backward):
     import nvdiffrast.torch as dr
+
     ctx = dr.RasterizeCudaContext()
     p = pos.clone().requires_grad_(backward)
     c = colours.clone().requires_grad_(backward)
@@ -131,25 +151,29 @@ def nvdiffrast_fn(pos, tris, colours, resolution, backward):
         if backward:
             p.grad = c.grad = None
             img.sum().backward()
+
     return run
 
 
 def pytorch3d_fn(pos, tris, colours, resolution, backward):
     from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
     from pytorch3d.structures import Meshes
+
     # PyTorch3D's NDC has +x left, +y up; flip x and y so the image matches.
     verts = torch.stack([-pos[..., 0], -pos[..., 1], pos[..., 2]], -1).requires_grad_(backward)
     c = colours.clone().requires_grad_(backward)
     meshes = Meshes(verts=list(verts), faces=[tris.long()] * pos.shape[0])
 
     def run():
-        p2f, _, bary, _ = rasterize_meshes(meshes, image_size=resolution, faces_per_pixel=1,
-                                           blur_radius=0.0, bin_size=0)
+        p2f, _, bary, _ = rasterize_meshes(
+            meshes, image_size=resolution, faces_per_pixel=1, blur_radius=0.0, bin_size=0
+        )
         face_colours = c[tris.long()]  # [T, 3, C]
         img = (bary[..., 0, :, None] * face_colours[p2f[..., 0].clamp(min=0)]).sum(-2)
         if backward:
             c.grad = None
             img.sum().backward()
+
     return run
 
 
@@ -167,8 +191,10 @@ def main(argv=None):
     min_time = 0.1 if args.quick else 0.3
     resolutions = [224] if args.quick else RESOLUTIONS
     batches = [1, 16] if args.quick else BATCHES
-    print(f"rasterize + interpolate benchmark on {device_description(device)}, float32, "
-          f"mesh: {source}, {verts.shape[0]} vertices, {tris.shape[0]} triangles")
+    print(
+        f"rasterize + interpolate benchmark on {device_description(device)}, float32, "
+        f"mesh: {source}, {verts.shape[0]} vertices, {tris.shape[0]} triangles"
+    )
     third_party = optional_baselines(device)
     rows = []
     colours_all = torch.rand(verts.shape[0], 3, generator=torch.Generator().manual_seed(1)).to(device)
@@ -182,13 +208,13 @@ def main(argv=None):
             pos = frontal_clip(verts, res, B, device)
             for name, make in (("forward", render_fn), ("fwd+bwd", render_backward_fn)):
                 t = time_call(make(pos, tris, colours_all, (res, res)), device, min_time=min_time)
-                row = {"case": f"{res}x{res}", "B": B, "pass": name, "pgnface_ms": t * 1e3,
-                       "ms_per_image": t * 1e3 / B}
+                row = {"case": f"{res}x{res}", "B": B, "pass": name, "pgnface_ms": t * 1e3, "ms_per_image": t * 1e3 / B}
                 for lib in third_party:
                     fn = nvdiffrast_fn if lib == "nvdiffrast" else pytorch3d_fn
                     try:
-                        tb = time_call(fn(pos, tris, colours_all, res, name == "fwd+bwd"), device,
-                                       min_time=min_time, max_repeat=5)
+                        tb = time_call(
+                            fn(pos, tris, colours_all, res, name == "fwd+bwd"), device, min_time=min_time, max_repeat=5
+                        )
                         row[f"{lib}_ms"] = tb * 1e3
                         row[f"vs_{lib}"] = tb / t
                     except Exception as err:  # a third-party failure must not hide our numbers
@@ -201,30 +227,48 @@ def main(argv=None):
         torch.set_num_threads(1)
         pos = frontal_clip(verts, 224, 1, device)
         t = time_call(render_fn(pos, tris, colours_all, (224, 224)), device, min_time=min_time)
-        t_rast = time_call(lambda: ops.rasterize(pos, tris, 224, check_values=False), device,
-                           min_time=min_time)
+        t_rast = time_call(lambda: ops.rasterize(pos, tris, 224, check_values=False), device, min_time=min_time)
         torch.set_num_threads(threads)
-        record({"case": "224x224, 1 thread", "B": 1, "pass": "rasterize only", "pgnface_ms": t_rast * 1e3,
-                "ms_per_image": t_rast * 1e3})
-        record({"case": "224x224, 1 thread", "B": 1, "pass": "forward", "pgnface_ms": t * 1e3,
-                "ms_per_image": t * 1e3})
+        record(
+            {
+                "case": "224x224, 1 thread",
+                "B": 1,
+                "pass": "rasterize only",
+                "pgnface_ms": t_rast * 1e3,
+                "ms_per_image": t_rast * 1e3,
+            }
+        )
+        record({"case": "224x224, 1 thread", "B": 1, "pass": "forward", "pgnface_ms": t * 1e3, "ms_per_image": t * 1e3})
 
     # Reduced case where the O(pixels x triangles) reference can run.
     small_res, small_tris = 64, tris[:3000]
     pos = frontal_clip(verts, small_res, 1, device)
     ref_fwd, ref_bwd = reference_fns(pos, small_tris, colours_all, (small_res, small_res))
-    for name, ours, theirs in (("forward", render_fn(pos, small_tris, colours_all, (small_res, small_res)), ref_fwd),
-                               ("fwd+bwd", render_backward_fn(pos, small_tris, colours_all, (small_res, small_res)), ref_bwd)):
+    for name, ours, theirs in (
+        ("forward", render_fn(pos, small_tris, colours_all, (small_res, small_res)), ref_fwd),
+        ("fwd+bwd", render_backward_fn(pos, small_tris, colours_all, (small_res, small_res)), ref_bwd),
+    ):
         t = time_call(ours, device, min_time=min_time)
         tr = time_call(theirs, device, min_time=min_time, max_repeat=5)
-        record({"case": "64x64, 3000 tris", "B": 1, "pass": name, "pgnface_ms": t * 1e3,
-                "ms_per_image": t * 1e3, "reference_ms": tr * 1e3, "vs_reference": tr / t})
+        record(
+            {
+                "case": "64x64, 3000 tris",
+                "B": 1,
+                "pass": name,
+                "pgnface_ms": t * 1e3,
+                "ms_per_image": t * 1e3,
+                "reference_ms": tr * 1e3,
+                "vs_reference": tr / t,
+            }
+        )
 
     columns = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
     print()
     print(format_table(rows, columns))
-    write_json(args.json, dict(benchmark="rasterize", device=device_description(device), mesh=source,
-                               env=environment(), rows=rows))
+    write_json(
+        args.json,
+        dict(benchmark="rasterize", device=device_description(device), mesh=source, env=environment(), rows=rows),
+    )
 
 
 if __name__ == "__main__":

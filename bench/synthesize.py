@@ -14,8 +14,14 @@ import sys
 import torch
 
 import pgnface.ops as ops
-from bench.common import (device_description, environment, format_table, peak_bandwidth_gbps,
-                          time_call, write_json)
+from bench.common import (
+    device_description,
+    environment,
+    format_table,
+    peak_bandwidth_gbps,
+    time_call,
+    write_json,
+)
 
 # (name, vertices N, components K): the Surrey model (63 identity + 6
 # expression), 3DDFA's no-neck BFM (40 + 10) and the full BFM with expressions
@@ -28,9 +34,14 @@ QUICK_BATCHES = [1, 64]
 def make_inputs(N, K, B, device, dtype):
     g = torch.Generator().manual_seed(0)
     rot = torch.linalg.qr(torch.randn(B, 3, 3, generator=g))[0]
-    args = dict(mean=torch.randn(N, 3, generator=g), basis=torch.randn(N, 3, K, generator=g) * 0.1,
-                coeffs=torch.randn(B, K, generator=g), rotation=rot,
-                scale=torch.rand(B, generator=g) + 0.5, translation=torch.randn(B, 3, generator=g))
+    args = dict(
+        mean=torch.randn(N, 3, generator=g),
+        basis=torch.randn(N, 3, K, generator=g) * 0.1,
+        coeffs=torch.randn(B, K, generator=g),
+        rotation=rot,
+        scale=torch.rand(B, generator=g) + 0.5,
+        translation=torch.randn(B, 3, generator=g),
+    )
     return {k: v.to(device=device, dtype=dtype) for k, v in args.items()}
 
 
@@ -53,29 +64,54 @@ def bench_case(name, N, K, B, device, dtype, min_time):
         ref = time_call(lambda: ops.reference.synthesize(**args), device, min_time=min_time)
     elem = torch.finfo(dtype).bits // 8
     moved = (N * 3 * K + N * 3 + B * K + B * N * 3) * elem  # bytes the forward must touch
-    row = dict(model=name, N=N, K=K, B=B, **{"pass": "forward"}, pgnface_ms=ours * 1e3,
-               reference_ms=ref * 1e3, speedup=ref / ours)
+    row = dict(
+        morphable=name,
+        N=N,
+        K=K,
+        B=B,
+        **{"pass": "forward"},
+        pgnface_ms=ours * 1e3,
+        reference_ms=ref * 1e3,
+        speedup=ref / ours,
+    )
     peak = peak_bandwidth_gbps(device)
     if peak:
         row["GB/s"] = moved / ours / 1e9
         row["%peak"] = 100.0 * row["GB/s"] / peak
     rows.append(row)
-    ours = time_call(forward_backward(lambda **a: ops.synthesize(**a, check_values=False), dict(args)),
-                     device, min_time=min_time)
+    ours = time_call(
+        forward_backward(lambda **a: ops.synthesize(**a, check_values=False), dict(args)), device, min_time=min_time
+    )
     ref = time_call(forward_backward(ops.reference.synthesize, dict(args)), device, min_time=min_time)
-    rows.append(dict(model=name, N=N, K=K, B=B, **{"pass": "fwd+bwd"}, pgnface_ms=ours * 1e3,
-                     reference_ms=ref * 1e3, speedup=ref / ours))
+    rows.append(
+        dict(
+            morphable=name,
+            N=N,
+            K=K,
+            B=B,
+            **{"pass": "fwd+bwd"},
+            pgnface_ms=ours * 1e3,
+            reference_ms=ref * 1e3,
+            speedup=ref / ours,
+        )
+    )
     return rows
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda (default: cuda when available)",
+    )
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--quick", action="store_true", help="B in {1, 64} only, shorter timing")
-    parser.add_argument("--models", default=",".join(m[0] for m in MODELS),
-                        help="comma-separated subset of: " + ", ".join(m[0] for m in MODELS))
+    parser.add_argument(
+        "--models",
+        default=",".join(m[0] for m in MODELS),
+        help="comma-separated subset of: " + ", ".join(m[0] for m in MODELS),
+    )
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -84,8 +120,7 @@ def main(argv=None):
     if device.type == "cuda" and not (torch.cuda.is_available() and ops.cuda_built()):
         sys.exit("--device cuda needs a GPU and a CUDA build of pgnface")
     dtype = getattr(torch, args.dtype)
-    batches = ([int(b) for b in args.batches.split(",")] if args.batches else
-               QUICK_BATCHES if args.quick else BATCHES)
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else QUICK_BATCHES if args.quick else BATCHES
     wanted = set(args.models.split(","))
     min_time = 0.1 if args.quick else 0.3
 
@@ -103,8 +138,10 @@ def main(argv=None):
         columns += ["GB/s", "%peak"]
     print()
     print(format_table(rows, columns))
-    write_json(args.json, dict(benchmark="synthesize", device=device_description(device),
-                               dtype=args.dtype, env=environment(), rows=rows))
+    write_json(
+        args.json,
+        dict(benchmark="synthesize", device=device_description(device), dtype=args.dtype, env=environment(), rows=rows),
+    )
 
 
 if __name__ == "__main__":

@@ -11,9 +11,15 @@ import argparse
 
 import torch
 
-from bench.common import device_description, environment, format_table, time_call, write_json
+from bench.common import (
+    device_description,
+    environment,
+    format_table,
+    time_call,
+    write_json,
+)
 from pgnface.data import SyntheticConfig, SyntheticFaces
-from pgnface.model import MorphableModel
+from pgnface.morphable import MorphableModel
 
 
 def main(argv=None):
@@ -24,18 +30,25 @@ def main(argv=None):
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    model = MorphableModel.builtin().to(device)
+    morphable = MorphableModel.builtin().to(device)
     rows = []
-    print(f"synthetic generation benchmark on {device_description(device)}, built-in model "
-          f"({model.num_vertices} vertices), B = {args.batch}")
-    for size in ([128] if args.quick else [128, 224]):
-        gen = SyntheticFaces(model, SyntheticConfig(size=size), seed=0)
-        seconds = time_call(lambda: gen.sample(args.batch), device, min_time=0.5)
-        rows.append({"size": f"{size}x{size}", "B": args.batch, "ms_per_batch": seconds * 1e3,
-                     "images_per_s": args.batch / seconds})
+    print(
+        f"synthetic generation benchmark on {device_description(device)}, built-in model "
+        f"({morphable.num_vertices} vertices), B = {args.batch}"
+    )
+    for size in [128] if args.quick else [128, 224]:
+        gen = SyntheticFaces(morphable, SyntheticConfig(size=size), seed=0)
+        seconds = time_call(lambda gen=gen: gen.sample(args.batch), device, min_time=0.5)
+        rows.append(
+            {
+                "size": f"{size}x{size}",
+                "B": args.batch,
+                "ms_per_batch": seconds * 1e3,
+                "images_per_s": args.batch / seconds,
+            }
+        )
     print(format_table(rows, list(rows[0])))
-    write_json(args.json, dict(benchmark="synthetic", device=device_description(device), env=environment(),
-                               rows=rows))
+    write_json(args.json, dict(benchmark="synthetic", device=device_description(device), env=environment(), rows=rows))
 
 
 if __name__ == "__main__":

@@ -43,20 +43,28 @@ from typing import Dict, List, Optional
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from bench.common import (device_description, environment, format_table, resolve_device, synchronize,
-                          write_json)
+from bench.common import (
+    device_description,
+    environment,
+    format_table,
+    resolve_device,
+    synchronize,
+    write_json,
+)
 from pgnface import ops
 from pgnface.train import TrainConfig, Trainer, apply_overrides, compute_losses
 
 TARGET_PCT = 10.0  # geometry + rendering share of a GPU step (issue #7)
 
 # (key, label) of the phase split, in step order.
-PHASES = [("network_forward", "CNN forward (backbone + heads)"),
-          ("geometry_forward", "geometry forward (similarity_align, synthesize)"),
-          ("losses_forward", "losses forward (rendering + loss math)"),
-          ("geometry_backward", "losses + geometry backward"),
-          ("network_backward", "CNN backward"),
-          ("optimizer", "optimizer (clip + AdamW)")]
+PHASES = [
+    ("network_forward", "CNN forward (backbone + heads)"),
+    ("geometry_forward", "geometry forward (similarity_align, synthesize)"),
+    ("losses_forward", "losses forward (rendering + loss math)"),
+    ("geometry_backward", "losses + geometry backward"),
+    ("network_backward", "CNN backward"),
+    ("optimizer", "optimizer (clip + AdamW)"),
+]
 GEOMETRY_PHASES = ("geometry_forward", "losses_forward", "geometry_backward")
 
 # A profiler key of a pgnface op: pgnface::<op>, pgnface::<op>_backward, and the autograd
@@ -65,15 +73,34 @@ _OP_KEY = re.compile(r"pgnface(?:::|_)(\w+?)(?:_backward|_default\w*)?$")
 STEP_KEY = "bench::train_step"
 
 
-def build_config(batch_size: int = 64, size: int = 224, backbone: str = "resnet18", width: float = 1.0,
-                 pose_mode: str = "pgn", amp: bool = False, device: str = "cpu", threads: int = 0,
-                 overrides: Optional[List[str]] = None) -> TrainConfig:
+def build_config(
+    batch_size: int = 64,
+    size: int = 224,
+    backbone: str = "resnet18",
+    width: float = 1.0,
+    pose_mode: str = "pgn",
+    amp: bool = False,
+    device: str = "cpu",
+    threads: int = 0,
+    overrides: Optional[List[str]] = None,
+) -> TrainConfig:
     """The default TrainConfig with the benchmark's options (and key=value overrides) applied."""
-    cfg = apply_overrides(TrainConfig(), [f"batch_size={batch_size}", f"data.size={size}",
-                                          f"net.backbone={backbone}", f"net.width={width}",
-                                          f"net.pose_mode={pose_mode}", f"amp={amp}", f"device={device}",
-                                          f"threads={threads}", "log_every=1000000",
-                                          "checkpoint_every=1000000"] + list(overrides or []))
+    cfg = apply_overrides(
+        TrainConfig(),
+        [
+            f"batch_size={batch_size}",
+            f"data.size={size}",
+            f"net.backbone={backbone}",
+            f"net.width={width}",
+            f"net.pose_mode={pose_mode}",
+            f"amp={amp}",
+            f"device={device}",
+            f"threads={threads}",
+            "log_every=1000000",
+            "checkpoint_every=1000000",
+        ]
+        + list(overrides or []),
+    )
     cfg.validate()
     return cfg
 
@@ -110,8 +137,7 @@ def phase_split(trainer: Trainer, batch: Dict) -> Dict[str, float]:
         mark("network_forward")
         leaves = {k: v.detach().requires_grad_(v.requires_grad) for k, v in heads.items()}
         leaves["landmarks"] = landmarks.detach().requires_grad_(landmarks.requires_grad)
-        cut["pairs"] = [(o, leaves[k]) for k, o in [*heads.items(), ("landmarks", landmarks)]
-                        if o.requires_grad]
+        cut["pairs"] = [(o, leaves[k]) for k, o in [*heads.items(), ("landmarks", landmarks)] if o.requires_grad]
         out = geometry(leaves["landmarks"], {k: leaves[k] for k in heads}, size, landmark_weights)
         out["landmarks"] = leaves["landmarks"]  # forward's dict gets the leaf, not the head's tensor
         mark("geometry_forward")
@@ -127,7 +153,7 @@ def phase_split(trainer: Trainer, batch: Dict) -> Dict[str, float]:
         marks[0] = ("start", time.perf_counter())
         with torch.autocast(device.type, dtype=trainer.amp_dtype, enabled=cfg.amp):
             out = net(images)
-        total, _ = compute_losses(out, batch, trainer.model, cfg.loss)
+        total, _ = compute_losses(out, batch, trainer.morphable, cfg.loss)
         mark("losses_forward")
         trainer.optimizer.zero_grad(set_to_none=True)
         outputs, leaves = zip(*cut["pairs"])
@@ -194,8 +220,12 @@ def op_split(trainer: Trainer, batch: Dict) -> Dict[str, object]:
         keys.setdefault(op, set()).add(event.name)
     if step_us is None:
         raise RuntimeError(f"the profiler recorded no {STEP_KEY!r} event")
-    return {"step_us": float(step_us), "ops_us": ops_us, "keys": {k: sorted(v) for k, v in keys.items()},
-            "time": "device (kernel) time" if on_gpu else "CPU time"}
+    return {
+        "step_us": float(step_us),
+        "ops_us": ops_us,
+        "keys": {k: sorted(v) for k, v in keys.items()},
+        "time": "device (kernel) time" if on_gpu else "CPU time",
+    }
 
 
 def measure(config: TrainConfig, steps: int = 3, warmup: int = 2) -> Dict[str, object]:
@@ -210,8 +240,8 @@ def measure(config: TrainConfig, steps: int = 3, warmup: int = 2) -> Dict[str, o
             device = trainer.device
             data_s, step_s, images = [], [], []
             for i in range(warmup + steps):
-                batch, seconds = _timed(lambda: trainer.batches.batch(i, B), device)
-                _, step_seconds = _timed(lambda: trainer.train_step(batch), device)
+                batch, seconds = _timed(lambda i=i: trainer.batches.batch(i, B), device)
+                _, step_seconds = _timed(lambda batch=batch: trainer.train_step(batch), device)
                 if i >= warmup:
                     data_s.append(seconds)
                     step_s.append(step_seconds)
@@ -224,8 +254,10 @@ def measure(config: TrainConfig, steps: int = 3, warmup: int = 2) -> Dict[str, o
     n = statistics.median(images)
     step_ms, data_ms = statistics.median(step_s) * 1e3, statistics.median(data_s) * 1e3
     phase_ms = phases["step"] * 1e3
-    phase_rows = [{"part": label, "key": key, "ms": phases[key] * 1e3, "pct": 100.0 * phases[key] / phases["step"]}
-                  for key, label in PHASES]
+    phase_rows = [
+        {"part": label, "key": key, "ms": phases[key] * 1e3, "pct": 100.0 * phases[key] / phases["step"]}
+        for key, label in PHASES
+    ]
     geometry_pct = sum(r["pct"] for r in phase_rows if r["key"] in GEOMETRY_PHASES)
     prof_ms = profiled["step_us"] / 1e3
     op_rows = []
@@ -233,56 +265,98 @@ def measure(config: TrainConfig, steps: int = 3, warmup: int = 2) -> Dict[str, o
         for direction in ("forward", "backward"):
             if entry[direction + "_calls"]:
                 ms = entry[direction] / 1e3
-                op_rows.append({"op": op, "pass": direction, "calls": entry[direction + "_calls"], "ms": ms,
-                                "pct": 100.0 * ms / prof_ms})
+                op_rows.append(
+                    {
+                        "op": op,
+                        "pass": direction,
+                        "calls": entry[direction + "_calls"],
+                        "ms": ms,
+                        "pct": 100.0 * ms / prof_ms,
+                    }
+                )
     ops_ms = sum(r["ms"] for r in op_rows)
     return {
         "benchmark": "train_step",
         "device": device_description(device),
         "env": environment(),
-        "config": {"batch_size": B, "images_per_step": n, "size": config.data.size, **{
-            k: asdict(config.net)[k] for k in ("backbone", "width", "pose_mode", "landmark_mode")},
-                   "amp": config.amp, "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup},
-        "step_ms": step_ms, "images_per_s": n / (step_ms / 1e3),
+        "config": {
+            "batch_size": B,
+            "images_per_step": n,
+            "size": config.data.size,
+            **{k: asdict(config.net)[k] for k in ("backbone", "width", "pose_mode", "landmark_mode")},
+            "amp": config.amp,
+            "threads": torch.get_num_threads(),
+            "steps": steps,
+            "warmup": warmup,
+        },
+        "step_ms": step_ms,
+        "images_per_s": n / (step_ms / 1e3),
         "step_ms_all": [s * 1e3 for s in step_s],
-        "data_ms": data_ms, "data_images_per_s": n / (data_ms / 1e3),
+        "data_ms": data_ms,
+        "data_images_per_s": n / (data_ms / 1e3),
         "images_per_s_with_data": n / ((step_ms + data_ms) / 1e3),
-        "phase_step_ms": phase_ms, "phases": phase_rows, "geometry_rendering_pct": geometry_pct,
-        "profiled_step_ms": prof_ms, "profiler_time": profiled["time"], "ops": op_rows,
-        "pgnface_ops_ms": ops_ms, "pgnface_ops_pct": 100.0 * ops_ms / prof_ms,
-        "other_ms": prof_ms - ops_ms, "other_pct": 100.0 * (prof_ms - ops_ms) / prof_ms,
+        "phase_step_ms": phase_ms,
+        "phases": phase_rows,
+        "geometry_rendering_pct": geometry_pct,
+        "profiled_step_ms": prof_ms,
+        "profiler_time": profiled["time"],
+        "ops": op_rows,
+        "pgnface_ops_ms": ops_ms,
+        "pgnface_ops_pct": 100.0 * ops_ms / prof_ms,
+        "other_ms": prof_ms - ops_ms,
+        "other_pct": 100.0 * (prof_ms - ops_ms) / prof_ms,
         "op_keys": profiled["keys"],
-        "target": {"what": f"geometry + rendering < {TARGET_PCT:g}% of a GPU step", "pct": geometry_pct,
-                   "applies": device.type == "cuda",
-                   "met": (geometry_pct < TARGET_PCT) if device.type == "cuda" else None},
+        "target": {
+            "what": f"geometry + rendering < {TARGET_PCT:g}% of a GPU step",
+            "pct": geometry_pct,
+            "applies": device.type == "cuda",
+            "met": (geometry_pct < TARGET_PCT) if device.type == "cuda" else None,
+        },
     }
 
 
 def report(r: Dict[str, object]) -> str:
     """The printed result: throughput, phase split, op split, target."""
     c = r["config"]
-    head = (f"training-step benchmark on {r['device']}, torch {r['env']['torch']}: {c['backbone']} "
-            f"x{c['width']:g}, {c['landmark_mode']} landmarks, pose {c['pose_mode']}, "
-            f"B = {c['batch_size']}, {c['size']} x {c['size']}, amp {'on' if c['amp'] else 'off'}, "
-            f"median of {c['steps']} steps after {c['warmup']} warm-up")
-    lines = [head, "",
-             format_table([{"": "train step (data excluded)", "ms": r["step_ms"], "images/s": r["images_per_s"]},
-                           {"": "data: synthetic rendering of the batch", "ms": r["data_ms"],
-                            "images/s": r["data_images_per_s"]},
-                           {"": "step + data", "ms": r["step_ms"] + r["data_ms"],
-                            "images/s": r["images_per_s_with_data"]}], ["", "ms", "images/s"]),
-             "", f"phase split of one step ({r['phase_step_ms']:.1f} ms, synchronized at each boundary):",
-             format_table([{"part": p["part"], "ms": p["ms"], "%": p["pct"]} for p in r["phases"]],
-                          ["part", "ms", "%"]),
-             "", f"pgnface ops in one profiled train_step ({r['profiled_step_ms']:.1f} ms; "
-                 f"{r['profiler_time']}, outermost profiler keys):",
-             format_table([{"op": o["op"], "pass": o["pass"], "calls": o["calls"], "ms": o["ms"], "%": o["pct"]}
-                           for o in r["ops"]] +
-                          [{"op": "all pgnface ops", "pass": "", "calls": "", "ms": r["pgnface_ops_ms"],
-                            "%": r["pgnface_ops_pct"]},
-                           {"op": "everything else", "pass": "", "calls": "", "ms": r["other_ms"],
-                            "%": r["other_pct"]}], ["op", "pass", "calls", "ms", "%"]),
-             ""]
+    head = (
+        f"training-step benchmark on {r['device']}, torch {r['env']['torch']}: {c['backbone']} "
+        f"x{c['width']:g}, {c['landmark_mode']} landmarks, pose {c['pose_mode']}, "
+        f"B = {c['batch_size']}, {c['size']} x {c['size']}, amp {'on' if c['amp'] else 'off'}, "
+        f"median of {c['steps']} steps after {c['warmup']} warm-up"
+    )
+    lines = [
+        head,
+        "",
+        format_table(
+            [
+                {"": "train step (data excluded)", "ms": r["step_ms"], "images/s": r["images_per_s"]},
+                {"": "data: synthetic rendering of the batch", "ms": r["data_ms"], "images/s": r["data_images_per_s"]},
+                {"": "step + data", "ms": r["step_ms"] + r["data_ms"], "images/s": r["images_per_s_with_data"]},
+            ],
+            ["", "ms", "images/s"],
+        ),
+        "",
+        f"phase split of one step ({r['phase_step_ms']:.1f} ms, synchronized at each boundary):",
+        format_table([{"part": p["part"], "ms": p["ms"], "%": p["pct"]} for p in r["phases"]], ["part", "ms", "%"]),
+        "",
+        f"pgnface ops in one profiled train_step ({r['profiled_step_ms']:.1f} ms; "
+        f"{r['profiler_time']}, outermost profiler keys):",
+        format_table(
+            [{"op": o["op"], "pass": o["pass"], "calls": o["calls"], "ms": o["ms"], "%": o["pct"]} for o in r["ops"]]
+            + [
+                {
+                    "op": "all pgnface ops",
+                    "pass": "",
+                    "calls": "",
+                    "ms": r["pgnface_ops_ms"],
+                    "%": r["pgnface_ops_pct"],
+                },
+                {"op": "everything else", "pass": "", "calls": "", "ms": r["other_ms"], "%": r["other_pct"]},
+            ],
+            ["op", "pass", "calls", "ms", "%"],
+        ),
+        "",
+    ]
     t = r["target"]
     verdict = ("MET" if t["met"] else "NOT MET") if t["applies"] else "not applicable on a CPU (GPU target)"
     lines.append(f"target: {t['what']}: geometry + rendering = {t['pct']:.1f}% of this step: {verdict}")
@@ -292,17 +366,26 @@ def report(r: Dict[str, object]) -> str:
 def markdown(r: Dict[str, object]) -> str:
     """The result as a markdown section (for --output FILE.md)."""
     c = r["config"]
-    out = [f"### Training step: {c['backbone']} x{c['width']:g}, B = {c['batch_size']}, "
-           f"{c['size']} x {c['size']}, {r['device']}", "",
-           "| | ms | images/s |", "|---|---:|---:|",
-           f"| train step (data excluded) | {r['step_ms']:.1f} | {r['images_per_s']:.1f} |",
-           f"| data: synthetic rendering of the batch | {r['data_ms']:.1f} | {r['data_images_per_s']:.1f} |", "",
-           "| phase of one step | ms | % |", "|---|---:|---:|"]
+    out = [
+        f"### Training step: {c['backbone']} x{c['width']:g}, B = {c['batch_size']}, "
+        f"{c['size']} x {c['size']}, {r['device']}",
+        "",
+        "| | ms | images/s |",
+        "|---|---:|---:|",
+        f"| train step (data excluded) | {r['step_ms']:.1f} | {r['images_per_s']:.1f} |",
+        f"| data: synthetic rendering of the batch | {r['data_ms']:.1f} | {r['data_images_per_s']:.1f} |",
+        "",
+        "| phase of one step | ms | % |",
+        "|---|---:|---:|",
+    ]
     out += [f"| {p['part']} | {p['ms']:.1f} | {p['pct']:.1f} |" for p in r["phases"]]
     out += ["", f"| pgnface op ({r['profiler_time']}) | pass | calls | ms | % |", "|---|---|---:|---:|---:|"]
     out += [f"| {o['op']} | {o['pass']} | {o['calls']} | {o['ms']:.2f} | {o['pct']:.2f} |" for o in r["ops"]]
-    out += [f"| all pgnface ops | | | {r['pgnface_ops_ms']:.1f} | {r['pgnface_ops_pct']:.1f} |",
-            f"| everything else | | | {r['other_ms']:.1f} | {r['other_pct']:.1f} |", ""]
+    out += [
+        f"| all pgnface ops | | | {r['pgnface_ops_ms']:.1f} | {r['pgnface_ops_pct']:.1f} |",
+        f"| everything else | | | {r['other_ms']:.1f} | {r['other_pct']:.1f} |",
+        "",
+    ]
     t = r["target"]
     verdict = ("met" if t["met"] else "not met") if t["applies"] else "not applicable on a CPU"
     out.append(f"Target: {t['what']}: {t['pct']:.1f}%, {verdict}.")
@@ -311,8 +394,11 @@ def markdown(r: Dict[str, object]) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda (default: cuda when available)",
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     parser.add_argument("--size", type=int, default=224, help="crop size in pixels (default 224)")
     parser.add_argument("--backbone", default="resnet18", help="resnet18, resnet34 or mobilenetv2")
@@ -322,14 +408,30 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="measured steps (default: 3 on CPU, 20 on CUDA)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: 2 on CPU, 5 on CUDA)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's default)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other TrainConfig override, e.g. data.clip_weight=1 (repeatable)")
-    parser.add_argument("--output", "--json", default=None,
-                        help="also write the results: markdown if FILE ends in .md, JSON otherwise")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other TrainConfig override, e.g. data.clip_weight=1 (repeatable)",
+    )
+    parser.add_argument(
+        "--output", "--json", default=None, help="also write the results: markdown if FILE ends in .md, JSON otherwise"
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device, ops.cuda_built())
-    config = build_config(args.batch_size, args.size, args.backbone, args.width, args.pose_mode, args.amp,
-                          str(device), args.threads, args.overrides)
+    config = build_config(
+        args.batch_size,
+        args.size,
+        args.backbone,
+        args.width,
+        args.pose_mode,
+        args.amp,
+        str(device),
+        args.threads,
+        args.overrides,
+    )
     gpu = device.type == "cuda"
     steps = args.steps if args.steps is not None else (20 if gpu else 3)
     warmup = args.warmup if args.warmup is not None else (5 if gpu else 2)

@@ -5,4 +5,4 @@
 
 __version__ = "0.1.0"
 
-from . import ops  # noqa: E402,F401  (loads the compiled kernels and registers the ops)
+from pgnface import ops  # noqa: E402,F401  (loads the compiled kernels and registers the ops)

@@ -8,8 +8,6 @@ config and 3DMM identity, and drops training state (optimizer, RNG).
 
 import sys
 
-import torch
-
 from pgnface.nn import atomic_save, read_checkpoint
 
 KEEP = ("format", "version", "network", "model", "input_size")
@@ -18,8 +16,9 @@ KEEP = ("format", "version", "network", "model", "input_size")
 def main(source: str, target: str) -> None:
     payload = read_checkpoint(source)
     compact = {key: payload[key] for key in KEEP if key in payload}
-    compact["state_dict"] = {name: value.half() if value.is_floating_point() else value
-                             for name, value in payload["state_dict"].items()}
+    compact["state_dict"] = {
+        name: value.half() if value.is_floating_point() else value for name, value in payload["state_dict"].items()
+    }
     atomic_save(compact, target)
     print(f"wrote {target}")
 

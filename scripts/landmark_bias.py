@@ -10,8 +10,8 @@ show is a domain gap, not noise. Prints one row per set, in pixels of the networ
 
 Real faces are cropped by the standard landmark-box crop of their annotation, as
 ``pgnface eval aflw2000`` does; ``--image`` needs ``<stem>_lm68.npy`` (68 x 2 or 3 pixels)
-next to the image, and its row ends with the image's 2D NME. Synthetic faces are the built-in model's, framed the same way; only
-those with |yaw| < 30 degrees are kept, so the row compares with near-frontal photos.
+next to the image, and its row ends with the image's 2D NME. Synthetic faces are the built-in
+model's, framed the same way; only those with |yaw| < 30 degrees are kept, so the row compares with near-frontal photos.
 """
 
 import argparse
@@ -25,11 +25,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pgnface.data import SyntheticConfig, SyntheticFaces  # noqa: E402
-from pgnface.eval.aflw2000 import crop, landmark_crop_box, load_aflw2000, nme  # noqa: E402
-from pgnface.eval.baselines import CheckpointPredictor  # noqa: E402
+from pgnface.eval.aflw2000 import load_aflw2000
+from pgnface.eval.metrics import nme
+from pgnface.eval.predictors import CheckpointPredictor  # noqa: E402
+from pgnface.io.crops import crop, landmark_crop_box
 
-GROUPS = {"jaw": slice(0, 17), "brows": slice(17, 27), "nose": slice(27, 36), "eyes": slice(36, 48),
-          "mouth": slice(48, 68)}
+GROUPS = {
+    "jaw": slice(0, 17),
+    "brows": slice(17, 27),
+    "nose": slice(27, 36),
+    "eyes": slice(36, 48),
+    "mouth": slice(48, 68),
+}
 
 
 def signed_error(predictor, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

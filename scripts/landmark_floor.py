@@ -13,7 +13,7 @@ By default the 10 sample images that `pgnface eval aflw2000` tests on are
 left out (index.csv names their rows): this uses landmark annotations only,
 never images, and is a diagnosis of the model, not training.
 
-    python scripts/landmark_floor.py ../shared/data/aflw2000 [--model FILE] [--prior 3]
+    python scripts/landmark_floor.py ../shared/data/aflw2000 [--morphable FILE] [--prior 3]
 """
 
 import argparse
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgnface.model import MorphableModel
+from pgnface.morphable import MorphableModel
 from pgnface.ops import similarity_align
 
 BINS = ((0, 30), (30, 60), (60, 90))
@@ -63,7 +63,7 @@ def nme_2d(pred, gt):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="the AFLW2000-3D folder with pts68.npy, yaw.npy and index.csv")
-    parser.add_argument("--model", help="3DMM file (default: the built-in model)")
+    parser.add_argument("--morphable", help="3DMM file (default: the built-in model)")
     parser.add_argument("--prior", type=float, default=3.0, help="prior weight of the MAP fit (default 3)")
     parser.add_argument("--include-test", action="store_true", help="keep the 10 test samples' rows")
     args = parser.parse_args(argv)
@@ -71,19 +71,22 @@ def main(argv=None) -> int:
     pts, yaw = np.load(folder / "pts68.npy"), np.load(folder / "yaw.npy")
     with open(folder / "index.csv") as f:
         test_rows = {int(r["row"]) for r in csv.DictReader(f) if (folder / f"{r['name']}.jpg").is_file()}
-    rows = np.array([i for i in range(len(pts)) if abs(yaw[i]) <= 90
-                     and (args.include_test or i not in test_rows)])
-    model = MorphableModel.load(args.model) if args.model else MorphableModel.builtin()
-    lv = model.landmark_vertices
-    mean = model.mean[lv].double()
-    basis = torch.cat([model.id_basis[lv] * model.id_std, model.exp_basis[lv] * model.exp_std], -1).double()
+    rows = np.array([i for i in range(len(pts)) if abs(yaw[i]) <= 90 and (args.include_test or i not in test_rows)])
+    morphable = MorphableModel.load(args.morphable) if args.morphable else MorphableModel.builtin()
+    lv = morphable.landmark_vertices
+    mean = morphable.mean[lv].double()
+    basis = torch.cat(
+        [morphable.id_basis[lv] * morphable.id_std, morphable.exp_basis[lv] * morphable.exp_std], -1
+    ).double()
     gt = torch.from_numpy(pts[rows]).double().transpose(1, 2).contiguous()
     flip = torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)  # image y down <-> model y up
     targets = gt * flip
-    errors = {"mean shape": nme_2d(fit_landmarks(mean, basis, targets) * flip, gt),
-              f"MAP fit (prior {args.prior:g})": nme_2d(fit_landmarks(mean, basis, targets, args.prior) * flip, gt)}
+    errors = {
+        "mean shape": nme_2d(fit_landmarks(mean, basis, targets) * flip, gt),
+        f"MAP fit (prior {args.prior:g})": nme_2d(fit_landmarks(mean, basis, targets, args.prior) * flip, gt),
+    }
     a = np.abs(yaw[rows])
-    print(f"{model.name}: 2D NME % of the best fit to {len(rows)} AFLW2000-3D annotations")
+    print(f"{morphable.name}: 2D NME % of the best fit to {len(rows)} AFLW2000-3D annotations")
     print(f"{'fit':>24} " + " ".join(f"{f'({lo},{hi}]':>9}" for lo, hi in BINS) + "  balanced")
     for name, e in errors.items():
         per_bin = [e[(a > lo) & (a <= hi)].mean() if lo else e[a <= hi].mean() for lo, hi in BINS]

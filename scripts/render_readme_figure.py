@@ -45,8 +45,7 @@ def main():
 
     # A slightly turned head, orthographic, face filling most of the image.
     yaw = np.deg2rad(-25.0)
-    rot = torch.tensor([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]],
-                       dtype=torch.float64)
+    rot = torch.tensor([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]], dtype=torch.float64)
     centre = (verts.max(0).values + verts.min(0).values) / 2
     posed = (verts - centre) @ rot.T
     scale = 0.42 * size / posed[:, :2].abs().max()
@@ -83,18 +82,19 @@ def main():
         return (panel.clamp(0, 1).numpy() * 255).astype(np.uint8)
 
     image = np.concatenate([to_u8(panel_shaded), to_u8(panel_ids), to_u8(panel_bary)], axis=1)
-    cv2.rectangle(image, (int(c0), int(r0)), (int(c0 + size / magnify), int(r0 + size / magnify)),
-                  (60, 60, 200), 1)
+    cv2.rectangle(image, (int(c0), int(r0)), (int(c0 + size / magnify), int(r0 + size / magnify)), (60, 60, 200), 1)
     labels = ["shaded (interpolated normals)", "triangle id (8x, red box)", "barycentrics (8x)"]
     for i, text in enumerate(labels):
-        cv2.rectangle(image, (i * size + 6, size - 34), (i * size + 12 + 11 * len(text), size - 6),
-                      (255, 255, 255), -1)
-        cv2.putText(image, text, (i * size + 12, size - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                    (40, 40, 40), 1, cv2.LINE_AA)
+        cv2.rectangle(image, (i * size + 6, size - 34), (i * size + 12 + 11 * len(text), size - 6), (255, 255, 255), -1)
+        cv2.putText(
+            image, text, (i * size + 12, size - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (40, 40, 40), 1, cv2.LINE_AA
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(args.out, image, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    print(f"wrote {args.out}: {tris.shape[0]} triangles at {size} x {size}, "
-          f"{mask.float().mean():.0%} of the pixels covered")
+    print(
+        f"wrote {args.out}: {tris.shape[0]} triangles at {size} x {size}, "
+        f"{mask.float().mean():.0%} of the pixels covered"
+    )
 
 
 if __name__ == "__main__":

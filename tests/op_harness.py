@@ -16,8 +16,7 @@ import pgnface.ops
 
 HAS_CUDA = torch.cuda.is_available() and pgnface.ops.cuda_built()
 
-requires_cuda = pytest.mark.skipif(
-    not HAS_CUDA, reason="needs a CUDA device and a CUDA build of pgnface")
+requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device and a CUDA build of pgnface")
 
 # Parametrize a test over these to run it on CPU and, where possible, CUDA.
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=requires_cuda)]
@@ -45,8 +44,9 @@ def leaf_copies(args: Dict[str, Optional[torch.Tensor]], grad_names: Iterable[st
     return out
 
 
-def assert_matches_reference(op: Callable, reference: Callable, args: Dict, grad_names: Iterable[str],
-                             *, rtol: float, atol: float, seed: int = 0) -> torch.Tensor:
+def assert_matches_reference(
+    op: Callable, reference: Callable, args: Dict, grad_names: Iterable[str], *, rtol: float, atol: float, seed: int = 0
+) -> torch.Tensor:
     """Asserts op(**args) == reference(**args) in value and in the gradients of grad_names.
 
     Returns:
@@ -64,8 +64,13 @@ def assert_matches_reference(op: Callable, reference: Callable, args: Dict, grad
         ours.backward(upstream)
         ref.backward(upstream)
         for name in grad_names:
-            torch.testing.assert_close(ours_args[name].grad, ref_args[name].grad, rtol=rtol,
-                                       atol=atol, msg=lambda m, n=name: f"grad of {n}: {m}")
+            torch.testing.assert_close(
+                ours_args[name].grad,
+                ref_args[name].grad,
+                rtol=rtol,
+                atol=atol,
+                msg=lambda m, n=name: f"grad of {n}: {m}",
+            )
     return ours
 
 

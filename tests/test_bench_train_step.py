@@ -13,8 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ lives nex
 from bench import train_step as bench  # noqa: E402
 from pgnface.train import Trainer  # noqa: E402
 
-TINY = dict(batch_size=2, size=64, width=0.25, device="cpu", threads=1,
-            overrides=["net.head_hidden=32", "net.fpn_channels=16"])
+TINY = dict(
+    batch_size=2, size=64, width=0.25, device="cpu", threads=1, overrides=["net.head_hidden=32", "net.fpn_channels=16"]
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,8 @@ def test_phase_split_adds_up(result):
     assert total <= result["phase_step_ms"] * (1 + 1e-9)
     assert total == pytest.approx(result["phase_step_ms"], rel=1e-6)  # consecutive intervals
     assert result["geometry_rendering_pct"] == pytest.approx(
-        sum(p["pct"] for p in phases if p["key"] in bench.GEOMETRY_PHASES))
+        sum(p["pct"] for p in phases if p["key"] in bench.GEOMETRY_PHASES)
+    )
     assert result["target"]["applies"] is False and result["target"]["met"] is None
 
 

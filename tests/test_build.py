@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pgnface
-import pgnface._ext as ext
+import pgnface.ops._native as ext
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,9 +21,18 @@ def test_extension_built_against_installed_torch():
 
 
 def test_ops_are_registered_in_the_dispatcher():
-    for name in ("synthesize", "synthesize_backward", "rasterize", "rasterize_backward", "interpolate",
-                 "interpolate_backward", "svd3x3", "svd3x3_backward", "similarity_align",
-                 "similarity_align_backward"):
+    for name in (
+        "synthesize",
+        "synthesize_backward",
+        "rasterize",
+        "rasterize_backward",
+        "interpolate",
+        "interpolate_backward",
+        "svd3x3",
+        "svd3x3_backward",
+        "similarity_align",
+        "similarity_align_backward",
+    ):
         assert hasattr(torch.ops.pgnface, name)
 
 
@@ -34,8 +43,11 @@ def test_loader_explains_a_torch_mismatch(monkeypatch):
 
 
 def test_source_list_names_existing_files():
-    listed = [line.strip() for line in (ROOT / "csrc" / "sources.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
+    listed = [
+        line.strip()
+        for line in (ROOT / "csrc" / "sources.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert listed, "csrc/sources.txt lists no sources"
     for src in listed:
         assert (ROOT / src).is_file(), f"csrc/sources.txt lists missing file {src}"
@@ -48,8 +60,7 @@ def test_source_list_names_existing_files():
 def test_cmake_cpu_only_build_loads_and_runs(tmp_path):
     build = tmp_path / "build"
     env_python = f"-DPython3_EXECUTABLE={sys.executable}"
-    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), env_python],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), env_python], check=True, capture_output=True, text=True)
     subprocess.run(["cmake", "--build", str(build), "-j2"], check=True, capture_output=True, text=True)
     built = list(build.glob("_C*.so"))
     assert len(built) == 1, f"expected one _C module in {build}, found {built}"

@@ -4,11 +4,11 @@ import json
 import shutil
 
 import pytest
-
-from pgnface.cli import main
-from pgnface.recon.demo import demo_clip
-from pgnface.model import MorphableModel
 from tiny_nets import train_tiny
+
+from pgnface.apps.demo import demo_clip
+from pgnface.cli import main
+from pgnface.morphable import MorphableModel
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,24 @@ def nets(tmp_path_factory):
 def test_compare_adds_a_row_per_network(nets, tmp_path, capsys):
     pgn, regress = nets
     out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out), "--checkpoint", str(pgn), "--frames", "3", "--compare", str(regress),
-                 "--compare", str(tmp_path / "missing.pt")]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "-o",
+                str(out),
+                "--checkpoint",
+                str(pgn),
+                "--frames",
+                "3",
+                "--compare",
+                str(regress),
+                "--compare",
+                str(tmp_path / "missing.pt"),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "--compare" in captured.err and "missing.pt" in captured.err
     assert "pgn: pgn_tiny" in captured.out and "regress: regress_tiny" in captured.out
@@ -33,13 +49,14 @@ def test_compare_adds_a_row_per_network(nets, tmp_path, capsys):
     other = metrics["networks"][1]
     assert len(other["frames"]) == 3 and all(other["mean"][k] > 0 for k in ("nme2d", "yaw_error"))
     # The same person and poses at both sizes.
-    assert [r["yaw_true"] for r in other["frames"]] == pytest.approx([r["yaw_true"] for r in metrics["frames"]],
-                                                                     abs=1e-4)
+    assert [r["yaw_true"] for r in other["frames"]] == pytest.approx(
+        [r["yaw_true"] for r in metrics["frames"]], abs=1e-4
+    )
 
 
 def test_same_clip_at_every_size():
-    model = MorphableModel.builtin()
-    small, large = demo_clip(model, 48, 2, 0), demo_clip(model, 96, 2, 0)
+    morphable = MorphableModel.builtin()
+    small, large = demo_clip(morphable, 48, 2, 0), demo_clip(morphable, 96, 2, 0)
     assert (small["landmarks2d"] * 2 - large["landmarks2d"]).abs().max() < 1e-2
 
 

@@ -2,13 +2,19 @@
 
 import pytest
 import torch
-
 from op_harness import shared_data_dir
 from test_train_realdata import TINY  # the tiny network and batch of the training tests
-from pgnface.model import MorphableModel
+
+from pgnface.morphable import MorphableModel
+from pgnface.morphable.ibug68 import IBUG68_MIRROR, mirror_landmarks
 from pgnface.train import TrainConfig, apply_overrides, train
-from pgnface.model.ibug68 import IBUG68_MIRROR, mirror_landmarks
-from pgnface.train.equivariance import Warp, equivariance_loss, random_warps, warp_images, warp_points
+from pgnface.train.equivariance import (
+    Warp,
+    equivariance_loss,
+    random_warps,
+    warp_images,
+    warp_points,
+)
 
 
 def test_mirror_map_is_a_pairing_that_fits_the_builtin_face():
@@ -16,9 +22,9 @@ def test_mirror_map_is_a_pairing_that_fits_the_builtin_face():
     assert sorted(IBUG68_MIRROR) == list(range(68))
     assert torch.equal(mirror[mirror], torch.arange(68))  # an involution: partners pair up
     assert [i for i in range(68) if IBUG68_MIRROR[i] == i] == [8, 27, 28, 29, 30, 33, 51, 57, 62, 66]
-    model = MorphableModel.builtin()  # symmetric about x = 0
+    morphable = MorphableModel.builtin()  # symmetric about x = 0
     lm = torch.zeros(68, 3)
-    lm[model.landmark_ids] = model.mean[model.landmark_vertices]
+    lm[morphable.landmark_ids] = morphable.mean[morphable.landmark_vertices]
     mirrored = lm * torch.tensor([-1.0, 1.0, 1.0])
     width = float(lm[:, 0].max() - lm[:, 0].min())
     assert float((mirrored[mirror] - lm).norm(dim=1).max()) < 0.02 * width
@@ -74,9 +80,11 @@ def test_training_with_the_equivariance_term_on_unlabelled_photos(tmp_path):
     images = shared_data_dir() / "images"
     if not images.exists():
         pytest.skip(f"shared data {images} is absent")
-    cfg = apply_overrides(TrainConfig(), TINY + [
-        "steps=3", "data.single_weight=0", "data.images_weight=1", f"data.images={images}",
-        "loss.equivariance=0.5"])
+    cfg = apply_overrides(
+        TrainConfig(),
+        TINY
+        + ["steps=3", "data.single_weight=0", "data.images_weight=1", f"data.images={images}", "loss.equivariance=0.5"],
+    )
     summary = train(cfg, tmp_path, progress=False)
     assert summary["step"] == 3 and "equivariance" in summary["last"]
     assert summary["last"]["equivariance"] > 0 and all(x == x for x in summary["history"])

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from op_harness import shared_data_file
 
-from op_harness import shared_data_dir, shared_data_file
-from pgnface.eval import EvalResult, MeanShapePredictor, evaluate, landmark_crop_box, load_aflw2000, nme
-from pgnface.eval.aflw2000 import AFLWSample, crop, crop_to_image
+from pgnface.eval import EvalResult, MeanShapePredictor, evaluate, load_aflw2000
+from pgnface.eval.aflw2000 import AFLWSample
+from pgnface.io.crops import crop, crop_to_image, landmark_crop_box
 
 
 class OraclePredictor:
@@ -40,8 +41,14 @@ def fake_samples(yaws):
     samples = []
     for i, yaw in enumerate(yaws):
         lm = np.c_[g.uniform(100, 200, (68, 2)), g.normal(0, 20, 68)]
-        samples.append(AFLWSample(f"image{i:05d}", np.zeros((300, 300, 3), np.uint8), lm,
-                                  np.array([0.0, math.radians(yaw), 0, 0, 0, 0, 1])))
+        samples.append(
+            AFLWSample(
+                f"image{i:05d}",
+                np.zeros((300, 300, 3), np.uint8),
+                lm,
+                np.array([0.0, math.radians(yaw), 0, 0, 0, 0, 1]),
+            )
+        )
     return samples
 
 
@@ -58,10 +65,14 @@ def test_oracle_scores_zero_and_a_known_offset_scores_its_nme():
 
 
 def test_yaw_bins_balanced_and_plain_means():
-    result = EvalResult([{"name": "a", "yaw": 10, "nme2d": 1.0, "nme3d": 2.0},
-                         {"name": "b", "yaw": -20, "nme2d": 3.0, "nme3d": 4.0},
-                         {"name": "c", "yaw": 45, "nme2d": 5.0, "nme3d": 6.0},
-                         {"name": "d", "yaw": -95, "nme2d": 9.0, "nme3d": 9.0}])
+    result = EvalResult(
+        [
+            {"name": "a", "yaw": 10, "nme2d": 1.0, "nme3d": 2.0},
+            {"name": "b", "yaw": -20, "nme2d": 3.0, "nme3d": 4.0},
+            {"name": "c", "yaw": 45, "nme2d": 5.0, "nme3d": 6.0},
+            {"name": "d", "yaw": -95, "nme2d": 9.0, "nme3d": 9.0},
+        ]
+    )
     table = result.table()
     assert table["[0,30]"]["nme2d"] == 2.0 and table["[0,30]"]["count"] == 2
     assert table["(30,60]"]["nme2d"] == 5.0 and table["(60,90]"]["count"] == 1
@@ -148,8 +159,15 @@ def test_cli_eval_aflw2000_with_a_trained_checkpoint(tmp_path, capsys):
 
     folder = shared_data_file("aflw2000")
     run = tmp_path / "run"
-    tiny = ["net.backbone=resnet18", "net.width=0.125", "net.head_hidden=32", "net.fpn_channels=16",
-            "data.size=64", "threads=1", "warmup_steps=1"]
+    tiny = [
+        "net.backbone=resnet18",
+        "net.width=0.125",
+        "net.head_hidden=32",
+        "net.fpn_channels=16",
+        "data.size=64",
+        "threads=1",
+        "warmup_steps=1",
+    ]
     assert main(["train", "--out", str(run), "--steps", "2", "--batch-size", "2", "--quiet"] + tiny) == 0
     assert (run / "model.pt").is_file()
     capsys.readouterr()
@@ -158,23 +176,35 @@ def test_cli_eval_aflw2000_with_a_trained_checkpoint(tmp_path, capsys):
     assert "predictor: checkpoint" in printed and "balanced" in printed
     rows = (tmp_path / "per_image.csv").read_text().splitlines()
     assert len(rows) == 11 and all(float(r.split(",")[2]) > 0 for r in rows[1:])
-    assert main(["eval", "aflw2000", str(folder), "--checkpoint", str(run / "model.pt"), "--flip",
-                 "-o", str(tmp_path / "flip")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "aflw2000",
+                str(folder),
+                "--checkpoint",
+                str(run / "model.pt"),
+                "--flip",
+                "-o",
+                str(tmp_path / "flip"),
+            ]
+        )
+        == 0
+    )
     assert "with flip averaging" in capsys.readouterr().out
     assert main(["eval", "aflw2000", str(folder), "--flip", "-o", str(tmp_path / "x")]) == 2  # no network
 
 
 def test_flip_averaging_is_the_mean_of_the_two_passes(tmp_path):
     """CheckpointPredictor(flip=True) = (net(x) + mirror(net(flip(x)))) / 2, exactly."""
-    from pgnface.eval.baselines import CheckpointPredictor
-    from pgnface.model import MorphableModel
-    from pgnface.model.ibug68 import mirror_landmarks
-    from pgnface.nn import PGNReconstructor, save_reconstructor
+    from pgnface.eval.predictors import CheckpointPredictor
+    from pgnface.morphable import MorphableModel
+    from pgnface.morphable.ibug68 import mirror_landmarks
+    from pgnface.nn import PGNNetwork, save_network
 
     torch.manual_seed(0)
-    net = PGNReconstructor(MorphableModel.builtin(), backbone="resnet18", width=0.125, head_hidden=32,
-                           fpn_channels=16).eval()
-    save_reconstructor(tmp_path / "net.pt", net)
+    net = PGNNetwork(MorphableModel.builtin(), backbone="resnet18", width=0.125, head_hidden=32, fpn_channels=16).eval()
+    save_network(tmp_path / "net.pt", net)
     plain = CheckpointPredictor(tmp_path / "net.pt", input_size=64)
     flip = CheckpointPredictor(tmp_path / "net.pt", input_size=64, flip=True)
     crops = torch.rand(2, 3, 64, 64)

@@ -2,18 +2,16 @@
 
 import numpy as np
 import pytest
-import torch
 
-from pgnface.data.meshio import read_mesh, write_obj, write_ply
 from pgnface.eval.dense import Surface, closest_points_on_triangles, dense_errors
-from pgnface.model import MorphableModel
+from pgnface.io.meshes import read_mesh, write_obj, write_ply
+from pgnface.morphable import MorphableModel
 
 
 @pytest.fixture(scope="module")
 def face():
-    model = MorphableModel.builtin()
-    return (model.mean.double().numpy(), model.triangles.long().numpy(),
-            model.landmark_vertices.numpy())
+    morphable = MorphableModel.builtin()
+    return (morphable.mean.double().numpy(), morphable.triangles.long().numpy(), morphable.landmark_vertices.numpy())
 
 
 def random_similarity(seed, angle_deg=25.0):
@@ -28,8 +26,14 @@ def random_similarity(seed, angle_deg=25.0):
 
 def test_closest_points_on_a_triangle():
     a, b, c = np.array([[0.0, 0, 0]]), np.array([[1.0, 0, 0]]), np.array([[0.0, 1, 0]])
-    cases = {(0.2, 0.2, 1.0): (0.2, 0.2, 0.0), (-1.0, -1.0, 0.0): (0, 0, 0), (2.0, -0.5, 0.0): (1, 0, 0),
-             (0.5, -1.0, 0.0): (0.5, 0, 0), (1.0, 1.0, 0.0): (0.5, 0.5, 0), (-0.5, 0.5, 2.0): (0, 0.5, 0)}
+    cases = {
+        (0.2, 0.2, 1.0): (0.2, 0.2, 0.0),
+        (-1.0, -1.0, 0.0): (0, 0, 0),
+        (2.0, -0.5, 0.0): (1, 0, 0),
+        (0.5, -1.0, 0.0): (0.5, 0, 0),
+        (1.0, 1.0, 0.0): (0.5, 0.5, 0),
+        (-0.5, 0.5, 2.0): (0, 0.5, 0),
+    }
     for p, expect in cases.items():
         q, d = closest_points_on_triangles(np.array([p]), a, b, c)
         np.testing.assert_allclose(q[0], expect, atol=1e-12)
@@ -44,8 +48,9 @@ def test_surface_distance_matches_brute_force(face):
     sub = tris[g.choice(len(tris), 3000)]
     # Brute force over all triangles for a few queries.
     for q, d in zip(queries[:15], dist[:15]):
-        _, all_d = closest_points_on_triangles(np.repeat(q[None], len(tris), 0), verts[tris[:, 0]],
-                                               verts[tris[:, 1]], verts[tris[:, 2]])
+        _, all_d = closest_points_on_triangles(
+            np.repeat(q[None], len(tris), 0), verts[tris[:, 0]], verts[tris[:, 1]], verts[tris[:, 2]]
+        )
         assert d == pytest.approx(all_d.min(), abs=1e-9)
     assert sub.shape == (3000, 3)
 
@@ -101,10 +106,12 @@ def test_mesh_round_trips(face, tmp_path):
         np.testing.assert_array_equal(t, tris)
     (tmp_path / "quad.obj").write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf 1/1 2/2 3/3 4/4\n")
     assert read_mesh(tmp_path / "quad.obj")[1].tolist() == [[0, 1, 2], [0, 2, 3]]
-    (tmp_path / "a.ply").write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\n"
-                                    "property float y\nproperty float z\nelement face 1\n"
-                                    "property list uchar int vertex_indices\nend_header\n"
-                                    "0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
+    (tmp_path / "a.ply").write_text(
+        "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\n"
+        "property float y\nproperty float z\nelement face 1\n"
+        "property list uchar int vertex_indices\nend_header\n"
+        "0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"
+    )
     v, t = read_mesh(tmp_path / "a.ply")
     assert v.shape == (3, 3) and t.tolist() == [[0, 1, 2]]
 
@@ -135,11 +142,35 @@ def test_cli_eval_dense(face, tmp_path, capsys):
     np.savez(tmp_path / "gt" / "a.npz", vertices=verts, triangles=tris, landmarks=verts[lms])
     write_obj(tmp_path / "pred" / "b.obj", verts, tris)
     write_ply(tmp_path / "gt" / "b.ply", verts, tris)
-    assert main(["eval", "dense", str(tmp_path / "pred"), str(tmp_path / "gt"), "-o", str(tmp_path / "out"),
-                 ]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "dense",
+                str(tmp_path / "pred"),
+                str(tmp_path / "gt"),
+                "-o",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "a: RMSE 0.0000" in printed and "2 meshes" in printed
     assert (tmp_path / "out" / "dense.csv").read_text().count("\n") == 3
-    assert main(["eval", "dense", str(tmp_path / "pred" / "a.npz"), str(tmp_path / "gt" / "a.npz"),
-                 "--crop-radius", "60", "-o", str(tmp_path / "out2")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "dense",
+                str(tmp_path / "pred" / "a.npz"),
+                str(tmp_path / "gt" / "a.npz"),
+                "--crop-radius",
+                "60",
+                "-o",
+                str(tmp_path / "out2"),
+            ]
+        )
+        == 0
+    )
     assert main(["eval", "dense", str(tmp_path / "pred"), str(tmp_path / "gt" / "a.npz")]) == 2

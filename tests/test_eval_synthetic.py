@@ -7,19 +7,25 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny_nets import train_tiny
 
 from pgnface.cli import main
-from pgnface.data.synthetic import rotation_from_angles
-from pgnface.eval.aflw2000 import landmark_crop_box
-from pgnface.eval.compare import network_name
-from pgnface.eval.synthetic import (METRICS, aligned_shape_error, angle_errors, evaluate_synthetic,
-                                    synthetic_test_set, vertex_nme)
-from pgnface.model import FRONTAL, MorphableModel
-from tiny_nets import train_tiny
+from pgnface.eval.synthetic import (
+    METRICS,
+    aligned_shape_error,
+    angle_errors,
+    evaluate_synthetic,
+    synthetic_test_set,
+    vertex_nme,
+)
+from pgnface.io.crops import landmark_crop_box
+from pgnface.morphable import FRONTAL, MorphableModel
+from pgnface.nn.checkpoint import network_name
+from pgnface.ops.pose import rotation_from_angles
 
 
 @pytest.fixture(scope="module")
-def model():
+def morphable():
     return MorphableModel.builtin()
 
 
@@ -44,9 +50,12 @@ class Oracle:
         lm = np.stack([s.landmarks for s in samples]) * np.array([1.0, 1.0, -1.0]) + self.shift
         angles = torch.tensor(self.ts.angles[rows])
         rotation = FRONTAL.double() @ rotation_from_angles(angles[:, 0], angles[:, 1], angles[:, 2])
-        return {"landmarks": torch.tensor((lm - offset) / k), "rotation": rotation,
-                "vertices": torch.tensor((self.ts.vertices[rows] - offset) / k),
-                "shape": torch.tensor(self.ts.shapes[rows]) * self.shape_scale}
+        return {
+            "landmarks": torch.tensor((lm - offset) / k),
+            "rotation": rotation,
+            "vertices": torch.tensor((self.ts.vertices[rows] - offset) / k),
+            "shape": torch.tensor(self.ts.shapes[rows]) * self.shape_scale,
+        }
 
 
 def test_angle_errors_wrap_around():
@@ -68,8 +77,9 @@ def test_vertex_nme_known_answers():
 def test_aligned_shape_error_ignores_similarities_only():
     g = np.random.default_rng(1)
     true = g.normal(0, 50, (3, 200, 3))
-    R = rotation_from_angles(*torch.tensor([[30.0, -60.0, 5.0], [10.0, 0.0, -20.0], [0.0, 15.0, 40.0]],
-                                           dtype=torch.float64)).numpy()
+    R = rotation_from_angles(
+        *torch.tensor([[30.0, -60.0, 5.0], [10.0, 0.0, -20.0], [0.0, 15.0, 40.0]], dtype=torch.float64)
+    ).numpy()
     moved = 1.7 * np.einsum("bij,bnj->bni", R, true) + np.array([5.0, -3.0, 100.0])
     assert np.allclose(aligned_shape_error(moved, true), 0.0, atol=1e-9)
     bumped = true.copy()
@@ -97,8 +107,8 @@ def test_test_set_is_fixed_and_the_same_faces_at_every_size(test_set):
         synthetic_test_set(3, 64, yaw_max=120)
 
 
-def test_ground_truth_as_prediction_scores_zero_and_a_shift_scores_its_nme(test_set, model):
-    ids = model.landmark_vertices.numpy()
+def test_ground_truth_as_prediction_scores_zero_and_a_shift_scores_its_nme(test_set, morphable):
+    ids = morphable.landmark_vertices.numpy()
     result = evaluate_synthetic(Oracle(test_set), test_set, ids, batch_size=5)
     assert len(result.per_image) == 12
     for key in METRICS:
@@ -121,8 +131,22 @@ def test_command_compares_networks_of_different_sizes(tmp_path, capsys):
     pgn = train_tiny(tmp_path / "pgn_tiny", size=64)
     regress = train_tiny(tmp_path / "regress_tiny", size=48, pose_mode="regress")
     out = tmp_path / "eval"
-    code = main(["eval", "synthetic", "-n", "6", "-o", str(out), "--checkpoint", str(pgn),
-                 "--checkpoint", str(regress), "--checkpoint", str(tmp_path / "missing.pt")])
+    code = main(
+        [
+            "eval",
+            "synthetic",
+            "-n",
+            "6",
+            "-o",
+            str(out),
+            "--checkpoint",
+            str(pgn),
+            "--checkpoint",
+            str(regress),
+            "--checkpoint",
+            str(tmp_path / "missing.pt"),
+        ]
+    )
     assert code == 0
     captured = capsys.readouterr()
     assert "--checkpoint" in captured.err and "missing.pt" in captured.err
@@ -133,8 +157,7 @@ def test_command_compares_networks_of_different_sizes(tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert [r["name"] for r in rows] == ["pgn_tiny", "regress_tiny"]
     assert [r["input_size"] for r in rows] == ["64", "48"] and rows[0]["images"] == "6"
-    for key in ("nme2d_0_30", "nme2d_balanced", "nme3d_mean", "yaw_error_mean", "vertex_nme_mean",
-                "shape_error_mean"):
+    for key in ("nme2d_0_30", "nme2d_balanced", "nme3d_mean", "yaw_error_mean", "vertex_nme_mean", "shape_error_mean"):
         assert key in rows[0]
     assert float(rows[0]["nme2d_mean"]) > 0 and float(rows[1]["pose_error_mean"]) > 0
     table = (out / "synthetic_eval.md").read_text()
@@ -142,8 +165,9 @@ def test_command_compares_networks_of_different_sizes(tmp_path, capsys):
     details = json.loads((out / "synthetic_eval.json").read_text())
     assert details["test_set"]["sizes"] == [48, 64] and len(details["networks"][1]["per_image"]) == 6
     # Same faces at both sizes: the per-face yaws agree.
-    assert [r["yaw"] for r in details["networks"][0]["per_image"]] == \
-        pytest.approx([r["yaw"] for r in details["networks"][1]["per_image"]], abs=1e-5)
+    assert [r["yaw"] for r in details["networks"][0]["per_image"]] == pytest.approx(
+        [r["yaw"] for r in details["networks"][1]["per_image"]], abs=1e-5
+    )
 
 
 def test_command_bad_options(tmp_path, capsys):

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_nets import train_tiny
 
 from pgnface import ops
+from pgnface.apps.export import finish_pose, umeyama
 from pgnface.cli import main
-from pgnface.data.synthetic import rotation_from_angles
-from pgnface.export import finish_pose, umeyama
-from pgnface.nn import REFERENCE_CHECKPOINT, load_reconstructor
-from tiny_nets import train_tiny
+from pgnface.nn import REFERENCE_CHECKPOINT, load_network
+from pgnface.ops.pose import rotation_from_angles
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -54,21 +54,21 @@ def exported(tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["pgn", "regress"])
 def test_onnxruntime_matches_pytorch(exported, mode):
-    from pgnface.export import run_onnx
+    from pgnface.apps.export import run_onnx
 
     pytest.importorskip("onnxruntime")
     ckpt, path = exported[mode]
-    net, payload = load_reconstructor(ckpt)
+    net, payload = load_network(ckpt)
     size = payload["input_size"]
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert meta["pose_mode"] == mode and meta["input_size"] == str(size)
-    assert json.loads(meta["landmark_ids"]) == net.model.landmark_ids.tolist()
+    assert json.loads(meta["landmark_ids"]) == net.morphable.landmark_ids.tolist()
     for batch in (1, 4):  # the batch size is dynamic
         images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(batch))
         got = run_onnx(path, images)
         with torch.no_grad():
             ref = net(images)
-        ref["model_landmarks"] = net.model.landmarks(ref["id"], ref["exp"])
+        ref["model_landmarks"] = net.morphable.landmarks(ref["id"], ref["exp"])
         ref.update(id_coeffs=ref["id"], exp_coeffs=ref["exp"], albedo_coeffs=ref["albedo"])
         names = ["landmarks", "id_coeffs", "exp_coeffs", "albedo_coeffs", "gamma", "model_landmarks"]
         names += ["scale", "rotation", "translation"] if mode == "regress" else []
@@ -79,14 +79,14 @@ def test_onnxruntime_matches_pytorch(exported, mode):
 
 
 def test_the_numpy_pose_solve_finishes_the_pgn_graph(tmp_path):
-    from pgnface.export import run_onnx
+    from pgnface.apps.export import run_onnx
 
     pytest.importorskip("onnxruntime")
     if not REFERENCE_CHECKPOINT.is_file():
         pytest.skip("no bundled reference checkpoint in this checkout")
     path = tmp_path / "reference.onnx"
     assert main(["export-onnx", "-o", str(path)]) == 0  # the bundled reference by default
-    net, payload = load_reconstructor(REFERENCE_CHECKPOINT)
+    net, payload = load_network(REFERENCE_CHECKPOINT)
     from pgnface.data import SyntheticConfig, SyntheticFaces
 
     images = SyntheticFaces(config=SyntheticConfig(size=payload["input_size"]), seed=5).sample(3)["image"]

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-
 from op_harness import shared_data_dir
 from test_train_realdata import TINY  # the tiny network and batch of the training tests
+
 from pgnface.train import TrainConfig, apply_overrides, train
 from pgnface.train.flow import clip_flow, flow_consistency_loss
 
@@ -36,11 +36,11 @@ def test_flow_consistency_loss_known_answers():
     g = torch.Generator().manual_seed(1)
     start = 10 + 40 * torch.rand(B, 1, P, 2, generator=g)
     step = torch.tensor([2.0, -1.0])
-    projected = torch.cat([start + k * step for k in range(F)], 1)       # each frame moves by `step`
-    flow = step.view(1, 1, 2, 1, 1).expand(B, F - 1, 2, S, S).clone()     # and so does the flow
+    projected = torch.cat([start + k * step for k in range(F)], 1)  # each frame moves by `step`
+    flow = step.view(1, 1, 2, 1, 1).expand(B, F - 1, 2, S, S).clone()  # and so does the flow
     assert float(flow_consistency_loss(projected, flow, size=S)) < 1e-5
     wrong = projected.clone()
-    wrong[:, 1:] += torch.tensor([3.0, 4.0])                               # frames 1, 2 off by 5 px
+    wrong[:, 1:] += torch.tensor([3.0, 4.0])  # frames 1, 2 off by 5 px
     # pairs (0,1): 5 px off; (1,2): both shifted, consistent -> mean 2.5 px.
     assert float(flow_consistency_loss(wrong, flow, size=S)) == pytest.approx(2.5 / S, rel=1e-3)
     # Where the flow is invalid, or a vertex hidden in either frame, the pair does not count.
@@ -48,7 +48,7 @@ def test_flow_consistency_loss_known_answers():
     valid[:, 0] = 0
     assert float(flow_consistency_loss(wrong, flow, valid, size=S)) < 1e-5
     visible = torch.ones(B, F, P, dtype=torch.bool)
-    visible[:, 1] = False                                                  # no pair has both frames visible
+    visible[:, 1] = False  # no pair has both frames visible
     assert float(flow_consistency_loss(wrong, flow, visible=visible, size=S)) == 0.0
     # Gradients reach both frames' projections.
     wrong.requires_grad_(True)
@@ -62,9 +62,18 @@ def test_training_with_the_flow_term_on_video(tmp_path):
     video = shared_data_dir() / "video"
     if not video.exists():
         pytest.skip(f"shared data {video} is absent")
-    cfg = apply_overrides(TrainConfig(), TINY + [
-        "steps=2", "data.single_weight=0", "data.video_weight=1", f"data.video={video}", "data.clip_frames=2",
-        "loss.flow=1"])
+    cfg = apply_overrides(
+        TrainConfig(),
+        TINY
+        + [
+            "steps=2",
+            "data.single_weight=0",
+            "data.video_weight=1",
+            f"data.video={video}",
+            "data.clip_frames=2",
+            "loss.flow=1",
+        ],
+    )
     summary = train(cfg, tmp_path, progress=False)
     assert summary["step"] == 2 and "flow" in summary["last"]
     assert np.isfinite(summary["last"]["flow"]) and summary["last"]["flow"] > 0

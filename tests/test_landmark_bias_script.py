@@ -32,6 +32,7 @@ def test_signed_error_is_zero_for_a_perfect_predictor_and_sees_a_shift():
 
         def __call__(self, crops):
             import torch
+
             box = script.landmark_crop_box(truth)
             points = (truth - box[:2]) * 120 / (box[2] - box[0]) + self.shift
             return torch.from_numpy(points).float()[None]

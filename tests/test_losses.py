@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from pgnface.data import SyntheticConfig, SyntheticFaces
-from pgnface.model import MorphableModel, WeakPerspectiveCamera, render
+from pgnface.morphable import MorphableModel, WeakPerspectiveCamera, render
 from pgnface.train import losses as L
-from pgnface.train.data import centre_depth
+from pgnface.train.batches import centre_depth
 
 
 def _rotation(angle_deg: float) -> torch.Tensor:
@@ -55,37 +55,50 @@ def test_coefficient_loss_and_priors():
 
 @pytest.fixture(scope="module")
 def face():
-    model = MorphableModel.builtin()
-    s = SyntheticFaces(model, SyntheticConfig(size=48), seed=1).sample(2, seed=0)
-    return model, s
+    morphable = MorphableModel.builtin()
+    s = SyntheticFaces(morphable, SyntheticConfig(size=48), seed=1).sample(2, seed=0)
+    return morphable, s
 
 
 def test_photometric_loss_zero_for_truth_and_known_shift(face):
-    model, s = face
+    morphable, s = face
     camera = WeakPerspectiveCamera(s["scale"], s["rotation"], s["translation"])
-    albedo = model.albedo(s["albedo"]).clamp(0, 1)
-    out = render(model.vertices(s["id"], s["exp"]), model.triangles, albedo, s["gamma"], camera, 48)
+    albedo = morphable.albedo(s["albedo"]).clamp(0, 1)
+    out = render(morphable.vertices(s["id"], s["exp"]), morphable.triangles, albedo, s["gamma"], camera, 48)
     image = out.image.clamp(0, 1)
     inside = (out.image == image).all(-1).float() * out.mask  # pixels the clamp left alone
     assert float(L.photometric_loss(out.image, image, inside, eps=1e-6)) < 1e-5
     delta = 0.1
     shifted = (out.image + delta).permute(0, 3, 1, 2)  # channels-first images are accepted too
     assert float(L.photometric_loss(out.image, shifted, out.mask, eps=1e-6)) == pytest.approx(
-        delta * math.sqrt(3), rel=1e-4)
+        delta * math.sqrt(3), rel=1e-4
+    )
     # The rendered face of the synthetic ground truth matches the synthetic image on the face.
-    pred = {"shape": model.vertices(s["id"], s["exp"]), "albedo": s["albedo"], "gamma": s["gamma"],
-            "scale": s["scale"], "rotation": s["rotation"], "translation": s["translation"]}
-    r = L.render_prediction(pred, model, 48)
+    pred = {
+        "shape": morphable.vertices(s["id"], s["exp"]),
+        "albedo": s["albedo"],
+        "gamma": s["gamma"],
+        "scale": s["scale"],
+        "rotation": s["rotation"],
+        "translation": s["translation"],
+    }
+    r = L.render_prediction(pred, morphable, 48)
     assert float(L.photometric_loss(r.image.clamp(0, 1), s["image"], r.mask * inside)) < 2e-3
     assert float(L.photometric_loss(out.image, image, torch.zeros_like(out.mask))) == 0.0
 
 
 def test_photometric_loss_gradient_reaches_albedo(face):
-    model, s = face
+    morphable, s = face
     albedo = s["albedo"].clone().requires_grad_(True)
-    pred = {"shape": model.vertices(s["id"], s["exp"]), "albedo": albedo, "gamma": s["gamma"],
-            "scale": s["scale"], "rotation": s["rotation"], "translation": s["translation"]}
-    r = L.render_prediction(pred, model, 48)
+    pred = {
+        "shape": morphable.vertices(s["id"], s["exp"]),
+        "albedo": albedo,
+        "gamma": s["gamma"],
+        "scale": s["scale"],
+        "rotation": s["rotation"],
+        "translation": s["translation"],
+    }
+    r = L.render_prediction(pred, morphable, 48)
     L.photometric_loss(r.image, s["image"] * 0.5, r.mask).backward()
     assert albedo.grad.abs().sum() > 0
 
@@ -142,8 +155,7 @@ def test_cross_frame_photometric_known_colours():
     loss = L.cross_frame_photometric_loss(images, projected, eps=1e-6)
     assert float(loss) == pytest.approx(0.3, rel=1e-4)
     # A textured image translated by (3, 2) px, sampled at correspondingly shifted points: agreement.
-    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
     pattern = lambda x, y: torch.stack([torch.sin(0.4 * x) + 0.1 * y, torch.cos(0.3 * y), 0.05 * x * y / 16])  # noqa
     images = torch.stack([pattern(xx + 0.5, yy + 0.5), pattern(xx + 0.5 - 3, yy + 0.5 - 2)])[None]
     pts = torch.rand(1, 1, 20, 2) * 8 + 2
@@ -171,10 +183,10 @@ def test_sample_colours_pixel_centres():
 
 
 def test_centre_depth_makes_landmark_depth_zero(face):
-    model, s = face
-    v = centre_depth(s["vertices"], model.landmark_vertices)
-    torch.testing.assert_close(v[:, model.landmark_vertices, 2].mean(1), torch.zeros(2), atol=1e-3, rtol=0)
-    torch.testing.assert_close(v[:, model.landmark_vertices], s["landmarks3d"], atol=1e-3, rtol=0)
+    morphable, s = face
+    v = centre_depth(s["vertices"], morphable.landmark_vertices)
+    torch.testing.assert_close(v[:, morphable.landmark_vertices, 2].mean(1), torch.zeros(2), atol=1e-3, rtol=0)
+    torch.testing.assert_close(v[:, morphable.landmark_vertices], s["landmarks3d"], atol=1e-3, rtol=0)
 
 
 def test_heatmap_loss_is_zero_on_its_target_and_pulls_mass_to_the_label():
@@ -184,6 +196,7 @@ def test_heatmap_loss_is_zero_on_its_target_and_pulls_mass_to_the_label():
     assert torch.allclose(target[0].sum((-2, -1)), torch.ones(3, dtype=torch.float64))
     # The target's mean is near the label (a cell-sized Gaussian, a little pulled in by the border).
     from pgnface.nn.heads import soft_argmax
+
     centred, _ = soft_argmax(torch.log(target[:, :1].clamp(min=1e-30)), S)
     torch.testing.assert_close(centred[0, 0].double(), uv[0, 0], atol=0.5, rtol=0)
     # KL is 0 on the target itself (points outside the crop are ignored) and positive elsewhere.

@@ -1,8 +1,8 @@
-"""pgnface.data.media: the one list of image and video suffixes."""
+"""pgnface.io.images: the one list of image and video suffixes."""
 
 import pytest
 
-from pgnface.data.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files, is_image
+from pgnface.io.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files, is_image
 
 
 def test_image_files_recurses_sorted_and_ignores_case_and_other_files(tmp_path):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from op_harness import DEVICES, DTYPES, requires_cuda, shared_data_file
 
 import pgnface.ops as ops
-from op_harness import DEVICES, DTYPES, HAS_CUDA, requires_cuda, shared_data_file
 
 ref = ops.reference
 
@@ -30,8 +30,7 @@ def grid_mesh(rows, cols, H, W, jitter=0.0, seed=0):
     pts = torch.stack([xx, yy, torch.rand(yy.shape, generator=g, dtype=torch.float64) * jitter], -1)
     idx = torch.arange((rows + 1) * (cols + 1)).reshape(rows + 1, cols + 1)
     a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
-    tris = torch.cat([torch.stack([a, b, d], -1).reshape(-1, 3),
-                      torch.stack([a, d, c], -1).reshape(-1, 3)]).int()
+    tris = torch.cat([torch.stack([a, b, d], -1).reshape(-1, 3), torch.stack([a, d, c], -1).reshape(-1, 3)]).int()
     return ops.clip_from_pixels(pts.reshape(-1, 3), (H, W))[None], tris
 
 
@@ -65,7 +64,7 @@ def test_shared_edges_cover_every_pixel_exactly_once(device):
     pos = pos.to(device)
     counts = torch.zeros(H, W, dtype=torch.int64)
     for t in range(tris.shape[0]):
-        counts += ops.rasterize(pos, tris[t:t + 1].to(device), (H, W)).mask[0].cpu().long()
+        counts += ops.rasterize(pos, tris[t : t + 1].to(device), (H, W)).mask[0].cpu().long()
     inner = counts[1:-1, 1:-1]  # the outermost pixel centres lie on the grid's border edges
     assert (inner == 1).all(), f"pixels covered {inner.unique().tolist()} times"
     frag = ops.rasterize(pos, tris.to(device), (H, W))
@@ -121,8 +120,11 @@ def test_perspective_correct_barycentrics_recover_the_3d_point(device):
     mask = frag.mask
     ndc = point[..., :2] / point[..., 3:4]
     H, W = 19, 25
-    rows, cols = torch.meshgrid(torch.arange(H, device=device, dtype=torch.float64),
-                                torch.arange(W, device=device, dtype=torch.float64), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(H, device=device, dtype=torch.float64),
+        torch.arange(W, device=device, dtype=torch.float64),
+        indexing="ij",
+    )
     expect = torch.stack([(cols + 0.5) * 2 / W - 1, (rows + 0.5) * 2 / H - 1], -1)
     torch.testing.assert_close(ndc[mask], expect.expand_as(ndc)[mask], rtol=0, atol=1e-9)
     torch.testing.assert_close((point[..., 2] / point[..., 3])[mask], frag.depth[mask], rtol=0, atol=1e-9)
@@ -130,14 +132,29 @@ def test_perspective_correct_barycentrics_recover_the_3d_point(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_degenerate_offscreen_and_behind_camera_triangles(device):
-    pos = torch.tensor([
-        [-0.5, -0.5, 0, 1], [0.5, -0.5, 0, 1], [0.0, 0.5, 0, 1],        # on screen
-        [-0.5, -0.5, 0, 1], [0.0, 0.0, 0, 1], [0.5, 0.5, 0, 1],         # zero area (collinear)
-        [3.0, 3.0, 0, 1], [4.0, 3.0, 0, 1], [3.5, 4.0, 0, 1],           # entirely off screen
-        [-0.5, -0.5, 0, 1], [0.5, -0.5, 0, -1], [0.0, 0.5, 0, 1],       # a vertex behind the camera
-        [-0.5, -0.5, 0, 1], [0.5, -0.5, 0, 0], [0.0, 0.5, 0, 1],        # w = 0
-        [-3.0, -0.2, 0.5, 1], [0.0, -0.2, 0.5, 1], [-1.5, 3.0, 0.5, 1],  # partly off screen
-    ], dtype=torch.float32)[None].to(device)
+    pos = torch.tensor(
+        [
+            [-0.5, -0.5, 0, 1],
+            [0.5, -0.5, 0, 1],
+            [0.0, 0.5, 0, 1],  # on screen
+            [-0.5, -0.5, 0, 1],
+            [0.0, 0.0, 0, 1],
+            [0.5, 0.5, 0, 1],  # zero area (collinear)
+            [3.0, 3.0, 0, 1],
+            [4.0, 3.0, 0, 1],
+            [3.5, 4.0, 0, 1],  # entirely off screen
+            [-0.5, -0.5, 0, 1],
+            [0.5, -0.5, 0, -1],
+            [0.0, 0.5, 0, 1],  # a vertex behind the camera
+            [-0.5, -0.5, 0, 1],
+            [0.5, -0.5, 0, 0],
+            [0.0, 0.5, 0, 1],  # w = 0
+            [-3.0, -0.2, 0.5, 1],
+            [0.0, -0.2, 0.5, 1],
+            [-1.5, 3.0, 0.5, 1],  # partly off screen
+        ],
+        dtype=torch.float32,
+    )[None].to(device)
     tris = torch.arange(18, dtype=torch.int32, device=device).reshape(6, 3)
     frag = ops.rasterize(pos, tris, (20, 20))
     drawn = set(frag.tri_id[frag.mask].tolist())
@@ -147,8 +164,7 @@ def test_degenerate_offscreen_and_behind_camera_triangles(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_triangle_covering_the_whole_image(device):
-    pos = torch.tensor([[[-50.0, -50.0, 0.2, 1.0], [50.0, -50.0, 0.2, 1.0], [0.0, 80.0, 0.2, 1.0]]],
-                       device=device)
+    pos = torch.tensor([[[-50.0, -50.0, 0.2, 1.0], [50.0, -50.0, 0.2, 1.0], [0.0, 80.0, 0.2, 1.0]]], device=device)
     tris = torch.tensor([[0, 1, 2]], dtype=torch.int32, device=device)
     frag = ops.rasterize(pos, tris, (33, 47))
     assert frag.mask.all()
@@ -160,8 +176,10 @@ def test_culling_by_orientation(device):
     # Counter-clockwise in the image (row 0 on top): top-left, bottom, top-right.
     ccw_in_image = torch.tensor([[-0.8, -0.8, 0, 1], [0.0, 0.8, 0, 1], [0.8, -0.8, 0, 1]])
     pos = ccw_in_image[None].to(device)
-    front, back = (torch.tensor([[0, 1, 2]], dtype=torch.int32, device=device),
-                   torch.tensor([[0, 2, 1]], dtype=torch.int32, device=device))
+    front, back = (
+        torch.tensor([[0, 1, 2]], dtype=torch.int32, device=device),
+        torch.tensor([[0, 2, 1]], dtype=torch.int32, device=device),
+    )
     assert ops.rasterize(pos, front, 16, cull="back").mask.any()
     assert not ops.rasterize(pos, front, 16, cull="front").mask.any()
     assert not ops.rasterize(pos, back, 16, cull="back").mask.any()
@@ -190,9 +208,11 @@ def test_gradients_match_reference(device):
 
     def loss(frag_bary, frag_depth, tri_id, interpolated):
         mask = tri_id >= 0
-        return ((frag_bary * gb.to(frag_bary.device)).sum()
-                + (torch.where(mask, frag_depth, 0) * gd.to(frag_depth.device)).sum()
-                + (interpolated * gi.to(interpolated.device)).sum())
+        return (
+            (frag_bary * gb.to(frag_bary.device)).sum()
+            + (torch.where(mask, frag_depth, 0) * gd.to(frag_depth.device)).sum()
+            + (interpolated * gi.to(interpolated.device)).sum()
+        )
 
     p1 = pos.clone().requires_grad_(True)
     a1 = attr.clone().to(device).requires_grad_(True)
@@ -241,8 +261,7 @@ def test_gradcheck_barycentrics_depth_and_interpolation(device):
         return frag.bary, depth, ops.interpolate(a, frag, tris)
 
     assert ops.rasterize(pos, tris, res).mask.float().mean() > 0.2
-    assert torch.autograd.gradcheck(render, (pos.clone().requires_grad_(True),
-                                             attr.clone().requires_grad_(True)))
+    assert torch.autograd.gradcheck(render, (pos.clone().requires_grad_(True), attr.clone().requires_grad_(True)))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -296,9 +315,10 @@ def test_opcheck(device):
     frag = ops.rasterize(pos, tris, (9, 11))
     attr = torch.randn(1, 20, 3, device=device)
     for grad in (False, True):
-        torch.library.opcheck(torch.ops.pgnface.interpolate.default,
-                              (attr.clone().requires_grad_(grad), frag.tri_id,
-                               frag.bary.clone().requires_grad_(grad), tris))
+        torch.library.opcheck(
+            torch.ops.pgnface.interpolate.default,
+            (attr.clone().requires_grad_(grad), frag.tri_id, frag.bary.clone().requires_grad_(grad), tris),
+        )
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
@@ -343,14 +363,26 @@ def test_deterministic_forward_and_backward():
         (lambda p, t: ops.rasterize(p, t, (0, 8)), ValueError, "resolution must lie in"),
         (lambda p, t: ops.rasterize(p, t, (8.0, 8)), TypeError, "resolution must be an int"),
         (lambda p, t: ops.rasterize(p, t, 8, cull="side"), ValueError, "cull must be one of"),
-        (lambda p, t: ops.rasterize(p.index_fill(1, torch.tensor([2]), float("nan")), t, 8),
-         ValueError, "pos contains"),
-        (lambda p, t: ops.interpolate(torch.zeros(5, 3), ops.rasterize(p, t, 8), t), ValueError,
-         r"tris must index vertices in \[0, 4\]"),
-        (lambda p, t: ops.interpolate(torch.zeros(3, 10, 3), ops.rasterize(p, t, 8), t), ValueError,
-         "attr must have shape"),
-        (lambda p, t: ops.interpolate(torch.zeros(10, 3, dtype=torch.float64), ops.rasterize(p, t, 8), t),
-         TypeError, "fragments.bary must have dtype torch.float64"),
+        (
+            lambda p, t: ops.rasterize(p.index_fill(1, torch.tensor([2]), float("nan")), t, 8),
+            ValueError,
+            "pos contains",
+        ),
+        (
+            lambda p, t: ops.interpolate(torch.zeros(5, 3), ops.rasterize(p, t, 8), t),
+            ValueError,
+            r"tris must index vertices in \[0, 4\]",
+        ),
+        (
+            lambda p, t: ops.interpolate(torch.zeros(3, 10, 3), ops.rasterize(p, t, 8), t),
+            ValueError,
+            "attr must have shape",
+        ),
+        (
+            lambda p, t: ops.interpolate(torch.zeros(10, 3, dtype=torch.float64), ops.rasterize(p, t, 8), t),
+            TypeError,
+            "fragments.bary must have dtype torch.float64",
+        ),
         (lambda p, t: ops.interpolate(torch.zeros(10, 3), (1, 2), t), TypeError, "fragments must be"),
     ],
 )
@@ -422,9 +454,9 @@ def bfm_noneck_clip(resolution):
     H, W = resolution
     scale = 0.4 * H / extent
     # BFM: +y up, +z towards the viewer; image rows grow downwards, nearer = smaller depth.
-    pixels = torch.stack([(verts[:, 0] - centre[0]) * scale + W / 2,
-                          -(verts[:, 1] - centre[1]) * scale + H / 2,
-                          verts[:, 2]], -1)
+    pixels = torch.stack(
+        [(verts[:, 0] - centre[0]) * scale + W / 2, -(verts[:, 1] - centre[1]) * scale + H / 2, verts[:, 2]], -1
+    )
     return ops.clip_from_pixels(pixels, resolution, depth_scale=-1e-6)[None].float(), tris
 
 
@@ -462,7 +494,7 @@ def test_real_bfm_mesh_crop_matches_reference():
     frag = ops.rasterize(pos, tris, (96, 96))
     # The reference is O(pixels x triangles): compare the triangles that reach a 12 x 12 crop.
     r0, c0, size = 40, 42, 12
-    crop_tris = torch.unique(frag.tri_id[0, r0:r0 + size, c0:c0 + size])
+    crop_tris = torch.unique(frag.tri_id[0, r0 : r0 + size, c0 : c0 + size])
     assert (crop_tris >= 0).all() and len(crop_tris) > 20
     sub = tris[crop_tris.long()]
     f_sub = ops.rasterize(pos, sub, (96, 96))
@@ -470,6 +502,6 @@ def test_real_bfm_mesh_crop_matches_reference():
     assert torch.equal(f_sub.tri_id, r_tri)
     torch.testing.assert_close(f_sub.bary, r_bary, rtol=0, atol=1e-5)
     # And the crop's winners are the same triangles as in the full render.
-    full_crop = frag.tri_id[0, r0:r0 + size, c0:c0 + size]
-    sub_crop = crop_tris[f_sub.tri_id[0, r0:r0 + size, c0:c0 + size].long()]
+    full_crop = frag.tri_id[0, r0 : r0 + size, c0 : c0 + size]
+    sub_crop = crop_tris[f_sub.tri_id[0, r0 : r0 + size, c0 : c0 + size].long()]
     assert torch.equal(full_crop, sub_crop.to(full_crop.dtype))

@@ -5,15 +5,22 @@ import json
 import cv2
 import numpy as np
 import pytest
-
 from op_harness import shared_data_file
+
 from pgnface.cli import main
 from pgnface.data import SyntheticConfig, SyntheticFaces
-from pgnface.data.meshio import read_mesh
-from pgnface.data.writers import to_uint8_bgr
+from pgnface.io.meshes import read_mesh
+from pgnface.io.overlays import to_uint8_bgr
 
-TINY = ["net.backbone=resnet18", "net.width=0.125", "net.head_hidden=32", "net.fpn_channels=16",
-        "data.size=64", "threads=1", "warmup_steps=1"]
+TINY = [
+    "net.backbone=resnet18",
+    "net.width=0.125",
+    "net.head_hidden=32",
+    "net.fpn_channels=16",
+    "data.size=64",
+    "threads=1",
+    "warmup_steps=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +45,18 @@ def face_image(tmp_path_factory):
 
 def test_reconstruct_folder_with_boxes_writes_every_output(checkpoint, face_image, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["reconstruct", str(face_image), "--checkpoint", str(checkpoint), "-o", str(out),
-                 "--boxes", str(face_image / "boxes.json")])
+    code = main(
+        [
+            "reconstruct",
+            str(face_image),
+            "--checkpoint",
+            str(checkpoint),
+            "-o",
+            str(out),
+            "--boxes",
+            str(face_image / "boxes.json"),
+        ]
+    )
     assert code == 0
     err = capsys.readouterr().err
     assert "broken.jpg: not a readable image" in err
@@ -64,8 +81,9 @@ def test_reconstruct_a_video(checkpoint, face_image, tmp_path):
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({str(i): [[40, 40, 120, 120]] for i in range(3)}))
     out = tmp_path / "vout"
-    assert main(["reconstruct", str(video), "--checkpoint", str(checkpoint), "-o", str(out),
-                 "--boxes", str(boxes)]) == 0
+    assert (
+        main(["reconstruct", str(video), "--checkpoint", str(checkpoint), "-o", str(out), "--boxes", str(boxes)]) == 0
+    )
     assert (out / "clip_overlay.mp4").stat().st_size > 0
     assert len(list(out.glob("clip_*_face0.obj"))) == 3
 
@@ -101,7 +119,7 @@ def test_demo_with_a_checkpoint(checkpoint, tmp_path, capsys):
 
 
 def test_bundled_reference_checkpoint_runs_the_demo(tmp_path):
-    from pgnface.recon.demo import REFERENCE_CHECKPOINT
+    from pgnface.apps.demo import REFERENCE_CHECKPOINT
 
     if not REFERENCE_CHECKPOINT.is_file():
         pytest.skip("no bundled reference checkpoint in this checkout")

@@ -6,15 +6,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from op_harness import shared_data_file
+from tiny_nets import train_tiny
+
+from pgnface.apps import ReconstructionPipeline
 from pgnface.cli import main
 from pgnface.data import SyntheticConfig, SyntheticFaces
-from pgnface.data.meshio import read_mesh
-from pgnface.data.writers import to_uint8_bgr
-from pgnface.recon import Reconstructor
-from pgnface.recon.video import is_frame_sequence
-from tiny_nets import train_tiny
+from pgnface.io.meshes import read_mesh
+from pgnface.io.overlays import to_uint8_bgr
+from pgnface.io.video import is_frame_sequence
 
 BIG, FALSE = [30, 30, 130, 130], [0, 0, 40, 40]
 
@@ -50,11 +50,27 @@ def test_frame_sequences_are_recognised(tmp_path):
 def test_a_frame_folder_keeps_the_largest_face_and_shares_the_identity(checkpoint, frames, tmp_path, capsys):
     folder, boxes = frames
     clip_out, single_out = tmp_path / "clip", tmp_path / "single"
-    assert main(["reconstruct", str(folder), "--checkpoint", str(checkpoint), "-o", str(clip_out),
-                 "--boxes", str(boxes)]) == 0
+    assert (
+        main(["reconstruct", str(folder), "--checkpoint", str(checkpoint), "-o", str(clip_out), "--boxes", str(boxes)])
+        == 0
+    )
     assert "a face in 4 of 4 frames" in capsys.readouterr().out
-    assert main(["reconstruct", str(folder), "--images", "--checkpoint", str(checkpoint), "-o", str(single_out),
-                 "--boxes", str(boxes)]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(folder),
+                "--images",
+                "--checkpoint",
+                str(checkpoint),
+                "-o",
+                str(single_out),
+                "--boxes",
+                str(boxes),
+            ]
+        )
+        == 0
+    )
     assert len(list(single_out.glob("*_face1.obj"))) == 4  # independent images: both boxes
     assert not list(clip_out.glob("*_face1*")) and len(list(clip_out.glob("*_face0.obj"))) == 4
     assert (clip_out / "clip_overlay.mp4").stat().st_size > 0
@@ -64,14 +80,14 @@ def test_a_frame_folder_keeps_the_largest_face_and_shares_the_identity(checkpoin
     singles = [np.load(single_out / f"frame_{f:03d}_face1_coeffs.npz") for f in range(4)]
     assert not np.allclose(singles[0]["id"], singles[1]["id"])
     assert np.allclose(identity["id"], np.mean([s["id"] for s in singles], 0), atol=1e-6)
-    recon = Reconstructor(checkpoint)
-    model = recon.model.to("cpu")
+    recon = ReconstructionPipeline(checkpoint)
+    morphable = recon.morphable.to("cpu")
     for f, single in enumerate(singles):
         shared = np.load(clip_out / f"frame_{f:03d}_face0_coeffs.npz")
         assert np.allclose(shared["id"], identity["id"])
         for key in ("exp", "rotation", "scale", "translation"):  # expression and pose stay per frame
             assert np.allclose(shared[key], single[key], atol=1e-5), key
-        shape = model.vertices(torch.from_numpy(identity["id"])[None], torch.from_numpy(shared["exp"])[None])[0]
+        shape = morphable.vertices(torch.from_numpy(identity["id"])[None], torch.from_numpy(shared["exp"])[None])[0]
         expected = float(shared["scale"]) * shape.double().numpy() @ shared["rotation"].T + shared["translation"]
         verts, _ = read_mesh(clip_out / f"frame_{f:03d}_face0.obj")
         assert np.allclose(verts, expected * np.array([1.0, -1.0, -1.0]), atol=1e-3)
@@ -79,7 +95,7 @@ def test_a_frame_folder_keeps_the_largest_face_and_shares_the_identity(checkpoin
 
 def test_with_identity_of_its_own_identity_changes_nothing(checkpoint, frames):
     folder, _ = frames
-    recon = Reconstructor(checkpoint)
+    recon = ReconstructionPipeline(checkpoint)
     image = cv2.cvtColor(cv2.imread(str(folder / "frame_000.png")), cv2.COLOR_BGR2RGB)
     face = recon.faces(image, [FALSE, BIG], largest_only=True)
     assert len(face) == 1 and np.allclose(face[0].box[2] - face[0].box[0], 145.0)  # 1.45 x the big box

@@ -2,13 +2,18 @@
 
 import math
 
-import numpy as np
-import pytest
 import torch
 
-import pgnface.ops as ops
-from pgnface.model import (FRONTAL, MorphableModel, PerspectiveCamera, WeakPerspectiveCamera,
-                           directional_gamma, render, sh_basis, vertex_normals)
+from pgnface.morphable import (
+    FRONTAL,
+    MorphableModel,
+    PerspectiveCamera,
+    WeakPerspectiveCamera,
+    directional_gamma,
+    render,
+    sh_basis,
+    vertex_normals,
+)
 
 
 def uv_sphere(rows=90, cols=180, radius=1.0):
@@ -17,8 +22,12 @@ def uv_sphere(rows=90, cols=180, radius=1.0):
     phi = torch.linspace(0, 2 * math.pi, cols + 1, dtype=torch.float64)[:-1]
     t, p = torch.meshgrid(theta, phi, indexing="ij")
     ring = torch.stack([t.sin() * p.cos(), t.cos(), t.sin() * p.sin()], -1).reshape(-1, 3)
-    verts = torch.cat([torch.tensor([[0, 1.0, 0]], dtype=torch.float64), ring,
-                       torch.tensor([[0, -1.0, 0]], dtype=torch.float64)]) * radius
+    verts = (
+        torch.cat(
+            [torch.tensor([[0, 1.0, 0]], dtype=torch.float64), ring, torch.tensor([[0, -1.0, 0]], dtype=torch.float64)]
+        )
+        * radius
+    )
     idx = torch.arange(ring.shape[0]).reshape(rows - 1, cols) + 1
     nxt = idx.roll(-1, dims=1)
     tris = [torch.stack([torch.zeros(cols, dtype=torch.long), nxt[0], idx[0]], -1)]
@@ -35,9 +44,11 @@ def uv_sphere(rows=90, cols=180, radius=1.0):
 
 
 def frontal_camera(B, scale, centre, dtype=torch.float32):
-    return WeakPerspectiveCamera(scale=torch.full((B,), float(scale), dtype=dtype),
-                                 rotation=FRONTAL.to(dtype).expand(B, 3, 3),
-                                 translation=torch.tensor([[centre, centre, 1000.0]], dtype=dtype).expand(B, 3))
+    return WeakPerspectiveCamera(
+        scale=torch.full((B,), float(scale), dtype=dtype),
+        rotation=FRONTAL.to(dtype).expand(B, 3, 3),
+        translation=torch.tensor([[centre, centre, 1000.0]], dtype=dtype).expand(B, 3),
+    )
 
 
 def test_flat_plane_matches_the_analytic_colour():
@@ -61,13 +72,12 @@ def test_sphere_matches_the_analytic_sh_image():
     size, radius_px = 96, 40.0
     gamma = directional_gamma(1, ambient=0.3, diffuse=0.9, direction=(0.5, 0.6, 0.6))
     gamma[0, 4:] += torch.tensor([0.05, -0.04, 0.06, 0.03, -0.05])[:, None]  # second-order terms too
-    out = render(verts[None], tris, torch.ones(verts.shape[0], 3), gamma,
-                 frontal_camera(1, radius_px, size / 2), size)
+    out = render(verts[None], tris, torch.ones(verts.shape[0], 3), gamma, frontal_camera(1, radius_px, size / 2), size)
     rows, cols = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
     x = (cols - size / 2) / radius_px
     y = -(rows - size / 2) / radius_px  # view frame: y up
     r2 = x * x + y * y
-    inner = r2 < 0.85 ** 2
+    inner = r2 < 0.85**2
     normal = torch.stack([x, y, torch.sqrt((1 - r2).clamp(min=0))], -1)
     expected = sh_basis(normal) @ gamma[0]
     assert out.mask[0][inner].all() and not out.mask[0][r2 > 1.05].any()
@@ -84,8 +94,9 @@ def test_vertex_normals_of_a_sphere_point_outwards():
 
 def test_visibility_agrees_with_the_depth_buffer():
     verts, tris = uv_sphere(40, 80)
-    out = render(verts[None], tris, torch.ones(verts.shape[0], 3), directional_gamma(1),
-                 frontal_camera(1, 30.0, 32.0), 64)
+    out = render(
+        verts[None], tris, torch.ones(verts.shape[0], 3), directional_gamma(1), frontal_camera(1, 30.0, 32.0), 64
+    )
     z = verts[:, 2]  # model +z faces the camera
     assert out.visible[0][z > 0.35].all()  # near the rim one pixel spans a steep depth range
     assert not out.visible[0][z < -0.3].any()
@@ -96,34 +107,46 @@ def test_visibility_agrees_with_the_depth_buffer():
 
 
 def test_gradients_reach_every_parameter():
-    model = MorphableModel.builtin()
+    morphable = MorphableModel.builtin()
     B, size = 2, 64
     g = torch.Generator().manual_seed(3)
-    idc = (torch.randn(B, model.num_id, generator=g) * 0.5).requires_grad_(True)
-    expc = (torch.randn(B, model.num_exp, generator=g) * 0.3).requires_grad_(True)
-    albc = (torch.randn(B, model.num_albedo, generator=g) * 0.5).requires_grad_(True)
+    idc = (torch.randn(B, morphable.num_id, generator=g) * 0.5).requires_grad_(True)
+    expc = (torch.randn(B, morphable.num_exp, generator=g) * 0.3).requires_grad_(True)
+    albc = (torch.randn(B, morphable.num_albedo, generator=g) * 0.5).requires_grad_(True)
     gamma = directional_gamma(B).clone().requires_grad_(True)
     scale = torch.full((B,), 0.25, requires_grad=True)
     angle = torch.tensor([0.2, -0.3], requires_grad=True)
     trans = torch.tensor([[32.0, 34.0, 500.0]] * B, requires_grad=True)
     c, s = torch.cos(angle), torch.sin(angle)
-    yaw = torch.stack([torch.stack([c, 0 * c, s], -1), torch.stack([0 * c, 0 * c + 1, 0 * c], -1),
-                       torch.stack([-s, 0 * c, c], -1)], 1)
+    yaw = torch.stack(
+        [torch.stack([c, 0 * c, s], -1), torch.stack([0 * c, 0 * c + 1, 0 * c], -1), torch.stack([-s, 0 * c, c], -1)], 1
+    )
     camera = WeakPerspectiveCamera(scale, FRONTAL @ yaw, trans)
-    out = render(model.vertices(idc, expc), model.triangles, model.albedo(albc), gamma, camera, size)
+    out = render(morphable.vertices(idc, expc), morphable.triangles, morphable.albedo(albc), gamma, camera, size)
     target = torch.rand(B, size, size, 3, generator=g)
     ((out.image - target) ** 2).sum().backward()
-    for name, p in [("id", idc), ("exp", expc), ("albedo", albc), ("gamma", gamma), ("scale", scale),
-                    ("rotation", angle), ("translation", trans)]:
+    for name, p in [
+        ("id", idc),
+        ("exp", expc),
+        ("albedo", albc),
+        ("gamma", gamma),
+        ("scale", scale),
+        ("rotation", angle),
+        ("translation", trans),
+    ]:
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, f"no gradient reaches {name}"
     assert trans.grad[:, 2].abs().max() == 0  # depth offset does not change a weak-perspective image
 
 
 def test_perspective_camera_projects_consistently_with_the_rasterizer():
-    B, size = 1, 80
-    cam = PerspectiveCamera(focal=torch.tensor([[90.0, 95.0]]), principal=torch.tensor([[41.0, 38.5]]),
-                            rotation=FRONTAL.expand(1, 3, 3), translation=torch.tensor([[0.0, 0.0, 5.0]]))
+    size = 80
+    cam = PerspectiveCamera(
+        focal=torch.tensor([[90.0, 95.0]]),
+        principal=torch.tensor([[41.0, 38.5]]),
+        rotation=FRONTAL.expand(1, 3, 3),
+        translation=torch.tensor([[0.0, 0.0, 5.0]]),
+    )
     pts = torch.tensor([[[0.3, -0.2, 0.1], [-0.5, 0.4, -0.2], [0.1, 0.1, 0.5]]])
     uvz = cam.project(pts)
     clip = cam.clip(pts, size)

@@ -1,14 +1,18 @@
 """pgnface.ops.similarity_align and the pose helpers: recovery, reference, gradients, degenerate and bad input."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
+from op_harness import (
+    DEVICES,
+    DTYPES,
+    assert_matches_reference,
+    requires_cuda,
+    shared_data_file,
+    tolerances,
+)
 
 import pgnface.ops as ops
-from op_harness import (DEVICES, DTYPES, assert_matches_reference, requires_cuda, shared_data_file,
-                        tolerances)
 
 
 def euler_rotation(yaw, pitch, roll, dtype=torch.float64):
@@ -26,7 +30,9 @@ def make_problem(B, P, dtype=torch.float64, device="cpu", noise=0.0, seed=0, yaw
     """Random src points and a known similarity; dst = s R src + t (+ Gaussian noise)."""
     g = torch.Generator().manual_seed(seed)
     src = torch.randn(B, P, 3, dtype=torch.float64, generator=g) * torch.tensor([1.0, 1.3, 0.6], dtype=torch.float64)
-    angles = (torch.rand(B, 3, dtype=torch.float64, generator=g) * 2 - 1) * torch.tensor([80.0, 40.0, 30.0], dtype=torch.float64)
+    angles = (torch.rand(B, 3, dtype=torch.float64, generator=g) * 2 - 1) * torch.tensor(
+        [80.0, 40.0, 30.0], dtype=torch.float64
+    )
     if yaw is not None:
         angles[:, 0] = yaw
     R = euler_rotation(angles[:, 0], angles[:, 1], angles[:, 2])
@@ -75,8 +81,9 @@ def test_recovers_known_similarity_from_noisy_points(device):
     prob = make_problem(200, 68, torch.float64, device, noise=0.02, seed=2)
     scale, R, t = ops.similarity_align(prob["src"], prob["dst"])
     # 68 points at noise 0.02 against a spread of about 1: errors below a degree.
-    angle_err = torch.rad2deg(torch.arccos(((R.mT @ prob["R"]).diagonal(dim1=1, dim2=2).sum(1) - 1)
-                                           .div(2).clamp(-1, 1)))
+    angle_err = torch.rad2deg(
+        torch.arccos(((R.mT @ prob["R"]).diagonal(dim1=1, dim2=2).sum(1) - 1).div(2).clamp(-1, 1))
+    )
     assert angle_err.max() < 1.5
     assert ((scale / prob["scale"]) - 1).abs().max() < 0.02
     # And it is the least-squares optimum: the reference solves the same problem.
@@ -91,8 +98,12 @@ def test_recovers_known_similarity_from_noisy_points(device):
 @pytest.mark.parametrize("estimate_scale", [True, False])
 def test_matches_reference_values_and_gradients(device, dtype, with_weights, estimate_scale):
     prob = make_problem(33, 21, dtype, device, noise=0.3, seed=3)
-    args = dict(src=prob["src"], dst=prob["dst"], weights=prob["weights"] if with_weights else None,
-                estimate_scale=estimate_scale)
+    args = dict(
+        src=prob["src"],
+        dst=prob["dst"],
+        weights=prob["weights"] if with_weights else None,
+        estimate_scale=estimate_scale,
+    )
     grad_names = ("src", "dst", "weights") if with_weights else ("src", "dst")
     rtol, atol = tolerances(dtype, 10.0)
     assert_matches_reference(ours, reference, args, grad_names, rtol=rtol, atol=atol)
@@ -113,19 +124,17 @@ def test_reflection_is_never_returned():
 def test_gradcheck(device, estimate_scale):
     prob = make_problem(3, 6, torch.float64, device, noise=0.2, seed=5)
     inputs = tuple(prob[n].clone().requires_grad_(True) for n in ("src", "dst", "weights"))
-    assert torch.autograd.gradcheck(
-        lambda s, d, w: ops.similarity_align(s, d, w, estimate_scale), inputs)
-    assert torch.autograd.gradcheck(
-        lambda s, d: ops.similarity_align(s, d, None, estimate_scale), inputs[:2])
+    assert torch.autograd.gradcheck(lambda s, d, w: ops.similarity_align(s, d, w, estimate_scale), inputs)
+    assert torch.autograd.gradcheck(lambda s, d: ops.similarity_align(s, d, None, estimate_scale), inputs[:2])
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_degenerate_items_give_the_documented_result(device):
     prob = make_problem(5, 8, torch.float64, device, seed=6)
     src, dst, w = prob["src"].clone(), prob["dst"].clone(), prob["weights"].clone()
-    w[0] = 0.0                      # no weight at all
-    src[1] = src[1, :1]             # all src points coincide
-    w[2, 1:] = 0.0                  # one effective point
+    w[0] = 0.0  # no weight at all
+    src[1] = src[1, :1]  # all src points coincide
+    w[2, 1:] = 0.0  # one effective point
     src[3] = src[3, :1] * torch.linspace(-1, 1, 8, dtype=src.dtype, device=device)[:, None]  # collinear
     leaves = [x.clone().requires_grad_(True) for x in (src, dst, w)]
     scale, R, t = ops.similarity_align(*leaves)
@@ -162,9 +171,10 @@ def test_symmetric_point_set_with_repeated_singular_values_has_finite_gradients(
     (R.sum() + scale.sum() + t.sum()).backward()
     assert torch.isfinite(src.grad).all() and torch.isfinite(dst.grad).all()
     # R is smooth there (the polar factor of a non-singular matrix): exact gradient.
-    assert torch.autograd.gradcheck(lambda s, d: ops.similarity_align(s, d)[1],
-                                    (src.detach().clone().requires_grad_(True),
-                                     dst.detach().clone().requires_grad_(True)))
+    assert torch.autograd.gradcheck(
+        lambda s, d: ops.similarity_align(s, d)[1],
+        (src.detach().clone().requires_grad_(True), dst.detach().clone().requires_grad_(True)),
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -270,8 +280,9 @@ def test_direct_op_call_with_bad_shapes_raises_not_crashes():
     with pytest.raises(RuntimeError, match="dst must have shape"):
         torch.ops.pgnface.similarity_align(src, torch.zeros(2, 4, 3), None, True)
     with pytest.raises(RuntimeError, match="grad_R must have shape"):
-        torch.ops.pgnface.similarity_align_backward(torch.zeros(2), torch.zeros(2, 3), torch.zeros(2, 3),
-                                                    src, src, None, True)
+        torch.ops.pgnface.similarity_align_backward(
+            torch.zeros(2), torch.zeros(2, 3), torch.zeros(2, 3), src, src, None, True
+        )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -293,7 +304,9 @@ def test_real_bfm_landmarks_pose_recovery():
     coeffs[:, :40] *= 2e4  # identity coefficients at the scale of the 3DDFA parameters
     shapes = mean + torch.einsum("ndk,bk->bnd", basis, coeffs)
     yaw = torch.linspace(-89.0, 89.0, B, dtype=torch.float64)
-    R_true = euler_rotation(yaw, torch.full((B,), 10.0, dtype=torch.float64), torch.full((B,), -5.0, dtype=torch.float64))
+    R_true = euler_rotation(
+        yaw, torch.full((B,), 10.0, dtype=torch.float64), torch.full((B,), -5.0, dtype=torch.float64)
+    )
     scale_true = torch.full((B,), 1.5e-3, dtype=torch.float64)  # BFM units to a 120-pixel crop
     t_true = torch.tensor([60.0, 60.0, 0.0], dtype=torch.float64).expand(B, 3)
     observed = ops.apply_similarity(shapes, scale_true, R_true, t_true)

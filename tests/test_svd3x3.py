@@ -9,9 +9,9 @@ Stated tolerances, relative to max|M_ij| of each matrix:
 import numpy as np
 import pytest
 import torch
+from op_harness import DEVICES, DTYPES, requires_cuda
 
 import pgnface.ops as ops
-from op_harness import DEVICES, DTYPES, HAS_CUDA, requires_cuda
 
 RECON_TOL = {torch.float32: 4e-6, torch.float64: 2e-14}
 ORTHO_TOL = {torch.float32: 2e-6, torch.float64: 1e-14}
@@ -38,9 +38,13 @@ def with_singular_values(svals, batch, seed):
 def hard_matrices(seed=0):
     """Named [B, 3, 3] float64 batches covering the degenerate cases."""
     g = torch.Generator().manual_seed(seed)
-    a, b = torch.randn(50, 3, 1, dtype=torch.float64, generator=g), torch.randn(50, 1, 3, dtype=torch.float64, generator=g)
-    diag = torch.diag_embed(torch.tensor([[-1.0, 3.0, 2.0], [0.0, 5.0, 0.0], [2.0, 2.0, -2.0],
-                                          [1e-3, 1.0, 1e3]], dtype=torch.float64))
+    a, b = (
+        torch.randn(50, 3, 1, dtype=torch.float64, generator=g),
+        torch.randn(50, 1, 3, dtype=torch.float64, generator=g),
+    )
+    diag = torch.diag_embed(
+        torch.tensor([[-1.0, 3.0, 2.0], [0.0, 5.0, 0.0], [2.0, 2.0, -2.0], [1e-3, 1.0, 1e3]], dtype=torch.float64)
+    )
     return {
         "random": torch.randn(500, 3, 3, dtype=torch.float64, generator=g),
         "rank1": a @ b,
@@ -51,7 +55,8 @@ def hard_matrices(seed=0):
         "identity": torch.eye(3, dtype=torch.float64).expand(4, 3, 3).clone(),
         "diagonal": diag,
         "reflection": random_orthogonal(50, g, proper=False),
-        "det_negative": -random_orthogonal(50, g, proper=True) @ torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)),
+        "det_negative": -random_orthogonal(50, g, proper=True)
+        @ torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)),
         "ill_conditioned": with_singular_values([1.0, 1e-4, 1e-9], 50, seed + 5),
         "zero": torch.zeros(3, 3, 3, dtype=torch.float64),
     }
@@ -133,7 +138,9 @@ def invariant_outputs(U, S, V):
 def well_conditioned(batch, dtype, device, seed):
     """Matrices with singular values near (3, 2, 1): gaps of about 1."""
     g = torch.Generator().manual_seed(seed)
-    s = torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64) + 0.2 * torch.rand(batch, 3, dtype=torch.float64, generator=g)
+    s = torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64) + 0.2 * torch.rand(
+        batch, 3, dtype=torch.float64, generator=g
+    )
     M = random_orthogonal(batch, g) @ torch.diag_embed(s) @ random_orthogonal(batch, g).mT
     return M.to(device=device, dtype=dtype)
 
@@ -143,8 +150,9 @@ def well_conditioned(batch, dtype, device, seed):
 def test_gradients_match_torch_linalg_svd(device, dtype):
     M = well_conditioned(64, dtype, device, seed=3)
     g = torch.Generator().manual_seed(4)
-    weights = [torch.randn(o.shape, generator=g, dtype=dtype).to(device)
-               for o in invariant_outputs(*ops.reference.svd3x3(M))]
+    weights = [
+        torch.randn(o.shape, generator=g, dtype=dtype).to(device) for o in invariant_outputs(*ops.reference.svd3x3(M))
+    ]
     grads = []
     for fn in (ops.svd3x3, ops.reference.svd3x3):
         leaf = M.clone().requires_grad_(True)
@@ -172,8 +180,7 @@ def test_polar_factor_gradient_exact_at_repeated_singular_values(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", ["rank1", "rank2", "repeated_top", "all_equal", "identity", "zero",
-                                  "ill_conditioned"])
+@pytest.mark.parametrize("case", ["rank1", "rank2", "repeated_top", "all_equal", "identity", "zero", "ill_conditioned"])
 def test_gradients_finite_on_degenerate_matrices(device, dtype, case):
     M = hard_matrices()[case][:8].to(device=device, dtype=dtype).requires_grad_(True)
     U, S, V = ops.svd3x3(M)
@@ -293,5 +300,9 @@ def test_cuda_graph_capture():
     graph.replay()
     torch.cuda.synchronize()
     check_svd(M, U, S, V)
-    torch.testing.assert_close(M.grad, U[:, :, 0, None] * V[:, None, :, 0] + U[:, :, 1, None] * V[:, None, :, 1]
-                               + U[:, :, 2, None] * V[:, None, :, 2], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        M.grad,
+        U[:, :, 0, None] * V[:, None, :, 0] + U[:, :, 1, None] * V[:, None, :, 1] + U[:, :, 2, None] * V[:, None, :, 2],
+        rtol=1e-5,
+        atol=1e-5,
+    )

@@ -3,10 +3,16 @@
 import numpy as np
 import pytest
 import torch
+from op_harness import (
+    DEVICES,
+    DTYPES,
+    assert_matches_reference,
+    requires_cuda,
+    shared_data_file,
+    tolerances,
+)
 
 import pgnface.ops as ops
-from op_harness import (DEVICES, DTYPES, HAS_CUDA, assert_matches_reference, requires_cuda,
-                        shared_data_file, tolerances)
 
 POSE_NAMES = ("coeffs", "rotation", "scale", "translation")
 ALL_NAMES = ("mean", "basis") + POSE_NAMES
@@ -45,16 +51,14 @@ SIZES = [(1, 7, 3), (3, 37, 5), (4, 33, 1), (9, 64, 17), (17, 101, 40), (33, 150
 def test_matches_reference_values_and_gradients(device, dtype, B, N, K):
     args = make_inputs(B, N, K, dtype, device, seed=B * 1000 + N + K)
     rtol, atol = tolerances(dtype)
-    assert_matches_reference(ops.synthesize, ops.reference.synthesize, args, ALL_NAMES,
-                             rtol=rtol, atol=atol)
+    assert_matches_reference(ops.synthesize, ops.reference.synthesize, args, ALL_NAMES, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_pose_only_gradients_skip_model_gradients(device):
     args = make_inputs(5, 40, 6, torch.float64, device)
     rtol, atol = tolerances(torch.float64)
-    assert_matches_reference(ops.synthesize, ops.reference.synthesize, args, POSE_NAMES,
-                             rtol=rtol, atol=atol)
+    assert_matches_reference(ops.synthesize, ops.reference.synthesize, args, POSE_NAMES, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -88,7 +92,7 @@ def test_torch_compile_fullgraph_no_graph_break(backend):
 
     def loss_fn(mean, basis, coeffs, rotation, scale, translation):
         verts = ops.synthesize(mean, basis, coeffs, rotation, scale, translation)
-        return (verts ** 2).sum()
+        return (verts**2).sum()
 
     compiled = torch.compile(loss_fn, fullgraph=True, backend=backend)
     eager_args = {k: v.clone().requires_grad_(k in POSE_NAMES) for k, v in args.items()}
@@ -110,8 +114,7 @@ def test_default_pose_and_float_scale(device):
     torch.testing.assert_close(ops.synthesize(mean, basis, coeffs), expected)
     torch.testing.assert_close(ops.synthesize(mean, basis, coeffs, scale=2.5), 2.5 * expected)
     t = args["translation"]
-    torch.testing.assert_close(ops.synthesize(mean, basis, coeffs, translation=t),
-                               expected + t[:, None, :])
+    torch.testing.assert_close(ops.synthesize(mean, basis, coeffs, translation=t), expected + t[:, None, :])
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -141,8 +144,7 @@ def test_non_contiguous_inputs(device):
     }
     assert not any(v.is_contiguous() for v in strided.values())
     rtol, atol = tolerances(torch.float64)
-    assert_matches_reference(ops.synthesize, ops.reference.synthesize, strided, ALL_NAMES,
-                             rtol=rtol, atol=atol)
+    assert_matches_reference(ops.synthesize, ops.reference.synthesize, strided, ALL_NAMES, rtol=rtol, atol=atol)
     torch.testing.assert_close(ops.synthesize(**strided), ops.synthesize(**args))
 
 
@@ -225,8 +227,9 @@ def test_bad_index():
 def test_direct_op_call_with_bad_shapes_raises_not_crashes():
     args = make_inputs(3, 10, 4, torch.float32, "cpu")
     with pytest.raises(RuntimeError, match=r"basis.shape\[0\] must be 10"):
-        torch.ops.pgnface.synthesize(args["mean"], args["basis"][:5], args["coeffs"],
-                                     args["rotation"], args["scale"], args["translation"])
+        torch.ops.pgnface.synthesize(
+            args["mean"], args["basis"][:5], args["coeffs"], args["rotation"], args["scale"], args["translation"]
+        )
     with pytest.raises(RuntimeError, match="grad_out must have shape"):
         torch.ops.pgnface.synthesize_backward(torch.zeros(3, 9, 3), *args.values(), False)
 
@@ -271,12 +274,15 @@ def test_real_surrey_model_and_landmarks():
     g = torch.Generator().manual_seed(8)
     B, K = 4, basis.shape[2]
     coeffs = torch.randn(B, K, generator=g, dtype=torch.float64)
-    args = dict(mean=mean, basis=basis, coeffs=coeffs,
-                rotation=random_rotations(B, torch.float64, g),
-                scale=torch.full((B,), 0.01, dtype=torch.float64),
-                translation=torch.randn(B, 3, generator=g, dtype=torch.float64))
-    out = assert_matches_reference(ops.synthesize, ops.reference.synthesize, args, POSE_NAMES,
-                                   rtol=1e-9, atol=1e-9)
+    args = dict(
+        mean=mean,
+        basis=basis,
+        coeffs=coeffs,
+        rotation=random_rotations(B, torch.float64, g),
+        scale=torch.full((B,), 0.01, dtype=torch.float64),
+        translation=torch.randn(B, 3, generator=g, dtype=torch.float64),
+    )
+    out = assert_matches_reference(ops.synthesize, ops.reference.synthesize, args, POSE_NAMES, rtol=1e-9, atol=1e-9)
     landmarks = torch.from_numpy(data["ibug68_idx"]).long()
     defined = landmarks[landmarks >= 0]
     assert len(defined) == 50

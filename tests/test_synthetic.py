@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-
 from op_harness import shared_data_file
+
 from pgnface.cli import main as cli_main
-from pgnface.data import SyntheticConfig, SyntheticFaces, rotation_from_angles
-from pgnface.data.writers import write_300wlp
-from pgnface.model import FRONTAL, MorphableModel
+from pgnface.data import SyntheticConfig, SyntheticFaces
+from pgnface.data.labelled_folder import write_300wlp
+from pgnface.morphable import FRONTAL, MorphableModel
+from pgnface.ops.pose import rotation_from_angles
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +31,12 @@ def test_sample_shapes_ranges_and_determinism(generator):
 
 def test_ground_truth_is_exact(generator):
     s = generator.sample(4, seed=5)
-    model = generator.model
+    morphable = generator.morphable
     # Landmarks are the crop-frame vertices at the model's landmark vertices.
-    lm = s["vertices"][:, model.landmark_vertices]
+    lm = s["vertices"][:, morphable.landmark_vertices]
     torch.testing.assert_close(s["landmarks2d"], lm[..., :2])
     # And the vertices are s R x + t of the model with the returned coefficients.
-    verts = model.vertices(s["id"], s["exp"], s["rotation"], s["scale"], s["translation"])
+    verts = morphable.vertices(s["id"], s["exp"], s["rotation"], s["scale"], s["translation"])
     torch.testing.assert_close(s["vertices"], verts, rtol=1e-4, atol=1e-3)
     # The rotation is FRONTAL @ R(yaw, pitch, roll).
     torch.testing.assert_close(s["rotation"], FRONTAL @ rotation_from_angles(s["yaw"], s["pitch"], s["roll"]))
@@ -49,14 +50,14 @@ def test_ground_truth_is_exact(generator):
 
 
 def test_yaw_sign_convention(generator):
-    model = generator.model
+    morphable = generator.morphable
     rot = FRONTAL @ rotation_from_angles(torch.tensor([40.0]), torch.zeros(1), torch.zeros(1))
-    lm = model.landmarks(torch.zeros(1, 40), None, rot, torch.ones(1))[0]
+    lm = morphable.landmarks(torch.zeros(1, 40), None, rot, torch.ones(1))[0]
     # Positive yaw turns the face to the image's right: the nose tip moves right of the face centre.
     assert lm[30, 0] > lm[[36, 45], 0].mean()
     rot = FRONTAL @ rotation_from_angles(torch.zeros(1), torch.tensor([25.0]), torch.zeros(1))
-    lm_down = model.landmarks(torch.zeros(1, 40), None, rot, torch.ones(1))[0]
-    lm_front = model.landmarks(torch.zeros(1, 40), None, FRONTAL[None], torch.ones(1))[0]
+    lm_down = morphable.landmarks(torch.zeros(1, 40), None, rot, torch.ones(1))[0]
+    lm_front = morphable.landmarks(torch.zeros(1, 40), None, FRONTAL[None], torch.ones(1))[0]
     # Positive pitch looks down: the nose tip drops (larger v) relative to the eyes.
     assert (lm_down[30, 1] - lm_down[36:48, 1].mean()) > (lm_front[30, 1] - lm_front[36:48, 1].mean())
 
@@ -76,15 +77,15 @@ def test_clips_share_identity_and_move_smoothly(generator):
     assert steps.max() < 45, "pose changes smoothly between frames"
     frames = clips["vertices"]
     # Same identity: with expression and pose removed, the shapes agree.
-    model = generator.model
-    neutral = model.vertices(clips["id"].repeat_interleave(8, 0))
+    morphable = generator.morphable
+    neutral = morphable.vertices(clips["id"].repeat_interleave(8, 0))
     assert neutral.reshape(2, 8, -1, 3).std(1).max() < 1e-5
     assert not torch.equal(frames[:, 0], frames[:, -1])
 
 
 def test_write_300wlp_layout(generator, tmp_path):
     s = generator.sample(3, seed=2)
-    paths = write_300wlp(s, tmp_path, prefix="img", model_name="builtin")
+    paths = write_300wlp(s, tmp_path, prefix="img", morphable_name="builtin")
     assert [p.name for p in paths] == ["img_000000.jpg", "img_000001.jpg", "img_000002.jpg"]
     mat = scipy.io.loadmat(tmp_path / "img_000001.mat")
     assert mat["pt3d_68"].shape == (3, 68) and mat["Pose_Para"].shape == (1, 7)
@@ -96,16 +97,22 @@ def test_write_300wlp_layout(generator, tmp_path):
 def test_cli_render_builtin_and_real_model(tmp_path, capsys):
     assert cli_main(["render", "-n", "5", "-o", str(tmp_path / "a"), "--size", "64", "--device", "cpu"]) == 0
     assert (tmp_path / "a" / "contact_sheet.png").is_file() and len(list((tmp_path / "a").glob("*.mat"))) == 5
-    assert cli_main(["render", "-n", "4", "-o", str(tmp_path / "c"), "--clips", "2", "--size", "64",
-                     "--device", "cpu"]) == 0
-    assert cli_main(["render", "-o", str(tmp_path / "b"), "--model", str(tmp_path / "missing.npz")]) == 2
+    assert (
+        cli_main(["render", "-n", "4", "-o", str(tmp_path / "c"), "--clips", "2", "--size", "64", "--device", "cpu"])
+        == 0
+    )
+    assert cli_main(["render", "-o", str(tmp_path / "b"), "--morphable", str(tmp_path / "missing.npz")]) == 2
     assert "3DMM file not found" in capsys.readouterr().err
 
 
 def test_cli_render_surrey_model(tmp_path):
     path = shared_data_file("sfm3448.npz")
-    assert cli_main(["render", "-n", "3", "-o", str(tmp_path), "--size", "64", "--model", str(path),
-                     "--device", "cpu"]) == 0
+    assert (
+        cli_main(
+            ["render", "-n", "3", "-o", str(tmp_path), "--size", "64", "--morphable", str(path), "--device", "cpu"]
+        )
+        == 0
+    )
     assert (tmp_path / "contact_sheet.png").is_file()
     mat = scipy.io.loadmat(tmp_path / "synthetic_000000.mat")
     assert mat["pt3d_68"].shape == (3, 68)

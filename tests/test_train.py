@@ -12,8 +12,17 @@ from pgnface.cli import main
 from pgnface.train import TrainConfig, apply_overrides, lr_factor, train
 
 # A network and batch small enough for a few CPU steps per second.
-TINY = ["net.backbone=resnet18", "net.width=0.125", "net.head_hidden=32", "net.fpn_channels=16",
-        "data.size=64", "batch_size=4", "log_every=1", "threads=1", "warmup_steps=2"]
+TINY = [
+    "net.backbone=resnet18",
+    "net.width=0.125",
+    "net.head_hidden=32",
+    "net.fpn_channels=16",
+    "data.size=64",
+    "batch_size=4",
+    "log_every=1",
+    "threads=1",
+    "warmup_steps=2",
+]
 
 
 def tiny_config(*extra):
@@ -21,18 +30,31 @@ def tiny_config(*extra):
 
 
 def test_config_overrides_and_json(tmp_path):
-    cfg = apply_overrides(TrainConfig(), ["lr=3e-4", "net.backbone=mobilenetv2", "amp=true", "loss.photometric=0",
-                                          "data.clip_weight=0.5", "steps=7"])
-    assert (cfg.lr, cfg.net.backbone, cfg.amp, cfg.loss.photometric, cfg.data.clip_weight, cfg.steps) == \
-        (3e-4, "mobilenetv2", True, 0.0, 0.5, 7)
+    cfg = apply_overrides(
+        TrainConfig(),
+        ["lr=3e-4", "net.backbone=mobilenetv2", "amp=true", "loss.photometric=0", "data.clip_weight=0.5", "steps=7"],
+    )
+    assert (cfg.lr, cfg.net.backbone, cfg.amp, cfg.loss.photometric, cfg.data.clip_weight, cfg.steps) == (
+        3e-4,
+        "mobilenetv2",
+        True,
+        0.0,
+        0.5,
+        7,
+    )
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg.to_dict()))
     assert TrainConfig.from_json(path) == cfg
     path.write_text(json.dumps({"net": {"width": 1}, "steps": 3}))
     assert TrainConfig.from_json(path).net.width == 1.0
-    for bad, match in [(["lr"], "key=value"), (["nope=1"], "unknown config key 'nope'"),
-                       (["net.depth=3"], "net.depth"), (["steps=1.5"], "steps must be an int"),
-                       (["amp=maybe"], "amp must be true or false"), (["foo.bar=1"], "section 'foo'")]:
+    for bad, match in [
+        (["lr"], "key=value"),
+        (["nope=1"], "unknown config key 'nope'"),
+        (["net.depth=3"], "net.depth"),
+        (["steps=1.5"], "steps must be an int"),
+        (["amp=maybe"], "amp must be true or false"),
+        (["foo.bar=1"], "section 'foo'"),
+    ]:
         with pytest.raises(ValueError, match=match):
             apply_overrides(TrainConfig(), bad)
     with pytest.raises(ValueError, match="batch_size"):
@@ -63,8 +85,9 @@ def test_smoke_run_loss_decreases(tmp_path):
     assert {"loss", "lr", "img_per_s", "landmarks3d", "photometric"} <= set(records[0])
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "model.pt").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    from pgnface.nn import load_reconstructor
-    net, payload = load_reconstructor(tmp_path / "model.pt")
+    from pgnface.nn import load_network
+
+    net, payload = load_network(tmp_path / "model.pt")
     assert payload["network"]["width"] == 0.125
 
 
@@ -92,16 +115,22 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
 
     def dump(trainer):
-        torch.save({k: v.detach().clone() for k, v in trainer.net.state_dict().items()},
-                   os.path.join(out, f"rank{rank}.pt"))
+        torch.save(
+            {k: v.detach().clone() for k, v in trainer.net.state_dict().items()}, os.path.join(out, f"rank{rank}.pt")
+        )
 
-    train(tiny_config("steps=2", "batch_size=2", "device=cpu"), os.path.join(out, "run"), progress=False,
-          trainer_hook=dump)
+    train(
+        tiny_config("steps=2", "batch_size=2", "device=cpu"),
+        os.path.join(out, "run"),
+        progress=False,
+        trainer_hook=dump,
+    )
 
 
 def test_ddp_two_processes_gloo_stay_in_sync(tmp_path):
@@ -136,8 +165,13 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "y"), "--resume", "--steps", "1"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     # Fine-tuning from the run's network; a missing init file is one clear line.
-    assert main(["train", "--out", str(tmp_path / "ft"), "--steps", "1", "--quiet", "--init", str(out / "model.pt")]
-                + TINY[4:-3]) == 0
+    assert (
+        main(
+            ["train", "--out", str(tmp_path / "ft"), "--steps", "1", "--quiet", "--init", str(out / "model.pt")]
+            + TINY[4:-3]
+        )
+        == 0
+    )
     assert main(["train", "--out", str(tmp_path / "ft2"), "--init", str(tmp_path / "none.pt")]) == 2
     assert "none.pt" in capsys.readouterr().err
 

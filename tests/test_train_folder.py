@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from test_train import TINY
 
 from pgnface.data import SyntheticConfig, SyntheticFaces
-from pgnface.data.writers import write_300wlp
-from pgnface.model import MorphableModel
+from pgnface.data.labelled_folder import LabelledFolder, write_300wlp
+from pgnface.morphable import MorphableModel
 from pgnface.train import TrainConfig, apply_overrides, train
-from pgnface.train.folder import LabelledFolder
-
-from test_train import TINY
 
 
 def test_crop_moves_a_dot_with_its_landmark(tmp_path):
@@ -47,10 +45,12 @@ def test_folder_errors(tmp_path):
 
 
 def test_training_from_a_folder(tmp_path):
-    model = MorphableModel.builtin()
-    write_300wlp(SyntheticFaces(model, SyntheticConfig(size=64), seed=5).sample(4, seed=0), tmp_path / "lp")
-    cfg = apply_overrides(TrainConfig(), TINY + ["steps=2", f"data.folder={tmp_path / 'lp'}",
-                                                 "data.folder_weight=1", "data.single_weight=0"])
+    morphable = MorphableModel.builtin()
+    write_300wlp(SyntheticFaces(morphable, SyntheticConfig(size=64), seed=5).sample(4, seed=0), tmp_path / "lp")
+    cfg = apply_overrides(
+        TrainConfig(),
+        TINY + ["steps=2", f"data.folder={tmp_path / 'lp'}", "data.folder_weight=1", "data.single_weight=0"],
+    )
     summary = train(cfg, tmp_path / "run", progress=False)
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert summary["step"] == 2 and {r["kind"] for r in records} == {"folder"}

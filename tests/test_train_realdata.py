@@ -6,20 +6,28 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from op_harness import shared_data_dir
-from pgnface.data import PhotoBackgrounds, SyntheticConfig, SyntheticFaces
-from pgnface.model import MorphableModel
-from pgnface.train import TrainConfig, apply_overrides, train
-from pgnface.train.data import TrainBatches
-from pgnface.train import unlabelled
-from pgnface.train.augment import augment_images, colour_jitter
-from pgnface.train.data import TrainBatches
-from pgnface.train.loop import Trainer
-from pgnface.train.unlabelled import UnlabelledPhotos, VideoClips, read_frames, track_boxes
 
-TINY = ["net.backbone=resnet18", "net.width=0.125", "net.head_hidden=32", "net.fpn_channels=16",
-        "data.size=64", "batch_size=4", "log_every=1", "threads=1", "warmup_steps=1"]
+from pgnface.data import PhotoBackgrounds, SyntheticConfig, SyntheticFaces, unlabelled
+from pgnface.data.augment import augment_images, colour_jitter
+from pgnface.data.unlabelled import UnlabelledPhotos, VideoClips, track_boxes
+from pgnface.io.video import read_frames
+from pgnface.morphable import MorphableModel
+from pgnface.train import TrainConfig, apply_overrides, train
+from pgnface.train.batches import TrainBatches
+from pgnface.train.loop import Trainer
+
+TINY = [
+    "net.backbone=resnet18",
+    "net.width=0.125",
+    "net.head_hidden=32",
+    "net.fpn_channels=16",
+    "data.size=64",
+    "batch_size=4",
+    "log_every=1",
+    "threads=1",
+    "warmup_steps=1",
+]
 
 
 def _shared(name):
@@ -54,16 +62,15 @@ def test_photo_backgrounds_cut_patches_and_frame_faces():
 
 
 def test_synthetic_faces_over_photos_keep_the_face_and_replace_the_background():
-    model = MorphableModel.builtin()
+    morphable = MorphableModel.builtin()
     colour = (51, 102, 153)
     pool = PhotoBackgrounds([_solid(colour)], size=64)
     cfg = SyntheticConfig(size=64, photo_prob=1.0)
-    plain = SyntheticFaces(model, cfg, seed=1).sample(2, seed=5)
-    over = SyntheticFaces(model, cfg, seed=1, photos=pool).sample(2, seed=5)
+    plain = SyntheticFaces(morphable, cfg, seed=1).sample(2, seed=5)
+    over = SyntheticFaces(morphable, cfg, seed=1, photos=pool).sample(2, seed=5)
     outside = over["mask"] < 0.5
     expected = torch.tensor(colour) / 255
-    assert torch.allclose(over["image"].permute(0, 2, 3, 1)[outside], expected.expand(int(outside.sum()), 3),
-                          atol=1e-5)
+    assert torch.allclose(over["image"].permute(0, 2, 3, 1)[outside], expected.expand(int(outside.sum()), 3), atol=1e-5)
     # The face itself (and every label) is the same as without photos.
     inside = over["mask"] > 0.99
     assert torch.allclose(over["image"].permute(0, 2, 3, 1)[inside], plain["image"].permute(0, 2, 3, 1)[inside])
@@ -88,8 +95,12 @@ def test_augmentation_is_deterministic_bounded_and_shares_colour_within_groups()
 
 
 def test_track_boxes_fill_missing_frames_and_smooth_jumps(monkeypatch):
-    detections = {0: [np.array([10.0, 10, 50, 50])], 2: [np.array([12.0, 10, 52, 50]), np.array([0.0, 0, 5, 5])],
-                  3: [np.array([300.0, 10, 340, 50])], 4: [np.array([14.0, 10, 54, 50])]}
+    detections = {
+        0: [np.array([10.0, 10, 50, 50])],
+        2: [np.array([12.0, 10, 52, 50]), np.array([0.0, 0, 5, 5])],
+        3: [np.array([300.0, 10, 340, 50])],
+        4: [np.array([14.0, 10, 54, 50])],
+    }
     frames = [np.full((8, 8, 3), i, np.uint8) for i in range(5)]
     monkeypatch.setattr(unlabelled, "detect_faces", lambda f, min_size=40: detections.get(int(f[0, 0, 0]), []))
     boxes = track_boxes(frames)
@@ -147,9 +158,21 @@ def test_config_validates_the_new_sources():
 
 def test_training_steps_on_unlabelled_photos_and_video(tmp_path):
     images, video = _shared("images"), _shared("video")
-    cfg = apply_overrides(TrainConfig(), TINY + [
-        "steps=4", "data.single_weight=0", "data.images_weight=1", "data.video_weight=1", "data.clip_frames=2",
-        f"data.images={images}", f"data.video={video}", f"data.backgrounds={images}", "data.augment=0.5"])
+    cfg = apply_overrides(
+        TrainConfig(),
+        TINY
+        + [
+            "steps=4",
+            "data.single_weight=0",
+            "data.images_weight=1",
+            "data.video_weight=1",
+            "data.clip_frames=2",
+            f"data.images={images}",
+            f"data.video={video}",
+            f"data.backgrounds={images}",
+            "data.augment=0.5",
+        ],
+    )
     batches = TrainBatches(MorphableModel.builtin(), cfg.data, seed=0)
     kinds = {batches.kind(s) for s in range(20)}
     assert kinds == {"images", "video"}
@@ -161,7 +184,9 @@ def test_init_starts_from_a_checkpoint_with_its_architecture(tmp_path):
     train(apply_overrides(TrainConfig(), TINY + ["steps=2"]), tmp_path / "a", progress=False)
     source = torch.load(tmp_path / "a" / "model.pt", weights_only=False)
     # The new run asks for another width: the init checkpoint's architecture wins.
-    cfg = apply_overrides(TrainConfig(), TINY + ["steps=2", "net.width=0.25", f"init={tmp_path / 'a' / 'model.pt'}"])
+    cfg = apply_overrides(
+        TrainConfig(), TINY + ["steps=2", "net.width=0.25", f"init={tmp_path / 'a' / 'morphable.pt'}"]
+    )
     trainer = Trainer(cfg, tmp_path / "b", progress=False)
     try:
         assert trainer.config.net.width == 0.125
@@ -180,8 +205,28 @@ def test_probe_reports_losses_and_overlays_before_and_after(tmp_path):
     train(apply_overrides(TrainConfig(), TINY + ["steps=1"]), tmp_path / "a", progress=False)
     ckpt = str(tmp_path / "a" / "model.pt")
     out = tmp_path / "probe"
-    rc = probe.main(["--checkpoint", ckpt, "--checkpoint", ckpt, "--images", str(images), "--video", str(video),
-                     "--batches", "1", "--batch-size", "4", "--frames", "2", "--show", "2", "-o", str(out)])
+    rc = probe.main(
+        [
+            "--checkpoint",
+            ckpt,
+            "--checkpoint",
+            ckpt,
+            "--images",
+            str(images),
+            "--video",
+            str(video),
+            "--batches",
+            "1",
+            "--batch-size",
+            "4",
+            "--frames",
+            "2",
+            "--show",
+            "2",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0
     report = json.loads((out / "probe.json").read_text())
     terms = report[ckpt]
@@ -204,7 +249,7 @@ def test_tensorboard_logging(tmp_path):
 
 
 def test_hide_detected_faces_paints_over_the_head_only(monkeypatch):
-    import pgnface.data.detect as detect
+    import pgnface.io.detect as detect
     from pgnface.data.photos import hide_detected_faces
 
     photo = np.zeros((100, 200, 3), np.uint8)
@@ -221,8 +266,8 @@ def test_hide_detected_faces_paints_over_the_head_only(monkeypatch):
 
 
 def test_hide_detected_faces_finds_tilted_heads():
-    from pgnface.data.detect import detect_faces
     from pgnface.data.photos import PhotoBackgrounds, hide_detected_faces
+    from pgnface.io.detect import detect_faces
 
     def rgb(name):
         return np.ascontiguousarray(cv2.imread(str(_shared("images") / name), cv2.IMREAD_COLOR)[..., ::-1])
@@ -245,9 +290,9 @@ def test_hide_detected_faces_finds_tilted_heads():
 
 
 def test_head_backdrop_draws_behind_the_face_only():
-    model = MorphableModel.builtin()
-    plain = SyntheticFaces(model, SyntheticConfig(size=64), seed=2).sample(4, seed=9)
-    head = SyntheticFaces(model, SyntheticConfig(size=64, head_prob=1.0), seed=2).sample(4, seed=9)
+    morphable = MorphableModel.builtin()
+    plain = SyntheticFaces(morphable, SyntheticConfig(size=64), seed=2).sample(4, seed=9)
+    head = SyntheticFaces(morphable, SyntheticConfig(size=64, head_prob=1.0), seed=2).sample(4, seed=9)
     assert torch.equal(plain["landmarks3d"], head["landmarks3d"])
     face = head["mask"] > 0.99
     img_p, img_h = plain["image"].permute(0, 2, 3, 1), head["image"].permute(0, 2, 3, 1)
@@ -256,33 +301,33 @@ def test_head_backdrop_draws_behind_the_face_only():
     # Every image gets a head: a sizeable region next to the face changes, and only outside it.
     assert bool((changed & ~(head["mask"] > 0)).flatten(1).sum(1).gt(64).all())
     assert not bool((changed & face).any())
-    clips = SyntheticFaces(model, SyntheticConfig(size=64, head_prob=0.5), seed=2).sample_clips(3, 2, seed=1)
+    clips = SyntheticFaces(morphable, SyntheticConfig(size=64, head_prob=0.5), seed=2).sample_clips(3, 2, seed=1)
     assert clips["image"].shape == (3, 2, 3, 64, 64)
 
 
 def test_hair_paints_the_upper_face_only():
-    model = MorphableModel.builtin()
-    plain = SyntheticFaces(model, SyntheticConfig(size=64), seed=2).sample(4, seed=9)
-    haired = SyntheticFaces(model, SyntheticConfig(size=64, hair_prob=1.0), seed=2).sample(4, seed=9)
+    morphable = MorphableModel.builtin()
+    plain = SyntheticFaces(morphable, SyntheticConfig(size=64), seed=2).sample(4, seed=9)
+    haired = SyntheticFaces(morphable, SyntheticConfig(size=64, hair_prob=1.0), seed=2).sample(4, seed=9)
     assert torch.equal(plain["landmarks3d"], haired["landmarks3d"])
     assert torch.equal(plain["mask"], haired["mask"])
     changed = (plain["image"] - haired["image"]).abs().amax(1) > 2e-2
-    assert not bool((changed & (plain["mask"] == 0)).any())       # never the background
+    assert not bool((changed & (plain["mask"] == 0)).any())  # never the background
     # Each face changes somewhere, and never around the mouth (well below any hairline or temple).
     assert bool(changed.flatten(1).sum(1).gt(0).all())
     mouth = plain["landmarks2d"][:, 48:68]
     for i in range(4):
         (x0, y0), (x1, y1) = mouth[i].amin(0).long().tolist(), mouth[i].amax(0).long().tolist()
-        assert not bool(changed[i, y0:y1 + 1, x0:x1 + 1].any())
+        assert not bool(changed[i, y0 : y1 + 1, x0 : x1 + 1].any())
     # Weights and colours: the top of the mesh is hair (the hairline stays 4 mm below it, waves of at
     # most 6 mm and a 2.5 mm soft edge: a weight of at least sigmoid(-2 / 2.5) = 0.31), the chin skin.
-    hair = SyntheticFaces(model, SyntheticConfig(hair_prob=1.0), seed=0)
+    hair = SyntheticFaces(morphable, SyntheticConfig(hair_prob=1.0), seed=0)
     weight, colour = hair._hair(torch.Generator().manual_seed(0), 6, 2)
-    assert weight.shape == (6, model.num_vertices, 1) and colour.shape == (6, model.num_vertices, 3)
-    assert torch.equal(weight[0::2], weight[1::2])                 # a clip shares its hair
-    top, chin = int(model.mean[:, 1].argmax()), int(model.landmark_vertices[8])
+    assert weight.shape == (6, morphable.num_vertices, 1) and colour.shape == (6, morphable.num_vertices, 3)
+    assert torch.equal(weight[0::2], weight[1::2])  # a clip shares its hair
+    top, chin = int(morphable.mean[:, 1].argmax()), int(morphable.landmark_vertices[8])
     assert bool((weight[:, top] > 0.3).all()) and bool((weight[:, chin] < 1e-3).all())
-    bald = SyntheticFaces(model, SyntheticConfig(hair_prob=0.0), seed=0)
+    bald = SyntheticFaces(morphable, SyntheticConfig(hair_prob=0.0), seed=0)
     none, _ = bald._hair(torch.Generator().manual_seed(0), 2, 1)
     assert float(none.abs().max()) == 0.0
     with pytest.raises(ValueError, match="data.hair_prob"):
@@ -290,10 +335,10 @@ def test_hair_paints_the_upper_face_only():
 
 
 def test_neck_is_drawn_under_the_chin_behind_the_face():
-    model = MorphableModel.builtin()
+    morphable = MorphableModel.builtin()
     cfg = dict(size=64, yaw_max=20.0, photo_prob=0.0)
-    plain = SyntheticFaces(model, SyntheticConfig(**cfg), seed=2).sample(4, seed=9)
-    necked = SyntheticFaces(model, SyntheticConfig(**cfg, neck_prob=1.0), seed=2).sample(4, seed=9)
+    plain = SyntheticFaces(morphable, SyntheticConfig(**cfg), seed=2).sample(4, seed=9)
+    necked = SyntheticFaces(morphable, SyntheticConfig(**cfg, neck_prob=1.0), seed=2).sample(4, seed=9)
     assert torch.equal(plain["landmarks3d"], necked["landmarks3d"]) and torch.equal(plain["mask"], necked["mask"])
     face = plain["mask"] > 0.99
     assert torch.allclose(plain["image"].permute(0, 2, 3, 1)[face], necked["image"].permute(0, 2, 3, 1)[face])
@@ -309,12 +354,13 @@ def test_neck_is_drawn_under_the_chin_behind_the_face():
     # The cylinder's triangles face outwards (counter-clockwise seen from outside, as the renderer needs).
     theta, ys = SyntheticFaces._NECK_GRID
     points = torch.stack([theta.cos(), ys / 100, theta.sin()], -1)[0]
-    tri = SyntheticFaces(model)._neck_triangles().long()
+    tri = SyntheticFaces(morphable)._neck_triangles().long()
     a, b, c = points[tri[:, 0]], points[tri[:, 1]], points[tri[:, 2]]
     outward = ((a + b + c) / 3) * torch.tensor([1.0, 0.0, 1.0])
     assert bool(((torch.linalg.cross(b - a, c - a) * outward).sum(-1) > 0).all())
-    assert SyntheticFaces(model, SyntheticConfig(size=32, neck_prob=0.5), seed=1).sample_clips(2, 3, seed=0)[
-        "image"].shape == (2, 3, 3, 32, 32)
+    assert SyntheticFaces(morphable, SyntheticConfig(size=32, neck_prob=0.5), seed=1).sample_clips(2, 3, seed=0)[
+        "image"
+    ].shape == (2, 3, 3, 32, 32)
     with pytest.raises(ValueError, match="data.neck_prob"):
         apply_overrides(TrainConfig(), ["data.neck_prob=-1"]).validate()
 
@@ -322,31 +368,31 @@ def test_neck_is_drawn_under_the_chin_behind_the_face():
 def test_landmark_framing_matches_the_standard_crop():
     import math
 
-    model = MorphableModel.builtin()
+    morphable = MorphableModel.builtin()
     cfg = SyntheticConfig(size=64, scale_jitter=0.0, shift_jitter=0.0, framing="landmarks")
-    s = SyntheticFaces(model, cfg, seed=0).sample(16, seed=3)
+    s = SyntheticFaces(morphable, cfg, seed=0).sample(16, seed=3)
     lo, hi = s["landmarks2d"].amin(1), s["landmarks2d"].amax(1)
     side = math.sqrt(2.0) * (hi - lo).amax(1)
     # Framed on the mean face's landmarks, so identity and expression move it a few percent.
     assert float((side / 64 - 1).abs().max()) < 0.15 and abs(float((side / 64).mean()) - 1) < 0.05
     assert torch.allclose((lo + hi) / 2, torch.full((16, 2), 32.0), atol=3.0)
     with pytest.raises(ValueError, match="framing"):
-        SyntheticFaces(model, SyntheticConfig(size=64, framing="nope"), seed=0).sample(1)
+        SyntheticFaces(morphable, SyntheticConfig(size=64, framing="nope"), seed=0).sample(1)
     with pytest.raises(ValueError, match="data.framing"):
         apply_overrides(TrainConfig(), ["data.framing=nope"]).validate()
 
 
 def test_light_contrast_darkens_the_shadow_side_only():
-    from pgnface.model.shading import sh_irradiance
+    from pgnface.morphable.shading import sh_irradiance
 
-    model = MorphableModel.builtin()
-    soft = SyntheticFaces(model, SyntheticConfig(size=48), seed=4).sample(6, seed=2)
-    hard = SyntheticFaces(model, SyntheticConfig(size=48, light_contrast=1.8), seed=4).sample(6, seed=2)
+    morphable = MorphableModel.builtin()
+    soft = SyntheticFaces(morphable, SyntheticConfig(size=48), seed=4).sample(6, seed=2)
+    hard = SyntheticFaces(morphable, SyntheticConfig(size=48, light_contrast=1.8), seed=4).sample(6, seed=2)
     assert torch.equal(soft["landmarks3d"], hard["landmarks3d"])
     # Normals towards and away from each image's light (gamma's linear terms are y, z, x).
     towards = torch.nn.functional.normalize(soft["gamma"][:, [3, 1, 2], 0], dim=1)[:, None]
     lit = [sh_irradiance(towards, s["gamma"]) for s in (soft, hard)]
     shadow = [sh_irradiance(-towards, s["gamma"]) for s in (soft, hard)]
-    assert bool((lit[1] >= lit[0] - 1e-5).all())          # the lit side keeps its brightness
-    assert bool((shadow[1] < shadow[0] - 0.02).all())     # the shadow side darkens
+    assert bool((lit[1] >= lit[0] - 1e-5).all())  # the lit side keeps its brightness
+    assert bool((shadow[1] < shadow[0] - 0.02).all())  # the shadow side darkens
     assert not torch.equal(soft["image"], hard["image"])

@@ -1,7 +1,6 @@
-"""Data: the synthetic face generator and on-disk dataset writers."""
+"""Training and test data: synthetic faces with exact ground truth, labelled folders, unlabelled photos and video."""
 
-from .media import image_files
-from .photos import PhotoBackgrounds
-from .synthetic import SyntheticConfig, SyntheticFaces, rotation_from_angles
+from pgnface.data.photos import PhotoBackgrounds
+from pgnface.data.synthetic import SyntheticConfig, SyntheticFaces
 
-__all__ = ["PhotoBackgrounds", "image_files", "SyntheticConfig", "SyntheticFaces", "rotation_from_angles"]
+__all__ = ["PhotoBackgrounds", "SyntheticConfig", "SyntheticFaces"]

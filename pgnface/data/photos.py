@@ -19,7 +19,9 @@ import cv2
 import numpy as np
 import torch
 
-from .media import image_files
+from pgnface.io.crops import crop, face_crop_box
+from pgnface.io.detect import detect_faces, detect_profile_faces
+from pgnface.io.images import image_files
 
 
 class PhotoBackgrounds:
@@ -30,11 +32,16 @@ class PhotoBackgrounds:
         size: output side S.
         min_fraction: smallest patch side as a fraction of the photo's shorter side.
         face_boxes: optional per photo, a list of square crop boxes (sx, sy, ex, ey)
-            in its pixels framing a face (pgnface.data.detect.face_crop_box).
+            in its pixels framing a face (pgnface.io.detect.face_crop_box).
     """
 
-    def __init__(self, photos: Sequence[np.ndarray], size: int, min_fraction: float = 0.2,
-                 face_boxes: Optional[Sequence[Sequence[np.ndarray]]] = None):
+    def __init__(
+        self,
+        photos: Sequence[np.ndarray],
+        size: int,
+        min_fraction: float = 0.2,
+        face_boxes: Optional[Sequence[Sequence[np.ndarray]]] = None,
+    ):
         if not photos:
             raise ValueError("PhotoBackgrounds needs at least one photo")
         if face_boxes is not None and len(face_boxes) != len(photos):
@@ -54,8 +61,15 @@ class PhotoBackgrounds:
             self.photos.append(torch.from_numpy(np.ascontiguousarray(photo)).float().div(255))
 
     @classmethod
-    def from_folder(cls, folder, size: int, exclude: Sequence[str] = (), detect: bool = False,
-                    hide_faces: bool = True, tilted: bool = True) -> "PhotoBackgrounds":
+    def from_folder(
+        cls,
+        folder,
+        size: int,
+        exclude: Sequence[str] = (),
+        detect: bool = False,
+        hide_faces: bool = True,
+        tilted: bool = True,
+    ) -> "PhotoBackgrounds":
         """All readable images under `folder`, except files whose name contains one of `exclude`.
 
         Args:
@@ -68,7 +82,6 @@ class PhotoBackgrounds:
                 whose heads cover most of them (see hide_detected_faces); False is
                 the upright-only search the bundled networks were trained with.
         """
-        from .detect import detect_faces, face_crop_box
 
         photos, boxes = [], []
         for path in image_files(folder):
@@ -78,15 +91,22 @@ class PhotoBackgrounds:
             if bgr is None or min(bgr.shape[:2]) < 16:
                 continue
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            photo = hide_detected_faces(rgb, max_side=2 * size, tilts=(-20.0, 20.0) if tilted else (),
-                                        max_hidden=0.8 if tilted else 1.0) if hide_faces and not detect else rgb
+            photo = (
+                hide_detected_faces(
+                    rgb, max_side=2 * size, tilts=(-20.0, 20.0) if tilted else (), max_hidden=0.8 if tilted else 1.0
+                )
+                if hide_faces and not detect
+                else rgb
+            )
             if photo is None:  # a face close-up: hiding its face leaves nothing
                 continue
             boxes.append([face_crop_box(b) for b in detect_faces(rgb)] if detect else [])
             photos.append(photo)
         if not photos:
-            raise ValueError(f"no usable photos in {folder} (readable jpg/png/bmp, at least 16 px a side, not a face "
-                             "close-up: their faces are painted out)")
+            raise ValueError(
+                f"no usable photos in {folder} (readable jpg/png/bmp, at least 16 px a side, not a face "
+                "close-up: their faces are painted out)"
+            )
         return cls(photos, size, face_boxes=boxes if detect else None)
 
     def __len__(self) -> int:
@@ -110,9 +130,10 @@ class PhotoBackgrounds:
             side = max(2, int(round(min(H, W) * (self.min_fraction + (1 - self.min_fraction) * r[i, 1]))))
             y0 = int(r[i, 2] * (H - side + 1))
             x0 = int(r[i, 3] * (W - side + 1))
-            patch = photo[y0:y0 + side, x0:x0 + side].permute(2, 0, 1)[None]
-            patch = torch.nn.functional.interpolate(patch, size=(S, S), mode="bilinear", align_corners=False,
-                                                    antialias=side > S)[0].permute(1, 2, 0)
+            patch = photo[y0 : y0 + side, x0 : x0 + side].permute(2, 0, 1)[None]
+            patch = torch.nn.functional.interpolate(
+                patch, size=(S, S), mode="bilinear", align_corners=False, antialias=side > S
+            )[0].permute(1, 2, 0)
             out[i] = patch.flip(1) if r[i, 4] < 0.5 else patch
         return out.clamp(0, 1).to(device if device is not None else g.device)
 
@@ -125,14 +146,17 @@ class PhotoBackgrounds:
         y0 = (P - side) / 2 + 0.06 * side * (2 * r[3] - 1)
         x0, y0 = int(min(max(x0, 0), P - side)), int(min(max(y0, 0), P - side))
         side = int(side)
-        out = torch.nn.functional.interpolate(patch[y0:y0 + side, x0:x0 + side].permute(2, 0, 1)[None], size=(S, S),
-                                              mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+        out = torch.nn.functional.interpolate(
+            patch[y0 : y0 + side, x0 : x0 + side].permute(2, 0, 1)[None],
+            size=(S, S),
+            mode="bilinear",
+            align_corners=False,
+        )[0].permute(1, 2, 0)
         return out.flip(1) if r[4] < 0.5 else out
 
 
 def _face_patch(photo: np.ndarray, box: np.ndarray, size: int) -> torch.Tensor:
     """The crop box enlarged 1.25x, resampled to [P, P, 3] float with P = 1.25 S (zeros outside the photo)."""
-    from ..eval.aflw2000 import crop
 
     x0, y0, x1, y1 = (float(v) for v in box)
     cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, 1.25 * (x1 - x0) / 2
@@ -141,8 +165,9 @@ def _face_patch(photo: np.ndarray, box: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(patch)).float().div(255)
 
 
-def hide_detected_faces(photo: np.ndarray, max_side: int = 256, tilts: Sequence[float] = (-20.0, 20.0),
-                        max_hidden: float = 0.8) -> Optional[np.ndarray]:
+def hide_detected_faces(
+    photo: np.ndarray, max_side: int = 256, tilts: Sequence[float] = (-20.0, 20.0), max_hidden: float = 0.8
+) -> Optional[np.ndarray]:
     """The photo (shrunk to at most `max_side` px on its shorter side) with every face the
     frontal and profile cascades find painted over by inpainting, heads and all.
 
@@ -151,7 +176,6 @@ def hide_detected_faces(photo: np.ndarray, max_side: int = 256, tilts: Sequence[
     otherwise stay in the backgrounds. Returns None when the heads cover more than
     `max_hidden` of the photo (a face close-up: nothing is left to use).
     """
-    from .detect import detect_faces, face_crop_box, detect_profile_faces
 
     shrink = min(1.0, max_side / min(photo.shape[:2]))
     small = cv2.resize(photo, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1 else photo.copy()
@@ -175,7 +199,6 @@ def _tilted_faces(image: np.ndarray, tilts: Sequence[float], min_size: int = 24)
     Each box is the axis-aligned bounding box of the found box turned back, so it
     encloses the tilted face.
     """
-    from .detect import detect_faces, detect_profile_faces
 
     h, w = image.shape[:2]
     found = []

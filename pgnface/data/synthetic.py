@@ -11,7 +11,7 @@ Everything runs on the model's device and is deterministic for a seed.
 Coordinates: crop pixels, OpenCV convention: x right, y down, z away from the
 camera; pixel centres at integer + 0.5. 3D landmarks are (x, y, z) with z
 centred on the landmarks' mean depth. The pose (R, s, t) maps model space to
-this frame: ``p = s R x + t`` (see pgnface.model.camera).
+this frame: ``p = s R x + t`` (see pgnface.morphable.camera).
 
 Angle convention (degrees): the one of ``pgnface.ops.rotation_to_angles``,
 applied to the head rotation in model space (+y up, +z towards the camera):
@@ -29,8 +29,9 @@ from typing import Dict, Optional
 
 import torch
 
-from ..model import FRONTAL, MorphableModel, WeakPerspectiveCamera, render
-from ..model.shading import directional_gamma
+from pgnface.morphable import FRONTAL, MorphableModel, WeakPerspectiveCamera, render
+from pgnface.morphable.shading import directional_gamma
+from pgnface.ops.pose import rotation_from_angles
 
 
 @dataclass
@@ -38,44 +39,27 @@ class SyntheticConfig:
     """Distributions of the generator (angles in degrees, sizes in pixels)."""
 
     size: int = 128
-    yaw_max: float = 90.0          # yaw ~ U(-yaw_max, yaw_max)
-    pitch_std: float = 12.0        # pitch ~ N(0, std) clipped to +-pitch_max
+    yaw_max: float = 90.0  # yaw ~ U(-yaw_max, yaw_max)
+    pitch_std: float = 12.0  # pitch ~ N(0, std) clipped to +-pitch_max
     pitch_max: float = 35.0
     roll_std: float = 8.0
     roll_max: float = 30.0
     id_std: float = 1.0
     albedo_std: float = 1.0
     expression_prob: float = 0.35  # each expression is active with this probability
-    face_fraction: float = 0.72    # face width (model x extent) / crop size, before jitter
+    face_fraction: float = 0.72  # face width (model x extent) / crop size, before jitter
     scale_jitter: float = 0.1
-    shift_jitter: float = 0.06     # fraction of the crop size
+    shift_jitter: float = 0.06  # fraction of the crop size
     ambient: tuple = (0.35, 0.9)
     diffuse: tuple = (0.1, 0.8)
-    light_contrast: float = 1.0    # > 1: stronger directional light, less ambient (same mean irradiance)
-    photo_prob: float = 0.7        # background from the photo pool, when one is given
-    head_prob: float = 0.0         # a shaded head (hair) and neck drawn behind the face (see _head_backdrop)
-    hair_prob: float = 0.0         # hair painted over the forehead and temples (see _hair)
-    neck_prob: float = 0.0         # a shaded skin neck under the jaw, lit like the face (see _neck)
-    framing: str = "model"         # crop scale: "model" (face_fraction of the model's width) or "landmarks"
-                                   # (side = sqrt(2) x the 2D landmark box's longer side, as the
-                                   # AFLW2000-3D / 300W-LP crops), each with scale_jitter
-
-
-def rotation_from_angles(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
-    """[B] angles in degrees -> [B, 3, 3] model-space rotation Rz(roll) Ry(yaw) Rx(pitch).
-
-    The inverse of ``pgnface.ops.rotation_to_angles`` (see the module docstring).
-    """
-    y, p, r = (torch.deg2rad(a) for a in (yaw, pitch, roll))
-    zero, one = torch.zeros_like(y), torch.ones_like(y)
-
-    def mat(rows):
-        return torch.stack([torch.stack(row, -1) for row in rows], -2)
-
-    rx = mat([[one, zero, zero], [zero, p.cos(), -p.sin()], [zero, p.sin(), p.cos()]])
-    ry = mat([[y.cos(), zero, y.sin()], [zero, one, zero], [-y.sin(), zero, y.cos()]])
-    rz = mat([[r.cos(), -r.sin(), zero], [r.sin(), r.cos(), zero], [zero, zero, one]])
-    return rz @ ry @ rx
+    light_contrast: float = 1.0  # > 1: stronger directional light, less ambient (same mean irradiance)
+    photo_prob: float = 0.7  # background from the photo pool, when one is given
+    head_prob: float = 0.0  # a shaded head (hair) and neck drawn behind the face (see _head_backdrop)
+    hair_prob: float = 0.0  # hair painted over the forehead and temples (see _hair)
+    neck_prob: float = 0.0  # a shaded skin neck under the jaw, lit like the face (see _neck)
+    framing: str = "model"  # crop scale: "model" (face_fraction of the model's width) or "landmarks"
+    # (side = sqrt(2) x the 2D landmark box's longer side, as the
+    # AFLW2000-3D / 300W-LP crops), each with scale_jitter
 
 
 class SyntheticFaces:
@@ -91,18 +75,23 @@ class SyntheticFaces:
             unchanged, so existing seeds give the same faces.
     """
 
-    def __init__(self, model: Optional[MorphableModel] = None, config: Optional[SyntheticConfig] = None,
-                 seed: int = 0, photos=None):
-        self.model = model if model is not None else MorphableModel.builtin()
+    def __init__(
+        self,
+        morphable: Optional[MorphableModel] = None,
+        config: Optional[SyntheticConfig] = None,
+        seed: int = 0,
+        photos=None,
+    ):
+        self.morphable = morphable if morphable is not None else MorphableModel.builtin()
         self.config = config or SyntheticConfig()
         self.seed = seed
         self.photos = photos
-        self._width = float(self.model.mean[:, 0].max() - self.model.mean[:, 0].min())
+        self._width = float(self.morphable.mean[:, 0].max() - self.morphable.mean[:, 0].min())
         self._calls = 0
 
     @property
     def device(self) -> torch.device:
-        return self.model.device
+        return self.morphable.device
 
     def _generator(self, seed: Optional[int]) -> torch.Generator:
         if seed is None:
@@ -121,7 +110,7 @@ class SyntheticFaces:
     # --- random parameters --------------------------------------------------------
 
     def _expressions(self, g, B):
-        cfg, K = self.config, self.model.num_exp
+        cfg, K = self.config, self.morphable.num_exp
         active = torch.rand(B, K, generator=g, device=self.device) < cfg.expression_prob
         return active * self._uniform(g, (B, K), 0.0, 1.0)
 
@@ -142,8 +131,11 @@ class SyntheticFaces:
             extra = (cfg.light_contrast - 1.0) * diffuse
             ambient = (ambient - 0.75 * extra).clamp(min=0.05)
             diffuse = diffuse + extra
-        direction = torch.nn.functional.normalize(self._randn(g, (B, 3)) * torch.tensor(
-            [1.0, 0.7, 0.5], device=self.device) + torch.tensor([0.0, 0.3, 1.0], device=self.device), dim=1)
+        direction = torch.nn.functional.normalize(
+            self._randn(g, (B, 3)) * torch.tensor([1.0, 0.7, 0.5], device=self.device)
+            + torch.tensor([0.0, 0.3, 1.0], device=self.device),
+            dim=1,
+        )
         tint = 1 + 0.04 * self._randn(g, (B, 3))
         gamma = torch.zeros(B, 9, 3, device=self.device)
         unit = directional_gamma(1, ambient=0.0, diffuse=1.0, direction=(0.0, 0.0, 1.0), device=self.device)[0]
@@ -160,8 +152,11 @@ class SyntheticFaces:
         S, dev = self.config.size, self.device
         kind = torch.randint(0, 3, (B,), generator=g, device=dev)
         out = torch.empty(B, S, S, 3, device=dev)
-        ys, xs = torch.meshgrid(torch.arange(S, device=dev, dtype=torch.float32),
-                                torch.arange(S, device=dev, dtype=torch.float32), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(S, device=dev, dtype=torch.float32),
+            torch.arange(S, device=dev, dtype=torch.float32),
+            indexing="ij",
+        )
         # Each kind is drawn only for the images that get it.
         for k, draw in enumerate((self._smooth, self._stripes, self._clutter)):
             idx = torch.nonzero(kind == k).flatten()
@@ -203,10 +198,16 @@ class SyntheticFaces:
 
     # Ellipsoids in the built-in model's frame (mm; +y up, +z towards the camera), as
     # fractions of the face mask's width: the skull with its hair, and the neck.
-    HEAD = ((0.0, 0.2, -0.8), (1.12, 1.45, 1.25))   # centre, semi-axes
+    HEAD = ((0.0, 0.2, -0.8), (1.12, 1.45, 1.25))  # centre, semi-axes
     NECK = ((0.0, -1.0, -0.65), (0.62, 0.8, 0.62))
-    HAIR = ((0.05, 0.04, 0.03), (0.18, 0.11, 0.06), (0.33, 0.21, 0.12), (0.62, 0.5, 0.3), (0.55, 0.55, 0.55),
-            (0.45, 0.18, 0.08))
+    HAIR = (
+        (0.05, 0.04, 0.03),
+        (0.18, 0.11, 0.06),
+        (0.33, 0.21, 0.12),
+        (0.62, 0.5, 0.3),
+        (0.55, 0.55, 0.55),
+        (0.45, 0.18, 0.08),
+    )
 
     def _head_backdrop(self, g, background, rotation, scale, translation, albedo, group: int):
         """Draws a shaded hair-coloured head and a skin-coloured neck into [n, S, S, 3] backgrounds.
@@ -220,15 +221,18 @@ class SyntheticFaces:
         """
         n, S, dev = background.shape[0], self.config.size, self.device
         clips = n // group
-        ys, xs = torch.meshgrid(torch.arange(S, device=dev, dtype=torch.float32) + 0.5,
-                                torch.arange(S, device=dev, dtype=torch.float32) + 0.5, indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(S, device=dev, dtype=torch.float32) + 0.5,
+            torch.arange(S, device=dev, dtype=torch.float32) + 0.5,
+            indexing="ij",
+        )
         pixels = torch.stack([xs, ys], -1).reshape(1, S * S, 2)
         draw = (torch.rand(clips, generator=g, device=dev) < self.config.head_prob).repeat_interleave(group)
         palette = torch.tensor(self.HAIR, device=dev)
         hair = palette[torch.randint(len(self.HAIR), (clips,), generator=g, device=dev)]
         hair = hair * self._uniform(g, (clips, 1), 0.7, 1.3)
         bald = torch.rand(clips, 1, generator=g, device=dev) < 0.08
-        skin = self.model.albedo(albedo[::group]).mean(1).clamp(0, 1) * self._uniform(g, (clips, 1), 0.6, 0.95)
+        skin = self.morphable.albedo(albedo[::group]).mean(1).clamp(0, 1) * self._uniform(g, (clips, 1), 0.6, 0.95)
         hair = torch.where(bald, skin, hair).repeat_interleave(group, 0)
         skin = skin.repeat_interleave(group, 0)
         out = background.clone()
@@ -236,11 +240,11 @@ class SyntheticFaces:
         for (centre, axes), colour in ((self.NECK, skin), (self.HEAD, hair)):
             c = torch.tensor(centre, device=dev) * width
             a2 = torch.diag((torch.tensor(axes, device=dev) * width / 2) ** 2)
-            c2 = (scale[:, None] * (rotation @ c) + translation)[:, :2]                    # [n, 2]
+            c2 = (scale[:, None] * (rotation @ c) + translation)[:, :2]  # [n, 2]
             cov = (scale[:, None, None] ** 2 * (rotation @ a2 @ rotation.transpose(1, 2)))[:, :2, :2]
             d = pixels - c2[:, None]
-            m = (d @ torch.linalg.inv(cov) * d).sum(-1).reshape(n, S, S)            # squared ellipse radius
-            shade = (0.55 + 0.45 * (1 - m).clamp(0, 1).sqrt())[..., None]           # darker at the rim
+            m = (d @ torch.linalg.inv(cov) * d).sum(-1).reshape(n, S, S)  # squared ellipse radius
+            shade = (0.55 + 0.45 * (1 - m).clamp(0, 1).sqrt())[..., None]  # darker at the rim
             inside = ((m < 1) & draw[:, None, None])[..., None]
             out = torch.where(inside, (colour[:, None, None] * shade).clamp(0, 1), out)
         return out
@@ -256,16 +260,16 @@ class SyntheticFaces:
         the temples beyond a random width. Colours come from the HAIR palette
         with strand-like streaks; a clip (`group` frames) shares its hair.
         """
-        model, dev = self.model, self.device
+        morphable, dev = self.morphable, self.device
         clips = n // group
-        x, y = model.mean[:, 0].to(dev), model.mean[:, 1].to(dev)              # model space, millimetres
-        brow_top = float(model.mean[model.landmark_vertices[17:27], 1].max())
+        x, y = morphable.mean[:, 0].to(dev), morphable.mean[:, 1].to(dev)  # model space, millimetres
+        brow_top = float(morphable.mean[morphable.landmark_vertices[17:27], 1].max())
         top = float(y.max())
-        u = lambda lo, hi: self._uniform(g, (clips, 1), lo, hi)                  # noqa: E731
+        u = lambda lo, hi: self._uniform(g, (clips, 1), lo, hi)  # noqa: E731
         draw = (torch.rand(clips, 1, generator=g, device=dev) < self.config.hair_prob).float()
         height = u(brow_top + 4.0, top - 4.0)
         tilt, wave, freq, phase = u(-0.5, 0.5), u(0.0, 6.0), u(0.05, 0.2), u(0.0, 2 * math.pi)
-        line = height + tilt * x + wave * torch.sin(freq * x + phase)           # [clips, N]
+        line = height + tilt * x + wave * torch.sin(freq * x + phase)  # [clips, N]
         side_x, side_y = u(50.0, 90.0), u(-20.0, 40.0)
         soft = 2.5  # mm: a soft edge, wider than a triangle of the built-in mesh
         above = torch.sigmoid((y - line) / soft)
@@ -273,7 +277,7 @@ class SyntheticFaces:
         weight = (torch.maximum(above, temples) * draw)[..., None]
         palette = torch.tensor(self.HAIR, device=dev)
         colour = palette[torch.randint(len(self.HAIR), (clips,), generator=g, device=dev)] * u(0.7, 1.3)
-        streaks = 0.85 + 0.15 * torch.sin(u(0.5, 1.5) * x + u(0.0, 2 * math.pi))   # [clips, N]
+        streaks = 0.85 + 0.15 * torch.sin(u(0.5, 1.5) * x + u(0.0, 2 * math.pi))  # [clips, N]
         colour = (colour[:, None, :] * streaks[..., None]).clamp(0, 1)
         return weight.repeat_interleave(group, 0), colour.repeat_interleave(group, 0)
 
@@ -290,28 +294,35 @@ class SyntheticFaces:
         """
         n, dev = background.shape[0], self.device
         clips = n // group
-        u = lambda lo, hi: self._uniform(g, (clips, 1), lo, hi)                  # noqa: E731
+        u = lambda lo, hi: self._uniform(g, (clips, 1), lo, hi)  # noqa: E731
         draw = torch.rand(clips, generator=g, device=dev) < self.config.neck_prob
         # Placed from the model's chin (iBUG point 8), in its millimetres.
-        chin_y, chin_z = (float(v) for v in self.model.mean[self.model.landmark_vertices[8], 1:])
+        chin_y, chin_z = (float(v) for v in self.morphable.mean[self.morphable.landmark_vertices[8], 1:])
         rx, rz, front = u(42.0, 56.0), u(30.0, 42.0), chin_z + u(-9.4, 0.6)
         collar, collar_colour = chin_y + u(-91.0, -21.0), self._uniform(g, (clips, 1, 3), 0.05, 0.95)
         tone = u(0.75, 1.0)
         theta, ys = self._NECK_GRID
         theta, ys = theta.to(dev), ys.to(dev) + chin_y
         verts = torch.stack([rx * theta.cos(), ys.expand(clips, -1), front - rz + rz * theta.sin()], -1)
-        skin = self.model.albedo(albedo[::group]).mean(1, keepdim=True).clamp(0, 1)       # [clips, 1, 3]
-        under_jaw = 0.55 + 0.45 * ((chin_y + 49.0 - ys) / 50.0).clamp(0, 1)                 # [1, M]
+        skin = self.morphable.albedo(albedo[::group]).mean(1, keepdim=True).clamp(0, 1)  # [clips, 1, 3]
+        under_jaw = 0.55 + 0.45 * ((chin_y + 49.0 - ys) / 50.0).clamp(0, 1)  # [1, M]
         colour = skin * (tone * under_jaw)[..., None]
         colour = torch.where((ys < collar)[..., None], collar_colour, colour)
         # Rendered only for the images that get a neck (every random number is drawn above).
         drawn = torch.nonzero(draw.repeat_interleave(group, 0)).flatten()
         if drawn.numel() == 0:
             return background
-        pick = lambda x: x.repeat_interleave(group, 0)[drawn]                    # noqa: E731
+        pick = lambda x: x.repeat_interleave(group, 0)[drawn]  # noqa: E731
         camera = WeakPerspectiveCamera(scale[drawn], rotation[drawn], translation[drawn])
-        out = render(pick(verts), self._neck_triangles().to(dev), pick(colour), gamma[drawn], camera,
-                     self.config.size, background=background[drawn])
+        out = render(
+            pick(verts),
+            self._neck_triangles().to(dev),
+            pick(colour),
+            gamma[drawn],
+            camera,
+            self.config.size,
+            background=background[drawn],
+        )
         background = background.clone()
         background[drawn] = out.image.clamp(0, 1)
         return background
@@ -319,15 +330,17 @@ class SyntheticFaces:
     # Cylinder grid of the neck: angle around it x height above the chin (millimetres: from
     # hidden behind the jaw down past any crop's bottom edge).
     _NECK_ANGLES, _NECK_RINGS = 32, 12
-    _NECK_GRID = (torch.linspace(0, 2 * math.pi, _NECK_ANGLES + 1)[:-1].repeat(_NECK_RINGS)[None],
-                  torch.linspace(49.0, -171.0, _NECK_RINGS).repeat_interleave(_NECK_ANGLES)[None])
+    _NECK_GRID = (
+        torch.linspace(0, 2 * math.pi, _NECK_ANGLES + 1)[:-1].repeat(_NECK_RINGS)[None],
+        torch.linspace(49.0, -171.0, _NECK_RINGS).repeat_interleave(_NECK_ANGLES)[None],
+    )
 
     def _neck_triangles(self) -> torch.Tensor:
         """[T, 3] int32 triangles of the neck cylinder, counter-clockwise seen from outside."""
         A, R = self._NECK_ANGLES, self._NECK_RINGS
         ring, j = torch.meshgrid(torch.arange(R - 1), torch.arange(A), indexing="ij")
-        a, b = ring * A + j, ring * A + (j + 1) % A        # this ring
-        c, d = a + A, b + A                                # the ring below
+        a, b = ring * A + j, ring * A + (j + 1) % A  # this ring
+        c, d = a + A, b + A  # the ring below
         quads = torch.stack([torch.stack([a, b, d], -1), torch.stack([a, d, c], -1)], 2).reshape(-1, 3)
         return quads.to(torch.int32)
 
@@ -345,8 +358,9 @@ class SyntheticFaces:
             scale = self._crop_scale(g, B)
         rotation = FRONTAL.to(self.device) @ rot_model
         # The mean face's landmarks at unit scale; scaled below (the landmarks are s R x).
-        unit = self.model.landmarks(torch.zeros(B, self.model.num_id, device=self.device), None, rotation,
-                                    torch.ones(B, device=self.device))
+        unit = self.morphable.landmarks(
+            torch.zeros(B, self.morphable.num_id, device=self.device), None, rotation, torch.ones(B, device=self.device)
+        )
         if cfg.framing == "landmarks":
             # The standard landmark-box crop: side = sqrt(2) x the box's longer side. The
             # jitter drawn for the model framing is kept (a clip shares it).
@@ -363,16 +377,16 @@ class SyntheticFaces:
         return rotation, scale, translation
 
     def _render(self, id_c, exp_c, alb_c, gamma, rotation, scale, translation, background, hair=None):
-        model, S = self.model, self.config.size
+        morphable, S = self.morphable, self.config.size
         camera = WeakPerspectiveCamera(scale, rotation, translation)
-        verts = model.vertices(id_c, exp_c)
-        colours = model.albedo(alb_c).clamp(0, 1)
+        verts = morphable.vertices(id_c, exp_c)
+        colours = morphable.albedo(alb_c).clamp(0, 1)
         if hair is not None:
             weight, hair_colour = hair
             colours = colours + weight * (hair_colour - colours)
-        out = render(verts, model.triangles, colours, gamma, camera, S, background=background)
+        out = render(verts, morphable.triangles, colours, gamma, camera, S, background=background)
         image_verts = out.image_points
-        lm3d = image_verts[:, model.landmark_vertices]
+        lm3d = image_verts[:, morphable.landmark_vertices]
         lm3d = torch.cat([lm3d[..., :2], lm3d[..., 2:] - lm3d[..., 2:].mean(1, keepdim=True)], -1)
         return out, image_verts, lm3d
 
@@ -388,10 +402,10 @@ class SyntheticFaces:
             id, exp, albedo coefficients; gamma [B, 9, 3] SH lighting.
         """
         g = self._generator(seed)
-        B, model = batch_size, self.model
-        id_c = self._randn(g, (B, model.num_id)) * self.config.id_std
+        B, morphable = batch_size, self.morphable
+        id_c = self._randn(g, (B, morphable.num_id)) * self.config.id_std
         exp_c = self._expressions(g, B)
-        alb_c = self._randn(g, (B, model.num_albedo)) * self.config.albedo_std
+        alb_c = self._randn(g, (B, morphable.num_albedo)) * self.config.albedo_std
         gamma = self._lighting(g, B)
         yaw, pitch, roll = self._angles(g, B)
         rotation, scale, translation = self._pose(g, rotation_from_angles(yaw, pitch, roll), B)
@@ -402,11 +416,24 @@ class SyntheticFaces:
         if self.config.neck_prob > 0:
             background = self._neck(g, background, alb_c, gamma, rotation, scale, translation, 1)
         out, verts, lm3d = self._render(id_c, exp_c, alb_c, gamma, rotation, scale, translation, background, hair)
-        return dict(image=out.image.clamp(0, 1).permute(0, 3, 1, 2).contiguous(), mask=out.mask,
-                    landmarks3d=lm3d, landmarks2d=lm3d[..., :2].contiguous(),
-                    landmark_visible=out.visible[:, model.landmark_vertices], vertices=verts,
-                    yaw=yaw, pitch=pitch, roll=roll, rotation=rotation, scale=scale, translation=translation,
-                    id=id_c, exp=exp_c, albedo=alb_c, gamma=gamma)
+        return dict(
+            image=out.image.clamp(0, 1).permute(0, 3, 1, 2).contiguous(),
+            mask=out.mask,
+            landmarks3d=lm3d,
+            landmarks2d=lm3d[..., :2].contiguous(),
+            landmark_visible=out.visible[:, morphable.landmark_vertices],
+            vertices=verts,
+            yaw=yaw,
+            pitch=pitch,
+            roll=roll,
+            rotation=rotation,
+            scale=scale,
+            translation=translation,
+            id=id_c,
+            exp=exp_c,
+            albedo=alb_c,
+            gamma=gamma,
+        )
 
     @torch.no_grad()
     def sample_clips(self, batch_size: int, frames: int, seed: Optional[int] = None) -> Dict[str, torch.Tensor]:
@@ -418,9 +445,9 @@ class SyntheticFaces:
         same keys as :meth:`sample`, each with a [B, F, ...] leading shape.
         """
         g = self._generator(seed)
-        B, F, model = batch_size, frames, self.model
-        id_c = self._randn(g, (B, model.num_id)) * self.config.id_std
-        alb_c = self._randn(g, (B, model.num_albedo)) * self.config.albedo_std
+        B, F, morphable = batch_size, frames, self.morphable
+        id_c = self._randn(g, (B, morphable.num_id)) * self.config.id_std
+        alb_c = self._randn(g, (B, morphable.num_albedo)) * self.config.albedo_std
         t = torch.linspace(0, 1, F, device=self.device)
         ease = (t * t * (3 - 2 * t))[None, :]  # [1, F]
 
@@ -442,18 +469,41 @@ class SyntheticFaces:
         S = self.config.size
         background = self.backgrounds(g, B)[:, None].expand(B, F, S, S, 3).reshape(B * F, S, S, 3)
         if self.config.head_prob > 0:
-            background = self._head_backdrop(g, background, rotation, scale, translation,
-                                             alb_c.repeat_interleave(F, 0), F)
+            background = self._head_backdrop(
+                g, background, rotation, scale, translation, alb_c.repeat_interleave(F, 0), F
+            )
         hair = self._hair(g, B * F, F) if self.config.hair_prob > 0 else None
         if self.config.neck_prob > 0:
-            background = self._neck(g, background, alb_c.repeat_interleave(F, 0), flat(gamma), rotation, scale,
-                                    translation, F)
-        out, verts, lm3d = self._render(id_c.repeat_interleave(F, 0), flat(exp_c), alb_c.repeat_interleave(F, 0),
-                                        flat(gamma), rotation, scale, translation, background, hair)
+            background = self._neck(
+                g, background, alb_c.repeat_interleave(F, 0), flat(gamma), rotation, scale, translation, F
+            )
+        out, verts, lm3d = self._render(
+            id_c.repeat_interleave(F, 0),
+            flat(exp_c),
+            alb_c.repeat_interleave(F, 0),
+            flat(gamma),
+            rotation,
+            scale,
+            translation,
+            background,
+            hair,
+        )
         unflat = lambda x: x.reshape(B, F, *x.shape[1:])  # noqa: E731
-        return dict(image=unflat(out.image.clamp(0, 1).permute(0, 3, 1, 2).contiguous()), mask=unflat(out.mask),
-                    landmarks3d=unflat(lm3d), landmarks2d=unflat(lm3d[..., :2].contiguous()),
-                    landmark_visible=unflat(out.visible[:, model.landmark_vertices]), vertices=unflat(verts),
-                    yaw=unflat(yaw), pitch=unflat(pitch), roll=unflat(roll), rotation=unflat(rotation),
-                    scale=unflat(scale), translation=unflat(translation), id=id_c, exp=exp_c, albedo=alb_c,
-                    gamma=gamma)
+        return dict(
+            image=unflat(out.image.clamp(0, 1).permute(0, 3, 1, 2).contiguous()),
+            mask=unflat(out.mask),
+            landmarks3d=unflat(lm3d),
+            landmarks2d=unflat(lm3d[..., :2].contiguous()),
+            landmark_visible=unflat(out.visible[:, morphable.landmark_vertices]),
+            vertices=unflat(verts),
+            yaw=unflat(yaw),
+            pitch=unflat(pitch),
+            roll=unflat(roll),
+            rotation=unflat(rotation),
+            scale=unflat(scale),
+            translation=unflat(translation),
+            id=id_c,
+            exp=exp_c,
+            albedo=alb_c,
+            gamma=gamma,
+        )

@@ -32,6 +32,9 @@ import numpy as np
 import scipy.io
 import torch
 
+from pgnface.eval.metrics import nme
+from pgnface.io.crops import crop, crop_to_image, landmark_crop_box
+
 # The last bin also takes the few corrupt annotations with |yaw| > 90 degrees, as 3DDFA does.
 YAW_BINS = (("[0,30]", 0.0, 30.0), ("(30,60]", 30.0, 60.0), ("(60,90]", 60.0, math.inf))
 
@@ -41,9 +44,9 @@ class AFLWSample:
     """One AFLW2000-3D image and its annotation."""
 
     name: str
-    image: np.ndarray          # [H, W, 3] uint8 RGB
-    landmarks: np.ndarray      # [68, 3] x, y (pixels), z (towards the camera)
-    pose: np.ndarray           # [7] pitch, yaw, roll (radians), tx, ty, tz, scale
+    image: np.ndarray  # [H, W, 3] uint8 RGB
+    landmarks: np.ndarray  # [68, 3] x, y (pixels), z (towards the camera)
+    pose: np.ndarray  # [7] pitch, yaw, roll (radians), tx, ty, tz, scale
 
     @property
     def yaw_degrees(self) -> float:
@@ -87,8 +90,14 @@ def load_aflw2000(folder, reannotated: Optional[np.ndarray] = None) -> List[AFLW
                 landmarks[:, :2] = np.asarray(reannotated[name]).T
             else:
                 landmarks[:, :2] = np.asarray(reannotated[rows[name]]).T
-        samples.append(AFLWSample(mat_path.stem, image[..., ::-1].copy(), landmarks,
-                                  np.asarray(mat["Pose_Para"], dtype=np.float64).reshape(-1)))
+        samples.append(
+            AFLWSample(
+                mat_path.stem,
+                image[..., ::-1].copy(),
+                landmarks,
+                np.asarray(mat["Pose_Para"], dtype=np.float64).reshape(-1),
+            )
+        )
     if not samples:
         raise ValueError(f"{folder}: no imageXXXXX.mat files (AFLW2000-3D layout expected)")
     return samples
@@ -102,48 +111,6 @@ def _index_rows(folder: Path) -> Dict[str, int]:
         return {r["name"]: int(r["row"]) for r in csv.DictReader(f)}
 
 
-def landmark_crop_box(landmarks_2d: np.ndarray) -> np.ndarray:
-    """[68, 2] landmarks -> [4] (sx, sy, ex, ey): the standard AFLW2000-3D crop box."""
-    lo, hi = landmarks_2d.min(0), landmarks_2d.max(0)
-    centre = (lo + hi) / 2
-    side = math.sqrt(2.0) * float((hi - lo).max())
-    # Integer corner and integer side, which reproduces 3DDFA's roi_box exactly.
-    sx, sy, side = np.round(centre[0] - side / 2), np.round(centre[1] - side / 2), np.round(side)
-    return np.array([sx, sy, sx + side, sy + side])
-
-
-def crop(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    """Resamples the box (sx, sy, ex, ey) of an [H, W, 3] image to [size, size, 3] (zeros outside).
-
-    Continuous coordinates: crop position u maps to image position sx + u (ex - sx) / size.
-    """
-    sx, sy, ex, ey = (float(v) for v in box)
-    kx, ky = (ex - sx) / size, (ey - sy) / size
-    # Destination pixel centre i + 0.5 -> source position; OpenCV's pixel centres are integers.
-    matrix = np.array([[kx, 0.0, sx + 0.5 * kx - 0.5], [0.0, ky, sy + 0.5 * ky - 0.5]])
-    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-def crop_to_image(points: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    """[..., 3] crop-pixel points (x, y, z) -> image pixels (z scaled like x)."""
-    sx, sy, ex, ey = (float(v) for v in box)
-    scale = np.array([(ex - sx) / size, (ey - sy) / size, (ex - sx) / size])
-    return points * scale + np.array([sx, sy, 0.0])
-
-
-def nme(pred: np.ndarray, gt: np.ndarray) -> Dict[str, float]:
-    """2D and 3D NME (%) of [68, 3] predictions (z away from camera) vs AFLW ground truth (z towards)."""
-    lo, hi = gt[:, :2].min(0), gt[:, :2].max(0)
-    norm = math.sqrt(float((hi[0] - lo[0]) * (hi[1] - lo[1])))
-    err2d = np.linalg.norm(pred[:, :2] - gt[:, :2], axis=1).mean() / norm
-    p, g = pred.copy(), gt.copy()
-    p[:, 2] = -(p[:, 2] - p[:, 2].mean())
-    g[:, 2] = g[:, 2] - g[:, 2].mean()
-    err3d = np.linalg.norm(p - g, axis=1).mean() / norm
-    return {"nme2d": 100.0 * err2d, "nme3d": 100.0 * err3d}
-
-
 @dataclass
 class EvalResult:
     """Per-image and summary results of the protocol."""
@@ -153,8 +120,10 @@ class EvalResult:
 
     def by_bin(self) -> Dict[str, List[Dict[str, float]]]:
         """{yaw-bin label: the per-image rows in that bin}."""
-        return {label: [r for r in self.per_image if (lo < abs(r["yaw"]) or lo == 0) and abs(r["yaw"]) <= hi]
-                for label, lo, hi in YAW_BINS}
+        return {
+            label: [r for r in self.per_image if (lo < abs(r["yaw"]) or lo == 0) and abs(r["yaw"]) <= hi]
+            for label, lo, hi in YAW_BINS
+        }
 
     def table(self, keys: Sequence[str] = ("nme2d", "nme3d")) -> Dict[str, Dict[str, float]]:
         """{row: {key..., "count"}} for the yaw bins, "balanced" and "mean".
@@ -163,6 +132,7 @@ class EvalResult:
             keys: the per-image values to average (default the two NMEs; any
                 numeric per-image column works, e.g. pose errors).
         """
+
         def mean(values):
             return float(np.mean(values)) if len(values) else float("nan")
 
@@ -176,8 +146,11 @@ class EvalResult:
 
     def format_table(self) -> str:
         lines = [f"{'yaw':>9}  {'images':>6}  {'NME 2D %':>9}  {'NME 3D %':>9}"]
+
+        def fmt(v):
+            return "n/a" if math.isnan(v) else f"{v:.2f}"
+
         for label, row in self.table().items():
-            fmt = (lambda v: "n/a" if math.isnan(v) else f"{v:.2f}")
             lines.append(f"{label:>9}  {row['count']:>6}  {fmt(row['nme2d']):>9}  {fmt(row['nme3d']):>9}")
         return "\n".join(lines)
 
@@ -189,13 +162,17 @@ class EvalResult:
                 writer.writerow({k: (f"{r[k]:.4f}" if k != "name" else r[k]) for k in writer.fieldnames})
 
 
-def evaluate(predictor: Callable[[torch.Tensor], torch.Tensor], samples: Sequence[AFLWSample],
-             batch_size: int = 16, device: Optional[torch.device] = None) -> EvalResult:
+def evaluate(
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    samples: Sequence[AFLWSample],
+    batch_size: int = 16,
+    device: Optional[torch.device] = None,
+) -> EvalResult:
     """Runs the protocol for `predictor` over `samples` (see the module docstring)."""
-    size = int(getattr(predictor, "input_size"))
+    size = int(predictor.input_size)
     result = EvalResult()
     for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
+        chunk = samples[start : start + batch_size]
         boxes = [landmark_crop_box(s.landmarks[:, :2]) for s in chunk]
         crops = np.stack([crop(s.image, b, size) for s, b in zip(chunk, boxes)])
         batch = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255.0)

@@ -6,33 +6,33 @@ import math
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from .aflw2000 import EvalResult
+from pgnface.eval.aflw2000 import EvalResult
 
 ROW_KEYS = {"[0,30]": "0_30", "(30,60]": "30_60", "(60,90]": "60_90", "balanced": "balanced", "mean": "mean"}
 # (column, header) of the printed / markdown table; every column is "<metric>_<row key>".
-SHOWN = (("nme2d_0_30", "2D [0,30]"), ("nme2d_30_60", "2D (30,60]"), ("nme2d_60_90", "2D (60,90]"),
-         ("nme2d_balanced", "2D bal."), ("nme3d_balanced", "3D bal."), ("recon_nme2d_balanced", "recon 2D bal."),
-         ("yaw_error_mean", "yaw"), ("pitch_error_mean", "pitch"), ("roll_error_mean", "roll"),
-         ("pose_error_mean", "pose"), ("rotation_error_mean", "rot."), ("vertex_nme_mean", "vertex NME"), ("shape_error_mean", "shape"))
-LEGEND = ("2D / 3D: landmark-head NME % by |yaw| bin and balanced over the bins (AFLW2000-3D protocol); "
-          "recon 2D: the same for the reconstruction's 68 landmark vertices after its pose; "
-          "yaw / pitch / roll / pose: mean absolute angle error in degrees (pose: the mean of the three); "
-          "rot.: mean geodesic rotation error in degrees (no gimbal artefact near |yaw| = 90); "
-          "vertex NME: posed dense error % (same normaliser); shape: mean vertex distance after similarity "
-          "alignment, model units.")
-
-
-def network_name(path, taken: Sequence[str] = ()) -> str:
-    """A short label for a checkpoint: its folder for generic file names (model.pt), else its stem.
-
-    A name already in `taken` gets a numeric suffix (-2, -3, ...).
-    """
-    path = Path(path)
-    base = path.parent.name if path.stem in ("model", "checkpoint") and path.parent.name else path.stem
-    name, k = base, 2
-    while name in taken:
-        name, k = f"{base}-{k}", k + 1
-    return name
+SHOWN = (
+    ("nme2d_0_30", "2D [0,30]"),
+    ("nme2d_30_60", "2D (30,60]"),
+    ("nme2d_60_90", "2D (60,90]"),
+    ("nme2d_balanced", "2D bal."),
+    ("nme3d_balanced", "3D bal."),
+    ("recon_nme2d_balanced", "recon 2D bal."),
+    ("yaw_error_mean", "yaw"),
+    ("pitch_error_mean", "pitch"),
+    ("roll_error_mean", "roll"),
+    ("pose_error_mean", "pose"),
+    ("rotation_error_mean", "rot."),
+    ("vertex_nme_mean", "vertex NME"),
+    ("shape_error_mean", "shape"),
+)
+LEGEND = (
+    "2D / 3D: landmark-head NME % by |yaw| bin and balanced over the bins (AFLW2000-3D protocol); "
+    "recon 2D: the same for the reconstruction's 68 landmark vertices after its pose; "
+    "yaw / pitch / roll / pose: mean absolute angle error in degrees (pose: the mean of the three); "
+    "rot.: mean geodesic rotation error in degrees (no gimbal artefact near |yaw| = 90); "
+    "vertex NME: posed dense error % (same normaliser); shape: mean vertex distance after similarity "
+    "alignment, model units."
+)
 
 
 def summary_row(result: EvalResult, metrics: Sequence[str], **info) -> Dict[str, object]:
@@ -55,8 +55,10 @@ def format_comparison(rows: List[Dict[str, object]]) -> str:
     header = ["network", "pose mode"] + [h for _, h in SHOWN]
     body = [[str(r["name"]), str(r["pose_mode"])] + [_fmt(r[c]) for c, _ in SHOWN] for r in rows]
     widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
-             for line in [header] + body]
+    lines = [
+        "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+        for line in [header] + body
+    ]
     return "\n".join(lines)
 
 
@@ -64,8 +66,9 @@ def markdown_comparison(rows: List[Dict[str, object]]) -> str:
     """The same table in GitHub markdown, with the legend below."""
     header = ["network", "pose mode"] + [h for _, h in SHOWN]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(SHOWN)]
-    lines += ["| " + " | ".join([str(r["name"]), str(r["pose_mode"])] + [_fmt(r[c]) for c, _ in SHOWN]) + " |"
-              for r in rows]
+    lines += [
+        "| " + " | ".join([str(r["name"]), str(r["pose_mode"])] + [_fmt(r[c]) for c, _ in SHOWN]) + " |" for r in rows
+    ]
     return "\n".join(lines) + "\n\n" + LEGEND + "\n"
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from .. import ops
+from pgnface import ops
 
 
 def closest_points_on_triangles(p, a, b, c):
@@ -95,8 +95,9 @@ class Surface:
             if not ok.any():
                 continue
             t = self.triangles[tri[ok]]
-            q, d = closest_points_on_triangles(points[ok], self.vertices[t[:, 0]], self.vertices[t[:, 1]],
-                                               self.vertices[t[:, 2]])
+            q, d = closest_points_on_triangles(
+                points[ok], self.vertices[t[:, 0]], self.vertices[t[:, 1]], self.vertices[t[:, 2]]
+            )
             idx = np.nonzero(ok)[0]
             better = d < best_dist[idx]
             best_dist[idx[better]] = d[better]
@@ -106,8 +107,9 @@ class Surface:
 
 def similarity(src: np.ndarray, dst: np.ndarray):
     """(scale, R [3,3], t [3]) minimising |s R src + t - dst|^2, via pgnface.ops.similarity_align."""
-    s, R, t = ops.similarity_align(torch.from_numpy(np.asarray(src, np.float64))[None],
-                                   torch.from_numpy(np.asarray(dst, np.float64))[None])
+    s, R, t = ops.similarity_align(
+        torch.from_numpy(np.asarray(src, np.float64))[None], torch.from_numpy(np.asarray(dst, np.float64))[None]
+    )
     return float(s[0]), R[0].numpy(), t[0].numpy()
 
 
@@ -123,13 +125,28 @@ class DenseResult:
     iterations: int
 
     def as_dict(self):
-        return {"rmse": self.rmse, "mean": self.mean, "median": self.median, "points": self.points,
-                "scale": self.scale, "iterations": self.iterations}
+        return {
+            "rmse": self.rmse,
+            "mean": self.mean,
+            "median": self.median,
+            "points": self.points,
+            "scale": self.scale,
+            "iterations": self.iterations,
+        }
 
 
-def dense_errors(pred_vertices, pred_triangles, gt_vertices, *, pred_landmarks=None, gt_landmarks=None,
-                 crop_radius: Optional[float] = None, nose_tip: Optional[np.ndarray] = None,
-                 max_iterations: int = 100, tolerance: float = 1e-7) -> DenseResult:
+def dense_errors(
+    pred_vertices,
+    pred_triangles,
+    gt_vertices,
+    *,
+    pred_landmarks=None,
+    gt_landmarks=None,
+    crop_radius: Optional[float] = None,
+    nose_tip: Optional[np.ndarray] = None,
+    max_iterations: int = 100,
+    tolerance: float = 1e-7,
+) -> DenseResult:
     """Aligns a predicted mesh to the ground truth and measures GT-to-prediction distances.
 
     Args:
@@ -163,11 +180,11 @@ def dense_errors(pred_vertices, pred_triangles, gt_vertices, *, pred_landmarks=N
     surface_tris = np.asarray(pred_triangles, np.int64) if pred_triangles is not None else None
     previous = np.inf
     iteration = 0
-    for iteration in range(1, max_iterations + 1):
+    for iteration in range(1, max_iterations + 1):  # noqa: B007 (the count is reported)
         aligned = s * pred @ R.T + t
         surface = Surface(aligned, surface_tris)
         closest, dist = surface.closest(gt)
-        rmse = float(np.sqrt((dist ** 2).mean()))
+        rmse = float(np.sqrt((dist**2).mean()))
         # The matched surface points, taken back to the prediction's own frame.
         back = (closest - t) @ R / s
         s, R, t = similarity(back, gt)
@@ -176,6 +193,13 @@ def dense_errors(pred_vertices, pred_triangles, gt_vertices, *, pred_landmarks=N
         previous = rmse
     aligned = s * pred @ R.T + t
     _, dist = Surface(aligned, surface_tris).closest(gt)
-    return DenseResult(rmse=float(np.sqrt((dist ** 2).mean())), mean=float(dist.mean()),
-                       median=float(np.median(dist)), points=len(gt), scale=s, rotation=R, translation=t,
-                       iterations=iteration)
+    return DenseResult(
+        rmse=float(np.sqrt((dist**2).mean())),
+        mean=float(dist.mean()),
+        median=float(np.median(dist)),
+        points=len(gt),
+        scale=s,
+        rotation=R,
+        translation=t,
+        iterations=iteration,
+    )

@@ -29,14 +29,28 @@ from typing import Callable, List, Optional
 import numpy as np
 import torch
 
-from .. import ops
-from ..data.synthetic import SyntheticConfig, SyntheticFaces, rotation_from_angles
-from ..model import FRONTAL, MorphableModel
-from .aflw2000 import AFLWSample, EvalResult, crop_to_image, evaluate, landmark_crop_box, nme
+from pgnface import ops
+from pgnface.data.synthetic import SyntheticConfig, SyntheticFaces
+from pgnface.eval.aflw2000 import AFLWSample, EvalResult, evaluate
+from pgnface.eval.metrics import nme
+from pgnface.io.crops import crop_to_image, landmark_crop_box
+from pgnface.morphable import FRONTAL, MorphableModel
+from pgnface.ops.pose import rotation_from_angles
 
 CHUNK = 25
 STREAM_BASE = 1 << 40
-METRICS = ("nme2d", "nme3d", "recon_nme2d", "yaw_error", "pitch_error", "roll_error", "pose_error", "rotation_error", "vertex_nme", "shape_error")
+METRICS = (
+    "nme2d",
+    "nme3d",
+    "recon_nme2d",
+    "yaw_error",
+    "pitch_error",
+    "roll_error",
+    "pose_error",
+    "rotation_error",
+    "vertex_nme",
+    "shape_error",
+)
 
 
 @dataclass
@@ -59,8 +73,9 @@ class SyntheticTestSet:
     size: int
 
 
-def synthetic_test_set(num: int, size: int, seed: int = 0, yaw_max: float = 90.0,
-                       model: Optional[MorphableModel] = None) -> SyntheticTestSet:
+def synthetic_test_set(
+    num: int, size: int, seed: int = 0, yaw_max: float = 90.0, morphable: Optional[MorphableModel] = None
+) -> SyntheticTestSet:
     """Renders the held-out test set (deterministic for (num, seed, yaw_max); see the module docstring).
 
     Args:
@@ -74,14 +89,16 @@ def synthetic_test_set(num: int, size: int, seed: int = 0, yaw_max: float = 90.0
         raise ValueError(f"the test set needs at least 1 face, got {num}")
     if not 0 < yaw_max <= 90:
         raise ValueError(f"yaw_max must be in (0, 90] degrees, got {yaw_max}")
-    model = (model or MorphableModel.builtin()).to("cpu")
-    ids = model.landmark_ids.tolist()
+    morphable = (morphable or MorphableModel.builtin()).to("cpu")
+    ids = morphable.landmark_ids.tolist()
     if sorted(ids) != list(range(68)):
-        raise ValueError(f"{model.name} does not define all 68 landmarks (the AFLW2000-3D protocol needs them)")
-    faces = SyntheticFaces(model, SyntheticConfig(size=size, yaw_max=yaw_max), seed=0)
+        raise ValueError(f"{morphable.name} does not define all 68 landmarks (the AFLW2000-3D protocol needs them)")
+    faces = SyntheticFaces(morphable, SyntheticConfig(size=size, yaw_max=yaw_max), seed=0)
     chunks = [faces.sample(CHUNK, seed=STREAM_BASE + seed * (1 << 20) + k) for k in range(math.ceil(num / CHUNK))]
-    data = {key: torch.cat([c[key] for c in chunks])[:num] for key in
-            ("image", "landmarks3d", "vertices", "yaw", "pitch", "roll", "id", "exp")}
+    data = {
+        key: torch.cat([c[key] for c in chunks])[:num]
+        for key in ("image", "landmarks3d", "vertices", "yaw", "pitch", "roll", "id", "exp")
+    }
     images = (data["image"].permute(0, 2, 3, 1) * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
     angles = torch.stack([data["yaw"], data["pitch"], data["roll"]], 1).double().numpy()
     samples = []
@@ -91,7 +108,7 @@ def synthetic_test_set(num: int, size: int, seed: int = 0, yaw_max: float = 90.0
         lm[:, 2] = -lm[:, 2]  # AFLW2000-3D's z points towards the camera
         pose = np.array([*np.radians(angles[i, [1, 0, 2]]), 0.0, 0.0, 0.0, 1.0])  # pitch, yaw, roll
         samples.append(AFLWSample(f"synthetic{seed:03d}_{i:05d}", images[i], lm, pose))
-    shapes = model.vertices(data["id"], data["exp"]).double().numpy()
+    shapes = morphable.vertices(data["id"], data["exp"]).double().numpy()
     return SyntheticTestSet(samples, data["vertices"].double().numpy(), shapes, angles, size)
 
 
@@ -112,8 +129,7 @@ def rotation_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(cos))
 
 
-def vertex_nme(pred: np.ndarray, true: np.ndarray, true_landmarks2d: np.ndarray,
-               depth_ids: np.ndarray) -> np.ndarray:
+def vertex_nme(pred: np.ndarray, true: np.ndarray, true_landmarks2d: np.ndarray, depth_ids: np.ndarray) -> np.ndarray:
     """Posed dense error (%) of [B, N, 3] vertices over sqrt(w * h) of the true [B, L, 2] landmark box: [B].
 
     Both vertex sets are depth-centred on the mean depth of their `depth_ids`
@@ -149,12 +165,13 @@ class _Recorder:
         return out["landmarks"].float()
 
 
-def evaluate_synthetic(net: Callable, test_set: SyntheticTestSet, landmark_vertices: np.ndarray,
-                       batch_size: int = 16, device="cpu") -> EvalResult:
+def evaluate_synthetic(
+    net: Callable, test_set: SyntheticTestSet, landmark_vertices: np.ndarray, batch_size: int = 16, device="cpu"
+) -> EvalResult:
     """Scores a reconstructor on the test set (see the module docstring).
 
     Args:
-        net: a PGNReconstructor, or any callable mapping crops [B, 3, S, S] to a dict
+        net: a PGNNetwork, or any callable mapping crops [B, 3, S, S] to a dict
             with landmarks [B, 68, 3], rotation [B, 3, 3] (crop frame), vertices
             [B, N, 3] (crop pixels) and shape [B, N, 3] (model space).
         test_set: from synthetic_test_set, rendered at the network's input size.
@@ -180,6 +197,14 @@ def evaluate_synthetic(net: Callable, test_set: SyntheticTestSet, landmark_verti
     # The reconstruction's own 68 landmarks: its landmark vertices, posed (PGN: solved pose; else regressed).
     recon = [nme(p[np.asarray(landmark_vertices)], s.landmarks)["nme2d"] for p, s in zip(posed, test_set.samples)]
     for i, row in enumerate(result.per_image):
-        row.update(recon_nme2d=float(recon[i]), rotation_error=float(geodesic[i]), yaw_error=float(pose[i, 0]), pitch_error=float(pose[i, 1]), roll_error=float(pose[i, 2]),
-                   pose_error=float(pose[i].mean()), vertex_nme=float(dense[i]), shape_error=float(shape[i]))
+        row.update(
+            recon_nme2d=float(recon[i]),
+            rotation_error=float(geodesic[i]),
+            yaw_error=float(pose[i, 0]),
+            pitch_error=float(pose[i, 1]),
+            roll_error=float(pose[i, 2]),
+            pose_error=float(pose[i].mean()),
+            vertex_nme=float(dense[i]),
+            shape_error=float(shape[i]),
+        )
     return result

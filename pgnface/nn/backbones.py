@@ -40,8 +40,11 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         # Residual branches start as the identity: training is stabler from there.
         nn.init.zeros_(self.bn2.weight)
-        self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.bn1(self.conv1(x)))
@@ -63,8 +66,11 @@ class ResNet(nn.Module):
             raise ValueError(f"blocks must be 4 positive stage depths, got {tuple(blocks)}")
         widths = [_divisible(c * width) for c in (64, 128, 256, 512)]
         self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, 2, 1))
+            nn.Conv2d(3, widths[0], 7, 2, 3, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
         stages, cin = [], widths[0]
         for i, (n, cout) in enumerate(zip(blocks, widths)):
             stride = 1 if i == 0 else 2
@@ -105,8 +111,15 @@ class MobileNetV2(nn.Module):
 
     # (expansion, channels, repeats, stride); the outputs after the stride-8,
     # stride-16 and stride-32 stages are the three features.
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                (6, 160, 3, 2), (6, 320, 1, 1))
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
     TAPS = (2, 4, 6)  # indices into SETTINGS after which a feature is taken
 
     def __init__(self, width: float = 1.0):
@@ -116,8 +129,11 @@ class MobileNetV2(nn.Module):
         stages, channels = [], []
         for i, (t, c, n, s) in enumerate(self.SETTINGS):
             cout = _divisible(c * width)
-            stages.append(nn.Sequential(*[InvertedResidual(cin if j == 0 else cout, cout, s if j == 0 else 1, t)
-                                          for j in range(n)]))
+            stages.append(
+                nn.Sequential(
+                    *[InvertedResidual(cin if j == 0 else cout, cout, s if j == 0 else 1, t) for j in range(n)]
+                )
+            )
             cin = cout
             if i in self.TAPS:
                 channels.append(cout)

@@ -10,12 +10,12 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..model import MorphableModel
-from .reconstructor import PGNReconstructor, network_config
+from pgnface.morphable import MorphableModel
+from pgnface.nn.network import PGNNetwork, network_config
 
 FORMAT = "pgnface.reconstructor"
 VERSION = 1
@@ -28,23 +28,23 @@ def bundled_checkpoints(prefix: str = "") -> List[Path]:
     return sorted(ASSETS.glob(f"{prefix}*.pt")) if ASSETS.is_dir() else []
 
 
-def model_identity(model: MorphableModel) -> Dict[str, Any]:
+def morphable_identity(morphable: MorphableModel) -> Dict[str, Any]:
     """What identifies a 3DMM for a checkpoint: name, sizes, landmark ids, checksum of the mean."""
-    mean = model.mean.detach().to("cpu", torch.float32).contiguous()
+    mean = morphable.mean.detach().to("cpu", torch.float32).contiguous()
     return {
-        "name": model.name,
-        "num_vertices": model.num_vertices,
-        "num_id": model.num_id,
-        "num_exp": model.num_exp,
-        "num_albedo": model.num_albedo,
-        "landmark_ids": [int(i) for i in model.landmark_ids.tolist()],
+        "name": morphable.name,
+        "num_vertices": morphable.num_vertices,
+        "num_id": morphable.num_id,
+        "num_exp": morphable.num_exp,
+        "num_albedo": morphable.num_albedo,
+        "landmark_ids": [int(i) for i in morphable.landmark_ids.tolist()],
         "mean_sha256": hashlib.sha256(mean.numpy().tobytes()).hexdigest(),
     }
 
 
-def check_model_identity(saved: Dict[str, Any], model: MorphableModel, source: str = "the checkpoint") -> None:
+def check_morphable_identity(saved: Dict[str, Any], morphable: MorphableModel, source: str = "the checkpoint") -> None:
     """Raises ValueError naming every field where `model` differs from the `saved` identity."""
-    current = model_identity(model)
+    current = morphable_identity(morphable)
     diffs = []
     for key, want in saved.items():
         have = current.get(key)
@@ -56,8 +56,10 @@ def check_model_identity(saved: Dict[str, Any], model: MorphableModel, source: s
             want, have = "another mean shape", "this one"
         diffs.append(f"{key}: {want} vs {have}")
     if diffs:
-        raise ValueError(f"{source} was trained with the 3DMM {saved.get('name')!r}, which does not match "
-                         f"{model.name!r}: " + "; ".join(diffs) + ". Load it with the model it was trained with.")
+        raise ValueError(
+            f"{source} was trained with the 3DMM {saved.get('name')!r}, which does not match "
+            f"{morphable.name!r}: " + "; ".join(diffs) + ". Load it with the model it was trained with."
+        )
 
 
 def atomic_save(obj: Any, path) -> None:
@@ -77,18 +79,23 @@ def atomic_save(obj: Any, path) -> None:
         raise
 
 
-def reconstructor_payload(net: torch.nn.Module) -> Dict[str, Any]:
+def network_payload(net: torch.nn.Module) -> Dict[str, Any]:
     """The parts of a checkpoint that describe the network: format, config, 3DMM identity, weights."""
     net = getattr(net, "module", net)  # unwrap DistributedDataParallel
-    if not isinstance(net, PGNReconstructor):
-        raise TypeError(f"net must be a PGNReconstructor, got {type(net).__name__}")
-    return {"format": FORMAT, "version": VERSION, "network": network_config(net),
-            "model": model_identity(net.model), "state_dict": net.state_dict()}
+    if not isinstance(net, PGNNetwork):
+        raise TypeError(f"net must be a PGNNetwork, got {type(net).__name__}")
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "network": network_config(net),
+        "model": morphable_identity(net.morphable),
+        "state_dict": net.state_dict(),
+    }
 
 
-def save_reconstructor(path, net: torch.nn.Module, extra: Optional[Dict[str, Any]] = None) -> None:
+def save_network(path, net: torch.nn.Module, extra: Optional[Dict[str, Any]] = None) -> None:
     """Writes `net` (config, 3DMM identity, weights) and `extra` entries atomically to `path`."""
-    payload = reconstructor_payload(net)
+    payload = network_payload(net)
     payload.update(extra or {})
     atomic_save(payload, path)
 
@@ -109,8 +116,9 @@ def read_checkpoint(path) -> Dict[str, Any]:
     return payload
 
 
-def load_reconstructor(path, model: Optional[MorphableModel] = None,
-                       map_location="cpu") -> Tuple[PGNReconstructor, Dict[str, Any]]:
+def load_network(
+    path, morphable: Optional[MorphableModel] = None, map_location="cpu"
+) -> Tuple[PGNNetwork, Dict[str, Any]]:
     """Builds the network a checkpoint describes and loads its weights.
 
     Args:
@@ -127,8 +135,21 @@ def load_reconstructor(path, model: Optional[MorphableModel] = None,
             different 3DMM than the one it was trained with.
     """
     payload = read_checkpoint(path)
-    model = model if model is not None else MorphableModel.builtin()
-    check_model_identity(payload["model"], model, source=f"checkpoint {path}")
-    net = PGNReconstructor(model, **payload["network"])
+    morphable = morphable if morphable is not None else MorphableModel.builtin()
+    check_morphable_identity(payload["model"], morphable, source=f"checkpoint {path}")
+    net = PGNNetwork(morphable, **payload["network"])
     net.load_state_dict(payload["state_dict"])
     return net.to(map_location).eval(), payload
+
+
+def network_name(path, taken: Sequence[str] = ()) -> str:
+    """A short label for a checkpoint: its folder for generic file names (model.pt), else its stem.
+
+    A name already in `taken` gets a numeric suffix (-2, -3, ...).
+    """
+    path = Path(path)
+    base = path.parent.name if path.stem in ("model", "checkpoint") and path.parent.name else path.stem
+    name, k = base, 2
+    while name in taken:
+        name, k = f"{base}-{k}", k + 1
+    return name

@@ -11,7 +11,7 @@ from typing import Dict, Sequence
 import torch
 from torch import nn
 
-from .backbones import conv_bn
+from pgnface.nn.backbones import conv_bn
 
 NUM_LANDMARKS = 68
 LANDMARK_MODES = ("heatmap", "regress")
@@ -72,8 +72,11 @@ class LandmarkHead(nn.Module):
             # init leaves the heatmaps flat and the landmarks stuck at the centre for many steps).
             self.out = nn.Conv2d(hidden, 2 * NUM_LANDMARKS, 1)
         else:
-            self.out = nn.Sequential(nn.Linear(channels[-1], 2 * hidden * 4), nn.ReLU(inplace=True),
-                                     nn.Linear(2 * hidden * 4, 3 * NUM_LANDMARKS))
+            self.out = nn.Sequential(
+                nn.Linear(channels[-1], 2 * hidden * 4),
+                nn.ReLU(inplace=True),
+                nn.Linear(2 * hidden * 4, 3 * NUM_LANDMARKS),
+            )
             nn.init.normal_(self.out[-1].weight, std=1e-3)
             nn.init.zeros_(self.out[-1].bias)
 
@@ -110,8 +113,9 @@ class CoefficientHead(nn.Module):
     def __init__(self, in_channels: int, sizes: Dict[str, int], hidden: int = 256):
         super().__init__()
         self.sizes = dict(sizes)
-        self.mlp = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, sum(self.sizes.values())))
+        self.mlp = nn.Sequential(
+            nn.Linear(in_channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, sum(self.sizes.values()))
+        )
         nn.init.normal_(self.mlp[-1].weight, std=1e-3)
         nn.init.zeros_(self.mlp[-1].bias)
 

@@ -4,12 +4,19 @@ from typing import Optional
 
 import torch
 
-from ..model import MorphableModel
+from pgnface.morphable import MorphableModel
 
 
-def refine_shape(model: MorphableModel, coeffs: torch.Tensor, target: torch.Tensor, scale: torch.Tensor,
-                 rotation: torch.Tensor, translation: torch.Tensor, strength: float = 0.1,
-                 weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+def refine_shape(
+    morphable: MorphableModel,
+    coeffs: torch.Tensor,
+    target: torch.Tensor,
+    scale: torch.Tensor,
+    rotation: torch.Tensor,
+    translation: torch.Tensor,
+    strength: float = 0.1,
+    weights: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """One regularised least-squares update of the shape coefficients with the pose held fixed.
 
     Solves, per batch item,
@@ -34,11 +41,11 @@ def refine_shape(model: MorphableModel, coeffs: torch.Tensor, target: torch.Tens
     if not strength > 0:
         raise ValueError(f"strength must be positive, got {strength}")
     B, L = target.shape[:2]
-    rows = model.landmark_vertices
-    basis = model.shape_basis[rows]  # [L, 3, K]
+    rows = morphable.landmark_vertices
+    basis = morphable.shape_basis[rows]  # [L, 3, K]
     sR = scale[:, None, None] * rotation
     A = torch.einsum("bij,ljk->blik", sR, basis)  # [B, L, 3, K]
-    r = target - (model.mean[rows] @ sR.transpose(1, 2) + translation[:, None, :])  # [B, L, 3]
+    r = target - (morphable.mean[rows] @ sR.transpose(1, 2) + translation[:, None, :])  # [B, L, 3]
     if weights is not None:
         root = weights.clamp(min=0).sqrt()
         A, r = A * root[:, :, None, None], r * root[:, :, None]

@@ -14,15 +14,34 @@ Ops:
         apply_similarity, rotation_to_angles and landmarks_to_pose helpers).
 """
 
-from .._ext import cuda_built
-from . import reference
-from .interpolate import interpolate
-from .rasterize import Fragments, clip_from_pixels, rasterize
-from .synthesize import synthesize
-from .svd3x3 import svd3x3
-from .similarity_align import similarity_align
-from .pose import Pose, apply_similarity, landmarks_to_pose, rotation_to_angles
+from pgnface.ops import reference
+from pgnface.ops._native import cuda_built
+from pgnface.ops.interpolate import interpolate
+from pgnface.ops.pose import (
+    Pose,
+    apply_similarity,
+    landmarks_to_pose,
+    rotation_from_angles,
+    rotation_to_angles,
+)
+from pgnface.ops.rasterize import Fragments, clip_from_pixels, rasterize
+from pgnface.ops.similarity_align import similarity_align
+from pgnface.ops.svd3x3 import svd3x3
+from pgnface.ops.synthesize import synthesize
 
-__all__ = ["Fragments", "Pose", "apply_similarity", "clip_from_pixels", "cuda_built", "interpolate",
-           "landmarks_to_pose", "rasterize", "reference", "rotation_to_angles", "similarity_align",
-           "svd3x3", "synthesize"]
+__all__ = [
+    "Fragments",
+    "Pose",
+    "apply_similarity",
+    "clip_from_pixels",
+    "cuda_built",
+    "interpolate",
+    "landmarks_to_pose",
+    "rasterize",
+    "reference",
+    "rotation_from_angles",
+    "rotation_to_angles",
+    "similarity_align",
+    "svd3x3",
+    "synthesize",
+]

@@ -9,7 +9,7 @@ from typing import Dict, Sequence, Union
 
 import torch
 
-from .._ext import check_device_supported
+from pgnface.ops._native import check_device_supported
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -20,8 +20,7 @@ def require_tensor(x, name: str) -> torch.Tensor:
     return x
 
 
-def require_shape(x: torch.Tensor, name: str, spec: Sequence[Union[int, str]],
-                  sizes: Dict[str, int]) -> None:
+def require_shape(x: torch.Tensor, name: str, spec: Sequence[Union[int, str]], sizes: Dict[str, int]) -> None:
     """Checks x.shape against spec, binding named sizes (e.g. "N") on first sight.
 
     Args:
@@ -43,8 +42,7 @@ def require_shape(x: torch.Tensor, name: str, spec: Sequence[Union[int, str]],
         else:
             want_size = want
         if int(got) != want_size:
-            bound = "[" + ", ".join(str(sizes.get(s, s)) if isinstance(s, str) else str(s)
-                                    for s in spec) + "]"
+            bound = "[" + ", ".join(str(sizes.get(s, s)) if isinstance(s, str) else str(s) for s in spec) + "]"
             raise ValueError(
                 f"{name} must have shape {expected} = {bound}, got {list(x.shape)} "
                 f"(axis {axis} is {int(got)}, expected {want_size})"
@@ -87,8 +85,7 @@ def require_finite(x: torch.Tensor, name: str) -> None:
         )
 
 
-def require_index(index, name: str, size: int, device: torch.device, check_values: bool
-                  ) -> torch.Tensor:
+def require_index(index, name: str, size: int, device: torch.device, check_values: bool) -> torch.Tensor:
     """Validates a 1-D integer index into an axis of length `size`; returns it as int64."""
     require_tensor(index, name)
     if index.dtype not in (torch.int32, torch.int64):

@@ -7,12 +7,13 @@ barycentrics, back into ``rasterize`` and so to the vertex positions.
 
 import torch
 
-from . import _checks as C
-from .rasterize import Fragments, check_triangles
+from pgnface.ops._checks import require_float, require_like, require_shape, require_supported_device, require_tensor
+from pgnface.ops.rasterize import Fragments, check_triangles
 
 
-def interpolate(attr: torch.Tensor, fragments: Fragments, tris: torch.Tensor, *,
-                check_values: bool = True) -> torch.Tensor:
+def interpolate(
+    attr: torch.Tensor, fragments: Fragments, tris: torch.Tensor, *, check_values: bool = True
+) -> torch.Tensor:
     """Interpolates per-vertex attributes at every pixel with the fragments' barycentrics.
 
     ``out[b, h, w] = sum_k bary[b, h, w, k] * attr[b, tris[tri_id[b, h, w], k]]``,
@@ -27,27 +28,26 @@ def interpolate(attr: torch.Tensor, fragments: Fragments, tris: torch.Tensor, *,
     Returns:
         [B, H, W, C], differentiable w.r.t. attr and fragments.bary.
     """
-    C.require_tensor(attr, "attr")
-    C.require_float(attr, "attr")
-    C.require_supported_device(attr, "attr")
+    require_tensor(attr, "attr")
+    require_float(attr, "attr")
+    require_supported_device(attr, "attr")
     if not isinstance(fragments, tuple) or len(fragments) != 3:
         raise TypeError("fragments must be the Fragments(tri_id, bary, depth) returned by rasterize")
     tri_id, bary, _ = fragments
-    C.require_tensor(tri_id, "fragments.tri_id")
-    C.require_tensor(bary, "fragments.bary")
+    require_tensor(tri_id, "fragments.tri_id")
+    require_tensor(bary, "fragments.bary")
     sizes = {}
-    C.require_shape(tri_id, "fragments.tri_id", ("B", "H", "W"), sizes)
-    C.require_shape(bary, "fragments.bary", ("B", "H", "W", 3), sizes)
+    require_shape(tri_id, "fragments.tri_id", ("B", "H", "W"), sizes)
+    require_shape(bary, "fragments.bary", ("B", "H", "W", 3), sizes)
     if tri_id.dtype != torch.int32:
         raise TypeError(f"fragments.tri_id must be int32, got {tri_id.dtype}")
-    C.require_like(bary, "fragments.bary", attr, "attr")
+    require_like(bary, "fragments.bary", attr, "attr")
     if tri_id.device != attr.device:
         raise ValueError(f"fragments.tri_id must be on {attr.device} like attr, got {tri_id.device}")
     if attr.dim() == 2:
         attr = attr.unsqueeze(0)
     elif attr.dim() != 3 or attr.shape[0] not in (1, sizes["B"]):
-        raise ValueError(
-            f"attr must have shape [N, C] or [B, N, C] with B = {sizes['B']}, got {list(attr.shape)}")
+        raise ValueError(f"attr must have shape [N, C] or [B, N, C] with B = {sizes['B']}, got {list(attr.shape)}")
     tris = check_triangles(tris, attr.shape[1], attr.device, check_values)
     return torch.ops.pgnface.interpolate(attr, tri_id, bary, tris)
 
@@ -70,8 +70,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out):
     attr, tri_id, bary, tris = ctx.saved_tensors
-    grad_attr, grad_bary = torch.ops.pgnface.interpolate_backward(
-        grad_out.contiguous(), attr, tri_id, bary, tris)
+    grad_attr, grad_bary = torch.ops.pgnface.interpolate_backward(grad_out.contiguous(), attr, tri_id, bary, tris)
     return grad_attr, None, grad_bary, None
 
 

@@ -14,8 +14,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from . import _checks as C
-from .similarity_align import similarity_align
+from pgnface.ops._checks import require_shape, require_tensor
+from pgnface.ops.similarity_align import similarity_align
 
 
 class Pose(NamedTuple):
@@ -27,8 +27,7 @@ class Pose(NamedTuple):
     angles: torch.Tensor  # [B, 3] yaw, pitch, roll in degrees
 
 
-def apply_similarity(points: torch.Tensor, scale: torch.Tensor, R: torch.Tensor,
-                     t: torch.Tensor) -> torch.Tensor:
+def apply_similarity(points: torch.Tensor, scale: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Returns ``scale[b] * R[b] @ points[b, i] + t[b]`` for every point.
 
     Args:
@@ -38,12 +37,12 @@ def apply_similarity(points: torch.Tensor, scale: torch.Tensor, R: torch.Tensor,
         [B, P, 3] (differentiable in all arguments).
     """
     for name, x in (("points", points), ("scale", scale), ("R", R), ("t", t)):
-        C.require_tensor(x, name)
+        require_tensor(x, name)
     sizes = {}
-    C.require_shape(points, "points", ("B", "P", 3), sizes)
-    C.require_shape(scale, "scale", ("B",), sizes)
-    C.require_shape(R, "R", ("B", 3, 3), sizes)
-    C.require_shape(t, "t", ("B", 3), sizes)
+    require_shape(points, "points", ("B", "P", 3), sizes)
+    require_shape(scale, "scale", ("B",), sizes)
+    require_shape(R, "R", ("B", 3, 3), sizes)
+    require_shape(t, "t", ("B", 3), sizes)
     return scale[:, None, None] * (points @ R.mT) + t[:, None, :]
 
 
@@ -59,8 +58,8 @@ def rotation_to_angles(R: torch.Tensor) -> torch.Tensor:
     Returns:
         [B, 3]: yaw in [-90, 90], pitch and roll in (-180, 180].
     """
-    C.require_tensor(R, "R")
-    C.require_shape(R, "R", ("B", 3, 3), {})
+    require_tensor(R, "R")
+    require_shape(R, "R", ("B", 3, 3), {})
     r00, r10, r20 = R[:, 0, 0], R[:, 1, 0], R[:, 2, 0]
     r21, r22 = R[:, 2, 1], R[:, 2, 2]
     cos_yaw = torch.sqrt(r00 * r00 + r10 * r10)
@@ -74,9 +73,13 @@ def rotation_to_angles(R: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.stack([yaw, pitch, roll], dim=1))
 
 
-def landmarks_to_pose(model_landmarks: torch.Tensor, landmarks: torch.Tensor,
-                      weights: Optional[torch.Tensor] = None, estimate_scale: bool = True,
-                      **kwargs) -> Pose:
+def landmarks_to_pose(
+    model_landmarks: torch.Tensor,
+    landmarks: torch.Tensor,
+    weights: Optional[torch.Tensor] = None,
+    estimate_scale: bool = True,
+    **kwargs,
+) -> Pose:
     """Solves the head pose that maps 3D model landmarks onto observed 3D landmarks.
 
     The pose is the similarity ``landmarks ~ scale * R @ model_landmarks + t``
@@ -94,3 +97,20 @@ def landmarks_to_pose(model_landmarks: torch.Tensor, landmarks: torch.Tensor,
     """
     scale, R, t = similarity_align(model_landmarks, landmarks, weights, estimate_scale, **kwargs)
     return Pose(scale, R, t, rotation_to_angles(R))
+
+
+def rotation_from_angles(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
+    """[B] angles in degrees -> [B, 3, 3] model-space rotation Rz(roll) Ry(yaw) Rx(pitch).
+
+    The inverse of ``pgnface.ops.rotation_to_angles`` (see the module docstring).
+    """
+    y, p, r = (torch.deg2rad(a) for a in (yaw, pitch, roll))
+    zero, one = torch.zeros_like(y), torch.ones_like(y)
+
+    def mat(rows):
+        return torch.stack([torch.stack(row, -1) for row in rows], -2)
+
+    rx = mat([[one, zero, zero], [zero, p.cos(), -p.sin()], [zero, p.sin(), p.cos()]])
+    ry = mat([[y.cos(), zero, y.sin()], [zero, one, zero], [-y.sin(), zero, y.cos()]])
+    rz = mat([[r.cos(), -r.sin(), zero], [r.sin(), r.cos(), zero], [zero, zero, one]])
+    return rz @ ry @ rx

@@ -9,7 +9,14 @@ from typing import NamedTuple, Sequence, Tuple, Union
 
 import torch
 
-from . import _checks as C
+from pgnface.ops._checks import (
+    require_finite,
+    require_float,
+    require_shape,
+    require_supported_device,
+    require_tensor,
+    values_checkable,
+)
 
 CULL_MODES = {"none": 0, "back": 1, "front": 2}
 
@@ -39,8 +46,7 @@ class Fragments(NamedTuple):
 def _resolution(resolution) -> Tuple[int, int]:
     if isinstance(resolution, int):
         resolution = (resolution, resolution)
-    if (not isinstance(resolution, Sequence) or len(resolution) != 2
-            or not all(isinstance(r, int) for r in resolution)):
+    if not isinstance(resolution, Sequence) or len(resolution) != 2 or not all(isinstance(r, int) for r in resolution):
         raise TypeError(f"resolution must be an int or a (height, width) pair of ints, got {resolution!r}")
     height, width = resolution
     if height <= 0 or width <= 0 or height > 32768 or width > 32768:
@@ -48,25 +54,29 @@ def _resolution(resolution) -> Tuple[int, int]:
     return height, width
 
 
-def check_triangles(tris: torch.Tensor, num_vertices: int, device: torch.device,
-                    check_values: bool) -> torch.Tensor:
+def check_triangles(tris: torch.Tensor, num_vertices: int, device: torch.device, check_values: bool) -> torch.Tensor:
     """Validates a [T, 3] triangle list; returns it as contiguous int32."""
-    C.require_tensor(tris, "tris")
+    require_tensor(tris, "tris")
     if tris.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"tris must be an int32 or int64 tensor, got {tris.dtype}")
-    C.require_shape(tris, "tris", ("T", 3), {})
+    require_shape(tris, "tris", ("T", 3), {})
     if tris.device != device:
         raise ValueError(f"tris must be on {device} like pos, got {tris.device}")
-    if check_values and tris.numel() and C.values_checkable():
+    if check_values and tris.numel() and values_checkable():
         lo, hi = int(tris.min()), int(tris.max())
         if lo < 0 or hi >= num_vertices:
-            raise ValueError(
-                f"tris must index vertices in [0, {num_vertices - 1}], got indices in [{lo}, {hi}]")
+            raise ValueError(f"tris must index vertices in [0, {num_vertices - 1}], got indices in [{lo}, {hi}]")
     return tris.to(torch.int32).contiguous()
 
 
-def rasterize(pos: torch.Tensor, tris: torch.Tensor, resolution: Union[int, Tuple[int, int]], *,
-              cull: str = "none", check_values: bool = True) -> Fragments:
+def rasterize(
+    pos: torch.Tensor,
+    tris: torch.Tensor,
+    resolution: Union[int, Tuple[int, int]],
+    *,
+    cull: str = "none",
+    check_values: bool = True,
+) -> Fragments:
     """Rasterizes a batch of triangle meshes that share one triangle list.
 
     A clip-space vertex (x, y, z, w) lands at pixel coordinates
@@ -95,22 +105,23 @@ def rasterize(pos: torch.Tensor, tris: torch.Tensor, resolution: Union[int, Tupl
         Fragments(tri_id, bary, depth). Gradients flow from bary and depth to
         pos (inside triangles; coverage itself is not differentiable).
     """
-    C.require_tensor(pos, "pos")
-    C.require_float(pos, "pos")
-    C.require_supported_device(pos, "pos")
-    C.require_shape(pos, "pos", ("B", "N", 4), {})
+    require_tensor(pos, "pos")
+    require_float(pos, "pos")
+    require_supported_device(pos, "pos")
+    require_shape(pos, "pos", ("B", "N", 4), {})
     height, width = _resolution(resolution)
     if cull not in CULL_MODES:
         raise ValueError(f"cull must be one of {sorted(CULL_MODES)}, got {cull!r}")
     tris = check_triangles(tris, pos.shape[1], pos.device, check_values)
-    if check_values and C.values_checkable():
-        C.require_finite(pos, "pos")
+    if check_values and values_checkable():
+        require_finite(pos, "pos")
     bary, depth, tri_id = torch.ops.pgnface.rasterize(pos, tris, height, width, CULL_MODES[cull])
     return Fragments(tri_id, bary, depth)
 
 
-def clip_from_pixels(points: torch.Tensor, resolution: Union[int, Tuple[int, int]],
-                     depth_scale: float = 1.0) -> torch.Tensor:
+def clip_from_pixels(
+    points: torch.Tensor, resolution: Union[int, Tuple[int, int]], depth_scale: float = 1.0
+) -> torch.Tensor:
     """Clip-space positions for orthographic / weak-perspective pixel coordinates.
 
     Maps (u, v, z) with u, v in pixels (OpenCV convention: (0, 0) is the top-left
@@ -127,7 +138,7 @@ def clip_from_pixels(points: torch.Tensor, resolution: Union[int, Tuple[int, int
     Returns:
         [..., 4] clip-space positions, differentiable in points.
     """
-    C.require_tensor(points, "points")
+    require_tensor(points, "points")
     if points.shape[-1] != 3:
         raise ValueError(f"points must have shape [..., 3], got {list(points.shape)}")
     height, width = _resolution(resolution)
@@ -140,8 +151,11 @@ def clip_from_pixels(points: torch.Tensor, resolution: Union[int, Tuple[int, int
 @torch.library.register_fake("pgnface::rasterize")
 def _rasterize_fake(pos, tris, height, width, cull):
     B = pos.shape[0]
-    return (pos.new_empty((B, height, width, 3)), pos.new_empty((B, height, width)),
-            pos.new_empty((B, height, width), dtype=torch.int32))
+    return (
+        pos.new_empty((B, height, width, 3)),
+        pos.new_empty((B, height, width)),
+        pos.new_empty((B, height, width), dtype=torch.int32),
+    )
 
 
 @torch.library.register_fake("pgnface::rasterize_backward")
@@ -163,8 +177,7 @@ def _backward(ctx, grad_bary, grad_depth, grad_tri_id):
         grad_bary = pos.new_zeros((B, H, W, 3))
     if grad_depth is None:
         grad_depth = pos.new_zeros((B, H, W))
-    grad_pos = torch.ops.pgnface.rasterize_backward(
-        grad_bary.contiguous(), grad_depth.contiguous(), pos, tris, tri_id)
+    grad_pos = torch.ops.pgnface.rasterize_backward(grad_bary.contiguous(), grad_depth.contiguous(), pos, tris, tri_id)
     return grad_pos, None, None, None, None
 
 

@@ -85,8 +85,7 @@ def rasterize(pos: torch.Tensor, tris: torch.Tensor, resolution, cull: str = "no
     tris = tris.long()
     B, T = pos.shape[0], tris.shape[0]
     device, dtype = pos.device, pos.dtype
-    rows, cols = torch.meshgrid(torch.arange(height, device=device),
-                                torch.arange(width, device=device), indexing="ij")
+    rows, cols = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
     qx_fixed = (cols.reshape(-1) * _SUBPIXEL + _SUBPIXEL // 2)[:, None]
     qy_fixed = (rows.reshape(-1) * _SUBPIXEL + _SUBPIXEL // 2)[:, None]
     qx = (cols.reshape(-1).to(dtype) + 0.5)[:, None]
@@ -124,9 +123,14 @@ def rasterize(pos: torch.Tensor, tris: torch.Tensor, resolution, cull: str = "no
         t = best.clamp(min=0)
         v = tris[t]  # [P, 3]
         Xp, Yp, Zp, Wp = X[v], Y[v], zeta[v], pos[b, :, 3][v]
-        ep = torch.stack([_edge(Xp[:, 1], Yp[:, 1], Xp[:, 2], Yp[:, 2], qx[:, 0], qy[:, 0]),
-                          _edge(Xp[:, 2], Yp[:, 2], Xp[:, 0], Yp[:, 0], qx[:, 0], qy[:, 0]),
-                          _edge(Xp[:, 0], Yp[:, 0], Xp[:, 1], Yp[:, 1], qx[:, 0], qy[:, 0])], dim=1)
+        ep = torch.stack(
+            [
+                _edge(Xp[:, 1], Yp[:, 1], Xp[:, 2], Yp[:, 2], qx[:, 0], qy[:, 0]),
+                _edge(Xp[:, 2], Yp[:, 2], Xp[:, 0], Yp[:, 0], qx[:, 0], qy[:, 0]),
+                _edge(Xp[:, 0], Yp[:, 0], Xp[:, 1], Yp[:, 1], qx[:, 0], qy[:, 0]),
+            ],
+            dim=1,
+        )
         Ap = ep.sum(1, keepdim=True)
         Ap = torch.where(hit[:, None], Ap, torch.ones_like(Ap))
         lam_p = ep / Ap
@@ -139,13 +143,15 @@ def rasterize(pos: torch.Tensor, tris: torch.Tensor, resolution, cull: str = "no
         barys.append(bary.reshape(height, width, 3))
         depths.append(depth.reshape(height, width))
     if B == 0:
-        return (torch.empty((0, height, width), dtype=torch.int32, device=device),
-                pos.new_empty((0, height, width, 3)), pos.new_empty((0, height, width)))
+        return (
+            torch.empty((0, height, width), dtype=torch.int32, device=device),
+            pos.new_empty((0, height, width, 3)),
+            pos.new_empty((0, height, width)),
+        )
     return torch.stack(tri_ids), torch.stack(barys), torch.stack(depths)
 
 
-def interpolate(attr: torch.Tensor, tri_id: torch.Tensor, bary: torch.Tensor,
-                tris: torch.Tensor) -> torch.Tensor:
+def interpolate(attr: torch.Tensor, tri_id: torch.Tensor, bary: torch.Tensor, tris: torch.Tensor) -> torch.Tensor:
     """Reference of pgnface.ops.interpolate.
 
     Args:
@@ -159,9 +165,11 @@ def interpolate(attr: torch.Tensor, tri_id: torch.Tensor, bary: torch.Tensor,
     attr = attr.expand(tri_id.shape[0], -1, -1)
     hit = tri_id >= 0
     v = tris.long()[tri_id.long().clamp(min=0)]  # [B, H, W, 3]
-    gathered = torch.stack([torch.stack([attr[b][v[b, ..., k]] for k in range(3)], dim=-2)
-                            for b in range(tri_id.shape[0])]) if tri_id.shape[0] else \
-        attr.new_zeros(tri_id.shape + (3, attr.shape[-1]))
+    gathered = (
+        torch.stack([torch.stack([attr[b][v[b, ..., k]] for k in range(3)], dim=-2) for b in range(tri_id.shape[0])])
+        if tri_id.shape[0]
+        else attr.new_zeros(tri_id.shape + (3, attr.shape[-1]))
+    )
     out = (bary.unsqueeze(-1) * gathered).sum(-2)
     return torch.where(hit.unsqueeze(-1), out, torch.zeros_like(out))
 

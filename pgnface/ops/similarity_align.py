@@ -10,7 +10,15 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import _checks as C
+from pgnface.ops._checks import (
+    require_finite,
+    require_float,
+    require_like,
+    require_shape,
+    require_supported_device,
+    require_tensor,
+    values_checkable,
+)
 
 
 def similarity_align(
@@ -59,28 +67,29 @@ def similarity_align(
             non-finite values or negative weights.
         RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
-    C.require_tensor(src, "src")
-    C.require_tensor(dst, "dst")
-    C.require_float(src, "src")
-    C.require_supported_device(src, "src")
+    require_tensor(src, "src")
+    require_tensor(dst, "dst")
+    require_float(src, "src")
+    require_supported_device(src, "src")
     sizes = {}
-    C.require_shape(src, "src", ("B", "P", 3), sizes)
+    require_shape(src, "src", ("B", "P", 3), sizes)
     if sizes["P"] < 3:
-        raise ValueError(f"src must have at least 3 points to fix a rotation (shape [B, P, 3] "
-                         f"with P >= 3), got {list(src.shape)}")
-    C.require_shape(dst, "dst", ("B", "P", 3), sizes)
-    C.require_like(dst, "dst", src, "src")
+        raise ValueError(
+            f"src must have at least 3 points to fix a rotation (shape [B, P, 3] with P >= 3), got {list(src.shape)}"
+        )
+    require_shape(dst, "dst", ("B", "P", 3), sizes)
+    require_like(dst, "dst", src, "src")
     if weights is not None:
-        C.require_tensor(weights, "weights")
-        C.require_like(weights, "weights", src, "src")
-        C.require_shape(weights, "weights", ("B", "P"), sizes)
+        require_tensor(weights, "weights")
+        require_like(weights, "weights", src, "src")
+        require_shape(weights, "weights", ("B", "P"), sizes)
     if not isinstance(estimate_scale, bool):
         raise TypeError(f"estimate_scale must be a bool, got {type(estimate_scale).__name__}")
-    if check_values and C.values_checkable():
-        C.require_finite(src, "src")
-        C.require_finite(dst, "dst")
+    if check_values and values_checkable():
+        require_finite(src, "src")
+        require_finite(dst, "dst")
         if weights is not None:
-            C.require_finite(weights, "weights")
+            require_finite(weights, "weights")
             if weights.numel() and bool((weights < 0).any()):
                 raise ValueError(f"weights must be non-negative, got minimum {float(weights.min())}")
     return torch.ops.pgnface.similarity_align(src, dst, weights, estimate_scale)
@@ -113,11 +122,11 @@ def _backward(ctx, grad_scale, grad_R, grad_t):
     grad_R = src.new_zeros((B, 3, 3)) if grad_R is None else grad_R
     grad_t = src.new_zeros((B, 3)) if grad_t is None else grad_t
     grad_src, grad_dst, grad_w = torch.ops.pgnface.similarity_align_backward(
-        grad_scale, grad_R, grad_t, src, dst, weights, ctx.estimate_scale)
+        grad_scale, grad_R, grad_t, src, dst, weights, ctx.estimate_scale
+    )
     if weights is None:
         grad_w = None
     return grad_src, grad_dst, grad_w, None
 
 
-torch.library.register_autograd("pgnface::similarity_align", _backward,
-                                setup_context=_setup_context)
+torch.library.register_autograd("pgnface::similarity_align", _backward, setup_context=_setup_context)

@@ -9,11 +9,17 @@ from typing import Tuple
 
 import torch
 
-from . import _checks as C
+from pgnface.ops._checks import (
+    require_finite,
+    require_float,
+    require_shape,
+    require_supported_device,
+    require_tensor,
+    values_checkable,
+)
 
 
-def svd3x3(M: torch.Tensor, *, check_values: bool = True
-           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def svd3x3(M: torch.Tensor, *, check_values: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Singular value decomposition of a batch of 3x3 matrices, ``M = U diag(S) V^T``.
 
     One-sided Jacobi in registers (one CUDA thread per matrix), a bounded
@@ -49,12 +55,12 @@ def svd3x3(M: torch.Tensor, *, check_values: bool = True
         ValueError: M is not [B, 3, 3], or holds NaN/Inf (with check_values).
         RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
-    C.require_tensor(M, "M")
-    C.require_float(M, "M")
-    C.require_supported_device(M, "M")
-    C.require_shape(M, "M", ("B", 3, 3), {})
-    if check_values and C.values_checkable():
-        C.require_finite(M, "M")
+    require_tensor(M, "M")
+    require_float(M, "M")
+    require_supported_device(M, "M")
+    require_shape(M, "M", ("B", 3, 3), {})
+    if check_values and values_checkable():
+        require_finite(M, "M")
     return torch.ops.pgnface.svd3x3(M)
 
 

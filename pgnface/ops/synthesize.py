@@ -9,7 +9,16 @@ from typing import Optional, Union
 
 import torch
 
-from . import _checks as C
+from pgnface.ops._checks import (
+    require_finite,
+    require_float,
+    require_index,
+    require_like,
+    require_shape,
+    require_supported_device,
+    require_tensor,
+    values_checkable,
+)
 
 
 def synthesize(
@@ -60,21 +69,21 @@ def synthesize(
         RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
     for name, x in (("mean", mean), ("basis", basis), ("coeffs", coeffs)):
-        C.require_tensor(x, name)
-    C.require_float(mean, "mean")
-    C.require_supported_device(mean, "mean")
+        require_tensor(x, name)
+    require_float(mean, "mean")
+    require_supported_device(mean, "mean")
     sizes = {}
-    C.require_shape(mean, "mean", ("N", 3), sizes)
-    C.require_shape(basis, "basis", ("N", 3, "K"), sizes)
+    require_shape(mean, "mean", ("N", 3), sizes)
+    require_shape(basis, "basis", ("N", 3, "K"), sizes)
     if coeffs.dim() == 1:
         raise ValueError(
             f"coeffs must have shape [B, K] = [B, {sizes['K']}], got {list(coeffs.shape)}; "
             "for a single face pass coeffs[None]"
         )
-    C.require_shape(coeffs, "coeffs", ("B", "K"), sizes)
+    require_shape(coeffs, "coeffs", ("B", "K"), sizes)
     batch = sizes["B"]
-    C.require_like(basis, "basis", mean, "mean")
-    C.require_like(coeffs, "coeffs", mean, "mean")
+    require_like(basis, "basis", mean, "mean")
+    require_like(coeffs, "coeffs", mean, "mean")
 
     if rotation is None:
         rotation = torch.eye(3, dtype=mean.dtype, device=mean.device).expand(batch, 3, 3)
@@ -85,19 +94,18 @@ def synthesize(
     if translation is None:
         translation = torch.zeros((), dtype=mean.dtype, device=mean.device).expand(batch, 3)
     for name, x in (("rotation", rotation), ("scale", scale), ("translation", translation)):
-        C.require_tensor(x, name)
-        C.require_like(x, name, mean, "mean")
-    C.require_shape(rotation, "rotation", ("B", 3, 3), sizes)
-    C.require_shape(scale, "scale", ("B",), sizes)
-    C.require_shape(translation, "translation", ("B", 3), sizes)
+        require_tensor(x, name)
+        require_like(x, name, mean, "mean")
+    require_shape(rotation, "rotation", ("B", 3, 3), sizes)
+    require_shape(scale, "scale", ("B",), sizes)
+    require_shape(translation, "translation", ("B", 3), sizes)
 
-    if check_values and C.values_checkable():
-        for name, x in (("coeffs", coeffs), ("rotation", rotation), ("scale", scale),
-                        ("translation", translation)):
-            C.require_finite(x, name)
+    if check_values and values_checkable():
+        for name, x in (("coeffs", coeffs), ("rotation", rotation), ("scale", scale), ("translation", translation)):
+            require_finite(x, name)
 
     if index is not None:
-        index = C.require_index(index, "index", sizes["N"], mean.device, check_values)
+        index = require_index(index, "index", sizes["N"], mean.device, check_values)
         mean = mean.index_select(0, index)
         basis = basis.index_select(0, index)
     return torch.ops.pgnface.synthesize(mean, basis, coeffs, rotation, scale, translation)
@@ -109,8 +117,7 @@ def _synthesize_fake(mean, basis, coeffs, rotation, scale, translation):
 
 
 @torch.library.register_fake("pgnface::synthesize_backward")
-def _synthesize_backward_fake(grad_out, mean, basis, coeffs, rotation, scale, translation,
-                              need_model_grad):
+def _synthesize_backward_fake(grad_out, mean, basis, coeffs, rotation, scale, translation, need_model_grad):
     # The kernels return contiguous tensors whatever the inputs' strides.
     def empty(like):
         return like.new_empty(like.shape)
@@ -130,8 +137,8 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out):
     mean, basis, coeffs, rotation, scale, translation = ctx.saved_tensors
     grads = torch.ops.pgnface.synthesize_backward(
-        grad_out.contiguous(), mean, basis, coeffs, rotation, scale, translation,
-        ctx.need_model_grad)
+        grad_out.contiguous(), mean, basis, coeffs, rotation, scale, translation, ctx.need_model_grad
+    )
     grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation = grads
     if not ctx.need_model_grad:
         grad_mean = grad_basis = None

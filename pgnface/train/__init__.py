@@ -1,14 +1,25 @@
-"""Training of the PGN reconstructor: losses, objective, config, synthetic batches, the loop (DDP-ready).
+"""Training of the PGN network: losses, objective, config, batches from every data source, the loop (DDP-ready).
 
-    from pgnface.train import TrainConfig, apply_overrides, train
-    summary = train(apply_overrides(TrainConfig(), ["steps=200", "net.backbone=mobilenetv2"]), "runs/x")
+from pgnface.train import TrainConfig, apply_overrides, train
+summary = train(apply_overrides(TrainConfig(), ["steps=200", "net.backbone=mobilenetv2"]), "runs/x")
 """
 
-from . import losses
-from .config import DataConfig, LossWeights, TrainConfig, apply_overrides
-from .data import TrainBatches, centre_depth
-from .loop import Trainer, lr_factor, train
-from .objective import compute_losses
+from pgnface.train import losses
+from pgnface.train.batches import TrainBatches, centre_depth
+from pgnface.train.config import DataConfig, LossWeights, TrainConfig, apply_overrides
+from pgnface.train.loop import Trainer, lr_factor, train
+from pgnface.train.objective import compute_losses
 
-__all__ = ["DataConfig", "LossWeights", "TrainBatches", "TrainConfig", "Trainer", "apply_overrides",
-           "centre_depth", "compute_losses", "losses", "lr_factor", "train"]
+__all__ = [
+    "DataConfig",
+    "LossWeights",
+    "TrainBatches",
+    "TrainConfig",
+    "Trainer",
+    "apply_overrides",
+    "centre_depth",
+    "compute_losses",
+    "losses",
+    "lr_factor",
+    "train",
+]

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable
 
-from ..nn import NetworkConfig
+from pgnface.nn import NetworkConfig
 
 
 @dataclass
@@ -27,7 +27,7 @@ class DataConfig:
         clip_labels: use the clips' labels; False trains on clips as unlabeled video
             (only self-supervised and multi-frame losses).
         yaw_max: largest |yaw| of the synthetic faces, degrees.
-        folder: a folder in 300W-LP layout (labelled faces; see pgnface.train.folder), or "".
+        folder: a folder in 300W-LP layout (labelled faces; see pgnface.data.labelled_folder), or "".
         folder_weight: how often a step draws from the folder.
         crop_scale: folder crops: crop side / the landmark box's longer side.
         fixed_batches: > 0 cycles through this many fixed batches instead of
@@ -58,7 +58,7 @@ class DataConfig:
             shadow side, as in many photos).
         augment: photo-like augmentation strength of synthetic and folder
             images, 0 (off) to 1 (colour, blur, noise, JPEG, occlusion; see
-            pgnface.train.augment).
+            pgnface.data.augment).
         images: a folder of unlabelled photos (faces found by OpenCV's cascade), or "".
         images_weight: how often a step draws unlabelled photo faces.
         video: a video file or a folder of frames of one person (unlabelled clips), or "".
@@ -67,7 +67,7 @@ class DataConfig:
     """
 
     size: int = 120
-    model: str = ""
+    morphable: str = ""
     single_weight: float = 1.0
     clip_weight: float = 0.0
     clip_frames: int = 4
@@ -99,21 +99,21 @@ class DataConfig:
 class LossWeights:
     """Weights of the loss terms (0 switches a term off; see pgnface.train.losses)."""
 
-    landmarks3d: float = 1.0          # landmark head vs labels
-    landmarks_recon: float = 1.0      # reconstruction's landmarks after the pose vs labels
-    depth: float = 0.5                # factor on the depth part of both landmark losses
-    heatmap: float = 0.0              # landmark heatmaps vs a 1-cell Gaussian at the label (heatmap head)
-    coefficients: float = 0.05        # id / exp / albedo vs labels
-    vertices: float = 1.0             # dense vertices vs labels
-    prior: float = 1e-3               # Gaussian prior on id / exp / albedo
-    lighting: float = 1e-3            # SH lighting towards grey
-    photometric: float = 0.2          # rendered face vs image
+    landmarks3d: float = 1.0  # landmark head vs labels
+    landmarks_recon: float = 1.0  # reconstruction's landmarks after the pose vs labels
+    depth: float = 0.5  # factor on the depth part of both landmark losses
+    heatmap: float = 0.0  # landmark heatmaps vs a 1-cell Gaussian at the label (heatmap head)
+    coefficients: float = 0.05  # id / exp / albedo vs labels
+    vertices: float = 1.0  # dense vertices vs labels
+    prior: float = 1e-3  # Gaussian prior on id / exp / albedo
+    lighting: float = 1e-3  # SH lighting towards grey
+    photometric: float = 0.2  # rendered face vs image
     landmark_consistency: float = 0.2  # reconstruction vs landmark head, 2D
-    identity: float = 0.1             # clip: identity spread
-    geometric: float = 0.5            # clip: unposed, expression-free vertices agree
-    photometric_cross: float = 0.2    # clip: colours at a vertex's projections agree
-    equivariance: float = 0.0         # unlabelled crops: the head's landmarks follow a random warp / mirror
-    flow: float = 0.0                 # video clips: vertex motion between frames agrees with DIS optical flow
+    identity: float = 0.1  # clip: identity spread
+    geometric: float = 0.5  # clip: unposed, expression-free vertices agree
+    photometric_cross: float = 0.2  # clip: colours at a vertex's projections agree
+    equivariance: float = 0.0  # unlabelled crops: the head's landmarks follow a random warp / mirror
+    flow: float = 0.0  # video clips: vertex motion between frames agrees with DIS optical flow
 
 
 @dataclass
@@ -164,9 +164,15 @@ class TrainConfig:
     def validate(self) -> None:
         """Raises ValueError naming the first bad field."""
         self.net.validate()
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
-                    "data.size": self.data.size, "data.clip_frames": self.data.clip_frames,
-                    "log_every": self.log_every, "checkpoint_every": self.checkpoint_every}
+        positive = {
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "data.size": self.data.size,
+            "data.clip_frames": self.data.clip_frames,
+            "log_every": self.log_every,
+            "checkpoint_every": self.checkpoint_every,
+        }
         for key, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{key} must be positive, got {value!r}")
@@ -179,11 +185,15 @@ class TrainConfig:
         d = self.data
         mix = (d.single_weight, d.clip_weight, d.folder_weight, d.images_weight, d.video_weight)
         if min(mix) < 0 or sum(mix) <= 0:
-            raise ValueError("data.single_weight, data.clip_weight, data.folder_weight, data.images_weight and "
-                             "data.video_weight must be >= 0 with a positive sum")
-        for source, weight, what in (("folder", d.folder_weight, "a 300W-LP-layout folder"),
-                                     ("images", d.images_weight, "a folder of photos"),
-                                     ("video", d.video_weight, "a video file or a folder of frames")):
+            raise ValueError(
+                "data.single_weight, data.clip_weight, data.folder_weight, data.images_weight and "
+                "data.video_weight must be >= 0 with a positive sum"
+            )
+        for source, weight, what in (
+            ("folder", d.folder_weight, "a 300W-LP-layout folder"),
+            ("images", d.images_weight, "a folder of photos"),
+            ("video", d.video_weight, "a video file or a folder of frames"),
+        ):
             if weight > 0 and not getattr(d, source):
                 raise ValueError(f"data.{source}_weight > 0 needs data.{source} ({what})")
         if d.video_weight > 0 and d.clip_frames < 2:
@@ -272,10 +282,14 @@ def _from_dict(base, values: Dict[str, Any], prefix: str):
         elif isinstance(current, bool) and not isinstance(value, bool):
             raise ValueError(f"config key {name!r} must be true or false, got {value!r}")
         elif isinstance(current, (int, float)) and not isinstance(current, bool):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    (isinstance(current, int) and not isinstance(value, int)):
-                raise ValueError(f"config key {name!r} must be a{'n int' if isinstance(current, int) else ' number'}, "
-                                 f"got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (isinstance(current, int) and not isinstance(value, int))
+            ):
+                raise ValueError(
+                    f"config key {name!r} must be a{'n int' if isinstance(current, int) else ' number'}, got {value!r}"
+                )
             changes[key] = type(current)(value)
         elif isinstance(current, str) and not isinstance(value, str):
             raise ValueError(f"config key {name!r} must be a string, got {value!r}")

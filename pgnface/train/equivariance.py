@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.ibug68 import IBUG68_MIRROR
-from .losses import landmark_loss
+from pgnface.morphable.ibug68 import IBUG68_MIRROR
+from pgnface.train.losses import landmark_loss
 
 
 @dataclass
@@ -41,8 +41,15 @@ class Warp:
     flipped: torch.Tensor
 
 
-def random_warps(n: int, size: int, generator: torch.Generator, rotation: float = 20.0, scale: float = 0.1,
-                 shift: float = 0.05, flip_prob: float = 0.5) -> Warp:
+def random_warps(
+    n: int,
+    size: int,
+    generator: torch.Generator,
+    rotation: float = 20.0,
+    scale: float = 0.1,
+    shift: float = 0.05,
+    flip_prob: float = 0.5,
+) -> Warp:
     """n random transforms: rotation +-`rotation` degrees, scale 1 +- `scale`,
     shift +- `shift` of the crop side, mirrored with probability `flip_prob`."""
     r = torch.rand(n, 5, generator=generator, dtype=torch.float64)
@@ -74,8 +81,7 @@ def warp_images(images: torch.Tensor, warp: Warp) -> torch.Tensor:
     offset = warp.shift.to(images) * (2.0 / S)
     theta = torch.cat([inverse, -(inverse @ offset[:, :, None])], -1)
     grid = torch.nn.functional.affine_grid(theta, [n, images.shape[1], S, S], align_corners=False)
-    return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
-                                           align_corners=False)
+    return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def equivariance_loss(original: torch.Tensor, warped: torch.Tensor, warp: Warp, size: int) -> torch.Tensor:
@@ -89,8 +95,10 @@ def equivariance_loss(original: torch.Tensor, warped: torch.Tensor, warp: Warp, 
     Both sides get gradients: the loss asks the two predictions to agree.
     """
     if original.shape[1] != 68 or warped.shape[:2] != original.shape[:2]:
-        raise ValueError(f"original and warped must both be [n, 68, 2+] iBUG-68 landmarks, got "
-                         f"{list(original.shape)} and {list(warped.shape)}")
+        raise ValueError(
+            f"original and warped must both be [n, 68, 2+] iBUG-68 landmarks, got "
+            f"{list(original.shape)} and {list(warped.shape)}"
+        )
     target = warp_points(original[..., :2], warp, size)
     mirror = torch.tensor(IBUG68_MIRROR, device=target.device)
     flipped = warp.flipped.to(target.device)[:, None, None]

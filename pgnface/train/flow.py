@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from .losses import weighted_mean, robust_norm, sample_colours
+from pgnface.train.losses import robust_norm, sample_colours, weighted_mean
 
 
 def _grey(image: torch.Tensor) -> np.ndarray:
@@ -28,8 +28,13 @@ def _grey(image: torch.Tensor) -> np.ndarray:
 
 def _sample(field: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Bilinear [H, W, C] field at [H, W, 2] pixel-centre positions (x, y), border-clamped."""
-    return cv2.remap(field, (points[..., 0] - 0.5).astype(np.float32), (points[..., 1] - 0.5).astype(np.float32),
-                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(
+        field,
+        (points[..., 0] - 0.5).astype(np.float32),
+        (points[..., 1] - 0.5).astype(np.float32),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 def clip_flow(frames: torch.Tensor, max_error: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +61,7 @@ def clip_flow(frames: torch.Tensor, max_error: float = 1.0) -> Tuple[torch.Tenso
     for c in range(n):
         grey = [_grey(frames[c, t]) for t in range(F)]
         for t in range(F - 1):
-            forward = dis.calc(grey[t], grey[t + 1], None)    # [H, W, 2] pixels, x then y
+            forward = dis.calc(grey[t], grey[t + 1], None)  # [H, W, 2] pixels, x then y
             backward = dis.calc(grey[t + 1], grey[t], None)
             landed = pixels + forward
             round_trip = forward + _sample(backward, landed)
@@ -65,12 +70,16 @@ def clip_flow(frames: torch.Tensor, max_error: float = 1.0) -> Tuple[torch.Tenso
             flows[c, t] = forward
             valid[c, t] = (error <= max_error + 0.05 * np.linalg.norm(forward, axis=-1)) & inside
     to = dict(device=frames.device, dtype=torch.float32)
-    return (torch.from_numpy(flows).permute(0, 1, 4, 2, 3).to(**to),
-            torch.from_numpy(valid)[:, :, None].to(**to))
+    return (torch.from_numpy(flows).permute(0, 1, 4, 2, 3).to(**to), torch.from_numpy(valid)[:, :, None].to(**to))
 
 
-def flow_consistency_loss(projected: torch.Tensor, flow: torch.Tensor, valid: Optional[torch.Tensor] = None,
-                          visible: Optional[torch.Tensor] = None, size: float = 1.0) -> torch.Tensor:
+def flow_consistency_loss(
+    projected: torch.Tensor,
+    flow: torch.Tensor,
+    valid: Optional[torch.Tensor] = None,
+    visible: Optional[torch.Tensor] = None,
+    size: float = 1.0,
+) -> torch.Tensor:
     """Mean |p_t + flow_t(p_t) - p_{t+1}| / size over consecutive frames and vertices.
 
     Args:

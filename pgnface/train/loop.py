@@ -6,7 +6,7 @@
 A run folder holds config.json, log.jsonl (one JSON record per logged step),
 checkpoint.pt (everything needed to resume: weights, optimizer, schedule,
 AMP scaler, step, RNG states; written atomically) and, at the end, model.pt
-(the network alone, for pgnface.nn.load_reconstructor).
+(the network alone, for pgnface.nn.load_network).
 """
 
 import json
@@ -19,13 +19,20 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from ..model import MorphableModel
-from ..nn import PGNReconstructor, atomic_save, check_model_identity, read_checkpoint, reconstructor_payload
-from .config import TrainConfig
-from .data import TrainBatches
-from .distributed import DistInfo, init_distributed, shutdown_distributed
-from .objective import compute_losses
+from pgnface.morphable import MorphableModel
+from pgnface.nn import (
+    PGNNetwork,
+    atomic_save,
+    check_morphable_identity,
+    network_payload,
+    read_checkpoint,
+)
+from pgnface.train.batches import TrainBatches
+from pgnface.train.config import TrainConfig
+from pgnface.train.distributed import DistInfo, init_distributed, shutdown_distributed
+from pgnface.train.objective import compute_losses
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -63,8 +70,8 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_model(path: str) -> MorphableModel:
-    """The 3DMM of data.model ("" = built-in)."""
+def load_morphable(path: str) -> MorphableModel:
+    """The 3DMM of data.morphable ("" = built-in)."""
     return MorphableModel.load(path) if path else MorphableModel.builtin()
 
 
@@ -88,9 +95,14 @@ class Trainer:
                 raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint_path}")
             payload = read_checkpoint(self.checkpoint_path)
             saved = TrainConfig.from_dict(payload["train_config"])
-            config = TrainConfig.from_dict({**saved.to_dict(), "steps": config.steps,
-                                            "log_every": config.log_every,
-                                            "checkpoint_every": config.checkpoint_every})
+            config = TrainConfig.from_dict(
+                {
+                    **saved.to_dict(),
+                    "steps": config.steps,
+                    "log_every": config.log_every,
+                    "checkpoint_every": config.checkpoint_every,
+                }
+            )
         init = None
         if payload is None and config.init:
             # Fine-tuning: the init checkpoint fixes the architecture.
@@ -100,28 +112,30 @@ class Trainer:
         self.config, self.progress = config, progress
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.info = init_distributed("cuda" if config.device.startswith("cuda") or
-                                     (config.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.info = init_distributed(
+            "cuda"
+            if config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
+            else "cpu"
+        )
         self.device = _device(config, self.info)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         np.random.seed(config.seed)
-        model = load_model(config.data.model)
+        morphable = load_morphable(config.data.morphable)
         if payload is not None:
-            check_model_identity(payload["model"], model, source=f"checkpoint {self.checkpoint_path}")
+            check_morphable_identity(payload["model"], morphable, source=f"checkpoint {self.checkpoint_path}")
         if init is not None:
-            check_model_identity(init["model"], model, source=f"init checkpoint {config.init}")
-        self.net = PGNReconstructor(model, **asdict(config.net)).to(self.device)
+            check_morphable_identity(init["model"], morphable, source=f"init checkpoint {config.init}")
+        self.net = PGNNetwork(morphable, **asdict(config.net)).to(self.device)
         if init is not None:
             self.net.load_state_dict(init["state_dict"])
         if config.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.model = self.net.model_on(self.device)
+        self.morphable = self.net.morphable_on(self.device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.config))
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler(self.device.type,
-                                           enabled=config.amp and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp and self.amp_dtype == torch.float16)
         self.step = 0
         if payload is not None:
             self.net.load_state_dict(payload["state_dict"])
@@ -130,12 +144,20 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
             self.step = int(payload["step"])
             _set_rng_state(payload["rng"])
-        self.batches = TrainBatches(self.model, config.data, config.seed, self.info.rank, self.info.world_size,
-                                    equivariant=config.loss.equivariance > 0, flow=config.loss.flow > 0)
+        self.batches = TrainBatches(
+            self.morphable,
+            config.data,
+            config.seed,
+            self.info.rank,
+            self.info.world_size,
+            equivariant=config.loss.equivariance > 0,
+            flow=config.loss.flow > 0,
+        )
         self.ddp = self.net
         if self.info.enabled:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -161,12 +183,13 @@ class Trainer:
         if warped is not None:
             warped_landmarks = out["landmarks"][n:]
             out = {k: v[:n] for k, v in out.items()}
-        total, terms = compute_losses(out, batch, self.model, cfg.loss, warped_landmarks)
+        total, terms = compute_losses(out, batch, self.morphable, cfg.loss, warped_landmarks)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip if cfg.grad_clip > 0
-                                                   else float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -180,11 +203,16 @@ class Trainer:
         """Writes out/checkpoint.pt atomically (main process only)."""
         if not self.info.is_main:
             return
-        payload = reconstructor_payload(self.net)
-        payload.update(input_size=self.config.data.size,
-                       optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                       scaler=self.scaler.state_dict(), step=self.step, rng=_rng_state(),
-                       train_config=self.config.to_dict())
+        payload = network_payload(self.net)
+        payload.update(
+            input_size=self.config.data.size,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            step=self.step,
+            rng=_rng_state(),
+            train_config=self.config.to_dict(),
+        )
         atomic_save(payload, self.checkpoint_path)
 
     def _log(self, record: Dict[str, Any]) -> None:
@@ -200,7 +228,7 @@ class Trainer:
         if not (self.config.tensorboard and self.info.is_main):
             return None
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (optional dependency)
         except ImportError:
             raise ImportError("tensorboard=true needs the tensorboard package: pip install tensorboard") from None
         return SummaryWriter(str(self.out / "tensorboard"))
@@ -210,11 +238,16 @@ class Trainer:
     def run(self, until: Optional[int] = None) -> Dict[str, Any]:
         """Trains from the current step to config.steps (or to step `until`, checkpointing there,
         as if interrupted); returns a summary (step, last record, loss history, timing)."""
-        from tqdm import tqdm
 
         cfg = self.config
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not (self.progress and self.info.is_main))
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (self.progress and self.info.is_main),
+        )
         record: Dict[str, Any] = {}
         history = []
         start, images_seen = time.perf_counter(), 0
@@ -234,21 +267,34 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{rate:.1f}")
                 if self.info.is_main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
-                    self._log({"step": self.step, "kind": self.batches.kind(self.step - 1),
-                               "lr": self.optimizer.param_groups[0]["lr"], "img_per_s": round(rate, 2),
-                               "time_s": round(now - start, 3), **record})
+                    self._log(
+                        {
+                            "step": self.step,
+                            "kind": self.batches.kind(self.step - 1),
+                            "lr": self.optimizer.param_groups[0]["lr"],
+                            "img_per_s": round(rate, 2),
+                            "time_s": round(now - start, 3),
+                            **record,
+                        }
+                    )
                     window_start, window_images = now, 0
                 if self.step % cfg.checkpoint_every == 0 or self.step == stop:
                     self.save_checkpoint()
         finally:
             bar.close()
         if self.info.is_main and history and self.step == cfg.steps:
-            payload = reconstructor_payload(self.net)
+            payload = network_payload(self.net)
             payload["input_size"] = cfg.data.size  # the crop size the network was trained at
             atomic_save(payload, self.out / "model.pt")
         elapsed = time.perf_counter() - start
-        return {"step": self.step, "rank": self.info.rank, "last": record, "history": history, "seconds": elapsed,
-                "img_per_s": images_seen / max(elapsed, 1e-9)}
+        return {
+            "step": self.step,
+            "rank": self.info.rank,
+            "last": record,
+            "history": history,
+            "seconds": elapsed,
+            "img_per_s": images_seen / max(elapsed, 1e-9),
+        }
 
     def close(self) -> None:
         if getattr(self, "tensorboard", None) is not None:
@@ -256,8 +302,14 @@ class Trainer:
         shutdown_distributed(self.info)
 
 
-def train(config: TrainConfig, out_dir, resume: bool = False, progress: bool = True,
-          trainer_hook: Optional[Any] = None, until: Optional[int] = None) -> Dict[str, Any]:
+def train(
+    config: TrainConfig,
+    out_dir,
+    resume: bool = False,
+    progress: bool = True,
+    trainer_hook: Optional[Any] = None,
+    until: Optional[int] = None,
+) -> Dict[str, Any]:
     """Runs (or resumes) a training run in `out_dir`; returns the summary of Trainer.run.
 
     Args:

@@ -18,8 +18,8 @@ from typing import Dict, Optional
 
 import torch
 
-from ..model import MorphableModel, Rendering, WeakPerspectiveCamera, render
-from ..nn.heads import cell_centres
+from pgnface.morphable import MorphableModel, Rendering, WeakPerspectiveCamera, render
+from pgnface.nn.heads import cell_centres
 
 
 def _check(x, name: str, dims: int, last: Optional[int] = None) -> None:
@@ -50,8 +50,14 @@ def robust_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 # --- supervised ----------------------------------------------------------------------------------
 
-def landmark_loss(pred: torch.Tensor, target: torch.Tensor, size: float, weights: Optional[torch.Tensor] = None,
-                  depth_weight: float = 1.0) -> torch.Tensor:
+
+def landmark_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    size: float,
+    weights: Optional[torch.Tensor] = None,
+    depth_weight: float = 1.0,
+) -> torch.Tensor:
     """Mean Euclidean landmark distance / crop size.
 
     Used for the landmark head's 3D landmarks against labels, for the
@@ -119,13 +125,14 @@ def heatmap_loss(prob: torch.Tensor, target_uv: torch.Tensor, size: float, sigma
     return (kl * inside).sum() / inside.sum().clamp(min=1)
 
 
-def vertex_loss(pred: torch.Tensor, target: torch.Tensor, size: float,
-                weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+def vertex_loss(
+    pred: torch.Tensor, target: torch.Tensor, size: float, weights: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Mean Euclidean per-vertex distance / crop size between dense meshes.
 
     Args:
         pred, target: [B, N, 3] vertices in crop pixels, the same depth origin
-            (see pgnface.train.data.centre_depth).
+            (see pgnface.train.batches.centre_depth).
         size: crop size S. weights: optional [B, N].
     """
     _check(pred, "pred", 3, 3)
@@ -134,8 +141,9 @@ def vertex_loss(pred: torch.Tensor, target: torch.Tensor, size: float,
     return weighted_mean(robust_norm(pred - target), weights) / size
 
 
-def coefficient_loss(pred: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor],
-                     weights: Optional[Dict[str, float]] = None) -> torch.Tensor:
+def coefficient_loss(
+    pred: Dict[str, torch.Tensor], target: Dict[str, torch.Tensor], weights: Optional[Dict[str, float]] = None
+) -> torch.Tensor:
     """Sum over groups of ``w_k * mean((pred_k - target_k)^2)`` (coefficients in units of std).
 
     Args:
@@ -182,8 +190,10 @@ def lighting_prior(gamma: torch.Tensor) -> torch.Tensor:
 
 # --- self-supervised ---------------------------------------------------------------------------
 
-def render_prediction(pred: Dict[str, torch.Tensor], model: MorphableModel, size: int,
-                      background: Optional[torch.Tensor] = None) -> Rendering:
+
+def render_prediction(
+    pred: Dict[str, torch.Tensor], morphable: MorphableModel, size: int, background: Optional[torch.Tensor] = None
+) -> Rendering:
     """Renders a reconstructor's output (shape, albedo, lighting, pose) into S x S crops.
 
     Args:
@@ -193,19 +203,27 @@ def render_prediction(pred: Dict[str, torch.Tensor], model: MorphableModel, size
         background: optional [B, S, S, 3] (the input image, for a composite).
     """
     camera = WeakPerspectiveCamera(pred["scale"], pred["rotation"], pred["translation"])
-    return render(pred["shape"], model.triangles, model.albedo(pred["albedo"]), pred["gamma"], camera, size,
-                  background=background)
+    return render(
+        pred["shape"],
+        morphable.triangles,
+        morphable.albedo(pred["albedo"]),
+        pred["gamma"],
+        camera,
+        size,
+        background=background,
+    )
 
 
-def photometric_loss(rendered: torch.Tensor, image: torch.Tensor, mask: torch.Tensor,
-                     eps: float = 1e-3) -> torch.Tensor:
+def photometric_loss(
+    rendered: torch.Tensor, image: torch.Tensor, mask: torch.Tensor, eps: float = 1e-3
+) -> torch.Tensor:
     """Robust colour difference over the rendered face: ``sum_px m |r - I|_eps / sum_px m``.
 
     ``|x|_eps = sqrt(|x|^2 + eps^2)`` per pixel over RGB: an L2,1 norm, which
     lets occluders and hair cost only linearly.
 
     Args:
-        rendered: [B, H, W, 3] rendered face (pgnface.model.render's image).
+        rendered: [B, H, W, 3] rendered face (pgnface.morphable.render's image).
         image: [B, H, W, 3] or [B, 3, H, W] target image (same range as rendered).
         mask: [B, H, W] face mask (1 where the face is drawn); 0 everywhere gives 0.
     """
@@ -220,8 +238,13 @@ def photometric_loss(rendered: torch.Tensor, image: torch.Tensor, mask: torch.Te
     return weighted_mean(robust_norm(rendered - image.to(rendered), eps), mask.detach())
 
 
-def landmark_consistency_loss(recon: torch.Tensor, head: torch.Tensor, size: float,
-                              weights: Optional[torch.Tensor] = None, detach_head: bool = True) -> torch.Tensor:
+def landmark_consistency_loss(
+    recon: torch.Tensor,
+    head: torch.Tensor,
+    size: float,
+    weights: Optional[torch.Tensor] = None,
+    detach_head: bool = True,
+) -> torch.Tensor:
     """2D self-consistency: the reconstruction's landmarks against the landmark head's (or detected ones).
 
     Args:
@@ -242,6 +265,7 @@ def landmark_consistency_loss(recon: torch.Tensor, head: torch.Tensor, size: flo
 
 # --- multi-frame --------------------------------------------------------------------------------
 
+
 def identity_consistency_loss(identity: torch.Tensor) -> torch.Tensor:
     """Spread of the identity coefficients within each clip: ``mean((id_f - mean_f id)^2)``.
 
@@ -254,8 +278,9 @@ def identity_consistency_loss(identity: torch.Tensor) -> torch.Tensor:
     return (identity - identity.mean(1, keepdim=True)).square().mean()
 
 
-def _pairwise_mean(values: torch.Tensor, visible: Optional[torch.Tensor], norm: float = 1.0,
-                   eps: float = 1e-6) -> torch.Tensor:
+def _pairwise_mean(
+    values: torch.Tensor, visible: Optional[torch.Tensor], norm: float = 1.0, eps: float = 1e-6
+) -> torch.Tensor:
     """Mean over frame pairs i < j and points of |values_i - values_j| / norm, weighted by joint visibility.
 
     Args:
@@ -275,9 +300,15 @@ def _pairwise_mean(values: torch.Tensor, visible: Optional[torch.Tensor], norm: 
     return weighted_mean(diff, weights)
 
 
-def cross_frame_geometric_loss(points: torch.Tensor, scale: torch.Tensor, rotation: torch.Tensor,
-                               translation: torch.Tensor, expression_offsets: Optional[torch.Tensor] = None,
-                               visible: Optional[torch.Tensor] = None, norm: float = 1.0) -> torch.Tensor:
+def cross_frame_geometric_loss(
+    points: torch.Tensor,
+    scale: torch.Tensor,
+    rotation: torch.Tensor,
+    translation: torch.Tensor,
+    expression_offsets: Optional[torch.Tensor] = None,
+    visible: Optional[torch.Tensor] = None,
+    norm: float = 1.0,
+) -> torch.Tensor:
     """Agreement of per-frame 3D points after removing each frame's pose and expression.
 
     Each frame's points are taken back to model space, ``x = R^T (p - t) / s``,
@@ -301,8 +332,10 @@ def cross_frame_geometric_loss(points: torch.Tensor, scale: torch.Tensor, rotati
     if F < 2:
         raise ValueError(f"points needs at least 2 frames per clip, got shape {list(points.shape)}")
     if scale.shape != (B, F) or rotation.shape != (B, F, 3, 3) or translation.shape != (B, F, 3):
-        raise ValueError(f"scale, rotation, translation must be [B, F], [B, F, 3, 3], [B, F, 3] with "
-                         f"B, F = {B}, {F}; got {list(scale.shape)}, {list(rotation.shape)}, {list(translation.shape)}")
+        raise ValueError(
+            f"scale, rotation, translation must be [B, F], [B, F, 3, 3], [B, F, 3] with "
+            f"B, F = {B}, {F}; got {list(scale.shape)}, {list(rotation.shape)}, {list(translation.shape)}"
+        )
     canonical = ((points - translation[:, :, None]) @ rotation) / scale[:, :, None, None]
     if expression_offsets is not None:
         _same_shape(expression_offsets, "expression_offsets", points, "points")
@@ -318,13 +351,15 @@ def sample_colours(images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """
     H, W = images.shape[-2:]
     grid = torch.stack([points[..., 0] * (2.0 / W) - 1, points[..., 1] * (2.0 / H) - 1], -1)
-    out = torch.nn.functional.grid_sample(images, grid[:, :, None].to(images.dtype), mode="bilinear",
-                                          padding_mode="border", align_corners=False)
+    out = torch.nn.functional.grid_sample(
+        images, grid[:, :, None].to(images.dtype), mode="bilinear", padding_mode="border", align_corners=False
+    )
     return out[..., 0].transpose(1, 2)
 
 
-def cross_frame_photometric_loss(images: torch.Tensor, projected: torch.Tensor,
-                                 visible: Optional[torch.Tensor] = None, eps: float = 1e-3) -> torch.Tensor:
+def cross_frame_photometric_loss(
+    images: torch.Tensor, projected: torch.Tensor, visible: Optional[torch.Tensor] = None, eps: float = 1e-3
+) -> torch.Tensor:
     """Colour agreement of a vertex's projections in two frames of a clip, where visible in both.
 
     For every pair of frames (i < j) and vertex n, the colours of frame i at
@@ -345,6 +380,7 @@ def cross_frame_photometric_loss(images: torch.Tensor, projected: torch.Tensor,
     if F < 2:
         raise ValueError(f"images needs at least 2 frames per clip, got shape {list(images.shape)}")
     P = projected.shape[2]
-    colours = sample_colours(images.reshape(B * F, *images.shape[2:]),
-                             projected.reshape(B * F, P, 2)).reshape(B, F, P, 3)
+    colours = sample_colours(images.reshape(B * F, *images.shape[2:]), projected.reshape(B * F, P, 2)).reshape(
+        B, F, P, 3
+    )
     return _pairwise_mean(colours, visible, eps=eps)

@@ -10,20 +10,25 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from ..model import MorphableModel
-from . import losses as L
-from .config import LossWeights
-from .equivariance import equivariance_loss
-from .flow import flow_consistency_loss
+from pgnface.morphable import MorphableModel
+from pgnface.train import losses as L
+from pgnface.train.config import LossWeights
+from pgnface.train.equivariance import equivariance_loss
+from pgnface.train.flow import flow_consistency_loss
 
 
-def compute_losses(out: Dict[str, torch.Tensor], batch: Dict, model: MorphableModel, weights: LossWeights,
-                   warped_landmarks: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, float]]:
+def compute_losses(
+    out: Dict[str, torch.Tensor],
+    batch: Dict,
+    morphable: MorphableModel,
+    weights: LossWeights,
+    warped_landmarks: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Weighted total loss of one batch and its terms.
 
     Args:
         out: the reconstructor's forward dict for batch["image"].
-        batch: a pgnface.train.data batch (image, frames, labelled, and the labels).
+        batch: a pgnface.train.batches batch (image, frames, labelled, and the labels).
         model: the network's 3DMM on the batch's device.
         weights: LossWeights; terms with weight 0 are not computed.
         warped_landmarks: the landmark head's [B, 68, 3] on batch["warped_image"]
@@ -35,7 +40,7 @@ def compute_losses(out: Dict[str, torch.Tensor], batch: Dict, model: MorphableMo
     w = weights
     image = batch["image"]
     S = image.shape[-1]
-    ids = model.landmark_ids
+    ids = morphable.landmark_ids
     head = out["landmarks"][:, ids]
     terms: Dict[str, torch.Tensor] = {}
     if batch["labelled"]:
@@ -61,28 +66,36 @@ def compute_losses(out: Dict[str, torch.Tensor], batch: Dict, model: MorphableMo
     multi = frames > 1 and (w.geometric or w.photometric_cross or flow)
     rendering = None
     if w.photometric or multi:
-        rendering = L.render_prediction(out, model, S)
+        rendering = L.render_prediction(out, morphable, S)
     if w.photometric:
         terms["photometric"] = L.photometric_loss(rendering.image, image, rendering.mask)
     if frames > 1:
+
         def clips(x):
             return x.reshape(-1, frames, *x.shape[1:])
+
         if w.identity:
             terms["identity"] = L.identity_consistency_loss(clips(out["id"]))
         visible = clips(rendering.visible) if rendering is not None else None
         if w.geometric:
             # Expression displacement of every vertex: model.vertices(0, exp) - mean.
-            offsets = model.vertices(None, out["exp"]) - model.mean
-            width = float(model.mean[:, 0].max() - model.mean[:, 0].min())
+            offsets = morphable.vertices(None, out["exp"]) - morphable.mean
+            width = float(morphable.mean[:, 0].max() - morphable.mean[:, 0].min())
             terms["geometric"] = L.cross_frame_geometric_loss(
-                clips(out["vertices"]), clips(out["scale"]), clips(out["rotation"]), clips(out["translation"]),
-                clips(offsets), visible, norm=width)
+                clips(out["vertices"]),
+                clips(out["scale"]),
+                clips(out["rotation"]),
+                clips(out["translation"]),
+                clips(offsets),
+                visible,
+                norm=width,
+            )
         if w.photometric_cross:
-            terms["photometric_cross"] = L.cross_frame_photometric_loss(clips(image), clips(out["projected"]),
-                                                                        visible)
+            terms["photometric_cross"] = L.cross_frame_photometric_loss(clips(image), clips(out["projected"]), visible)
         if flow:
-            terms["flow"] = flow_consistency_loss(clips(out["projected"]), batch["flow"], batch["flow_valid"],
-                                                  visible, S)
+            terms["flow"] = flow_consistency_loss(
+                clips(out["projected"]), batch["flow"], batch["flow_valid"], visible, S
+            )
     if w.equivariance and warped_landmarks is not None:
         terms["equivariance"] = equivariance_loss(out["landmarks"], warped_landmarks, batch["warp"], S)
     total = sum(getattr(w, k) * v for k, v in terms.items())

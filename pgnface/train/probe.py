@@ -14,18 +14,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from ..data.writers import draw_landmarks
-from ..nn import load_reconstructor
-from . import losses as L
-from .config import LossWeights
-from .objective import compute_losses
-from .unlabelled import UnlabelledPhotos, VideoClips
+from pgnface.data.unlabelled import UnlabelledPhotos, VideoClips
+from pgnface.io.overlays import draw_landmarks
+from pgnface.nn import load_network
+from pgnface.train import losses as L
+from pgnface.train.config import LossWeights
+from pgnface.train.objective import compute_losses
 
 PROBE_SEED = 20_261_125
 
@@ -36,25 +36,35 @@ def fixed_batches(images, video, size: int, batches: int, batch_size: int, frame
     g = torch.Generator().manual_seed(PROBE_SEED)
     if images:
         photos = UnlabelledPhotos(images, size)
-        out += [{"kind": "images", "image": photos.batch(batch_size, g), "frames": 1, "labelled": False}
-                for _ in range(batches)]
+        out += [
+            {"kind": "images", "image": photos.batch(batch_size, g), "frames": 1, "labelled": False}
+            for _ in range(batches)
+        ]
     if video:
         clips = VideoClips(video, size, frames)
-        out += [{"kind": "video", "image": clips.batch(max(1, batch_size // frames), g), "frames": frames,
-                 "labelled": False} for _ in range(batches)]
+        out += [
+            {
+                "kind": "video",
+                "image": clips.batch(max(1, batch_size // frames), g),
+                "frames": frames,
+                "labelled": False,
+            }
+            for _ in range(batches)
+        ]
     if not out:
         raise ValueError("give --images and/or --video")
     return out
 
 
 @torch.no_grad()
-def probe_losses(net, batches: Sequence[Dict], weights: LossWeights = LossWeights()) -> Dict[str, Dict[str, float]]:
-    """Mean loss terms (unweighted) and the weighted total per batch kind."""
+def probe_losses(net, batches: Sequence[Dict], weights: Optional[LossWeights] = None) -> Dict[str, Dict[str, float]]:
+    """Mean loss terms (unweighted) and the weighted total per batch kind (default weights if None)."""
+    weights = weights or LossWeights()
     sums: Dict[str, Dict[str, float]] = {}
     counts: Dict[str, int] = {}
     for batch in batches:
         out = net(batch["image"])
-        total, terms = compute_losses(out, batch, net.model, weights)
+        total, terms = compute_losses(out, batch, net.morphable, weights)
         row = sums.setdefault(batch["kind"], {})
         for key, value in {"total": total, **terms}.items():
             row[key] = row.get(key, 0.0) + float(value)
@@ -67,7 +77,7 @@ def overlay_strip(net, crops: torch.Tensor) -> np.ndarray:
     """[S, n S, 3] BGR: each crop with the network's rendered face composited over it and its landmarks."""
     out = net(crops)
     S = crops.shape[-1]
-    rendering = L.render_prediction(out, net.model, S)
+    rendering = L.render_prediction(out, net.morphable, S)
     mask = rendering.mask[..., None]
     image = rendering.image.clamp(0, 1) * mask + crops.permute(0, 2, 3, 1) * (1 - mask)
     tiles = []
@@ -79,8 +89,12 @@ def overlay_strip(net, crops: torch.Tensor) -> np.ndarray:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pgnface.train.probe", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", action="append", required=True,
-                        help="a network (model.pt); repeat to compare, e.g. before and after fine-tuning")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        help="a network (model.pt); repeat to compare, e.g. before and after fine-tuning",
+    )
     parser.add_argument("--images", default="", help="folder of photos (faces found by OpenCV's cascade)")
     parser.add_argument("--video", default="", help="video file or folder of frames of one person")
     parser.add_argument("--batches", type=int, default=4, help="batches per source (default 4)")
@@ -92,7 +106,7 @@ def main(argv=None) -> int:
     nets, sizes = [], set()
     for path in args.checkpoint:
         try:
-            net, payload = load_reconstructor(path)
+            net, payload = load_network(path)
         except (FileNotFoundError, ValueError) as err:
             print(f"error: --checkpoint {path}: {err}", file=sys.stderr)
             return 2
@@ -119,7 +133,7 @@ def main(argv=None) -> int:
             print(f"{key:<22}" + "".join(f"{report[p].get(kind, {}).get(key, float('nan')):>16.4f}" for p in report))
     shown = {}
     for batch in batches:
-        shown.setdefault(batch["kind"], batch["image"][:args.show])
+        shown.setdefault(batch["kind"], batch["image"][: args.show])
     rows = []
     for crops in shown.values():
         real = (crops.permute(0, 2, 3, 1).numpy()[..., ::-1] * 255 + 0.5).astype(np.uint8)

@@ -1,0 +1,188 @@
+"""Reconstruct every face in images and videos with a trained PGN network, and write the results.
+
+Per face: the mesh (OBJ with vertex colours from the albedo, and PLY), the 68
+landmarks and pose (JSON, image pixels), the coefficients (.npz); per image an
+overlay PNG (the shaded reconstruction blended on the image, landmarks drawn);
+for a video, an overlay MP4 too.
+
+Mesh files are in image pixel units in a right-handed frame with y up and z
+towards the camera (image x, -row, -depth), so they open upright in viewers.
+"""
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from pgnface import ops
+from pgnface.io.crops import crop, face_crop_box
+from pgnface.io.detect import detect_faces
+from pgnface.io.meshes import write_obj, write_ply
+from pgnface.io.overlays import draw_landmarks
+from pgnface.morphable import (
+    FRONTAL,
+    MorphableModel,
+    WeakPerspectiveCamera,
+    directional_gamma,
+    render,
+)
+from pgnface.nn import load_network
+
+
+@dataclass
+class FaceResult:
+    """One reconstructed face, in image pixels (x right, y down, depth away from the camera)."""
+
+    box: np.ndarray  # [4] crop box sx, sy, ex, ey
+    landmarks: np.ndarray  # [68, 3] landmark head, image pixels
+    vertices: np.ndarray  # [N, 3] posed reconstruction, image pixels
+    colours: np.ndarray  # [N, 3] albedo RGB in [0, 1]
+    angles: np.ndarray  # [3] yaw, pitch, roll in degrees (pgnface.ops.rotation_to_angles)
+    scale: float  # pixels per model unit
+    rotation: np.ndarray  # [3, 3] model -> image frame
+    translation: np.ndarray  # [3]
+    coefficients: Dict[str, np.ndarray]
+
+
+class ReconstructionPipeline:
+    """Runs a trained PGN network on faces in full images.
+
+    Args:
+        checkpoint: `pgnface train`'s model.pt.
+        model: the 3DMM the network was trained with (built-in if None); a
+            mismatched model is refused with a ValueError.
+        device: torch device.
+    """
+
+    def __init__(self, checkpoint, morphable: Optional[MorphableModel] = None, device="cpu"):
+        self.net, payload = load_network(checkpoint, morphable, map_location=device)
+        self.size, self.device = int(payload.get("input_size") or 120), torch.device(device)
+        self.morphable = (
+            self.net.morphable if hasattr(self.net, "morphable") else (morphable or MorphableModel.builtin())
+        )
+
+    @torch.no_grad()
+    def faces(
+        self, image: np.ndarray, boxes: Optional[List[np.ndarray]] = None, largest_only: bool = False
+    ) -> List[FaceResult]:
+        """Reconstructs the faces in `image` (RGB uint8 [H, W, 3]) at the detector's (or the given) boxes.
+
+        Args:
+            image: the image.
+            boxes: face boxes [x0, y0, x1, y1]; None runs the detector.
+            largest_only: keep only the largest box (one person per video frame).
+
+        Returns:
+            One FaceResult per box, largest box first when `largest_only`.
+        """
+        if min(image.shape[:2]) < 32:
+            raise ValueError(f"image of {image.shape[1]} x {image.shape[0]} pixels is too small for a face")
+        boxes = detect_faces(image) if boxes is None else [np.asarray(b, np.float64) for b in boxes]
+        if not boxes:
+            return []
+        if largest_only:
+            boxes = [max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))]
+        crop_boxes = [face_crop_box(b) for b in boxes]
+        crops = np.stack([crop(image, b, self.size) for b in crop_boxes])
+        return self.reconstruct_crops(torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255), crop_boxes)
+
+    @torch.no_grad()
+    def reconstruct_crops(self, crops: torch.Tensor, crop_boxes: List[np.ndarray]) -> List[FaceResult]:
+        """Runs the network on crops [B, 3, S, S] (RGB in [0, 1]) cut from the boxes (sx, sy, ex, ey)."""
+        out = self.net(crops.to(self.device))
+        albedo = self.morphable.to(self.device).albedo(out["albedo"]).clamp(0, 1).cpu().numpy()
+        results = []
+        for i, box in enumerate(crop_boxes):
+            k = (box[2] - box[0]) / self.size
+            offset = np.array([box[0], box[1], 0.0])
+            R = out["rotation"][i].double().cpu().numpy()
+            angles = ops.rotation_to_angles((FRONTAL.double() @ out["rotation"][i].double().cpu())[None])[0]
+            results.append(
+                FaceResult(
+                    box=np.asarray(box, np.float64),
+                    landmarks=out["landmarks"][i].double().cpu().numpy() * k + offset,
+                    vertices=out["vertices"][i].double().cpu().numpy() * k + offset,
+                    colours=albedo[i],
+                    angles=angles.numpy(),
+                    scale=float(out["scale"][i] * k),
+                    rotation=R,
+                    translation=out["translation"][i].double().cpu().numpy() * k + offset,
+                    coefficients={key: out[key][i].float().cpu().numpy() for key in ("id", "exp", "albedo", "gamma")},
+                )
+            )
+        return results
+
+    def with_identity(self, result: FaceResult, id_coeffs: np.ndarray) -> FaceResult:
+        """The same face re-synthesized with other identity coefficients [Ki], keeping expression and pose.
+
+        Used to give every frame of a video the clip's shared identity.
+        """
+        morphable = self.morphable.to("cpu")
+        id_coeffs = np.asarray(id_coeffs, np.float32)
+        shape = (
+            morphable.vertices(
+                torch.from_numpy(id_coeffs)[None], torch.from_numpy(result.coefficients["exp"]).float()[None]
+            )[0]
+            .double()
+            .numpy()
+        )
+        vertices = result.scale * shape @ result.rotation.T + result.translation
+        return replace(result, vertices=vertices, coefficients={**result.coefficients, "id": id_coeffs})
+
+    def overlay(self, image: np.ndarray, results: List[FaceResult], alpha: float = 0.6) -> np.ndarray:
+        """BGR uint8 image with each reconstruction shaded and blended in, landmarks drawn."""
+        out = image.astype(np.float32) / 255
+        H, W = image.shape[:2]
+        morphable = self.morphable.to("cpu")
+        for r in results:
+            camera = WeakPerspectiveCamera(
+                torch.tensor([float(r.scale)]),
+                torch.from_numpy(r.rotation).float()[None],
+                torch.from_numpy(r.translation).float()[None],
+                depth_range=1e5,
+            )
+            coeffs = {key: torch.from_numpy(v)[None] for key, v in r.coefficients.items()}
+            shape = morphable.vertices(coeffs["id"], coeffs["exp"])
+            shaded = render(
+                shape,
+                morphable.triangles,
+                torch.full((morphable.num_vertices, 3), 0.8),
+                directional_gamma(1, ambient=0.45, diffuse=0.7, direction=(0.3, 0.4, 1.0)),
+                camera,
+                (H, W),
+            )
+            mask = shaded.mask[0].numpy()[..., None] * alpha
+            out = out * (1 - mask) + shaded.image[0].clamp(0, 1).numpy() * mask
+        bgr = np.ascontiguousarray((out[..., ::-1] * 255 + 0.5).astype(np.uint8))
+        for r in results:
+            bgr = draw_landmarks(bgr, r.landmarks[:, :2], radius=max(1, int(round(min(H, W) / 300))))
+        return bgr
+
+
+def write_face(result: FaceResult, triangles: np.ndarray, out_dir: Path, stem: str) -> None:
+    """Writes one face's OBJ, PLY, landmarks JSON and coefficients .npz."""
+    upright = result.vertices * np.array([1.0, -1.0, -1.0])
+    write_obj(out_dir / f"{stem}.obj", upright, triangles, result.colours)
+    write_ply(out_dir / f"{stem}.ply", upright, triangles, result.colours)
+    yaw, pitch, roll = (float(a) for a in result.angles)
+    with open(out_dir / f"{stem}_landmarks.json", "w") as f:
+        json.dump(
+            {
+                "landmarks68": np.round(result.landmarks, 3).tolist(),
+                "landmark_square": result.box.tolist(),
+                "pose": {"yaw": yaw, "pitch": pitch, "roll": roll, "scale": result.scale},
+                "frame": "image pixels: x right, y down, depth away from the camera",
+            },
+            f,
+            indent=1,
+        )
+    np.savez(
+        out_dir / f"{stem}_coeffs.npz",
+        rotation=result.rotation,
+        scale=result.scale,
+        translation=result.translation,
+        **result.coefficients,
+    )

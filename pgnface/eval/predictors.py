@@ -1,0 +1,68 @@
+"""Predictors for the evaluation protocols: a trained PGN checkpoint, and a trivial floor."""
+
+import math
+
+import torch
+
+from pgnface.morphable import FRONTAL, MorphableModel
+from pgnface.morphable.ibug68 import mirror_landmarks
+from pgnface.nn import load_network
+
+
+class MeanShapePredictor:
+    """Predicts the same frontal mean face for every crop.
+
+    The model's mean 68 landmarks, seen frontally, are placed so that their
+    bounding box is centred in the crop with its larger side equal to
+    size / sqrt(2), which is where the standard AFLW2000-3D crop puts the
+    ground-truth box. Any method worth its name beats this.
+    """
+
+    def __init__(self, morphable: MorphableModel = None, input_size: int = 120):
+        morphable = morphable or MorphableModel.builtin()
+        if sorted(morphable.landmark_ids.tolist()) != list(range(68)):
+            raise ValueError(f"{morphable.name} does not define all 68 landmarks")
+        order = torch.argsort(morphable.landmark_ids)
+        lm = morphable.mean[morphable.landmark_vertices[order]].double() @ FRONTAL.double().T
+        lo, hi = lm[:, :2].min(0).values, lm[:, :2].max(0).values
+        scale = input_size / math.sqrt(2.0) / float((hi - lo).max())
+        centre = torch.cat([(lo + hi) / 2, lm[:, 2:].mean(0)])
+        self.landmarks = (
+            (lm - centre) * scale + torch.tensor([input_size / 2, input_size / 2, 0.0], dtype=torch.float64)
+        ).float()
+        self.input_size = input_size
+
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.landmarks.to(crops.device).expand(crops.shape[0], 68, 3)
+
+
+class CheckpointPredictor:
+    """The landmark head of a trained PGN reconstructor (``pgnface train``'s model.pt).
+
+    Args:
+        path: the checkpoint.
+        model: the 3DMM it was trained with (the built-in model if None); a
+            different model is refused with a ValueError saying what differs.
+        input_size: crop size; by default the size the network was trained at.
+        device: where to run the network.
+        flip: test-time flip averaging: the landmarks are the mean of the
+            crop's and the mirrored crop's (mirrored back, left and right renamed).
+    """
+
+    def __init__(
+        self, path, morphable: MorphableModel = None, input_size: int = None, device="cpu", flip: bool = False
+    ):
+
+        self.net, payload = load_network(path, morphable, map_location=device)
+        self.input_size = int(input_size or payload.get("input_size") or 120)
+        self.device = torch.device(device)
+        self.flip = flip
+
+    @torch.no_grad()
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+        crops = crops.to(self.device)
+        landmarks = self.net(crops)["landmarks"].float()
+        if self.flip:
+            mirrored = mirror_landmarks(self.net(crops.flip(-1))["landmarks"].float(), crops.shape[-1])
+            landmarks = (landmarks + mirrored) / 2
+        return landmarks

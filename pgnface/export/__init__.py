@@ -1,6 +1,0 @@
-"""Exporting the network: the ONNX graph of the CNN and heads, and the NumPy pose solve that finishes it."""
-
-from .graph import BASE_OUTPUTS, POSE_OUTPUTS, ExportableHeads, export_onnx, run_onnx
-from .pose import finish_pose, umeyama
-
-__all__ = ["BASE_OUTPUTS", "POSE_OUTPUTS", "ExportableHeads", "export_onnx", "finish_pose", "run_onnx", "umeyama"]

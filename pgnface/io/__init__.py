@@ -1,0 +1,1 @@
+"""Reading and writing: images, video frames, meshes, face crops and boxes, face detection, overlays."""

@@ -1,0 +1,69 @@
+"""Loads the compiled extension pgnface._C, which registers the torch.ops.pgnface ops.
+
+Import errors are turned into messages that say how to rebuild: the usual cause
+is an extension compiled against a different torch than the one installed.
+"""
+
+import importlib
+
+import torch
+
+REBUILD_HINT = (
+    "Rebuild pgnface against the installed torch: from the pgnface source folder run "
+    "`pip install --no-build-isolation --force-reinstall --no-deps .` "
+    "(add `-e` for a development install)."
+)
+
+
+def _build_info():
+    try:
+        info = importlib.import_module("pgnface._build_info")
+    except ImportError:
+        return None, None
+    return info.TORCH_VERSION, info.WITH_CUDA
+
+
+def _load():
+    built_torch, _ = _build_info()
+    try:
+        _C = importlib.import_module("pgnface._C")
+    except ImportError as err:
+        if built_torch is None:
+            raise ImportError(
+                "pgnface's compiled kernels (pgnface._C) are missing: the package was not built. "
+                "Install it with `pip install .` (or `pip install --no-build-isolation -e .` for "
+                f"development). Original error: {err}"
+            ) from err
+        if built_torch != torch.__version__:
+            raise ImportError(
+                f"pgnface._C was built against torch {built_torch} but torch {torch.__version__} "
+                f"is installed, so it cannot be loaded. {REBUILD_HINT} Original error: {err}"
+            ) from err
+        raise ImportError(f"pgnface._C failed to load: {err}. {REBUILD_HINT}") from err
+    if built_torch is not None and built_torch != torch.__version__:
+        raise ImportError(
+            f"pgnface._C was built against torch {built_torch} but torch {torch.__version__} is "
+            f"installed; its ops may crash. {REBUILD_HINT}"
+        )
+    return _C
+
+
+_C = _load()
+
+
+def cuda_built() -> bool:
+    """Whether this build of pgnface contains the CUDA kernels."""
+    return bool(_C.cuda_built())
+
+
+def check_device_supported(tensor: torch.Tensor, name: str) -> None:
+    """Raises a RuntimeError explaining how to rebuild when a CUDA tensor meets a CPU-only build."""
+    if tensor.device.type == "cuda" and not cuda_built():
+        raise RuntimeError(
+            f"{name} is a CUDA tensor but this pgnface build has no CUDA kernels (it was built "
+            "without a CUDA toolkit or with a CPU-only torch). Rebuild with CUDA: "
+            "`CUDA_HOME=/usr/local/cuda FORCE_CUDA=1 pip install --no-build-isolation "
+            "--force-reinstall --no-deps .`"
+        )
+    if tensor.device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"{name} is on {tensor.device}; pgnface ops run on CPU and CUDA tensors")
