@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1
 PYTEST_ARGS ?= -q
 CSRC := $(shell find csrc -type f)
 
-.PHONY: demo test bench setup build gpu-check clean
+.PHONY: demo test lint bench setup build gpu-check clean
 
 demo: $(VENV)/.built
 	$(PY) -m pgnface.cli demo -o demo
@@ -17,6 +17,12 @@ test: $(VENV)/.built
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: something is wrong with the test suite"; exit 1; fi; \
 	exit $$rc
+
+# Style and structure: ruff (format + lint) and the import layers of pyproject.toml.
+lint: $(VENV)/.ready
+	$(VENV)/bin/ruff format --check pgnface tests bench scripts setup.py
+	$(VENV)/bin/ruff check pgnface tests bench scripts setup.py
+	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.built
 	for b in synthesize rasterize procrustes synthetic train_step; do $(PY) -m bench.$$b || exit 1; done
@@ -27,7 +33,8 @@ build: $(VENV)/.built
 
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)" setuptools wheel ninja pybind11 numpy scipy tqdm "opencv-python-headless>=4.8,<5" pytest pytest-benchmark onnx onnxruntime onnxscript tensorboard
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" setuptools wheel ninja pybind11 numpy scipy tqdm "opencv-python-headless>=4.8,<5" pytest pytest-benchmark onnx onnxruntime onnxscript tensorboard \
+		hypothesis ruff import-linter
 	touch $@
 
 $(VENV)/.built: $(VENV)/.ready setup.py pyproject.toml $(CSRC)

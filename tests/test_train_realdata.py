@@ -184,9 +184,7 @@ def test_init_starts_from_a_checkpoint_with_its_architecture(tmp_path):
     train(apply_overrides(TrainConfig(), TINY + ["steps=2"]), tmp_path / "a", progress=False)
     source = torch.load(tmp_path / "a" / "model.pt", weights_only=False)
     # The new run asks for another width: the init checkpoint's architecture wins.
-    cfg = apply_overrides(
-        TrainConfig(), TINY + ["steps=2", "net.width=0.25", f"init={tmp_path / 'a' / 'morphable.pt'}"]
-    )
+    cfg = apply_overrides(TrainConfig(), TINY + ["steps=2", "net.width=0.25", f"init={tmp_path / 'a' / 'model.pt'}"])
     trainer = Trainer(cfg, tmp_path / "b", progress=False)
     try:
         assert trainer.config.net.width == 0.125
@@ -249,20 +247,19 @@ def test_tensorboard_logging(tmp_path):
 
 
 def test_hide_detected_faces_paints_over_the_head_only(monkeypatch):
-    import pgnface.io.detect as detect
-    from pgnface.data.photos import hide_detected_faces
+    from pgnface.data import photos
 
     photo = np.zeros((100, 200, 3), np.uint8)
     photo[:, :] = (200, 180, 160)
     photo[40:60, 90:110] = (0, 0, 255)  # the "face"
-    monkeypatch.setattr(detect, "detect_faces", lambda image, min_size=40: [np.array([85.0, 35, 115, 65])])
-    monkeypatch.setattr(detect, "detect_profile_faces", lambda image, min_size=40: [])
-    hidden = hide_detected_faces(photo, max_side=100, tilts=())
+    monkeypatch.setattr(photos, "detect_faces", lambda image, min_size=40: [np.array([85.0, 35, 115, 65])])
+    monkeypatch.setattr(photos, "detect_profile_faces", lambda image, min_size=40: [])
+    hidden = photos.hide_detected_faces(photo, max_side=100, tilts=())
     assert hidden.shape == photo.shape
     assert np.abs(hidden[50, 100].astype(int) - (200, 180, 160)).max() < 40  # painted like its surroundings
     assert np.array_equal(hidden[5, 5], photo[5, 5]) and np.array_equal(hidden[95, 195], photo[95, 195])
-    monkeypatch.setattr(detect, "detect_faces", lambda image, min_size=40: [])
-    assert np.array_equal(hide_detected_faces(photo, max_side=100), photo)
+    monkeypatch.setattr(photos, "detect_faces", lambda image, min_size=40: [])
+    assert np.array_equal(photos.hide_detected_faces(photo, max_side=100), photo)
 
 
 def test_hide_detected_faces_finds_tilted_heads():
