@@ -33,33 +33,73 @@ from pgnface.morphable import FRONTAL, MorphableModel, WeakPerspectiveCamera, re
 from pgnface.morphable.shading import directional_gamma
 from pgnface.ops.pose import rotation_from_angles
 
+FRAMINGS = ("face_width", "landmarks")
+
 
 @dataclass
 class SyntheticConfig:
-    """Distributions of the generator (angles in degrees, sizes in pixels)."""
+    """Distributions of the generator (angles in degrees, sizes in pixels).
+
+    Attributes:
+        size: crop side S.
+        yaw_max: yaw ~ U(-yaw_max, yaw_max).
+        pitch_std, pitch_max: pitch ~ N(0, pitch_std) clipped to +-pitch_max.
+        roll_std, roll_max: roll ~ N(0, roll_std) clipped to +-roll_max.
+        id_std: spread of the identity coefficients (1 = the 3DMM's own range).
+        albedo_std: spread of the albedo coefficients (1 = the 3DMM's own range; larger widens
+            skin tone, redness, lip, brow and colour-field variation, clamped to valid colours).
+        expression_prob: each expression is active with this probability.
+        face_fraction: face width (the 3DMM's x extent) / crop size, before jitter.
+        scale_jitter: crop scale varies by up to this fraction.
+        shift_jitter: crop centre moves by up to this fraction of the crop size.
+        ambient, diffuse: (low, high) ranges of the ambient and directional light.
+        light_contrast: 1 = the default soft light; > 1 moves light from the ambient into the
+            directional term (harder shading, a darker shadow side, the same mean irradiance).
+        photo_prob: probability of a photo background, when a photo pool is given.
+        framing: crop scale: "face_width" (face_fraction of the face's width) or "landmarks"
+            (side = sqrt(2) x the 2D landmark box's longer side, as the AFLW2000-3D / 300W-LP
+            crops), each with scale_jitter.
+    """
 
     size: int = 128
-    yaw_max: float = 90.0  # yaw ~ U(-yaw_max, yaw_max)
-    pitch_std: float = 12.0  # pitch ~ N(0, std) clipped to +-pitch_max
+    yaw_max: float = 90.0
+    pitch_std: float = 12.0
     pitch_max: float = 35.0
     roll_std: float = 8.0
     roll_max: float = 30.0
     id_std: float = 1.0
     albedo_std: float = 1.0
-    expression_prob: float = 0.35  # each expression is active with this probability
-    face_fraction: float = 0.72  # face width (model x extent) / crop size, before jitter
+    expression_prob: float = 0.35
+    face_fraction: float = 0.72
     scale_jitter: float = 0.1
-    shift_jitter: float = 0.06  # fraction of the crop size
+    shift_jitter: float = 0.06
     ambient: tuple = (0.35, 0.9)
     diffuse: tuple = (0.1, 0.8)
-    light_contrast: float = 1.0  # > 1: stronger directional light, less ambient (same mean irradiance)
-    photo_prob: float = 0.7  # background from the photo pool, when one is given
-    head_prob: float = 0.0  # a shaded head (hair) and neck drawn behind the face (see _head_backdrop)
-    hair_prob: float = 0.0  # hair painted over the forehead and temples (see _hair)
-    neck_prob: float = 0.0  # a shaded skin neck under the jaw, lit like the face (see _neck)
-    framing: str = "model"  # crop scale: "model" (face_fraction of the model's width) or "landmarks"
-    # (side = sqrt(2) x the 2D landmark box's longer side, as the
-    # AFLW2000-3D / 300W-LP crops), each with scale_jitter
+    light_contrast: float = 1.0
+    photo_prob: float = 0.7
+    framing: str = "face_width"
+
+    def validate(self, prefix: str = "SyntheticConfig.") -> None:
+        """Raises ValueError naming the first bad field (as `prefix` + field name)."""
+        if self.framing == "model":
+            raise ValueError(f"{prefix}framing 'model' is now called 'face_width'")
+        if self.framing not in FRAMINGS:
+            raise ValueError(f"{prefix}framing must be 'face_width' or 'landmarks', got {self.framing!r}")
+        if not self.size >= 8:
+            raise ValueError(f"{prefix}size must be at least 8 px, got {self.size!r}")
+        for key in ("face_fraction", "light_contrast"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{prefix}{key} must be > 0, got {getattr(self, key)!r}")
+        for key in ("yaw_max", "pitch_std", "pitch_max", "roll_std", "roll_max", "id_std", "albedo_std"):
+            if not getattr(self, key) >= 0:
+                raise ValueError(f"{prefix}{key} must be >= 0, got {getattr(self, key)!r}")
+        for key in ("expression_prob", "photo_prob", "scale_jitter", "shift_jitter"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ValueError(f"{prefix}{key} must be in [0, 1], got {getattr(self, key)!r}")
+        for key in ("ambient", "diffuse"):
+            low, high = getattr(self, key)
+            if not 0 <= low <= high:
+                raise ValueError(f"{prefix}{key} must be a range (low, high) with 0 <= low <= high, got {(low, high)}")
 
 
 class SyntheticFaces:
@@ -84,6 +124,7 @@ class SyntheticFaces:
     ):
         self.morphable = morphable if morphable is not None else MorphableModel.builtin()
         self.config = config or SyntheticConfig()
+        self.config.validate()
         self.seed = seed
         self.photos = photos
         self._width = float(self.morphable.mean[:, 0].max() - self.morphable.mean[:, 0].min())
@@ -194,156 +235,6 @@ class SyntheticFaces:
             canvas = torch.where(inside[..., None], colour, canvas)
         return canvas
 
-    # --- a head behind the face ------------------------------------------------------
-
-    # Ellipsoids in the built-in model's frame (mm; +y up, +z towards the camera), as
-    # fractions of the face mask's width: the skull with its hair, and the neck.
-    HEAD = ((0.0, 0.2, -0.8), (1.12, 1.45, 1.25))  # centre, semi-axes
-    NECK = ((0.0, -1.0, -0.65), (0.62, 0.8, 0.62))
-    HAIR = (
-        (0.05, 0.04, 0.03),
-        (0.18, 0.11, 0.06),
-        (0.33, 0.21, 0.12),
-        (0.62, 0.5, 0.3),
-        (0.55, 0.55, 0.55),
-        (0.45, 0.18, 0.08),
-    )
-
-    def _head_backdrop(self, g, background, rotation, scale, translation, albedo, group: int):
-        """Draws a shaded hair-coloured head and a skin-coloured neck into [n, S, S, 3] backgrounds.
-
-        The face mask ends at the forehead and jaw; photos show a head around
-        it, and for a turned face the back of the head sticks out behind.
-        Both are ellipsoids posed with the face (weak perspective: an
-        ellipsoid projects to the ellipse whose covariance is s^2 (R A^2 R^T)
-        restricted to x, y) and drawn with probability config.head_prob; a
-        clip (`group` frames) shares its colours and whether it has a head.
-        """
-        n, S, dev = background.shape[0], self.config.size, self.device
-        clips = n // group
-        ys, xs = torch.meshgrid(
-            torch.arange(S, device=dev, dtype=torch.float32) + 0.5,
-            torch.arange(S, device=dev, dtype=torch.float32) + 0.5,
-            indexing="ij",
-        )
-        pixels = torch.stack([xs, ys], -1).reshape(1, S * S, 2)
-        draw = (torch.rand(clips, generator=g, device=dev) < self.config.head_prob).repeat_interleave(group)
-        palette = torch.tensor(self.HAIR, device=dev)
-        hair = palette[torch.randint(len(self.HAIR), (clips,), generator=g, device=dev)]
-        hair = hair * self._uniform(g, (clips, 1), 0.7, 1.3)
-        bald = torch.rand(clips, 1, generator=g, device=dev) < 0.08
-        skin = self.morphable.albedo(albedo[::group]).mean(1).clamp(0, 1) * self._uniform(g, (clips, 1), 0.6, 0.95)
-        hair = torch.where(bald, skin, hair).repeat_interleave(group, 0)
-        skin = skin.repeat_interleave(group, 0)
-        out = background.clone()
-        width = self._width
-        for (centre, axes), colour in ((self.NECK, skin), (self.HEAD, hair)):
-            c = torch.tensor(centre, device=dev) * width
-            a2 = torch.diag((torch.tensor(axes, device=dev) * width / 2) ** 2)
-            c2 = (scale[:, None] * (rotation @ c) + translation)[:, :2]  # [n, 2]
-            cov = (scale[:, None, None] ** 2 * (rotation @ a2 @ rotation.transpose(1, 2)))[:, :2, :2]
-            d = pixels - c2[:, None]
-            m = (d @ torch.linalg.inv(cov) * d).sum(-1).reshape(n, S, S)  # squared ellipse radius
-            shade = (0.55 + 0.45 * (1 - m).clamp(0, 1).sqrt())[..., None]  # darker at the rim
-            inside = ((m < 1) & draw[:, None, None])[..., None]
-            out = torch.where(inside, (colour[:, None, None] * shade).clamp(0, 1), out)
-        return out
-
-    def _hair(self, g, n: int, group: int):
-        """Hair painted over the upper face: per-vertex weights [n, N, 1] and colours [n, N, 3].
-
-        The built-in face is bare skin up to the top of the forehead, while in
-        photos hair (a hairline, a fringe, hair over the temples) covers part
-        of it, so the skin region ends lower. Each face gets, with probability
-        config.hair_prob: a hairline at a random height between the brows and
-        the top of the mesh, tilted (a side fringe) and wavy, and hair over
-        the temples beyond a random width. Colours come from the HAIR palette
-        with strand-like streaks; a clip (`group` frames) shares its hair.
-        """
-        morphable, dev = self.morphable, self.device
-        clips = n // group
-        x, y = morphable.mean[:, 0].to(dev), morphable.mean[:, 1].to(dev)  # model space, millimetres
-        brow_top = float(morphable.mean[morphable.landmark_vertices[17:27], 1].max())
-        top = float(y.max())
-        u = lambda lo, hi: self._uniform(g, (clips, 1), lo, hi)  # noqa: E731
-        draw = (torch.rand(clips, 1, generator=g, device=dev) < self.config.hair_prob).float()
-        height = u(brow_top + 4.0, top - 4.0)
-        tilt, wave, freq, phase = u(-0.5, 0.5), u(0.0, 6.0), u(0.05, 0.2), u(0.0, 2 * math.pi)
-        line = height + tilt * x + wave * torch.sin(freq * x + phase)  # [clips, N]
-        side_x, side_y = u(50.0, 90.0), u(-20.0, 40.0)
-        soft = 2.5  # mm: a soft edge, wider than a triangle of the built-in mesh
-        above = torch.sigmoid((y - line) / soft)
-        temples = torch.sigmoid((x.abs() - side_x) / soft) * torch.sigmoid((y - side_y) / soft)
-        weight = (torch.maximum(above, temples) * draw)[..., None]
-        palette = torch.tensor(self.HAIR, device=dev)
-        colour = palette[torch.randint(len(self.HAIR), (clips,), generator=g, device=dev)] * u(0.7, 1.3)
-        streaks = 0.85 + 0.15 * torch.sin(u(0.5, 1.5) * x + u(0.0, 2 * math.pi))  # [clips, N]
-        colour = (colour[:, None, :] * streaks[..., None]).clamp(0, 1)
-        return weight.repeat_interleave(group, 0), colour.repeat_interleave(group, 0)
-
-    def _neck(self, g, background, albedo, gamma, rotation, scale, translation, group: int):
-        """Renders a neck under the face into [n, S, S, 3] backgrounds, lit by the face's light.
-
-        In photos skin goes on below the jaw, and only shading and a faint
-        edge mark the chin; the built-in face mask ends at the jaw, so without
-        a neck the chin is wherever skin stops. The neck is an elliptic
-        cylinder (random width and depth) behind the chin, in the face's skin
-        tone, darker just under the jaw, ending in a collar of random colour
-        and height; drawn with probability config.neck_prob, before the face,
-        which covers it. A clip (`group` frames) shares its neck.
-        """
-        n, dev = background.shape[0], self.device
-        clips = n // group
-        u = lambda lo, hi: self._uniform(g, (clips, 1), lo, hi)  # noqa: E731
-        draw = torch.rand(clips, generator=g, device=dev) < self.config.neck_prob
-        # Placed from the model's chin (iBUG point 8), in its millimetres.
-        chin_y, chin_z = (float(v) for v in self.morphable.mean[self.morphable.landmark_vertices[8], 1:])
-        rx, rz, front = u(42.0, 56.0), u(30.0, 42.0), chin_z + u(-9.4, 0.6)
-        collar, collar_colour = chin_y + u(-91.0, -21.0), self._uniform(g, (clips, 1, 3), 0.05, 0.95)
-        tone = u(0.75, 1.0)
-        theta, ys = self._NECK_GRID
-        theta, ys = theta.to(dev), ys.to(dev) + chin_y
-        verts = torch.stack([rx * theta.cos(), ys.expand(clips, -1), front - rz + rz * theta.sin()], -1)
-        skin = self.morphable.albedo(albedo[::group]).mean(1, keepdim=True).clamp(0, 1)  # [clips, 1, 3]
-        under_jaw = 0.55 + 0.45 * ((chin_y + 49.0 - ys) / 50.0).clamp(0, 1)  # [1, M]
-        colour = skin * (tone * under_jaw)[..., None]
-        colour = torch.where((ys < collar)[..., None], collar_colour, colour)
-        # Rendered only for the images that get a neck (every random number is drawn above).
-        drawn = torch.nonzero(draw.repeat_interleave(group, 0)).flatten()
-        if drawn.numel() == 0:
-            return background
-        pick = lambda x: x.repeat_interleave(group, 0)[drawn]  # noqa: E731
-        camera = WeakPerspectiveCamera(scale[drawn], rotation[drawn], translation[drawn])
-        out = render(
-            pick(verts),
-            self._neck_triangles().to(dev),
-            pick(colour),
-            gamma[drawn],
-            camera,
-            self.config.size,
-            background=background[drawn],
-        )
-        background = background.clone()
-        background[drawn] = out.image.clamp(0, 1)
-        return background
-
-    # Cylinder grid of the neck: angle around it x height above the chin (millimetres: from
-    # hidden behind the jaw down past any crop's bottom edge).
-    _NECK_ANGLES, _NECK_RINGS = 32, 12
-    _NECK_GRID = (
-        torch.linspace(0, 2 * math.pi, _NECK_ANGLES + 1)[:-1].repeat(_NECK_RINGS)[None],
-        torch.linspace(49.0, -171.0, _NECK_RINGS).repeat_interleave(_NECK_ANGLES)[None],
-    )
-
-    def _neck_triangles(self) -> torch.Tensor:
-        """[T, 3] int32 triangles of the neck cylinder, counter-clockwise seen from outside."""
-        A, R = self._NECK_ANGLES, self._NECK_RINGS
-        ring, j = torch.meshgrid(torch.arange(R - 1), torch.arange(A), indexing="ij")
-        a, b = ring * A + j, ring * A + (j + 1) % A  # this ring
-        c, d = a + A, b + A  # the ring below
-        quads = torch.stack([torch.stack([a, b, d], -1), torch.stack([a, d, c], -1)], 2).reshape(-1, 3)
-        return quads.to(torch.int32)
-
     # --- rendering ----------------------------------------------------------------
 
     def _crop_scale(self, g, B):
@@ -363,11 +254,9 @@ class SyntheticFaces:
         )
         if cfg.framing == "landmarks":
             # The standard landmark-box crop: side = sqrt(2) x the box's longer side. The
-            # jitter drawn for the model framing is kept (a clip shares it).
+            # jitter drawn for the face-width framing is kept (a clip shares it).
             side = math.sqrt(2.0) * (unit.amax(1) - unit.amin(1))[:, :2].amax(1)
             scale = (S / side) * scale / (cfg.face_fraction * S / self._width)
-        elif cfg.framing != "model":
-            raise ValueError(f"SyntheticConfig.framing must be 'model' or 'landmarks', got {cfg.framing!r}")
         lm = unit * scale[:, None, None]
         centre = (lm.amax(1) + lm.amin(1)) / 2
         shift = cfg.shift_jitter * S * (2 * torch.rand(B, 2, generator=g, device=self.device) - 1)
@@ -376,14 +265,11 @@ class SyntheticFaces:
         translation[:, 2] = 1000.0
         return rotation, scale, translation
 
-    def _render(self, id_c, exp_c, alb_c, gamma, rotation, scale, translation, background, hair=None):
+    def _render(self, id_c, exp_c, alb_c, gamma, rotation, scale, translation, background):
         morphable, S = self.morphable, self.config.size
         camera = WeakPerspectiveCamera(scale, rotation, translation)
         verts = morphable.vertices(id_c, exp_c)
         colours = morphable.albedo(alb_c).clamp(0, 1)
-        if hair is not None:
-            weight, hair_colour = hair
-            colours = colours + weight * (hair_colour - colours)
         out = render(verts, morphable.triangles, colours, gamma, camera, S, background=background)
         image_verts = out.image_points
         lm3d = image_verts[:, morphable.landmark_vertices]
@@ -410,12 +296,7 @@ class SyntheticFaces:
         yaw, pitch, roll = self._angles(g, B)
         rotation, scale, translation = self._pose(g, rotation_from_angles(yaw, pitch, roll), B)
         background = self.backgrounds(g, B)
-        if self.config.head_prob > 0:
-            background = self._head_backdrop(g, background, rotation, scale, translation, alb_c, 1)
-        hair = self._hair(g, B, 1) if self.config.hair_prob > 0 else None
-        if self.config.neck_prob > 0:
-            background = self._neck(g, background, alb_c, gamma, rotation, scale, translation, 1)
-        out, verts, lm3d = self._render(id_c, exp_c, alb_c, gamma, rotation, scale, translation, background, hair)
+        out, verts, lm3d = self._render(id_c, exp_c, alb_c, gamma, rotation, scale, translation, background)
         return dict(
             image=out.image.clamp(0, 1).permute(0, 3, 1, 2).contiguous(),
             mask=out.mask,
@@ -468,15 +349,6 @@ class SyntheticFaces:
         rotation, scale, translation = self._pose(g, rot_model, B * F, scale)
         S = self.config.size
         background = self.backgrounds(g, B)[:, None].expand(B, F, S, S, 3).reshape(B * F, S, S, 3)
-        if self.config.head_prob > 0:
-            background = self._head_backdrop(
-                g, background, rotation, scale, translation, alb_c.repeat_interleave(F, 0), F
-            )
-        hair = self._hair(g, B * F, F) if self.config.hair_prob > 0 else None
-        if self.config.neck_prob > 0:
-            background = self._neck(
-                g, background, alb_c.repeat_interleave(F, 0), flat(gamma), rotation, scale, translation, F
-            )
         out, verts, lm3d = self._render(
             id_c.repeat_interleave(F, 0),
             flat(exp_c),
@@ -486,7 +358,6 @@ class SyntheticFaces:
             scale,
             translation,
             background,
-            hair,
         )
         unflat = lambda x: x.reshape(B, F, *x.shape[1:])  # noqa: E731
         return dict(

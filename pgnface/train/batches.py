@@ -10,7 +10,7 @@ from typing import Dict
 
 import torch
 
-from pgnface.data import PhotoBackgrounds, SyntheticConfig, SyntheticFaces
+from pgnface.data import PhotoBackgrounds, SyntheticFaces
 from pgnface.data.augment import augment_images
 from pgnface.data.labelled_folder import LabelledFolder
 from pgnface.data.unlabelled import UnlabelledPhotos, VideoClips
@@ -59,28 +59,11 @@ class TrainBatches:
         self.morphable, self.config, self.equivariant, self.flow = morphable, config, equivariant, flow
         self.seed, self.rank, self.world_size = seed, rank, world_size
         photos = (
-            PhotoBackgrounds.from_folder(
-                config.backgrounds, config.size, detect=config.background_faces, tilted=config.hide_tilted_faces
-            )
+            PhotoBackgrounds.from_folder(config.backgrounds, config.size, detect=config.background_faces)
             if config.backgrounds
             else None
         )
-        self.faces = SyntheticFaces(
-            morphable,
-            SyntheticConfig(
-                size=config.size,
-                yaw_max=config.yaw_max,
-                photo_prob=config.background_prob,
-                head_prob=config.head_prob,
-                hair_prob=config.hair_prob,
-                neck_prob=config.neck_prob,
-                albedo_std=config.albedo_std,
-                framing=config.framing,
-                light_contrast=config.light_contrast,
-            ),
-            seed=seed,
-            photos=photos,
-        )
+        self.faces = SyntheticFaces(morphable, config.synthetic, seed=seed, photos=photos)
         self.folder = (
             LabelledFolder(config.folder, config.size, config.crop_scale)
             if config.folder and config.folder_weight > 0

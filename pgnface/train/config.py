@@ -1,61 +1,79 @@
 """Training configuration: dataclasses, JSON files and ``key=value`` overrides.
 
     cfg = TrainConfig.from_json("train.json")        # any subset of the fields, nested by section
-    cfg = apply_overrides(cfg, ["lr=3e-4", "net.backbone=mobilenetv2", "loss.photometric=0"])
+    cfg = apply_overrides(cfg, ["lr=3e-4", "net.backbone=mobilenetv2", "data.synthetic.light_contrast=8"])
 
-Sections: ``net`` (pgnface.nn.NetworkConfig), ``data`` (DataConfig), ``loss``
-(LossWeights); everything else is top-level.
+Sections: ``net`` (pgnface.nn.NetworkConfig), ``data`` (DataConfig) with its
+subsection ``data.synthetic`` (pgnface.data.SyntheticConfig), ``loss``
+(LossWeights); everything else is top-level. Keys that have moved or no longer
+exist are refused with a message that names them (see MOVED_KEYS and
+REMOVED_KEYS); ``TrainConfig.from_stored`` reads the configs that older
+checkpoints store.
 """
 
 import json
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, Iterable
+from typing import Any, Dict, Iterable, Optional
 
+from pgnface.data import SyntheticConfig
 from pgnface.nn import NetworkConfig
+
+# Old key -> where the setting lives now.
+MOVED_KEYS = {
+    "data.model": "data.morphable",
+    "data.yaw_max": "data.synthetic.yaw_max",
+    "data.background_prob": "data.synthetic.photo_prob",
+    "data.albedo_std": "data.synthetic.albedo_std",
+    "data.light_contrast": "data.synthetic.light_contrast",
+    "data.framing": "data.synthetic.framing",
+}
+# Removed key -> (the value whose behaviour is kept, why the key is gone).
+REMOVED_KEYS = {
+    "data.hide_tilted_faces": (True, "background photos are always searched for tilted faces too"),
+    "data.head_prob": (0.0, "a head backdrop behind the synthetic faces did not improve the network"),
+    "data.hair_prob": (0.0, "hair painted over the synthetic faces did not improve the network"),
+    "data.neck_prob": (0.0, "a neck rendered under the synthetic faces did not improve the network"),
+}
+# Keys that follow another key, so that one setting has one value.
+DERIVED_KEYS = {
+    "data.synthetic.size": "data.size",
+    "data.synthetic.face_fraction": "net.face_fraction",
+}
+
+
+def key_problem(name: str) -> Optional[str]:
+    """Why the dotted config key `name` cannot be set (moved, removed or derived), or None."""
+    if name in MOVED_KEYS:
+        return f"config key {name!r} has moved: it is {MOVED_KEYS[name]!r} now"
+    if name in REMOVED_KEYS:
+        return f"config key {name!r} no longer exists: {REMOVED_KEYS[name][1]}"
+    if name in DERIVED_KEYS:
+        return f"config key {name!r} cannot be set: it follows {DERIVED_KEYS[name]!r}"
+    return None
 
 
 @dataclass
 class DataConfig:
-    """On-the-fly synthetic data.
+    """Where training images come from and how they are mixed.
 
     Attributes:
-        size: crop size S in pixels.
-        model: 3DMM file for the network and the data ("" = the built-in model).
-        single_weight, clip_weight: how often a step draws single faces or clips.
+        size: crop size S in pixels, of every source.
+        morphable: 3DMM file for the network and the data ("" = the built-in model).
+        single_weight, clip_weight: how often a step draws synthetic single faces or clips.
         clip_frames: frames per clip (a clip step has batch_size // clip_frames clips).
-        clip_labels: use the clips' labels; False trains on clips as unlabeled video
+        clip_labels: use the clips' labels; False trains on clips as unlabelled video
             (only self-supervised and multi-frame losses).
-        yaw_max: largest |yaw| of the synthetic faces, degrees.
         folder: a folder in 300W-LP layout (labelled faces; see pgnface.data.labelled_folder), or "".
         folder_weight: how often a step draws from the folder.
         crop_scale: folder crops: crop side / the landmark box's longer side.
         fixed_batches: > 0 cycles through this many fixed batches instead of
             fresh faces every step (overfitting checks, smoke tests).
         backgrounds: a folder of photos; synthetic faces are then rendered over
-            random patches of them (with probability background_prob).
-        hide_tilted_faces: when painting the faces out of the background photos,
-            also find heads tilted by +-20 degrees and leave out face close-ups
-            (the upright-only search missed some; false reproduces the bundled
-            networks, trained before this existed).
+            random patches of them (with probability synthetic.photo_prob), their
+            own faces painted out first.
         background_faces: half of the photo patches framed on a detected real face
-            (the rendered face covers it; off by default: see docs/reference_model.md).
-        framing: synthetic crop framing, "model" (a fixed fraction of the face
-            width) or "landmarks" (the standard AFLW2000-3D / 300W-LP crop: side =
-            sqrt(2) x the 2D landmark box's longer side, as `pgnface eval` crops).
-        head_prob: probability of a shaded head (hair) and neck drawn behind a
-            synthetic face (the built-in face mask has neither).
-        hair_prob: probability of hair painted over a synthetic face's forehead
-            and temples (a hairline, a fringe; the built-in face is bare skin to
-            the top of the forehead).
-        albedo_std: spread of the synthetic faces' albedo coefficients (1 = the
-            model's own range; larger widens skin tone, redness, lip, brow and
-            colour-field variation, clamped to valid colours).
-        neck_prob: probability of a neck rendered under a synthetic face, in its
-            skin tone and light (in photos skin goes on below the jaw).
-        light_contrast: synthetic lighting; 1 = the default soft light, > 1 moves
-            light from the ambient into the directional term (harder shading, darker
-            shadow side, as in many photos).
+            (the rendered face covers it).
         augment: photo-like augmentation strength of synthetic and folder
             images, 0 (off) to 1 (colour, blur, noise, JPEG, occlusion; see
             pgnface.data.augment).
@@ -64,6 +82,8 @@ class DataConfig:
         video: a video file or a folder of frames of one person (unlabelled clips), or "".
         video_weight: how often a step draws video clips (clip_frames frames each).
         video_stride: video clips take every k-th frame, k random in [1, video_stride].
+        synthetic: the synthetic faces' distributions (pgnface.data.SyntheticConfig);
+            its size follows ``size``.
     """
 
     size: int = 120
@@ -72,27 +92,52 @@ class DataConfig:
     clip_weight: float = 0.0
     clip_frames: int = 4
     clip_labels: bool = True
-    yaw_max: float = 90.0
     folder: str = ""
     folder_weight: float = 0.0
     crop_scale: float = 1.4
     fixed_batches: int = 0
     backgrounds: str = ""
-    background_prob: float = 0.7
     background_faces: bool = False
-    hide_tilted_faces: bool = True
-    head_prob: float = 0.0
-    hair_prob: float = 0.0
-    neck_prob: float = 0.0
-    albedo_std: float = 1.0
-    light_contrast: float = 1.0
-    framing: str = "model"
     augment: float = 0.0
     images: str = ""
     images_weight: float = 0.0
     video: str = ""
     video_weight: float = 0.0
     video_stride: int = 3
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def __post_init__(self):
+        if self.synthetic.size != self.size:
+            self.synthetic = replace(self.synthetic, size=self.size)
+
+    def validate(self, prefix: str = "data.") -> None:
+        """Raises ValueError naming the first bad field (as `prefix` + field name)."""
+        if not self.size >= 32:
+            raise ValueError(f"{prefix}size must be at least 32 px, got {self.size}")
+        if not self.clip_frames > 0:
+            raise ValueError(f"{prefix}clip_frames must be positive, got {self.clip_frames}")
+        if self.fixed_batches < 0:
+            raise ValueError(f"{prefix}fixed_batches must be >= 0, got {self.fixed_batches}")
+        if (self.clip_weight > 0 or self.video_weight > 0) and self.clip_frames < 2:
+            raise ValueError(f"{prefix}clip_frames must be at least 2 when clips are used, got {self.clip_frames}")
+        mix = (self.single_weight, self.clip_weight, self.folder_weight, self.images_weight, self.video_weight)
+        if min(mix) < 0 or sum(mix) <= 0:
+            names = ", ".join(f"{prefix}{k}_weight" for k in ("single", "clip", "folder", "images", "video"))
+            raise ValueError(f"{names} must be >= 0 with a positive sum")
+        for source, what in (
+            ("folder", "a 300W-LP-layout folder"),
+            ("images", "a folder of photos"),
+            ("video", "a video file or a folder of frames"),
+        ):
+            if getattr(self, f"{source}_weight") > 0 and not getattr(self, source):
+                raise ValueError(f"{prefix}{source}_weight > 0 needs {prefix}{source} ({what})")
+        if not 0 <= self.augment <= 1:
+            raise ValueError(f"{prefix}augment must be in [0, 1], got {self.augment}")
+        if self.video_stride < 1:
+            raise ValueError(f"{prefix}video_stride must be >= 1, got {self.video_stride}")
+        if not self.crop_scale > 0:
+            raise ValueError(f"{prefix}crop_scale must be positive, got {self.crop_scale}")
+        self.synthetic.validate(prefix + "synthetic.")
 
 
 @dataclass
@@ -168,56 +213,13 @@ class TrainConfig:
             "steps": self.steps,
             "batch_size": self.batch_size,
             "lr": self.lr,
-            "data.size": self.data.size,
-            "data.clip_frames": self.data.clip_frames,
             "log_every": self.log_every,
             "checkpoint_every": self.checkpoint_every,
         }
         for key, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{key} must be positive, got {value!r}")
-        if self.data.fixed_batches < 0:
-            raise ValueError(f"data.fixed_batches must be >= 0, got {self.data.fixed_batches}")
-        if self.data.size < 32:
-            raise ValueError(f"data.size must be at least 32 px, got {self.data.size}")
-        if self.data.clip_weight > 0 and self.data.clip_frames < 2:
-            raise ValueError(f"data.clip_frames must be at least 2 when clips are used, got {self.data.clip_frames}")
-        d = self.data
-        mix = (d.single_weight, d.clip_weight, d.folder_weight, d.images_weight, d.video_weight)
-        if min(mix) < 0 or sum(mix) <= 0:
-            raise ValueError(
-                "data.single_weight, data.clip_weight, data.folder_weight, data.images_weight and "
-                "data.video_weight must be >= 0 with a positive sum"
-            )
-        for source, weight, what in (
-            ("folder", d.folder_weight, "a 300W-LP-layout folder"),
-            ("images", d.images_weight, "a folder of photos"),
-            ("video", d.video_weight, "a video file or a folder of frames"),
-        ):
-            if weight > 0 and not getattr(d, source):
-                raise ValueError(f"data.{source}_weight > 0 needs data.{source} ({what})")
-        if d.video_weight > 0 and d.clip_frames < 2:
-            raise ValueError(f"data.clip_frames must be at least 2 when video clips are used, got {d.clip_frames}")
-        if not 0 <= d.augment <= 1:
-            raise ValueError(f"data.augment must be in [0, 1], got {d.augment}")
-        if d.framing not in ("model", "landmarks"):
-            raise ValueError(f"data.framing must be 'model' or 'landmarks', got {d.framing!r}")
-        if not 0 <= d.head_prob <= 1:
-            raise ValueError(f"data.head_prob must be in [0, 1], got {d.head_prob}")
-        if not 0 <= d.hair_prob <= 1:
-            raise ValueError(f"data.hair_prob must be in [0, 1], got {d.hair_prob}")
-        if not 0 <= d.neck_prob <= 1:
-            raise ValueError(f"data.neck_prob must be in [0, 1], got {d.neck_prob}")
-        if not d.albedo_std >= 0:
-            raise ValueError(f"data.albedo_std must be >= 0 (1 = the model's own range), got {d.albedo_std}")
-        if not d.light_contrast > 0:
-            raise ValueError(f"data.light_contrast must be > 0 (1 = the default soft light), got {d.light_contrast}")
-        if not 0 <= d.background_prob <= 1:
-            raise ValueError(f"data.background_prob must be in [0, 1], got {d.background_prob}")
-        if d.video_stride < 1:
-            raise ValueError(f"data.video_stride must be >= 1, got {d.video_stride}")
-        if not self.data.crop_scale > 0:
-            raise ValueError(f"data.crop_scale must be positive, got {self.data.crop_scale}")
+        self.data.validate("data.")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -226,13 +228,57 @@ class TrainConfig:
             if getattr(self.loss, f.name) < 0:
                 raise ValueError(f"loss.{f.name} must be >= 0, got {getattr(self.loss, f.name)}")
 
+    def __post_init__(self):
+        if self.data.synthetic.face_fraction != self.net.face_fraction:
+            synthetic = replace(self.data.synthetic, face_fraction=self.net.face_fraction)
+            self.data = replace(self.data, synthetic=synthetic)
+
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        """The config as a nested dict of JSON types, without the derived keys."""
+        values = json.loads(json.dumps(asdict(self)))
+        for name in DERIVED_KEYS:
+            *path, leaf = name.split(".")
+            node = values
+            for part in path:
+                node = node[part]
+            del node[leaf]
+        return values
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
-        """A config from a (possibly partial, nested) dict; unknown keys raise ValueError."""
+        """A config from a (possibly partial, nested) dict; unknown, moved or removed keys raise ValueError."""
         return _from_dict(cls(), values, "")
+
+    @classmethod
+    def from_stored(cls, values: Dict[str, Any]) -> "TrainConfig":
+        """The config a checkpoint stores, also in the layout of older versions.
+
+        Moved keys are read from their old place; a removed key is accepted when it
+        holds the value whose behaviour is kept, and refused otherwise (the run
+        cannot continue as configured).
+        """
+        values = json.loads(json.dumps(values))
+        data = values.get("data")
+        if isinstance(data, dict):
+            for old, new in MOVED_KEYS.items():
+                key = old.split(".", 1)[1]
+                if key in data:
+                    node = values
+                    *path, leaf = new.split(".")
+                    for part in path:
+                        node = node.setdefault(part, {})
+                    node[leaf] = data.pop(key)
+            for old, (kept, why) in REMOVED_KEYS.items():
+                key = old.split(".", 1)[1]
+                if key in data and data.pop(key) != kept:
+                    raise ValueError(
+                        f"this run used {old}, which no longer exists ({why}); start a new run from its "
+                        "network with --init instead of resuming it"
+                    )
+            synthetic = data.get("synthetic")
+            if isinstance(synthetic, dict) and synthetic.get("framing") == "model":
+                synthetic["framing"] = "face_width"
+        return cls.from_dict(values)
 
     @classmethod
     def from_json(cls, path) -> "TrainConfig":
@@ -250,6 +296,14 @@ class TrainConfig:
 
 def _parse(text: str, like: Any, key: str) -> Any:
     """Converts an override's text to the type of the field's current value."""
+    if isinstance(like, tuple):
+        try:
+            parsed = tuple(float(part) for part in text.split(","))
+        except ValueError:
+            parsed = ()
+        if len(parsed) != len(like):
+            raise ValueError(f"{key} must be {len(like)} comma-separated numbers, got {text!r}")
+        return parsed
     if isinstance(like, bool):
         lowered = text.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -272,6 +326,9 @@ def _from_dict(base, values: Dict[str, Any], prefix: str):
     changes = {}
     for key, value in values.items():
         name = prefix + key
+        problem = key_problem(name)
+        if problem:
+            raise ValueError(problem)
         if key not in known:
             raise ValueError(f"unknown config key {name!r} (known: {', '.join(sorted(known))})")
         current = getattr(base, key)
@@ -293,18 +350,28 @@ def _from_dict(base, values: Dict[str, Any], prefix: str):
             changes[key] = type(current)(value)
         elif isinstance(current, str) and not isinstance(value, str):
             raise ValueError(f"config key {name!r} must be a string, got {value!r}")
+        elif isinstance(current, tuple):
+            numbers = isinstance(value, (list, tuple)) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+            )
+            if not numbers or len(value) != len(current):
+                raise ValueError(f"config key {name!r} must be a list of {len(current)} numbers, got {value!r}")
+            changes[key] = tuple(float(v) for v in value)
         else:
             changes[key] = value
     return replace(base, **changes)
 
 
 def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
-    """Applies ``key=value`` strings (``section.key=value`` for net / data / loss) to a config."""
+    """Applies ``key=value`` strings (``section.key=value`` for net / data / data.synthetic / loss) to a config."""
     values: Dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key=value (e.g. lr=3e-4 or net.backbone=mobilenetv2)")
         key, text = item.split("=", 1)
+        problem = key_problem(key.strip())
+        if problem:
+            raise ValueError(problem)
         parts = key.strip().split(".")
         target, node, where = values, config, ""
         for part in parts[:-1]:

@@ -94,7 +94,7 @@ class Trainer:
             if not self.checkpoint_path.is_file():
                 raise FileNotFoundError(f"--resume: no checkpoint at {self.checkpoint_path}")
             payload = read_checkpoint(self.checkpoint_path)
-            saved = TrainConfig.from_dict(payload["train_config"])
+            saved = TrainConfig.from_stored(payload["train_config"])
             config = TrainConfig.from_dict(
                 {
                     **saved.to_dict(),
