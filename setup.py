@@ -134,10 +134,12 @@ def make_extension():
 
 
 def runtime_requirements():
-    """The wheel pins the torch it was compiled against: a different torch cannot load _C."""
+    """What the ops need; the wheel pins the torch it was compiled against (a different torch cannot load _C).
+
+    The application layers' dependencies are the [app] extra in pyproject.toml.
+    """
     base = torch.__version__.split("+")[0]
-    # OpenCV < 5: the 5.x wheels no longer ship the Haar face cascade `pgnface reconstruct` uses.
-    return [f"torch=={base}", "numpy>=1.24", "scipy>=1.10", "tqdm>=4.60", "opencv-python-headless>=4.8,<5"]
+    return [f"torch=={base}", "numpy>=1.24"]
 
 
 setup(

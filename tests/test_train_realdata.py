@@ -198,14 +198,15 @@ def test_init_starts_from_a_checkpoint_with_its_architecture(tmp_path):
 
 
 def test_probe_reports_losses_and_overlays_before_and_after(tmp_path):
-    from pgnface.train import probe
+    from pgnface.cli import main
 
     images, video = _shared("images"), _shared("video")
     train(apply_overrides(TrainConfig(), TINY + ["steps=1"]), tmp_path / "a", progress=False)
     ckpt = str(tmp_path / "a" / "model.pt")
     out = tmp_path / "probe"
-    rc = probe.main(
+    rc = main(
         [
+            "probe",
             "--checkpoint",
             ckpt,
             "--checkpoint",
@@ -233,7 +234,7 @@ def test_probe_reports_losses_and_overlays_before_and_after(tmp_path):
     assert {"geometric", "photometric_cross", "identity"} <= set(terms["video"])
     picture = cv2.imread(str(out / "probe.jpg"))
     assert picture.shape == (64 * 3 * 2, 64 * 2, 3)  # per source: the crops, then one row per checkpoint
-    assert probe.main(["--checkpoint", str(tmp_path / "missing.pt"), "--images", str(images)]) == 2
+    assert main(["probe", "--checkpoint", str(tmp_path / "missing.pt"), "--images", str(images)]) == 2
 
 
 def test_tensorboard_logging(tmp_path):

@@ -12,7 +12,6 @@ each: the PGN-pose vs regressed-pose comparison.
 """
 
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -200,55 +199,3 @@ def format_metrics(metrics: dict) -> str:
                 f"{m['roll_error']:>8.2f}  {m['rotation_error']:>6.2f}"
             )
     return "\n".join(lines)
-
-
-def _run(args) -> int:
-    if args.frames < 1:
-        print(f"pgnface demo: --frames must be at least 1, got {args.frames}", file=sys.stderr)
-        return 2
-    checkpoint = args.checkpoint or REFERENCE_CHECKPOINT
-    compare = [] if args.no_compare else (args.compare if args.compare else default_comparisons(checkpoint))
-
-    def skipped(path, err):
-        print(f"pgnface demo: --compare {path}: {err}", file=sys.stderr)
-
-    try:
-        metrics = run_demo(args.output, args.checkpoint, args.frames, args.seed, args.device, compare, skipped)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"pgnface demo: --checkpoint {checkpoint}: {err}", file=sys.stderr)
-        return 2
-    print(
-        f"pgnface demo: a synthetic clip of {args.frames} frames of one random person (built-in model), "
-        f"reconstructed with {metrics['checkpoint']} ({metrics['pose_mode']} pose)"
-    )
-    print(format_metrics(metrics))
-    print(f"wrote OBJ meshes, overlays, contact_sheet.png and metrics.json to {args.output}")
-    return 0
-
-
-def add_demo_parser(subparsers) -> None:
-    demo = subparsers.add_parser(
-        "demo",
-        help="reconstruct a synthetic clip and score it (runs with nothing downloaded)",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
-    )
-    demo.add_argument("-o", "--output", default="demo", help="output folder (default ./demo)")
-    demo.add_argument(
-        "--checkpoint",
-        default=None,
-        help=f"network to use (default: the bundled reference, {REFERENCE_CHECKPOINT.name})",
-    )
-    demo.add_argument(
-        "--compare",
-        action="append",
-        default=None,
-        metavar="CKPT",
-        help="another network scored on the same clip (e.g. a regressed-pose one), one more row "
-        "of the comparison table (NME, yaw/pitch/roll errors) labelled with its pose mode "
-        "and name; repeatable (default: every pgnface/assets/pgn_ablation_*.pt)",
-    )
-    demo.add_argument("--no-compare", action="store_true", help="no comparison rows, not even the bundled ones")
-    demo.add_argument("--frames", type=int, default=8, help="frames in the clip (default 8)")
-    demo.add_argument("--seed", type=int, default=0, help="which random person (default 0)")
-    demo.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    demo.set_defaults(run=_run)

@@ -1,36 +1,31 @@
-"""`pgnface eval ...` subcommands (registered by pgnface.cli)."""
+"""`pgnface eval`: the evaluation protocols (aflw2000, dense, synthetic), one sub-command each."""
 
-import sys
 from pathlib import Path
 
-import numpy as np
+from pgnface.cli.errors import UsageError, input_errors, report
 
 
 def _eval_aflw2000(args) -> int:
+    import cv2
+    import numpy as np
+
     from pgnface.eval.aflw2000 import evaluate, load_aflw2000
     from pgnface.eval.plots import error_distribution_png, landmark_sheet
     from pgnface.eval.predictors import CheckpointPredictor, MeanShapePredictor
+    from pgnface.morphable import MorphableModel
 
-    try:
+    if args.flip and not args.checkpoint:
+        raise UsageError("--flip needs --checkpoint (the mean-shape baseline has nothing to average)")
+    with input_errors(kinds=(ValueError, OSError)):
         reannotated = np.load(args.reannotated) if args.reannotated else None
         samples = load_aflw2000(args.folder, reannotated=reannotated)
-    except (FileNotFoundError, ValueError, OSError) as err:
-        print(f"pgnface eval aflw2000: {err}", file=sys.stderr)
-        return 2
-    try:
+    with input_errors():
         if args.checkpoint:
-            from pgnface.morphable import MorphableModel
-
             morphable = MorphableModel.load(args.morphable) if args.morphable else None
             predictor = CheckpointPredictor(args.checkpoint, morphable, args.size, args.device, flip=args.flip)
             label = f"checkpoint {args.checkpoint}" + (" with flip averaging" if args.flip else "")
         else:
-            if args.flip:
-                raise ValueError("--flip needs --checkpoint (the mean-shape baseline has nothing to average)")
             predictor, label = MeanShapePredictor(input_size=args.size or 120), "mean-shape baseline"
-    except (FileNotFoundError, ValueError) as err:
-        print(f"pgnface eval aflw2000: {err}", file=sys.stderr)
-        return 2
     result = evaluate(predictor, samples)
     print(f"AFLW2000-3D protocol, {len(samples)} images, predictor: {label}")
     print(result.format_table())
@@ -39,8 +34,6 @@ def _eval_aflw2000(args) -> int:
     result.write_csv(out / "per_image.csv")
     by_bin = {label: [r["nme2d"] for r in rows] for label, rows in result.by_bin().items()}
     error_distribution_png(by_bin, out / "nme.png", title=f"AFLW2000-3D 2D NME, {label}")
-    import cv2
-
     cv2.imwrite(str(out / "landmarks.jpg"), landmark_sheet(samples, result), [cv2.IMWRITE_JPEG_QUALITY, 90])
     print(
         f"wrote {out / 'per_image.csv'}, {out / 'nme.png'} and {out / 'landmarks.jpg'} "
@@ -66,6 +59,8 @@ def _mesh_pairs(pred, gt):
 
 def _landmarks(path):
     """[L, 3] landmarks stored next to a mesh in an .npz ('landmarks'), or None."""
+    import numpy as np
+
     if Path(path).suffix.lower() != ".npz":
         return None
     with np.load(path) as data:
@@ -75,15 +70,14 @@ def _landmarks(path):
 def _eval_dense(args) -> int:
     import csv
 
+    import numpy as np
+
     from pgnface.eval.dense import dense_errors
     from pgnface.io.meshes import read_mesh
 
-    try:
+    with input_errors():
         pairs = _mesh_pairs(args.pred, args.gt)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"pgnface eval dense: {err}", file=sys.stderr)
-        return 2
-    rows, failures = [], 0
+    rows, failures = [], []
     for name, pred_path, gt_path in pairs:
         try:
             pv, pt = read_mesh(pred_path)
@@ -96,16 +90,14 @@ def _eval_dense(args) -> int:
                 pv, pt, gv, pred_landmarks=pl, gt_landmarks=gl, crop_radius=args.crop_radius, nose_tip=tip
             )
         except (ValueError, FileNotFoundError) as err:
-            print(f"pgnface eval dense: {name}: {err}", file=sys.stderr)
-            failures += 1
+            failures.append(f"{name}: {err}")
             continue
         rows.append({"name": name, **result.as_dict()})
         print(
             f"{name}: RMSE {result.rmse:.4f}  mean {result.mean:.4f}  median {result.median:.4f} "
             f"({result.points} points, {result.iterations} ICP iterations)"
         )
-    if not rows:
-        return 2
+    _report_failures("eval dense", failures, rows, "mesh pairs")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "dense.csv", "w", newline="") as f:
@@ -116,22 +108,33 @@ def _eval_dense(args) -> int:
         f"{len(rows)} meshes: mean RMSE {np.mean([r['rmse'] for r in rows]):.4f}, "
         f"mean distance {np.mean([r['mean'] for r in rows]):.4f}, "
         f"median distance {np.median([r['median'] for r in rows]):.4f}; wrote {out / 'dense.csv'}"
-        + (f"; {failures} failed" if failures else "")
+        + (f"; {len(failures)} failed" if failures else "")
     )
     return 0
 
 
-def _synthetic_options_error(args):
-    """The first invalid option of `eval synthetic`, as one line, or None."""
+def _report_failures(command: str, failures: list, done: list, what: str) -> None:
+    """Reports the inputs that failed: one line each, or one UsageError when none succeeded."""
+    if not done:
+        raise UsageError(
+            failures[0]
+            if len(failures) == 1
+            else f"none of the {len(failures)} {what} could be used: " + "; ".join(failures)
+        )
+    for failure in failures:
+        report(command, failure)
+
+
+def _check_synthetic_options(args) -> None:
+    """Raises UsageError for the first invalid option of `eval synthetic`."""
     if args.num < 1:
-        return f"-n must be at least 1, got {args.num}"
+        raise UsageError(f"-n must be at least 1, got {args.num}")
     if args.size is not None and args.size < 32:
-        return f"--size must be at least 32 pixels, got {args.size}"
+        raise UsageError(f"--size must be at least 32 pixels, got {args.size}")
     if not 0 < args.yaw_max <= 90:
-        return f"--yaw-max must be in (0, 90] degrees, got {args.yaw_max}"
+        raise UsageError(f"--yaw-max must be in (0, 90] degrees, got {args.yaw_max}")
     if args.batch_size < 1:
-        return f"--batch-size must be at least 1, got {args.batch_size}"
-    return None
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
 
 
 def _eval_synthetic(args) -> int:
@@ -151,18 +154,17 @@ def _eval_synthetic(args) -> int:
     from pgnface.nn import REFERENCE_CHECKPOINT, load_network
     from pgnface.nn.checkpoint import network_name
 
-    problem = _synthetic_options_error(args)
-    if problem:
-        print(f"pgnface eval synthetic: {problem}", file=sys.stderr)
-        return 2
+    _check_synthetic_options(args)
     checkpoints = args.checkpoint or [str(REFERENCE_CHECKPOINT)]
-    test_sets, rows, networks = {}, [], []
+    loaded, failures = [], []
     for path in checkpoints:
         try:
-            net, payload = load_network(path, map_location=args.device)
+            loaded.append((path, *load_network(path, map_location=args.device)))
         except (FileNotFoundError, ValueError) as err:
-            print(f"pgnface eval synthetic: --checkpoint {path}: {err}", file=sys.stderr)
-            continue
+            failures.append(f"--checkpoint {path}: {err}")
+    _report_failures("eval synthetic", failures, loaded, "checkpoints")
+    test_sets, rows, networks = {}, [], []
+    for path, net, payload in loaded:
         size = int(args.size or payload.get("input_size") or 120)
         if size not in test_sets:
             test_sets[size] = synthetic_test_set(args.num, size, args.seed, args.yaw_max)
@@ -177,8 +179,6 @@ def _eval_synthetic(args) -> int:
         info = dict(name=name, checkpoint=str(path), pose_mode=net.config.pose_mode, input_size=size)
         rows.append(summary_row(result, METRICS, **info))
         networks.append({**info, "table": result.table(METRICS), "per_image": result.per_image})
-    if not rows:
-        return 2
     print(
         f"held-out synthetic test set: {args.num} faces of the built-in model (seed {args.seed}, "
         f"|yaw| <= {args.yaw_max:g}), AFLW2000-3D protocol"
@@ -201,11 +201,20 @@ def _eval_synthetic(args) -> int:
     return 0
 
 
-def add_eval_parser(subparsers) -> None:
-    """Adds `eval` (with its protocols as sub-subcommands) to the pgnface CLI."""
+PROTOCOLS = {"aflw2000": _eval_aflw2000, "dense": _eval_dense, "synthetic": _eval_synthetic}
+
+
+def run(args) -> int:
+    """Runs the protocol args.protocol."""
+    return PROTOCOLS[args.protocol](args)
+
+
+def add_parser(subparsers) -> None:
+    """Adds `eval` (with its protocols as sub-commands) to the pgnface command line."""
     evaluate = subparsers.add_parser(
         "eval", help="evaluation protocols", description="Evaluation protocols of the field."
     )
+    evaluate.set_defaults(run=run)
     protocols = evaluate.add_subparsers(dest="protocol", required=True)
     aflw = protocols.add_parser(
         "aflw2000",
@@ -244,7 +253,6 @@ def add_eval_parser(subparsers) -> None:
         default=None,
         help="3DDFA's pts68_reannotated.npy: use the re-annotated 2D landmarks (needs index.csv)",
     )
-    aflw.set_defaults(run=_eval_aflw2000)
     dense = protocols.add_parser(
         "dense",
         help="dense mesh-to-scan errors (Florence / NoW style)",
@@ -262,7 +270,6 @@ def add_eval_parser(subparsers) -> None:
         help="keep ground-truth points within this distance of its nose tip (landmark 31); "
         "the Florence protocol uses 95 (mm)",
     )
-    dense.set_defaults(run=_eval_dense)
     synthetic = protocols.add_parser(
         "synthetic",
         help="a held-out synthetic test set: landmark NME by yaw bin, pose and dense errors",
@@ -310,4 +317,3 @@ def add_eval_parser(subparsers) -> None:
     synthetic.add_argument("-o", "--output", default="eval_synthetic", help="output folder (default ./eval_synthetic)")
     synthetic.add_argument("--batch-size", type=int, default=16, help="crops per network call (default 16)")
     synthetic.add_argument("--device", default="cpu", help="torch device for the networks (default cpu)")
-    synthetic.set_defaults(run=_eval_synthetic)

@@ -1,17 +1,18 @@
-"""`pgnface export-onnx` (registered by pgnface.cli)."""
+"""`pgnface export-onnx`: the network (CNN and heads) as one ONNX file, checked against PyTorch."""
 
 import logging
-import sys
 from pathlib import Path
 
-import numpy as np
-import torch
+from pgnface.cli.errors import UsageError, input_errors, report
 
 TOLERANCE = 1e-3  # max |ONNX - PyTorch| per output, relative to max(1, |PyTorch|)
 
 
 def compare_with_torch(net, path, size: int, batch: int = 3, seed: int = 0):
     """{output: max |onnxruntime - PyTorch| / max(1, max |PyTorch|)} on random crops [batch, 3, S, S]."""
+    import numpy as np
+    import torch
+
     from pgnface.apps.export.graph import ExportableHeads, run_onnx
 
     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
@@ -25,45 +26,29 @@ def compare_with_torch(net, path, size: int, batch: int = 3, seed: int = 0):
     }
 
 
-def _run(args) -> int:
+def run(args) -> int:
+    """Exports args.checkpoint; exit code 1 when onnxruntime disagrees with PyTorch."""
+    import onnx  # noqa: F401  (the exporter needs onnx and onnxscript: a missing one names the [app] extra)
+    import onnxscript  # noqa: F401
+
+    from pgnface.apps.export.graph import export_onnx
     from pgnface.nn import REFERENCE_CHECKPOINT, load_network
     from pgnface.nn.checkpoint import network_name
 
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as err:
-        print(
-            f"pgnface export-onnx: needs onnx and onnxscript ({err.name} is missing): "
-            "pip install onnx onnxscript onnxruntime",
-            file=sys.stderr,
-        )
-        return 2
     if args.opset < 18:
-        print(
-            f"pgnface export-onnx: --opset must be at least 18 (the torch.export-based exporter), got {args.opset}",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError(f"--opset must be at least 18 (the torch.export-based exporter), got {args.opset}")
     if args.size is not None and args.size < 32:
-        print(f"pgnface export-onnx: --size must be at least 32 pixels, got {args.size}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--size must be at least 32 pixels, got {args.size}")
     checkpoint = args.checkpoint or str(REFERENCE_CHECKPOINT)
-    try:
+    with input_errors(f"--checkpoint {checkpoint}"):
         net, payload = load_network(checkpoint)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"pgnface export-onnx: --checkpoint {checkpoint}: {err}", file=sys.stderr)
-        return 2
     size = int(args.size or payload.get("input_size") or 120)
     output = Path(args.output or f"{network_name(checkpoint)}.onnx")
-    from pgnface.apps.export.graph import export_onnx
-
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
     try:
         metadata = export_onnx(net, output, size, opset=args.opset)
     except Exception as err:  # the exporter raises many types; say which step failed
-        print(f"pgnface export-onnx: exporting {checkpoint} failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(f"exporting {checkpoint} failed: {type(err).__name__}: {err}") from err
     print(
         f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB, opset {args.opset}): "
         f"images [B, 3, {size}, {size}] RGB in [0, 1] -> {metadata['outputs'].replace(',', ', ')} "
@@ -85,22 +70,21 @@ def _run(args) -> int:
     try:
         errors = compare_with_torch(net, output, size)
     except Exception as err:  # onnxruntime raises its own types for graphs it cannot load or run
-        print(f"pgnface export-onnx: onnxruntime cannot run {output}: {err}", file=sys.stderr)
+        report("export-onnx", f"onnxruntime cannot run {output}: {err}")
         return 1
     worst = max(errors, key=errors.get)
     print(f"onnxruntime vs PyTorch on 3 random crops: largest relative difference {errors[worst]:.1e} ({worst})")
     if errors[worst] > TOLERANCE:
-        print(
-            f"pgnface export-onnx: {output} differs from the PyTorch network by more than {TOLERANCE:g} "
-            f"({worst}); do not use it",
-            file=sys.stderr,
+        report(
+            "export-onnx",
+            f"{output} differs from the PyTorch network by more than {TOLERANCE:g} ({worst}); do not use it",
         )
         return 1
     return 0
 
 
-def add_export_parser(subparsers) -> None:
-    """Adds `export-onnx` to the pgnface CLI."""
+def add_parser(subparsers) -> None:
+    """Adds `export-onnx` to the pgnface command line."""
     exp = subparsers.add_parser(
         "export-onnx",
         help="export the network (CNN + heads) to ONNX",
@@ -117,8 +101,7 @@ def add_export_parser(subparsers) -> None:
         "--checkpoint",
         default=None,
         metavar="CKPT",
-        help="network to export (pgnface train's model.pt; default: the bundled reference "
-        "pgnface/assets/pgn_reference.pt)",
+        help="network to export (pgnface train's model.pt; default: the bundled reference network)",
     )
     exp.add_argument(
         "-o",
@@ -136,4 +119,4 @@ def add_export_parser(subparsers) -> None:
         help="crop size S of the graph (default: the size the network was trained at)",
     )
     exp.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch comparison")
-    exp.set_defaults(run=_run)
+    exp.set_defaults(run=run)

@@ -1,10 +1,9 @@
-"""`pgnface reconstruct` (registered by pgnface.cli)."""
+"""`pgnface reconstruct`: 3D faces from images, a folder, a video or a folder of frames."""
 
 import json
-import sys
 from pathlib import Path
 
-import cv2
+from pgnface.cli.errors import UsageError, input_errors, report
 
 
 def _inputs(path: Path, mode: str):
@@ -35,6 +34,7 @@ def _inputs(path: Path, mode: str):
 
 def _run_images(recon, files, boxes, out, report) -> int:
     """Every face of every image; returns the number of faces written."""
+    import cv2
     from tqdm import tqdm
 
     from pgnface.apps.pipeline import write_face
@@ -60,6 +60,8 @@ def _run_images(recon, files, boxes, out, report) -> int:
 
 def _run_clip(recon, kind, items, boxes, out, fps, report) -> int:
     """A video file or a frame folder: the largest face per frame, one shared identity; faces written."""
+    import cv2
+
     from pgnface.apps.clip import reconstruct_clip, shared_identity, write_clip
     from pgnface.io.video import folder_frames, video_frames
 
@@ -85,59 +87,45 @@ def _run_clip(recon, kind, items, boxes, out, fps, report) -> int:
     return write_clip(recon, frames(), results, identity, out, name, fps or 25.0)
 
 
-def _run(args) -> int:
+def run(args) -> int:
+    """Reconstructs every input; exit code 0 when at least one face was written, else 1."""
     from pgnface.apps.pipeline import ReconstructionPipeline
     from pgnface.morphable import MorphableModel
+    from pgnface.nn.checkpoint import REFERENCE_CHECKPOINT
 
     if args.fps is not None and not args.fps > 0:
-        print(f"pgnface reconstruct: --fps must be positive, got {args.fps}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--fps must be positive, got {args.fps}")
     mode = "video" if args.video else "images" if args.images else "auto"
-    try:
+    with input_errors():
         kind, items = _inputs(Path(args.input), mode)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"pgnface reconstruct: {err}", file=sys.stderr)
-        return 2
-    try:
+    with input_errors(f"--boxes {args.boxes}", kinds=(OSError, ValueError)):
         boxes = json.loads(Path(args.boxes).read_text()) if args.boxes else {}
-    except (OSError, ValueError) as err:
-        print(f"pgnface reconstruct: --boxes {args.boxes}: {err}", file=sys.stderr)
-        return 2
-    try:
+    with input_errors(f"--morphable {args.morphable}"):
         morphable = MorphableModel.load(args.morphable) if args.morphable else None
-    except (FileNotFoundError, ValueError) as err:
-        print(f"pgnface reconstruct: --morphable {args.morphable}: {err}", file=sys.stderr)
-        return 2
-    try:
-        recon = ReconstructionPipeline(args.checkpoint, morphable, device=args.device)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"pgnface reconstruct: --checkpoint {args.checkpoint}: {err}", file=sys.stderr)
-        return 2
+    checkpoint = args.checkpoint or REFERENCE_CHECKPOINT
+    with input_errors(f"--checkpoint {checkpoint}"):
+        recon = ReconstructionPipeline(checkpoint, morphable, device=args.device)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     problems = []
 
-    def report(line):
+    def problem(line):
         problems.append(line)
-        print(f"pgnface reconstruct: {line}", file=sys.stderr)
+        report("reconstruct", line)
 
-    try:
+    with input_errors():  # a video that cannot be opened
         if kind == "images":
-            written = _run_images(recon, items, boxes, out, report)
+            written = _run_images(recon, items, boxes, out, problem)
         else:
-            written = _run_clip(recon, kind, items, boxes, out, args.fps, report)
-    except ValueError as err:  # a video that cannot be opened
-        print(f"pgnface reconstruct: {err}", file=sys.stderr)
-        return 2
+            written = _run_clip(recon, kind, items, boxes, out, args.fps, problem)
     print(
         f"reconstructed {written} face(s) into {out}" + (f"; {len(problems)} input(s) had problems" if problems else "")
     )
     return 0 if written else 1
 
 
-def add_reconstruct_parser(subparsers) -> None:
-    from pgnface.nn.checkpoint import REFERENCE_CHECKPOINT
-
+def add_parser(subparsers) -> None:
+    """Adds `reconstruct` to the pgnface command line."""
     rec = subparsers.add_parser(
         "reconstruct",
         help="reconstruct the faces in images, a folder, a video or a folder of frames",
@@ -154,9 +142,8 @@ def add_reconstruct_parser(subparsers) -> None:
     rec.add_argument("-o", "--output", default="reconstruction", help="output folder (default ./reconstruction)")
     rec.add_argument(
         "--checkpoint",
-        default=str(REFERENCE_CHECKPOINT),
-        help="trained network (pgnface train's model.pt; default: the bundled reference "
-        f"pgnface/assets/{REFERENCE_CHECKPOINT.name})",
+        default=None,
+        help="trained network (pgnface train's model.pt; default: the bundled reference network)",
     )
     rec.add_argument(
         "--morphable", default=None, help="the 3DMM file the checkpoint was trained with (default built-in)"
@@ -186,4 +173,4 @@ def add_reconstruct_parser(subparsers) -> None:
         help="frame rate of the overlay video (default: the video's own, 25 for a folder of frames)",
     )
     rec.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    rec.set_defaults(run=_run)
+    rec.set_defaults(run=run)

@@ -1,7 +1,6 @@
 """Before/after report of fine-tuning on real data: loss terms on fixed real batches, and overlays.
 
-    python -m pgnface.train.probe --checkpoint before.pt --checkpoint after.pt \\
-        --images photos/ --video frames/ -o report/
+    pgnface probe --checkpoint before.pt --checkpoint after.pt --images photos/ --video frames/ -o report/
 
 For each checkpoint it evaluates every loss term of the training objective
 on the same fixed batches of unlabelled photo faces and video clips (fixed
@@ -10,9 +9,7 @@ probe.jpg: the real crops, then per checkpoint its rendered reconstruction
 (albedo and lighting) composited over each crop with its landmarks.
 """
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -87,62 +84,71 @@ def overlay_strip(net, crops: torch.Tensor) -> np.ndarray:
     return np.concatenate(tiles, 1)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pgnface.train.probe", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--checkpoint",
-        action="append",
-        required=True,
-        help="a network (model.pt); repeat to compare, e.g. before and after fine-tuning",
-    )
-    parser.add_argument("--images", default="", help="folder of photos (faces found by OpenCV's cascade)")
-    parser.add_argument("--video", default="", help="video file or folder of frames of one person")
-    parser.add_argument("--batches", type=int, default=4, help="batches per source (default 4)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
-    parser.add_argument("--frames", type=int, default=4, help="frames per video clip (default 4)")
-    parser.add_argument("--show", type=int, default=8, help="crops drawn in probe.jpg per source (default 8)")
-    parser.add_argument("-o", "--out", default="probe", help="output folder (default ./probe)")
-    args = parser.parse_args(argv)
+def run_probe(
+    checkpoints: Sequence,
+    out_dir,
+    images="",
+    video="",
+    batches: int = 4,
+    batch_size: int = 16,
+    frames: int = 4,
+    show: int = 8,
+) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """Scores every checkpoint on the same fixed real batches; writes probe.json and probe.jpg.
+
+    Args:
+        checkpoints: networks (model.pt files), e.g. before and after fine-tuning.
+        out_dir: output folder.
+        images, video: a folder of photos and / or a video (file or frame folder) of one person.
+        batches: fixed batches per source; batch_size: crops per batch; frames: frames per video clip.
+        show: crops per source drawn in probe.jpg.
+
+    Returns:
+        {checkpoint: {batch kind: {loss term: mean value}}}, as written to probe.json.
+
+    Raises:
+        FileNotFoundError, ValueError: a checkpoint or source cannot be read, no source is
+            given, or the checkpoints were trained at different input sizes.
+    """
+    for name, value in (("batches", batches), ("batch_size", batch_size), ("frames", frames)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
     nets, sizes = [], set()
-    for path in args.checkpoint:
+    for path in checkpoints:
         try:
             net, payload = load_network(path)
         except (FileNotFoundError, ValueError) as err:
-            print(f"error: --checkpoint {path}: {err}", file=sys.stderr)
-            return 2
+            raise type(err)(f"--checkpoint {path}: {err}") from err
         nets.append(net)
         sizes.add(int(payload.get("input_size", 120)))
     if len(sizes) != 1:
-        print(f"error: the checkpoints were trained at different input sizes {sorted(sizes)}", file=sys.stderr)
-        return 2
-    size = sizes.pop()
-    try:
-        batches = fixed_batches(args.images, args.video, int(size), args.batches, args.batch_size, args.frames)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    report = {path: probe_losses(net, batches) for path, net in zip(args.checkpoint, nets)}
-    out = Path(args.out)
+        raise ValueError(f"the checkpoints were trained at different input sizes {sorted(sizes)}")
+    real = fixed_batches(images, video, sizes.pop(), batches, batch_size, frames)
+    report = {str(path): probe_losses(net, real) for path, net in zip(checkpoints, nets)}
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
-    for kind in sorted({k for r in report.values() for k in r}):
-        keys = sorted({t for r in report.values() for t in r.get(kind, {})} - {"total"}) + ["total"]
-        print(f"\n{kind}: loss terms on {args.batches} fixed batches")
-        print(f"{'term':<22}" + "".join(f"{Path(p).parent.name or Path(p).stem:>16}" for p in report))
-        for key in keys:
-            print(f"{key:<22}" + "".join(f"{report[p].get(kind, {}).get(key, float('nan')):>16.4f}" for p in report))
     shown = {}
-    for batch in batches:
-        shown.setdefault(batch["kind"], batch["image"][: args.show])
+    for batch in real:
+        shown.setdefault(batch["kind"], batch["image"][:show])
     rows = []
     for crops in shown.values():
-        real = (crops.permute(0, 2, 3, 1).numpy()[..., ::-1] * 255 + 0.5).astype(np.uint8)
-        rows.append(np.concatenate(list(real), 1))
+        crops_bgr = (crops.permute(0, 2, 3, 1).numpy()[..., ::-1] * 255 + 0.5).astype(np.uint8)
+        rows.append(np.concatenate(list(crops_bgr), 1))
         rows += [overlay_strip(net, crops) for net in nets]
     cv2.imwrite(str(out / "probe.jpg"), np.concatenate(rows, 0), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    print(f"\nwrote {out / 'probe.json'} and {out / 'probe.jpg'} (rows: real crops, then each checkpoint's render)")
-    return 0
+    return report
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def format_report(report: Dict[str, Dict[str, Dict[str, float]]], batches: int) -> str:
+    """One table per batch kind: a row per loss term, a column per checkpoint."""
+    lines = []
+    for kind in sorted({k for r in report.values() for k in r}):
+        keys = sorted({t for r in report.values() for t in r.get(kind, {})} - {"total"}) + ["total"]
+        lines += ["", f"{kind}: loss terms on {batches} fixed batches"]
+        lines.append(f"{'term':<22}" + "".join(f"{Path(p).parent.name or Path(p).stem:>16}" for p in report))
+        for key in keys:
+            lines.append(
+                f"{key:<22}" + "".join(f"{report[p].get(kind, {}).get(key, float('nan')):>16.4f}" for p in report)
+            )
+    return "\n".join(lines)

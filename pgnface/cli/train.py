@@ -1,0 +1,60 @@
+"""`pgnface train`: trains the PGN reconstructor (pgnface.train) from a config and key=value overrides."""
+
+from pgnface.cli.errors import input_errors
+
+
+def add_parser(subparsers) -> None:
+    """Adds `train` to the pgnface command line."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train the PGN reconstructor",
+        description="Trains the PGN reconstructor. Data, mixed by weight: on-the-fly synthetic faces and clips "
+        "(optionally over real-photo backgrounds, with photo augmentation), a 300W-LP-layout folder, "
+        "unlabelled photos and an unlabelled video. Settings come from the defaults, then --config FILE "
+        "(JSON, nested by section: net, data, data.synthetic, loss), then key=value overrides (e.g. "
+        "lr=3e-4 net.backbone=mobilenetv2 data.size=120 data.synthetic.light_contrast=8 "
+        "loss.photometric=0). Multi-GPU / multi-node: launch with torchrun.",
+        epilog="The run folder gets config.json, log.jsonl, checkpoint.pt (resumable) and model.pt (the network).",
+    )
+    parser.add_argument("--config", default=None, help="JSON config file (any subset of the fields)")
+    parser.add_argument("--out", default="runs/pgn", help="run folder (default runs/pgn)")
+    parser.add_argument("--steps", type=int, default=None, help="total optimizer steps (config key steps)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per step per process (batch_size)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoint.pt with its config (steps may be raised)"
+    )
+    parser.add_argument(
+        "--init",
+        default=None,
+        metavar="MODEL_PT",
+        help="start from this network's weights and architecture (fine-tuning; config key init)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.set_defaults(run=run)
+
+
+def _overrides(args) -> list:
+    """The key=value overrides, with the options that stand for config keys appended."""
+    options = {"steps": args.steps, "batch_size": args.batch_size, "init": args.init}
+    return list(args.overrides) + [f"{key}={value}" for key, value in options.items() if value is not None]
+
+
+def run(args) -> int:
+    """Trains into args.out and prints where it got to."""
+    from pgnface.train import TrainConfig, apply_overrides, train
+
+    with input_errors():
+        config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+        config = apply_overrides(config, _overrides(args))
+        config.validate()
+        if config.tensorboard:
+            import tensorboard  # noqa: F401  (a missing one names the [app] extra before training starts)
+        summary = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    if summary["rank"] == 0:  # with DDP, rank 0 reports
+        if summary["history"]:
+            loss, rate = summary["last"]["loss"], summary["img_per_s"]
+            print(f"trained to step {summary['step']}: loss {loss:.4f}, {rate:.1f} img/s; run folder {args.out}")
+        else:
+            print(f"nothing to do: {args.out} is already at step {summary['step']} of {config.steps}")
+    return 0
