@@ -28,7 +28,7 @@ def _usage_error(capsys, argv) -> str:
         (["train", "--out", "{tmp}/t", "data.framing=landmarks"], "it is 'data.synthetic.framing' now"),
         (["train", "--out", "{tmp}/t", "data.hair_prob=0.7"], "'data.hair_prob' no longer exists"),
         (["train", "--out", "{tmp}/t", "--config", "{tmp}/none.json"], "none.json does not exist"),
-        (["eval", "aflw2000", "{tmp}/none"], "none"),
+        (["eval", "aflw2000", "{tmp}/none"], "AFLW2000-3D folder not found"),
         (["eval", "aflw2000", "{tmp}", "--flip"], "--flip needs --checkpoint"),
         (["eval", "dense", "{tmp}/a.obj", "{tmp}"], "PRED and GT must both be files or both be folders"),
         (["eval", "synthetic", "-n", "0"], "-n must be at least 1"),
