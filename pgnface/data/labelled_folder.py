@@ -18,7 +18,7 @@ import scipy.io
 import torch
 
 from pgnface.io.crops import landmark_square
-from pgnface.io.images import IMAGE_SUFFIXES
+from pgnface.io.images import IMAGE_SUFFIXES, read_image
 from pgnface.io.overlays import to_uint8_bgr
 
 
@@ -50,9 +50,7 @@ class LabelledFolder:
     def load(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Face `index` -> (image [3, S, S] float in [0, 1], landmarks [L, 3] crop pixels, depth-centred)."""
         image_path, mat_path = self.items[index]
-        bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"{image_path} could not be read as an image")
+        rgb = read_image(image_path)
         try:
             pts = np.asarray(scipy.io.loadmat(mat_path)["pt3d_68"], dtype=np.float64)
         except (KeyError, ValueError, OSError) as err:
@@ -66,13 +64,13 @@ class LabelledFolder:
         # works on integer pixel centres, hence the half-pixel terms.
         M = np.array([[k, 0.0, k * (0.5 - x0) - 0.5], [0.0, k, k * (0.5 - y0) - 0.5]])
         crop = cv2.warpAffine(
-            bgr,
+            rgb,
             M,
             (self.size, self.size),
             flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         )
-        image = torch.from_numpy(np.ascontiguousarray(crop[..., ::-1])).permute(2, 0, 1).float() / 255.0
+        image = torch.from_numpy(crop).permute(2, 0, 1).float() / 255.0
         out = np.stack([k * (lm[:, 0] - x0), k * (lm[:, 1] - y0), k * (lm[:, 2] - lm[:, 2].mean())], 1)
         return image, torch.from_numpy(out).float()
 

@@ -21,7 +21,7 @@ import torch
 
 from pgnface.io.crops import crop, face_crop_box
 from pgnface.io.detect import detect_faces, detect_profile_faces
-from pgnface.io.images import image_files
+from pgnface.io.images import image_files, read_image
 
 
 class PhotoBackgrounds:
@@ -87,10 +87,12 @@ class PhotoBackgrounds:
         for path in image_files(folder):
             if any(word in path.name for word in exclude):
                 continue
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None or min(bgr.shape[:2]) < 16:
+            try:
+                rgb = read_image(path)
+            except ValueError:
                 continue
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if min(rgb.shape[:2]) < 16:
+                continue
             photo = (
                 hide_detected_faces(
                     rgb, max_side=2 * size, tilts=(-20.0, 20.0) if tilted else (), max_hidden=0.8 if tilted else 1.0

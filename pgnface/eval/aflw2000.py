@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 import scipy.io
 import torch
 
 from pgnface.eval.metrics import nme
 from pgnface.io.crops import crop, crop_to_image, landmark_crop_box
+from pgnface.io.images import read_image
 
 # The last bin also takes the few corrupt annotations with |yaw| > 90 degrees, as 3DDFA does.
 YAW_BINS = (("[0,30]", 0.0, 30.0), ("(30,60]", 30.0, 60.0), ("(60,90]", 60.0, math.inf))
@@ -74,9 +74,7 @@ def load_aflw2000(folder, reannotated: Optional[np.ndarray] = None) -> List[AFLW
         image_path = mat_path.with_suffix(".jpg")
         if not image_path.is_file():
             raise ValueError(f"{mat_path}: no matching image {image_path.name}")
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"{image_path}: not a readable image")
+        image = read_image(image_path)
         try:
             mat = scipy.io.loadmat(str(mat_path))
         except Exception as err:  # scipy raises several types for corrupt files
@@ -93,7 +91,7 @@ def load_aflw2000(folder, reannotated: Optional[np.ndarray] = None) -> List[AFLW
         samples.append(
             AFLWSample(
                 mat_path.stem,
-                image[..., ::-1].copy(),
+                image,
                 landmarks,
                 np.asarray(mat["Pose_Para"], dtype=np.float64).reshape(-1),
             )

@@ -5,7 +5,7 @@ from typing import Dict, Sequence
 import cv2
 import numpy as np
 
-from pgnface.io.crops import crop, landmark_crop_box
+from pgnface.io.crops import crop, image_to_crop, landmark_crop_box
 
 COLOURS = [(200, 90, 30), (40, 160, 40), (30, 30, 200), (150, 60, 160), (20, 150, 200)]  # BGR
 
@@ -90,12 +90,11 @@ def landmark_sheet(samples, result, tile: int = 200, columns: int = 5, limit: in
         s = by_name[r["name"]]
         box = landmark_crop_box(s.landmarks[:, :2])
         image = np.ascontiguousarray(crop(s.image, box, tile)[..., ::-1])
-        k = tile / (box[2] - box[0])
         for points, colour in (
             (s.landmarks[:, :2], (60, 200, 60)),
             (result.predictions[r["name"]][:, :2], (40, 40, 230)),
         ):
-            for x, y in (points - box[:2]) * k:
+            for x, y in image_to_crop(points, box, tile):
                 cv2.circle(image, (int(round(x)), int(round(y))), 2, colour, -1, cv2.LINE_AA)
         cv2.putText(
             image,

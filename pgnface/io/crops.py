@@ -41,10 +41,41 @@ def crop(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
 
 
 def crop_to_image(points: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    """[..., 3] crop-pixel points (x, y, z) -> image pixels (z scaled like x)."""
+    """Maps points from the pixels of a crop of `box` to image pixels (z, if given, scales like x).
+
+    Args:
+        points: [..., 2] (x, y) or [..., 3] (x, y, z) in crop pixels.
+        box: [4] (sx, sy, ex, ey) the crop was cut from.
+        size: crop side S in pixels.
+
+    Returns:
+        [..., 2] or [..., 3] image pixels.
+    """
+    extent, offset = _box_frame(box, points.shape[-1])
+    return points * (extent / size) + offset
+
+
+def image_to_crop(points: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """Maps points from image pixels to the pixels of a crop of `box`: the inverse of :func:`crop_to_image`.
+
+    Args:
+        points: [..., 2] (x, y) or [..., 3] (x, y, z) in image pixels.
+        box: [4] (sx, sy, ex, ey) the crop is cut from.
+        size: crop side S in pixels.
+
+    Returns:
+        [..., 2] or [..., 3] crop pixels.
+    """
+    extent, offset = _box_frame(box, points.shape[-1])
+    return (points - offset) * (size / extent)
+
+
+def _box_frame(box: np.ndarray, dims: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The box's per-axis extent (w, h, w for z) and image offset (sx, sy, 0), cut to `dims` coordinates."""
+    if dims not in (2, 3):
+        raise ValueError(f"points must have shape [..., 2] or [..., 3], got last dimension {dims}")
     sx, sy, ex, ey = (float(v) for v in box)
-    scale = np.array([(ex - sx) / size, (ey - sy) / size, (ex - sx) / size])
-    return points * scale + np.array([sx, sy, 0.0])
+    return np.array([ex - sx, ey - sy, ex - sx])[:dims], np.array([sx, sy, 0.0])[:dims]
 
 
 def face_crop_box(box: np.ndarray, enlarge: float = 1.45, shift_down: float = 0.08) -> np.ndarray:
