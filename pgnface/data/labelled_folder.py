@@ -17,7 +17,7 @@ import numpy as np
 import scipy.io
 import torch
 
-from pgnface.io.crops import landmark_square
+from pgnface.io.crops import bounding_box, square_frame
 from pgnface.io.images import IMAGE_SUFFIXES, read_image
 from pgnface.io.overlays import to_uint8_bgr
 
@@ -58,7 +58,8 @@ class LabelledFolder:
         if pts.ndim != 2 or pts.shape[0] != 3:
             raise ValueError(f"{mat_path}: pt3d_68 must have shape [3, L], got {list(pts.shape)}")
         lm = pts.T
-        x0, y0, side = landmark_square(lm[:, :2], self.crop_scale)
+        cx, cy, side = square_frame(bounding_box(lm[:, :2]), self.crop_scale)
+        x0, y0 = cx - side / 2, cy - side / 2
         k = self.size / side
         # Continuous coordinates (centres at +0.5) map as q = k (p - origin); OpenCV's warp
         # works on integer pixel centres, hence the half-pixel terms.
