@@ -85,17 +85,44 @@ def require_finite(x: torch.Tensor, name: str) -> None:
         )
 
 
-def require_index(index, name: str, size: int, device: torch.device, check_values: bool) -> torch.Tensor:
-    """Validates a 1-D integer index into an axis of length `size`; returns it as int64."""
+def require_index(
+    index,
+    name: str,
+    size: int,
+    device: torch.device,
+    check_values: bool,
+    shape: Sequence[Union[int, str]] = ("L",),
+    of: str = "",
+) -> torch.Tensor:
+    """Validates an integer tensor of indices into an axis of length `size`.
+
+    Args:
+        index: the tensor to check, int32 or int64.
+        name: argument name used in the error messages.
+        size: length of the indexed axis; values must lie in [0, size - 1].
+        device: the device `index` must be on (that of the tensor it indexes).
+        check_values: check the range (one device sync on CUDA; skipped under
+            torch.compile and CUDA graph capture).
+        shape: expected shape, as for :func:`require_shape`.
+        of: what the axis holds, for the range error ("vertices": "tris must
+            index vertices in [0, N - 1], got indices in [lo, hi]").
+
+    Returns:
+        `index` itself.
+
+    Raises:
+        TypeError: not a tensor, or not int32 / int64.
+        ValueError: wrong shape or device, or (with check_values) a value out of range.
+    """
     require_tensor(index, name)
     if index.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"{name} must be an int32 or int64 tensor, got {index.dtype}")
-    if index.dim() != 1:
-        raise ValueError(f"{name} must have shape [L], got {list(index.shape)}")
+    require_shape(index, name, shape, {})
     if index.device != device:
         raise ValueError(f"{name} must be on {device}, got {index.device}")
     if check_values and index.numel() and values_checkable():
         lo, hi = int(index.min()), int(index.max())
         if lo < 0 or hi >= size:
-            raise ValueError(f"{name} must lie in [0, {size - 1}], got values in [{lo}, {hi}]")
-    return index.long()
+            must, got = (f"index {of} in", "indices") if of else ("lie in", "values")
+            raise ValueError(f"{name} must {must} [0, {size - 1}], got {got} in [{lo}, {hi}]")
+    return index
