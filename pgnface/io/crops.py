@@ -88,15 +88,14 @@ def crop_to_image(points: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
 
 
 def image_to_crop(points: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    """Maps points from image pixels to the pixels of a crop of `box`: the inverse of :func:`crop_to_image`.
+    """Maps [..., 2] or [..., 3] image-pixel points to crop pixels: the inverse of :func:`crop_to_image`.
 
     Args:
-        points: [..., 2] (x, y) or [..., 3] (x, y, z) in image pixels.
-        box: [4] (sx, sy, ex, ey) the crop is cut from.
-        size: crop side S in pixels.
+        points: image pixels, shaped as for :func:`crop_to_image`.
+        box: the crop's [4] box; size: its side S.
 
     Returns:
-        [..., 2] or [..., 3] crop pixels.
+        The points in crop pixels, shaped like `points`.
     """
     extent, offset = _box_frame(box, points.shape[-1])
     return (points - offset) * (size / extent)
