@@ -136,7 +136,7 @@ def make_extension():
 def runtime_requirements():
     """The wheel pins the torch it was compiled against: a different torch cannot load _C."""
     base = torch.__version__.split("+")[0]
-    # OpenCV < 5: the 5.x wheels no longer ship the Haar face cascade `pgnface reconstruct` uses.
+    # OpenCV < 5: the 5.x wheels do not ship the Haar face cascade `pgnface reconstruct` uses.
     return [f"torch=={base}", "numpy>=1.24", "scipy>=1.10", "tqdm>=4.60", "opencv-python-headless>=4.8,<5"]
 
 

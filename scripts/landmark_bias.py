@@ -5,7 +5,7 @@ show is a domain gap, not noise. Prints one row per set, in pixels of the networ
 (x right, y down), for the iBUG-68 groups jaw, brows, nose, eyes and mouth:
 
     python scripts/landmark_bias.py --checkpoint pgnface/assets/pgn_reference.pt \\
-        --aflw ../shared/data/aflw2000 --image ../shared/data/images/ibug_0010.jpg \\
+        --aflw path/to/aflw2000 --image path/to/ibug_0010.jpg \\
         --synthetic 200 --light-contrast 8
 
 Real faces are cropped by the standard landmark-box crop of their annotation, as

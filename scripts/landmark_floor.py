@@ -13,7 +13,7 @@ By default the 10 sample images that `pgnface eval aflw2000` tests on are
 left out (index.csv names their rows): this uses landmark annotations only,
 never images, and is a diagnosis of the model, not training.
 
-    python scripts/landmark_floor.py ../shared/data/aflw2000 [--morphable FILE] [--prior 3]
+    python scripts/landmark_floor.py path/to/aflw2000 [--morphable FILE] [--prior 3]
 """
 
 import argparse

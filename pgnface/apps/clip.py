@@ -1,7 +1,7 @@
 """Clips (a video file or a folder of numbered frames): one face per frame, one identity per clip.
 
 Each frame keeps only its largest face (the detector also reports false faces
-in busy frames: 94 detections in the 55 frames of the shared test clip). Once
+in busy frames, and a clip follows one person). Once
 every frame is reconstructed, the identity coefficients are averaged over the
 frames where a face was found and every frame's mesh is re-synthesized with
 that shared identity and its own expression and pose. The frames are read

@@ -79,8 +79,8 @@ class PhotoBackgrounds:
                 before cutting random patches. A real face in the background of a
                 training image teaches the network that real faces are clutter.
             tilted: also find heads tilted by +-20 degrees, and leave out photos
-                whose heads cover most of them (see hide_detected_faces); False is
-                the upright-only search the bundled networks were trained with.
+                whose heads cover most of them (see hide_detected_faces); False
+                searches upright heads only and keeps every photo.
         """
 
         photos, boxes = [], []

@@ -11,8 +11,7 @@ What it holds (deterministic; millimetres; +y up, +z towards the viewer):
   eyeballs, nose bridge, tip and wings, nostrils, cheekbones, lips with a
   mouth line, chin. The surface wraps back steeply at the sides (83 mm deep
   from nose tip to rim; the top jaw-contour landmarks 66 mm behind the tip)
-  and the nose tip stands 20 mm proud of the upper lip. The first version was
-  a shallower 68 mm mask with a 28 mm nose (docs/reference_model.md);
+  and the nose tip stands 20 mm proud of the upper lip;
 - 40 identity components: 16 semantic deformations (face width, height and
   depth, nose length, width and projection, eye spacing and depth, brow
   height, cheekbones, jaw width, chin, lips, mouth width, forehead slope,

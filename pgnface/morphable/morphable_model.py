@@ -216,9 +216,3 @@ class MorphableModel:
             derived = with_derived_albedo(self)
             self.albedo_mean, self.albedo_basis = derived.albedo_mean, derived.albedo_basis
             self.albedo_std, self.albedo_derived = derived.albedo_std, True
-
-    def landmarks_68(self) -> torch.Tensor:
-        """[68] bool: which iBUG-68 points the model defines."""
-        mask = torch.zeros(68, dtype=torch.bool)
-        mask[self.landmark_ids.cpu()] = True
-        return mask
