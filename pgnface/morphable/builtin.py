@@ -51,7 +51,6 @@ EXPRESSIONS = (
 )
 
 GRID = (74, 88)  # vertices across, down
-NUM_ID_SEMANTIC = 16
 NUM_ID_RANDOM = 24
 # Half-axes of the head ellipsoid the face lies on, relative to the outline's
 # half width and height: just over 1 puts the outline near the silhouette.
