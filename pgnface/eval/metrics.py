@@ -1,9 +1,22 @@
 """Landmark error metrics: normalised mean errors (NME) in percent."""
 
-import math
 from typing import Dict, Union
 
 import numpy as np
+
+
+def box_norm(gt_xy: np.ndarray) -> Union[float, np.ndarray]:
+    """The NME normaliser: sqrt(w * h) of the ground-truth landmarks' 2D box.
+
+    Args:
+        gt_xy: [..., L, 2] ground-truth landmarks (x, y).
+
+    Returns:
+        [...] (a float for [L, 2]).
+    """
+    lo, hi = gt_xy.min(-2), gt_xy.max(-2)
+    norm = np.sqrt((hi - lo).prod(-1))
+    return float(norm) if np.ndim(norm) == 0 else norm
 
 
 def landmark_nme(pred: np.ndarray, gt: np.ndarray) -> Union[float, np.ndarray]:
@@ -16,8 +29,7 @@ def landmark_nme(pred: np.ndarray, gt: np.ndarray) -> Union[float, np.ndarray]:
     Returns:
         A float for [L, 2] inputs, else an array of the leading shape [...].
     """
-    lo, hi = gt.min(-2), gt.max(-2)
-    err = np.linalg.norm(pred - gt, axis=-1).mean(-1) / np.sqrt((hi - lo).prod(-1))
+    err = np.linalg.norm(pred - gt, axis=-1).mean(-1) / box_norm(gt)
     return 100.0 * (float(err) if np.ndim(err) == 0 else err)
 
 
@@ -35,8 +47,7 @@ def nme(pred: np.ndarray, gt: np.ndarray) -> Dict[str, float]:
     Returns:
         {"nme2d": float, "nme3d": float} in percent.
     """
-    lo, hi = gt[:, :2].min(0), gt[:, :2].max(0)
-    norm = math.sqrt(float((hi[0] - lo[0]) * (hi[1] - lo[1])))
+    norm = box_norm(gt[:, :2])
     p, g = pred.copy(), gt.copy()
     p[:, 2] = -(p[:, 2] - p[:, 2].mean())
     g[:, 2] = g[:, 2] - g[:, 2].mean()

@@ -32,7 +32,7 @@ import torch
 from pgnface import ops
 from pgnface.data.synthetic import SyntheticConfig, SyntheticFaces
 from pgnface.eval.aflw2000 import AFLWSample, EvalResult, evaluate
-from pgnface.eval.metrics import nme
+from pgnface.eval.metrics import box_norm, nme
 from pgnface.io.crops import crop_to_image, landmark_crop_box
 from pgnface.morphable import FRONTAL, MorphableModel
 from pgnface.ops.pose import rotation_from_angles
@@ -138,9 +138,7 @@ def vertex_nme(pred: np.ndarray, true: np.ndarray, true_landmarks2d: np.ndarray,
     pred, true = np.asarray(pred, np.float64).copy(), np.asarray(true, np.float64).copy()
     for v in (pred, true):
         v[..., 2] -= v[:, depth_ids, 2].mean(1, keepdims=True)
-    lo, hi = true_landmarks2d.min(1), true_landmarks2d.max(1)
-    norm = np.sqrt(np.prod(hi - lo, axis=1))
-    return 100.0 * np.linalg.norm(pred - true, axis=2).mean(1) / norm
+    return 100.0 * np.linalg.norm(pred - true, axis=2).mean(1) / box_norm(true_landmarks2d)
 
 
 def aligned_shape_error(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
