@@ -52,7 +52,11 @@ _C = _load()
 
 
 def cuda_built() -> bool:
-    """Whether this build of pgnface contains the CUDA kernels."""
+    """Whether this build of pgnface contains the CUDA kernels.
+
+    Returns:
+        True for a CUDA build (the kernels still need a CUDA device to run).
+    """
     return bool(_C.cuda_built())
 
 

@@ -109,6 +109,13 @@ def rasterize(
     Returns:
         Fragments(tri_id, bary, depth). Gradients flow from bary and depth to
         pos (inside triangles; coverage itself is not differentiable).
+
+    Raises:
+        TypeError: non-tensors, pos not float32/float64, tris not integer, a bad resolution type.
+        ValueError: wrong shapes, mixed devices, a resolution outside [1, 32768], an
+            unknown cull mode, and (with check_values) out-of-range indices or
+            non-finite positions.
+        RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
     require_tensor(pos, "pos")
     require_float(pos, "pos")
@@ -142,6 +149,10 @@ def clip_from_pixels(
 
     Returns:
         [..., 4] clip-space positions, differentiable in points.
+
+    Raises:
+        TypeError: points is not a tensor, or a bad resolution type.
+        ValueError: points is not [..., 3], or a resolution outside [1, 32768].
     """
     require_tensor(points, "points")
     if points.shape[-1] != 3:
