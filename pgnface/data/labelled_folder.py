@@ -1,12 +1,20 @@
 """Labelled training images from a folder in the 300W-LP / AFLW2000-3D layout.
 
-Each face is ``NAME.jpg`` (or another image format) with ``NAME.mat`` holding ``pt3d_68``
-[3, 68]: x, y in image pixels (pixel centres at integer + 0.5) and z, depth
-away from the camera (pgnface.io.overlays documents the layout; the
-synthetic writer produces it). A face is cropped around its landmark box the
-way the synthetic data frames faces (box side / crop_scale of the crop) and
-resized to S x S; its landmarks move with it and their depth is centred.
-Only the landmarks are used as labels.
+The layout is one image (``NAME.jpg``, or another image format) and one
+MATLAB file (``NAME.mat``) per face. The .mat holds:
+- ``pt3d_68`` [3, 68]: landmark x, y (image pixels, OpenCV convention: pixel
+  centres at integer + 0.5) and z (depth away from the camera, centred); NaN
+  for points the model does not define (the Surrey model's face contour);
+- ``Pose_Para`` [1, 7]: pitch, yaw, roll (radians; pgnface's convention, see
+  pgnface.data.synthetic), tx, ty, tz, scale;
+- ``Shape_Para`` [Ki, 1], ``Exp_Para`` [Ke, 1]: the model coefficients;
+- pgnface extras (``write_300wlp``): ``pt2d`` [2, 68], ``visible`` [1, 68],
+  ``Tex_Para``, ``Illum_Para`` [9, 3], ``model`` (the model's name).
+So real and synthetic sets go through the same loaders.
+
+A face is cropped around its landmark box the way the synthetic data frames
+faces (box side / crop_scale of the crop) and resized to S x S; its landmarks
+move with it and their depth is centred. Only the landmarks are used as labels.
 """
 
 from pathlib import Path

@@ -54,9 +54,17 @@ def landmark_crop_box(landmarks_2d: np.ndarray) -> np.ndarray:
 
 
 def crop(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    """Resamples the box (sx, sy, ex, ey) of an [H, W, 3] image to [size, size, 3] (zeros outside).
+    """Resamples a box of an image to a square crop (zeros outside the image).
 
     Continuous coordinates: crop position u maps to image position sx + u (ex - sx) / size.
+
+    Args:
+        image: [H, W, C] image (any dtype OpenCV warps).
+        box: [4] (sx, sy, ex, ey) in image pixels.
+        size: crop side S.
+
+    Returns:
+        [S, S, C] crop, the image's dtype (bilinear).
     """
     sx, sy, ex, ey = (float(v) for v in box)
     kx, ky = (ex - sx) / size, (ey - sy) / size
