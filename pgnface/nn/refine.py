@@ -37,6 +37,9 @@ def refine_shape(
 
     Returns:
         [B, Ki + Ke] refined coefficients.
+
+    Raises:
+        ValueError: strength is not positive.
     """
     if not strength > 0:
         raise ValueError(f"strength must be positive, got {strength}")
