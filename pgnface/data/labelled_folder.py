@@ -56,7 +56,17 @@ class LabelledFolder:
         return len(self.items)
 
     def load(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Face `index` -> (image [3, S, S] float in [0, 1], landmarks [L, 3] crop pixels, depth-centred)."""
+        """One face, cropped and resized.
+
+        Args:
+            index: which face, in [0, len).
+
+        Returns:
+            (image [3, S, S] float in [0, 1], landmarks [L, 3] in crop pixels, depth-centred).
+
+        Raises:
+            ValueError: an unreadable image, or a .mat without a [3, L] pt3d_68 array.
+        """
         image_path, mat_path = self.items[index]
         rgb = read_image(image_path)
         try:
@@ -84,10 +94,21 @@ class LabelledFolder:
         return image, torch.from_numpy(out).float()
 
     def batch(self, indices: List[int], landmark_ids: torch.Tensor, device) -> Dict[str, torch.Tensor]:
-        """Faces at `indices` -> {image [n, 3, S, S], landmarks3d [n, L, 3]} on `device`.
+        """A training batch of faces.
 
         Files with 68 landmarks are restricted to the model's landmark_ids;
         files with exactly as many as the model defines are taken as they are.
+
+        Args:
+            indices: which faces.
+            landmark_ids: [L] the model's iBUG-68 indices.
+            device: where the batch goes.
+
+        Returns:
+            {"image": [n, 3, S, S], "landmarks3d": [n, L, 3]} on `device`.
+
+        Raises:
+            ValueError: a file whose landmark count is neither 68 nor L, or as for load.
         """
         images, marks = [], []
         ids = landmark_ids.cpu()
@@ -116,6 +137,12 @@ def write_300wlp(
         landmark_ids: the model's iBUG-68 indices of the sample's L landmarks. When
             L < 68 (e.g. the Surrey model), ``pt3d_68`` still has 68 columns, NaN
             for the points the model does not define, so files stay 68-point files.
+
+    Returns:
+        The written image paths, one per face.
+
+    Raises:
+        OSError: an image cannot be written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
