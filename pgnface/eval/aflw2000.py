@@ -50,6 +50,7 @@ class AFLWSample:
 
     @property
     def yaw_degrees(self) -> float:
+        """The annotated yaw in degrees (Pose_Para's second angle)."""
         return float(np.degrees(self.pose[1]))
 
 
@@ -64,6 +65,9 @@ def load_aflw2000(folder, reannotated: Optional[np.ndarray] = None) -> List[AFLW
 
     Raises:
         FileNotFoundError / ValueError: missing folder, no samples, unreadable files.
+
+    Returns:
+        The samples, sorted by name.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -117,7 +121,11 @@ class EvalResult:
     predictions: Dict[str, np.ndarray] = field(default_factory=dict)  # name -> [68, 3] image-pixel landmarks
 
     def by_bin(self) -> Dict[str, List[Dict[str, float]]]:
-        """{yaw-bin label: the per-image rows in that bin}."""
+        """The per-image rows by |yaw| bin.
+
+        Returns:
+            {yaw-bin label: the per-image rows in that bin}.
+        """
         return {
             label: [r for r in self.per_image if (lo < abs(r["yaw"]) or lo == 0) and abs(r["yaw"]) <= hi]
             for label, lo, hi in YAW_BINS
@@ -129,6 +137,9 @@ class EvalResult:
         Args:
             keys: the per-image values to average (default the two NMEs; any
                 numeric per-image column works, e.g. pose errors).
+
+        Returns:
+            {row label: {key: mean value, "count": images}} (NaN for empty bins).
         """
 
         def mean(values):
@@ -143,6 +154,11 @@ class EvalResult:
         return rows
 
     def format_table(self) -> str:
+        """The NME table as fixed-width text, one line per yaw bin, "balanced" and "mean".
+
+        Returns:
+            The table ("n/a" for empty bins).
+        """
         lines = [f"{'yaw':>9}  {'images':>6}  {'NME 2D %':>9}  {'NME 3D %':>9}"]
 
         def fmt(v):
@@ -153,6 +169,11 @@ class EvalResult:
         return "\n".join(lines)
 
     def write_csv(self, path) -> None:
+        """Writes the per-image rows (name, yaw, nme2d, nme3d).
+
+        Args:
+            path: the CSV file to write.
+        """
         with open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["name", "yaw", "nme2d", "nme3d"])
             writer.writeheader()
@@ -166,7 +187,21 @@ def evaluate(
     batch_size: int = 16,
     device: Optional[torch.device] = None,
 ) -> EvalResult:
-    """Runs the protocol for `predictor` over `samples` (see the module docstring)."""
+    """Runs the protocol for a predictor over samples (see the module docstring).
+
+    Args:
+        predictor: maps crops [B, 3, S, S] RGB in [0, 1] to landmarks [B, 68, 3]
+            in crop pixels (z away from the camera); S is its ``input_size``.
+        samples: the AFLW2000-3D samples.
+        batch_size: crops per predictor call.
+        device: where the crops go (they stay on the CPU if None).
+
+    Returns:
+        EvalResult with per-image NMEs and the predictions in image pixels.
+
+    Raises:
+        ValueError: the predictor returns anything but [B, 68, 3].
+    """
     size = int(predictor.input_size)
     result = EvalResult()
     for start in range(0, len(samples), batch_size):
