@@ -15,7 +15,15 @@ class MeanShapePredictor:
     The model's mean 68 landmarks, seen frontally, are placed so that their
     bounding box is centred in the crop with its larger side equal to
     size / sqrt(2), which is where the standard AFLW2000-3D crop puts the
-    ground-truth box. Any method worth its name beats this.
+    ground-truth box. Any method worth its name beats this. Called on crops
+    [B, 3, S, S] it returns [B, 68, 3] landmarks in crop pixels.
+
+    Args:
+        morphable: the 3DMM (the built-in model if None).
+        input_size: crop size S.
+
+    Raises:
+        ValueError: the 3DMM does not define all 68 landmarks.
     """
 
     def __init__(self, morphable: MorphableModel = None, input_size: int = 120):
