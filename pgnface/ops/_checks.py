@@ -15,6 +15,18 @@ FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
 def require_tensor(x, name: str) -> torch.Tensor:
+    """Requires a tensor.
+
+    Args:
+        x: the argument.
+        name: its name, for the error.
+
+    Returns:
+        x.
+
+    Raises:
+        TypeError: x is not a torch.Tensor.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     return x
@@ -29,6 +41,9 @@ def require_shape(x: torch.Tensor, name: str, spec: Sequence[Union[int, str]], s
         spec: expected shape; ints are fixed sizes, strings are symbols shared
             across arguments through `sizes`.
         sizes: symbol -> size bindings, updated in place.
+
+    Raises:
+        ValueError: wrong number of dimensions or a size that differs from the spec or an earlier binding.
     """
     expected = "[" + ", ".join(str(s) for s in spec) + "]"
     if x.dim() != len(spec):
@@ -50,12 +65,32 @@ def require_shape(x: torch.Tensor, name: str, spec: Sequence[Union[int, str]], s
 
 
 def require_float(x: torch.Tensor, name: str) -> None:
+    """Requires float32 or float64.
+
+    Args:
+        x: the tensor.
+        name: its name, for the error.
+
+    Raises:
+        TypeError: another dtype.
+    """
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
 
 
 def require_like(x: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> None:
-    """Requires x to have ref's dtype and device (no silent casts or copies)."""
+    """Requires x to have ref's dtype and device (no silent casts or copies).
+
+    Args:
+        x: the tensor.
+        name: its name, for the error.
+        ref: the tensor it must match.
+        ref_name: ref's name, for the error.
+
+    Raises:
+        TypeError: another dtype.
+        ValueError: another device.
+    """
     if x.dtype != ref.dtype:
         raise TypeError(f"{name} must have dtype {ref.dtype} like {ref_name}, got {x.dtype}")
     if x.device != ref.device:
@@ -63,11 +98,24 @@ def require_like(x: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -
 
 
 def require_supported_device(x: torch.Tensor, name: str) -> None:
+    """Requires a device this build has kernels for (the ``require_*`` name of check_device_supported).
+
+    Args:
+        x: the tensor.
+        name: its name, for the error.
+
+    Raises:
+        RuntimeError: a CUDA tensor with a CPU-only build.
+    """
     check_device_supported(x, name)
 
 
 def values_checkable() -> bool:
-    """Whether data-dependent checks may run: not while tracing or capturing a CUDA graph."""
+    """Whether data-dependent checks may run: not while tracing or capturing a CUDA graph.
+
+    Returns:
+        False under torch.compile and during CUDA graph capture.
+    """
     if torch.compiler.is_compiling():
         return False
     if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
@@ -76,7 +124,15 @@ def values_checkable() -> bool:
 
 
 def require_finite(x: torch.Tensor, name: str) -> None:
-    """Raises ValueError if x holds NaN or Inf (one device sync for CUDA tensors)."""
+    """Requires finite values (one device sync for CUDA tensors).
+
+    Args:
+        x: the tensor.
+        name: its name, for the error.
+
+    Raises:
+        ValueError: x holds NaN or Inf.
+    """
     if x.numel() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(
