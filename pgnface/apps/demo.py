@@ -110,7 +110,8 @@ def run_demo(out_dir, checkpoint=None, frames: int = 8, seed: int = 0, device="c
     Args:
         out_dir: output folder.
         checkpoint: the network that reconstructs the clip (the bundled reference if None).
-        frames, seed: the clip's length and which random person.
+        frames: the clip's length.
+        seed: which random person.
         device: torch device.
         compare: more networks scored on the same clip (rendered at each one's input size);
             their mean errors become extra rows of the comparison table.

@@ -52,8 +52,8 @@ class ReconstructionPipeline:
 
     Args:
         checkpoint: `pgnface train`'s model.pt.
-        model: the 3DMM the network was trained with (built-in if None); a
-            mismatched model is refused with a ValueError.
+        morphable: the 3DMM the network was trained with (built-in if None); a
+            mismatched 3DMM is refused with a ValueError.
         device: torch device.
     """
 

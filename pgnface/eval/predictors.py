@@ -49,8 +49,8 @@ class CheckpointPredictor:
 
     Args:
         path: the checkpoint.
-        model: the 3DMM it was trained with (the built-in model if None); a
-            different model is refused with a ValueError saying what differs.
+        morphable: the 3DMM it was trained with (the built-in model if None); a
+            different 3DMM is refused with a ValueError saying what differs.
         input_size: crop size; by default the size the network was trained at.
         device: where to run the network.
         flip: test-time flip averaging: the landmarks are the mean of the

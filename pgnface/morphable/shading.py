@@ -25,7 +25,8 @@ def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Ten
     """Area-weighted unit vertex normals, differentiable.
 
     Args:
-        vertices: [B, N, 3]. triangles: [T, 3] int, counter-clockwise seen from outside.
+        vertices: [B, N, 3] positions.
+        triangles: [T, 3] int, counter-clockwise seen from outside.
 
     Returns:
         [B, N, 3] unit normals pointing out of the surface (zero-area neighbourhoods give 0).

@@ -97,7 +97,7 @@ class PGNNetwork(nn.Module):
     """Backbone + landmark head + coefficient head + pose (solved or regressed) + 3DMM synthesis.
 
     Args:
-        model: the MorphableModel whose coefficients the network predicts. It
+        morphable: the MorphableModel whose coefficients the network predicts. It
             is not a parameter: it follows the input's device at forward time
             and always computes in float32.
         **config: NetworkConfig fields (backbone, width, landmark_mode,

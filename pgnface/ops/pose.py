@@ -31,7 +31,10 @@ def apply_similarity(points: torch.Tensor, scale: torch.Tensor, R: torch.Tensor,
     """Returns ``scale[b] * R[b] @ points[b, i] + t[b]`` for every point.
 
     Args:
-        points: [B, P, 3]. scale: [B]. R: [B, 3, 3]. t: [B, 3].
+        points: [B, P, 3] points.
+        scale: [B] scales.
+        R: [B, 3, 3] rotations.
+        t: [B, 3] translations.
 
     Returns:
         [B, P, 3] (differentiable in all arguments).
