@@ -35,6 +35,14 @@ def _same_shape(a, a_name: str, b, b_name: str) -> None:
         raise ValueError(f"{a_name} {list(a.shape)} and {b_name} {list(b.shape)} must have the same shape")
 
 
+def _same_points(a, a_name: str, a_dims: int, b, b_name: str, b_dims: int) -> None:
+    """Checks two tensors and that they share their leading [B, P]."""
+    _check(a, a_name, a_dims)
+    _check(b, b_name, b_dims)
+    if a.shape[:2] != b.shape[:2]:
+        raise ValueError(f"{a_name} {list(a.shape)} and {b_name} {list(b.shape)} must have the same [B, P]")
+
+
 def weighted_mean(values: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
     """Mean of values weighted by weights (plain mean without).
 
@@ -149,10 +157,7 @@ def heatmap_loss(prob: torch.Tensor, target_uv: torch.Tensor, size: float, sigma
         TypeError: an argument is not a tensor.
         ValueError: prob and target_uv differ in [B, P].
     """
-    _check(prob, "prob", 4)
-    _check(target_uv, "target_uv", 3)
-    if prob.shape[:2] != target_uv.shape[:2]:
-        raise ValueError(f"prob {list(prob.shape)} and target_uv {list(target_uv.shape)} must have the same [B, P]")
+    _same_points(prob, "prob", 4, target_uv, "target_uv", 3)
     uv = target_uv[..., :2].to(prob)
     target = heatmap_target(uv, prob.shape[-2:], size, sigma)
     inside = ((uv >= 0) & (uv <= size)).all(-1)  # [B, P]
@@ -340,10 +345,7 @@ def landmark_consistency_loss(
         TypeError: an argument is not a tensor.
         ValueError: recon and head differ in [B, P].
     """
-    _check(recon, "recon", 3)
-    _check(head, "head", 3)
-    if recon.shape[:2] != head.shape[:2]:
-        raise ValueError(f"recon {list(recon.shape)} and head {list(head.shape)} must have the same [B, P]")
+    _same_points(recon, "recon", 3, head, "head", 3)
     head = head.detach() if detach_head else head
     return landmark_loss(recon[..., :2], head[..., :2], size, weights)
 
