@@ -172,9 +172,9 @@ def write_obj(path, vertices: np.ndarray, triangles: np.ndarray, colours: Option
 
     Args:
         path: the file to write.
-        vertices: [N, 3] positions.
-        triangles: [T, 3] 0-based vertex indices.
-        colours: optional [N, 3] RGB in [0, 1].
+        vertices: [N, 3] positions, written with 6 decimals.
+        triangles: [T, 3] 0-based vertex indices (the file's are 1-based).
+        colours: optional [N, 3] RGB in [0, 1], 4 decimals after each vertex.
     """
     vertices = np.asarray(vertices, np.float64)
     with open(path, "w") as f:
@@ -191,9 +191,9 @@ def write_ply(path, vertices: np.ndarray, triangles: np.ndarray, colours: Option
 
     Args:
         path: the file to write.
-        vertices: [N, 3] positions.
-        triangles: [T, 3] 0-based vertex indices.
-        colours: optional [N, 3] RGB in [0, 1].
+        vertices: [N, 3] positions, stored as float32.
+        triangles: [T, 3] vertex indices, stored as int32 lists of 3.
+        colours: optional [N, 3] RGB in [0, 1], stored as uchar (rounded x 255).
     """
     vertices = np.asarray(vertices, np.float32)
     triangles = np.asarray(triangles, np.int32)
