@@ -100,7 +100,8 @@ def image_to_crop(points: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
 
     Args:
         points: image pixels, shaped as for :func:`crop_to_image`.
-        box: the crop's [4] box; size: its side S.
+        box: the crop's [4] box.
+        size: the crop's side S.
 
     Returns:
         The points in crop pixels, shaped like `points`.

@@ -91,7 +91,8 @@ class PerspectiveCamera:
     Attributes:
         focal: [B, 2] (fx, fy) in pixels.
         principal: [B, 2] (cx, cy) in pixels.
-        rotation: [B, 3, 3]; translation: [B, 3], model units.
+        rotation: [B, 3, 3] model to camera frame.
+        translation: [B, 3] in model units.
         near, far: the depth range mapped onto the rasterizer's depth [0, 1];
             points in front of `near` are still drawn while Z > 0.
     """
