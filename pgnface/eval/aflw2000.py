@@ -64,7 +64,8 @@ def load_aflw2000(folder, reannotated: Optional[np.ndarray] = None) -> List[AFLW
             folder's index.csv to map names to rows when given as an array.
 
     Raises:
-        FileNotFoundError / ValueError: missing folder, no samples, unreadable files.
+        FileNotFoundError: the folder does not exist.
+        ValueError: a .mat without its image, unreadable or malformed files, no samples.
 
     Returns:
         The samples, sorted by name.

@@ -93,8 +93,9 @@ class PerspectiveCamera:
         principal: [B, 2] (cx, cy) in pixels.
         rotation: [B, 3, 3] model to camera frame.
         translation: [B, 3] in model units.
-        near, far: the depth range mapped onto the rasterizer's depth [0, 1];
-            points in front of `near` are still drawn while Z > 0.
+        near: camera depth mapped to the rasterizer's depth 0; points in front of
+            it are still drawn while Z > 0.
+        far: camera depth mapped to the rasterizer's depth 1.
     """
 
     focal: torch.Tensor

@@ -42,8 +42,10 @@ class MorphableModel:
         albedo_mean: [N, 3] RGB in [0, 1], or None (see pgnface.morphable.albedo).
         albedo_basis: [N, 3, Ka] scaled colour basis, or None.
         uv: [N, 2] texture coordinates in [0, 1] (v = 0 at the top), or None.
-        id_std / exp_std / albedo_std: the standard deviations the bases were
-            scaled by (for reference and for converting other tools' coefficients).
+        id_std: [Ki] the standard deviations id_basis is scaled by (for reference
+            and for converting other tools' coefficients), or None.
+        exp_std: [Ke] the same for exp_basis, or None.
+        albedo_std: [Ka] the same for albedo_basis, or None.
         name: where the model came from.
         units: length unit of the coordinates ("mm", "um", ...).
         albedo_derived: True when the colour model was derived from the mesh

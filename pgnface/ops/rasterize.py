@@ -68,7 +68,8 @@ def check_triangles(tris: torch.Tensor, num_vertices: int, device: torch.device,
         [T, 3] contiguous int32.
 
     Raises:
-        TypeError / ValueError: see :func:`pgnface.ops._checks.require_index`.
+        TypeError: tris is not an int32 / int64 tensor.
+        ValueError: tris is not [T, 3], not on `device`, or (with check_values) indexes outside [0, N - 1].
     """
     tris = require_index(tris, "tris", num_vertices, device, check_values, shape=("T", 3), of="vertices")
     return tris.to(torch.int32).contiguous()
