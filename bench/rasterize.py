@@ -2,8 +2,8 @@
 
     python -m bench.rasterize [--device cpu|cuda] [--quick] [--json FILE]
 
-The mesh is the BFM no-neck mesh (38,365 vertices, 76,073 triangles) from
-../shared/data/bfm_mesh.npz (or $PGNFACE_SHARED_DATA); without it, a generated
+The mesh is the BFM no-neck mesh (38,365 vertices, 76,073 triangles), bfm_mesh.npz of
+the real face data ($PGNFACE_SHARED_DATA); without it, a generated
 ellipsoid mesh of the same size stands in (the table says which). Each case
 renders B frontal faces filling ~80% of the image: rasterize + interpolate of
 3 channels, forward and forward+backward (gradients to positions and colours).

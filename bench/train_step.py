@@ -27,7 +27,7 @@ TrainConfig changed only by the options above, and reports:
    `pgnface::<op>_backward` backward), against everything else. CPU time on a
    CPU, device (kernel) time on a GPU; % of the profiled step.
 
-Target (issue #7): on a GPU, geometry and rendering (phase split: geometry
+Target: on a GPU, geometry and rendering (phase split: geometry
 forward + losses forward + their backward) under 10% of the step.
 """
 
@@ -54,7 +54,7 @@ from bench.common import (
 from pgnface import ops
 from pgnface.train import TrainConfig, Trainer, apply_overrides, compute_losses
 
-TARGET_PCT = 10.0  # geometry + rendering share of a GPU step (issue #7)
+TARGET_PCT = 10.0  # geometry + rendering share of a GPU step, at most
 
 # (key, label) of the phase split, in step order.
 PHASES = [

@@ -5,7 +5,7 @@ show is a domain gap, not noise. Prints one row per set, in pixels of the networ
 (x right, y down), for the iBUG-68 groups jaw, brows, nose, eyes and mouth:
 
     python scripts/landmark_bias.py --checkpoint pgnface/assets/pgn_reference.pt \\
-        --aflw ../shared/data/aflw2000 --image ../shared/data/images/ibug_0010.jpg \\
+        --aflw path/to/aflw2000 --image path/to/ibug_0010.jpg \\
         --synthetic 200 --light-contrast 8
 
 Real faces are cropped by the standard landmark-box crop of their annotation, as
@@ -18,7 +18,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -26,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pgnface.data import SyntheticConfig, SyntheticFaces  # noqa: E402
 from pgnface.eval.aflw2000 import load_aflw2000
-from pgnface.eval.metrics import nme
+from pgnface.eval.metrics import landmark_nme
 from pgnface.eval.predictors import CheckpointPredictor  # noqa: E402
-from pgnface.io.crops import crop, landmark_crop_box
+from pgnface.io.crops import crop, crop_to_image, image_to_crop, landmark_crop_box
+from pgnface.io.images import read_image
 
 GROUPS = {
     "jaw": slice(0, 17),
@@ -39,13 +39,27 @@ GROUPS = {
 }
 
 
-def signed_error(predictor, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """[68, 2] prediction - annotation in crop pixels for one RGB image and its [68, >=2] landmarks."""
+def predict_in_crop(predictor, image: np.ndarray, landmarks: np.ndarray):
+    """The network's landmarks and the annotation, both [68, 2] in crop pixels.
+
+    Args:
+        predictor: maps crops [1, 3, S, S] to landmarks [1, 68, >=2] (S = its input_size).
+        image: [H, W, 3] uint8 RGB.
+        landmarks: [68, >=2] annotation in image pixels; its box frames the crop.
+
+    Returns:
+        (prediction [68, 2], annotation [68, 2], crop box [4]).
+    """
     size = predictor.input_size
     box = landmark_crop_box(landmarks[:, :2])
     crops = torch.from_numpy(crop(image, box, size)).permute(2, 0, 1)[None].float() / 255
-    truth = (landmarks[:, :2] - box[:2]) * size / (box[2] - box[0])
-    return predictor(crops)[0, :, :2].numpy() - truth
+    return predictor(crops)[0, :, :2].numpy(), image_to_crop(landmarks[:, :2], box, size), box
+
+
+def signed_error(predictor, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """[68, 2] prediction - annotation in crop pixels for one RGB image and its [68, >=2] landmarks."""
+    prediction, annotation, _ = predict_in_crop(predictor, image, landmarks)
+    return prediction - annotation
 
 
 def format_row(name: str, errors: np.ndarray) -> str:
@@ -70,18 +84,18 @@ def main(argv=None) -> int:
         samples = load_aflw2000(args.aflw)
         print(format_row("AFLW2000-3D", np.stack([signed_error(predictor, s.image, s.landmarks) for s in samples])))
     for path in args.image:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
         labels = Path(path).with_name(Path(path).stem + "_lm68.npy")
+        try:
+            image = read_image(path)
+        except ValueError:
+            image = None
         if image is None or not labels.is_file():
             parser.error(f"--image {path}: needs a readable image and {labels.name} beside it")
-        truth = np.zeros((68, 3))
-        truth[:, :2] = np.load(labels)[:, :2]
-        errors = signed_error(predictor, np.ascontiguousarray(image[..., ::-1]), truth)
+        truth = np.load(labels)[:, :2]
+        prediction, annotation, box = predict_in_crop(predictor, image, truth)
         # Its 2D NME as pgnface eval aflw2000 scores one (the prediction back in image pixels).
-        box = landmark_crop_box(truth[:, :2])
-        pred = truth.copy()
-        pred[:, :2] += errors * (box[2] - box[0]) / predictor.input_size
-        print(format_row(Path(path).name, errors[None]) + f"  NME {nme(pred, truth)['nme2d']:.2f} %")
+        score = landmark_nme(crop_to_image(prediction, box, predictor.input_size), truth)
+        print(format_row(Path(path).name, (prediction - annotation)[None]) + f"  NME {score:.2f} %")
     if args.synthetic:
         config = SyntheticConfig(size=predictor.input_size, framing="landmarks", light_contrast=args.light_contrast)
         batch = SyntheticFaces(config=config, seed=12345).sample(args.synthetic, seed=0)

@@ -13,7 +13,7 @@ By default the 10 sample images that `pgnface eval aflw2000` tests on are
 left out (index.csv names their rows): this uses landmark annotations only,
 never images, and is a diagnosis of the model, not training.
 
-    python scripts/landmark_floor.py ../shared/data/aflw2000 [--morphable FILE] [--prior 3]
+    python scripts/landmark_floor.py path/to/aflw2000 [--morphable FILE] [--prior 3]
 """
 
 import argparse
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pgnface.eval.metrics import landmark_nme
 from pgnface.morphable import MorphableModel
 from pgnface.ops import similarity_align
 
@@ -54,12 +55,6 @@ def fit_landmarks(mean, basis, targets, prior=None, rounds=10):
     return s[:, None, None] * src @ R.transpose(1, 2) + t[:, None]
 
 
-def nme_2d(pred, gt):
-    """[n] 2D NME % of [n, 68, 2+] landmarks over sqrt(w*h) of the ground-truth box."""
-    lo, hi = gt[..., :2].amin(1), gt[..., :2].amax(1)
-    return ((pred[..., :2] - gt[..., :2]).norm(dim=-1).mean(-1) / (hi - lo).prod(-1).sqrt() * 100).numpy()
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="the AFLW2000-3D folder with pts68.npy, yaw.npy and index.csv")
@@ -81,10 +76,11 @@ def main(argv=None) -> int:
     gt = torch.from_numpy(pts[rows]).double().transpose(1, 2).contiguous()
     flip = torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)  # image y down <-> model y up
     targets = gt * flip
-    errors = {
-        "mean shape": nme_2d(fit_landmarks(mean, basis, targets) * flip, gt),
-        f"MAP fit (prior {args.prior:g})": nme_2d(fit_landmarks(mean, basis, targets, args.prior) * flip, gt),
+    fits = {
+        "mean shape": fit_landmarks(mean, basis, targets),
+        f"MAP fit (prior {args.prior:g})": fit_landmarks(mean, basis, targets, args.prior),
     }
+    errors = {name: landmark_nme((fit * flip)[..., :2].numpy(), gt[..., :2].numpy()) for name, fit in fits.items()}
     a = np.abs(yaw[rows])
     print(f"{morphable.name}: 2D NME % of the best fit to {len(rows)} AFLW2000-3D annotations")
     print(f"{'fit':>24} " + " ".join(f"{f'({lo},{hi}]':>9}" for lo, hi in BINS) + "  balanced")

@@ -16,13 +16,13 @@
 #      (data.synthetic.light_contrast=8: strong directional light, a dark shadow side, an
 #      over-exposed lit side) and the video clips' vertex motion checked against
 #      optical flow (loss.flow=5), from stage 4's float16 copy (800 steps, about 6 min).
-# PHOTOS and VIDEO default to ../shared/data/images and ../shared/data/video
-# (never the AFLW2000-3D samples: they are for evaluation only).
+# PHOTOS and VIDEO default to the images/ and video/ folders of the real face data
+# ($PGNFACE_SHARED_DATA; never its AFLW2000-3D samples: they are for evaluation only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-PHOTOS=${PHOTOS:-../shared/data/images}
-VIDEO=${VIDEO:-../shared/data/video}
+PHOTOS=${PHOTOS:-${PGNFACE_SHARED_DATA:?set PGNFACE_SHARED_DATA, or PHOTOS and VIDEO}/images}
+VIDEO=${VIDEO:-${PGNFACE_SHARED_DATA:?set PGNFACE_SHARED_DATA, or PHOTOS and VIDEO}/video}
 OUT=${OUT:-runs}
 # Every stage also keeps the landmark heatmaps peaked on the labels (loss.heatmap).
 # The background photos' faces are painted out after an upright and a tilted search; the
@@ -49,7 +49,7 @@ train --out "$OUT/reference_roi" --steps "${STAGE4_STEPS:-600}" --init "$OUT/ref
   warmup_steps=20 data.single_weight=0.5 data.clip_weight=0 data.synthetic.framing=landmarks data.backgrounds="$PHOTOS" \
   data.augment=0.8 data.images="$PHOTOS" data.images_weight=0.25 data.video="$VIDEO" data.video_weight=0.25 \
   log_every=20 checkpoint_every=250
-# Stage 5 starts from the float16 copy of stage 4 (the network that was bundled before it).
+# Stage 5 starts from the float16 copy of stage 4, the copy compact_checkpoint.py writes.
 [ -f "$OUT/reference_roi/model_fp16.pt" ] || \
   $PY scripts/compact_checkpoint.py "$OUT/reference_roi/model.pt" "$OUT/reference_roi/model_fp16.pt"
 train --out "$OUT/reference_light" --steps 800 --init "$OUT/reference_roi/model_fp16.pt" lr=2e-4 \

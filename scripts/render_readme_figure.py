@@ -2,7 +2,7 @@
 
     python scripts/render_readme_figure.py [--out docs/rasterizer.png]
 
-Needs the BFM mesh in ../shared/data (or $PGNFACE_SHARED_DATA) and OpenCV.
+Needs the BFM mesh of the real face data ($PGNFACE_SHARED_DATA) and OpenCV.
 Three panels of the BFM no-neck mesh (76k triangles) at 512 x 512: Lambertian
 shading from interpolated vertex normals, then, magnified around the eye, the
 triangle-id buffer and the perspective-correct barycentrics as RGB.

@@ -75,7 +75,7 @@ def assert_matches_reference(
 
 
 def shared_data_dir() -> Path:
-    """The real face data folder (../shared/data next to the repository, or $PGNFACE_SHARED_DATA)."""
+    """The real face data folder: $PGNFACE_SHARED_DATA, else shared/data beside the checkout's folder."""
     env = os.environ.get("PGNFACE_SHARED_DATA")
     if env:
         return Path(env)

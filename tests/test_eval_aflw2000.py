@@ -12,7 +12,16 @@ from op_harness import shared_data_file
 
 from pgnface.eval import EvalResult, MeanShapePredictor, evaluate, load_aflw2000
 from pgnface.eval.aflw2000 import AFLWSample
-from pgnface.io.crops import crop, crop_to_image, landmark_crop_box
+from pgnface.eval.metrics import box_norm, landmark_nme, nme
+from pgnface.io.crops import (
+    bounding_box,
+    crop,
+    crop_to_image,
+    face_crop_box,
+    image_to_crop,
+    landmark_crop_box,
+    square_frame,
+)
 
 
 class OraclePredictor:
@@ -91,6 +100,34 @@ def test_crop_maps_points_consistently():
     ys, xs = np.nonzero(out[..., 0] > 127)
     assert xs.min() == 10 and xs.max() == 14 and ys.min() == 10 and ys.max() == 14
     np.testing.assert_allclose(crop_to_image(np.array([[10.0, 10.0, 1.0]]), box, 50), [[100.0, 50.0, 2.0]])
+    np.testing.assert_allclose(image_to_crop(np.array([[100.0, 50.0, 2.0]]), box, 50), [[10.0, 10.0, 1.0]])
+    np.testing.assert_allclose(image_to_crop(np.array([[100.0, 50.0]]), box, 50), [[10.0, 10.0]])
+    points = np.random.default_rng(0).uniform(-50, 250, (7, 2))
+    np.testing.assert_allclose(crop_to_image(image_to_crop(points, box, 50), box, 50), points, atol=1e-12)
+    with pytest.raises(ValueError, match=r"\[\.\.\., 2\] or \[\.\.\., 3\]"):
+        image_to_crop(np.zeros((3, 4)), box, 50)
+
+
+def test_every_crop_box_is_a_square_frame_of_its_box():
+    box = np.array([10.0, 20.0, 50.0, 40.0])  # 40 x 20
+    assert square_frame(box, 1.5) == (30.0, 30.0, 60.0)
+    assert square_frame(box, 1.5, shift_down=0.5) == (30.0, 40.0, 60.0)
+    np.testing.assert_array_equal(face_crop_box(box, enlarge=1.5, shift_down=0.5), [0.0, 10.0, 60.0, 70.0])
+    landmarks = np.array([[10.0, 20.0], [50.0, 40.0], [30.0, 25.0]])
+    np.testing.assert_array_equal(bounding_box(landmarks), box)
+    side = np.round(np.sqrt(2.0) * 40)  # integer corner and side
+    np.testing.assert_array_equal(landmark_crop_box(landmarks), [2.0, 2.0, 2.0 + side, 2.0 + side])
+
+
+def test_nme_normalises_by_the_ground_truth_box_and_takes_batches():
+    gt = np.array([[0.0, 0.0], [40.0, 10.0], [20.0, 5.0]])  # box 40 x 10: sqrt(w h) = 20
+    pred = gt + [3.0, 4.0]  # 5 px off everywhere
+    assert box_norm(gt) == 20.0
+    assert landmark_nme(pred, gt) == pytest.approx(25.0)
+    batch = landmark_nme(np.stack([pred, gt]), np.stack([gt, gt]))
+    np.testing.assert_allclose(batch, [25.0, 0.0])
+    full_pred, full_gt = np.c_[pred, np.zeros(3)], np.c_[gt, np.zeros(3)]
+    assert nme(full_pred, full_gt) == {"nme2d": pytest.approx(25.0), "nme3d": pytest.approx(25.0)}
 
 
 def test_real_aflw2000_boxes_match_3ddfa_roi_boxes():

@@ -118,7 +118,7 @@ def test_ground_truth_as_prediction_scores_zero_and_a_shift_scores_its_nme(test_
         lo, hi = s.landmarks[:, :2].min(0), s.landmarks[:, :2].max(0)
         assert r["nme2d"] == pytest.approx(100 * 5.0 / math.sqrt((hi - lo).prod()), rel=1e-4)  # 5 image px
         assert r["shape_error"] < 1e-6  # a scaled shape is still the right shape
-        assert r["recon_nme2d"] < 1e-4  # only the landmark head was shifted, not the mesh
+        assert r["recon_nme2d"] < 1e-4  # the oracle shifts the landmark head only, not the mesh
 
 
 def test_network_names():

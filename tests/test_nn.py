@@ -205,3 +205,15 @@ def test_autocast_and_channels_last_forward(morphable):
     for key in ("landmarks", "vertices", "rotation", "gamma"):
         assert out[key].dtype == torch.float32 and torch.isfinite(out[key]).all(), key
     out["vertices"].mean().backward()
+
+
+def test_pickling_leaves_the_per_device_3dmm_copies_behind(morphable):
+    import pickle
+
+    net = PGNNetwork(morphable, **TINY)
+    net._morphables[torch.device("cuda", 0)] = morphable  # stands for a cached CUDA copy
+    assert len(net._morphables) == 2
+    assert net.__getstate__()["_morphables"] == {}
+    copy = pickle.loads(pickle.dumps(net))
+    assert list(copy._morphables) == [morphable.device]
+    assert copy.morphable_on(morphable.device) is copy.morphable

@@ -12,6 +12,7 @@ from tiny_nets import train_tiny
 from pgnface.apps import ReconstructionPipeline
 from pgnface.cli import main
 from pgnface.data import SyntheticConfig, SyntheticFaces
+from pgnface.io.images import read_image
 from pgnface.io.meshes import read_mesh
 from pgnface.io.overlays import to_uint8_bgr
 from pgnface.io.video import is_frame_sequence
@@ -96,7 +97,7 @@ def test_a_frame_folder_keeps_the_largest_face_and_shares_the_identity(checkpoin
 def test_with_identity_of_its_own_identity_changes_nothing(checkpoint, frames):
     folder, _ = frames
     recon = ReconstructionPipeline(checkpoint)
-    image = cv2.cvtColor(cv2.imread(str(folder / "frame_000.png")), cv2.COLOR_BGR2RGB)
+    image = read_image(folder / "frame_000.png")
     face = recon.faces(image, [FALSE, BIG], largest_only=True)
     assert len(face) == 1 and np.allclose(face[0].box[2] - face[0].box[0], 145.0)  # 1.45 x the big box
     same = recon.with_identity(face[0], face[0].coefficients["id"])

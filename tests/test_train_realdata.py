@@ -11,6 +11,7 @@ from op_harness import shared_data_dir
 from pgnface.data import PhotoBackgrounds, SyntheticConfig, SyntheticFaces, unlabelled
 from pgnface.data.augment import augment_images, colour_jitter
 from pgnface.data.unlabelled import UnlabelledPhotos, VideoClips, track_boxes
+from pgnface.io.images import read_image
 from pgnface.io.video import read_frames
 from pgnface.morphable import MorphableModel
 from pgnface.train import TrainConfig, apply_overrides, train
@@ -269,7 +270,7 @@ def test_hide_detected_faces_finds_tilted_heads():
     from pgnface.io.detect import detect_faces
 
     def rgb(name):
-        return np.ascontiguousarray(cv2.imread(str(_shared("images") / name), cv2.IMREAD_COLOR)[..., ::-1])
+        return read_image(_shared("images") / name)
 
     def faces_turned(image, angle=-20.0):
         turn = cv2.getRotationMatrix2D((image.shape[1] / 2, image.shape[0] / 2), angle, 1.0)

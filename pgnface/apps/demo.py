@@ -29,15 +29,30 @@ from pgnface.nn.checkpoint import REFERENCE_CHECKPOINT, network_name
 
 
 def demo_clip(morphable: MorphableModel, size: int, frames: int, seed: int) -> dict:
-    """The demo's synthetic clip of one random person at crop size `size` (same seed: same clip at any size)."""
+    """The demo's synthetic clip of one random person (the same seed gives the same clip at any size).
+
+    Args:
+        morphable: the 3DMM the faces are drawn from.
+        size: crop size S.
+        frames: clip length F.
+        seed: which random person.
+
+    Returns:
+        SyntheticFaces.sample_clips's dict for one clip (image [1, F, 3, S, S], landmarks2d, angles, ...).
+    """
     return SyntheticFaces(morphable, SyntheticConfig(size=size), seed=seed).sample_clips(1, frames, seed=0)
 
 
 def score_clip(recon, clip: dict) -> tuple:
-    """Reconstructs every frame of a clip (crops [1, F, 3, S, S]) and scores it against the clip's truth.
+    """Reconstructs every frame of a clip and scores it against the clip's truth.
+
+    Args:
+        recon: the ReconstructionPipeline.
+        clip: a demo_clip dict (crops [1, F, 3, S, S] at the network's size).
 
     Returns:
-        (rows: one dict per frame with nme2d and yaw / pitch / roll errors in degrees, the FaceResults).
+        (rows: one dict per frame with nme2d and yaw / pitch / roll / geodesic
+        errors in degrees, the FaceResults).
     """
 
     images = clip["image"][0]
@@ -76,7 +91,14 @@ ABLATION_PREFIX = "pgn_ablation_"
 
 
 def default_comparisons(checkpoint) -> list:
-    """The bundled ablation networks pgn_ablation_*.pt (PGN and regressed pose), other than `checkpoint`."""
+    """The bundled ablation networks pgn_ablation_*.pt (PGN and regressed pose), other than `checkpoint`.
+
+    Args:
+        checkpoint: the main network's file.
+
+    Returns:
+        Paths of the comparison networks.
+    """
 
     return [p for p in bundled_checkpoints(ABLATION_PREFIX) if p.resolve() != Path(checkpoint).resolve()]
 
@@ -87,12 +109,19 @@ def run_demo(out_dir, checkpoint=None, frames: int = 8, seed: int = 0, device="c
     Args:
         out_dir: output folder.
         checkpoint: the network that reconstructs the clip (the bundled reference if None).
-        frames, seed: the clip's length and which random person.
+        frames: the clip's length.
+        seed: which random person.
         device: torch device.
         compare: more networks scored on the same clip (rendered at each one's input size);
             their mean errors become extra rows of the comparison table.
         on_error: called with (checkpoint, error) for a comparison network that cannot
             be loaded (it is then skipped); None raises instead.
+
+    Returns:
+        {"checkpoint", "frames": per-frame rows, "mean", "pose_mode", "networks": comparison rows}.
+
+    Raises:
+        FileNotFoundError: the checkpoint does not exist.
     """
 
     checkpoint = Path(checkpoint) if checkpoint else REFERENCE_CHECKPOINT
@@ -163,7 +192,14 @@ def run_demo(out_dir, checkpoint=None, frames: int = 8, seed: int = 0, device="c
 
 
 def format_metrics(metrics: dict) -> str:
-    """The per-frame table of the main network and, with comparisons, one row per network."""
+    """The per-frame table of the main network and, with comparisons, one row per network.
+
+    Args:
+        metrics: run_demo's result.
+
+    Returns:
+        The tables as text.
+    """
     lines = [
         f"{'frame':>5}  {'true yaw':>8}  {'NME 2D %':>8}  {'|d yaw|':>7}  {'|d pitch|':>9}  {'|d roll|':>8}"
         f"  {'|d R|':>6}"

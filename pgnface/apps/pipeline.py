@@ -52,8 +52,8 @@ class ReconstructionPipeline:
 
     Args:
         checkpoint: `pgnface train`'s model.pt.
-        model: the 3DMM the network was trained with (built-in if None); a
-            mismatched model is refused with a ValueError.
+        morphable: the 3DMM the network was trained with (built-in if None); a
+            mismatched 3DMM is refused with a ValueError.
         device: torch device.
     """
 
@@ -77,6 +77,10 @@ class ReconstructionPipeline:
 
         Returns:
             One FaceResult per box, largest box first when `largest_only`.
+
+        Raises:
+            ValueError: the image is smaller than 32 pixels a side.
+            RuntimeError: OpenCV's face cascade is missing (when detecting).
         """
         if min(image.shape[:2]) < 32:
             raise ValueError(f"image of {image.shape[1]} x {image.shape[0]} pixels is too small for a face")
@@ -91,7 +95,15 @@ class ReconstructionPipeline:
 
     @torch.no_grad()
     def reconstruct_crops(self, crops: torch.Tensor, crop_boxes: List[np.ndarray]) -> List[FaceResult]:
-        """Runs the network on crops [B, 3, S, S] (RGB in [0, 1]) cut from the boxes (sx, sy, ex, ey)."""
+        """Runs the network on crops and maps its output back to image pixels.
+
+        Args:
+            crops: [B, 3, S, S] RGB in [0, 1].
+            crop_boxes: [4] (sx, sy, ex, ey) box each crop was cut from.
+
+        Returns:
+            One FaceResult per crop.
+        """
         out = self.net(crops.to(self.device))
         albedo = self.morphable.to(self.device).albedo(out["albedo"]).clamp(0, 1).cpu().numpy()
         results = []
@@ -116,9 +128,16 @@ class ReconstructionPipeline:
         return results
 
     def with_identity(self, result: FaceResult, id_coeffs: np.ndarray) -> FaceResult:
-        """The same face re-synthesized with other identity coefficients [Ki], keeping expression and pose.
+        """The same face re-synthesized with other identity coefficients, keeping expression and pose.
 
-        Used to give every frame of a video the clip's shared identity.
+        Gives every frame of a video the clip's shared identity.
+
+        Args:
+            result: a FaceResult.
+            id_coeffs: [Ki] identity coefficients.
+
+        Returns:
+            A FaceResult with the new vertices and coefficients.
         """
         morphable = self.morphable.to("cpu")
         id_coeffs = np.asarray(id_coeffs, np.float32)
@@ -133,7 +152,16 @@ class ReconstructionPipeline:
         return replace(result, vertices=vertices, coefficients={**result.coefficients, "id": id_coeffs})
 
     def overlay(self, image: np.ndarray, results: List[FaceResult], alpha: float = 0.6) -> np.ndarray:
-        """BGR uint8 image with each reconstruction shaded and blended in, landmarks drawn."""
+        """The image with each reconstruction shaded and blended in, landmarks drawn.
+
+        Args:
+            image: [H, W, 3] uint8 RGB.
+            results: the faces to draw.
+            alpha: opacity of the shaded faces.
+
+        Returns:
+            [H, W, 3] uint8 BGR.
+        """
         out = image.astype(np.float32) / 255
         H, W = image.shape[:2]
         morphable = self.morphable.to("cpu")
@@ -163,7 +191,17 @@ class ReconstructionPipeline:
 
 
 def write_face(result: FaceResult, triangles: np.ndarray, out_dir: Path, stem: str) -> None:
-    """Writes one face's OBJ, PLY, landmarks JSON and coefficients .npz."""
+    """Writes one face's OBJ, PLY, landmarks JSON and coefficients .npz.
+
+    The meshes are upright (y up, z towards the viewer); the JSON holds the
+    landmarks in image pixels.
+
+    Args:
+        result: the face.
+        triangles: [T, 3] the 3DMM's triangles.
+        out_dir: the output folder.
+        stem: the files' stem.
+    """
     upright = result.vertices * np.array([1.0, -1.0, -1.0])
     write_obj(out_dir / f"{stem}.obj", upright, triangles, result.colours)
     write_ply(out_dir / f"{stem}.ply", upright, triangles, result.colours)

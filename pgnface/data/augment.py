@@ -25,6 +25,10 @@ def colour_jitter(images: torch.Tensor, r: torch.Tensor, strength: float) -> tor
     Args:
         images: [n, 3, S, S] in [0, 1].
         r: [n, 8] uniform random numbers (one row per image; rows may repeat within a clip).
+        strength: 0 (nothing) to 1 (the full ranges).
+
+    Returns:
+        [n, 3, S, S] in [0, 1].
     """
     s = strength
     view = (-1, 1, 1, 1)
@@ -61,10 +65,15 @@ def _occlude(image: np.ndarray, r: np.ndarray) -> None:
 
 
 def degrade(image: np.ndarray, r: np.ndarray, strength: float) -> np.ndarray:
-    """Occlusion, Gaussian blur, noise and JPEG on one [S, S, 3] uint8 RGB image.
+    """Occlusion, Gaussian blur, noise and JPEG on one image.
 
     Args:
-        r: 16 uniform random numbers that decide what happens.
+        image: [S, S, 3] uint8 RGB (the occlusion paints it in place).
+        r: [16] uniform random numbers that decide what happens.
+        strength: 0 (nothing) to 1 (the full ranges).
+
+    Returns:
+        [S, S, 3] uint8 RGB, contiguous.
     """
     s = strength
     if r[0] < 0.2 * s:
@@ -96,6 +105,9 @@ def augment_images(images: torch.Tensor, g: torch.Generator, strength: float = 1
 
     Returns:
         [n, 3, S, S] float tensor on the input's device, quantised to 8 bits like a photo.
+
+    Raises:
+        ValueError: images is not [n, 3, S, S], or n is not a multiple of group.
     """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [n, 3, S, S], got {tuple(images.shape)}")

@@ -1,12 +1,20 @@
 """Labelled training images from a folder in the 300W-LP / AFLW2000-3D layout.
 
-Each face is ``NAME.jpg`` (or another image format) with ``NAME.mat`` holding ``pt3d_68``
-[3, 68]: x, y in image pixels (pixel centres at integer + 0.5) and z, depth
-away from the camera (pgnface.io.overlays documents the layout; the
-synthetic writer produces it). A face is cropped around its landmark box the
-way the synthetic data frames faces (box side / crop_scale of the crop) and
-resized to S x S; its landmarks move with it and their depth is centred.
-Only the landmarks are used as labels.
+The layout is one image (``NAME.jpg``, or another image format) and one
+MATLAB file (``NAME.mat``) per face. The .mat holds:
+- ``pt3d_68`` [3, 68]: landmark x, y (image pixels, OpenCV convention: pixel
+  centres at integer + 0.5) and z (depth away from the camera, centred); NaN
+  for points the model does not define (the Surrey model's face contour);
+- ``Pose_Para`` [1, 7]: pitch, yaw, roll (radians; pgnface's convention, see
+  pgnface.data.synthetic), tx, ty, tz, scale;
+- ``Shape_Para`` [Ki, 1], ``Exp_Para`` [Ke, 1]: the model coefficients;
+- pgnface extras (``write_300wlp``): ``pt2d`` [2, 68], ``visible`` [1, 68],
+  ``Tex_Para``, ``Illum_Para`` [9, 3], ``model`` (the model's name).
+So real and synthetic sets go through the same loaders.
+
+A face is cropped around its landmark box the way the synthetic data frames
+faces (box side / crop_scale of the crop) and resized to S x S; its landmarks
+move with it and their depth is centred. Only the landmarks are used as labels.
 """
 
 from pathlib import Path
@@ -17,8 +25,8 @@ import numpy as np
 import scipy.io
 import torch
 
-from pgnface.io.crops import landmark_square
-from pgnface.io.images import IMAGE_SUFFIXES
+from pgnface.io.crops import bounding_box, square_frame
+from pgnface.io.images import IMAGE_SUFFIXES, read_image
 from pgnface.io.overlays import to_uint8_bgr
 
 
@@ -48,11 +56,19 @@ class LabelledFolder:
         return len(self.items)
 
     def load(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Face `index` -> (image [3, S, S] float in [0, 1], landmarks [L, 3] crop pixels, depth-centred)."""
+        """One face, cropped and resized.
+
+        Args:
+            index: which face, in [0, len).
+
+        Returns:
+            (image [3, S, S] float in [0, 1], landmarks [L, 3] in crop pixels, depth-centred).
+
+        Raises:
+            ValueError: an unreadable image, or a .mat without a [3, L] pt3d_68 array.
+        """
         image_path, mat_path = self.items[index]
-        bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"{image_path} could not be read as an image")
+        rgb = read_image(image_path)
         try:
             pts = np.asarray(scipy.io.loadmat(mat_path)["pt3d_68"], dtype=np.float64)
         except (KeyError, ValueError, OSError) as err:
@@ -60,27 +76,39 @@ class LabelledFolder:
         if pts.ndim != 2 or pts.shape[0] != 3:
             raise ValueError(f"{mat_path}: pt3d_68 must have shape [3, L], got {list(pts.shape)}")
         lm = pts.T
-        x0, y0, side = landmark_square(lm[:, :2], self.crop_scale)
+        cx, cy, side = square_frame(bounding_box(lm[:, :2]), self.crop_scale)
+        x0, y0 = cx - side / 2, cy - side / 2
         k = self.size / side
         # Continuous coordinates (centres at +0.5) map as q = k (p - origin); OpenCV's warp
         # works on integer pixel centres, hence the half-pixel terms.
         M = np.array([[k, 0.0, k * (0.5 - x0) - 0.5], [0.0, k, k * (0.5 - y0) - 0.5]])
         crop = cv2.warpAffine(
-            bgr,
+            rgb,
             M,
             (self.size, self.size),
             flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         )
-        image = torch.from_numpy(np.ascontiguousarray(crop[..., ::-1])).permute(2, 0, 1).float() / 255.0
+        image = torch.from_numpy(crop).permute(2, 0, 1).float() / 255.0
         out = np.stack([k * (lm[:, 0] - x0), k * (lm[:, 1] - y0), k * (lm[:, 2] - lm[:, 2].mean())], 1)
         return image, torch.from_numpy(out).float()
 
     def batch(self, indices: List[int], landmark_ids: torch.Tensor, device) -> Dict[str, torch.Tensor]:
-        """Faces at `indices` -> {image [n, 3, S, S], landmarks3d [n, L, 3]} on `device`.
+        """A training batch of faces.
 
         Files with 68 landmarks are restricted to the model's landmark_ids;
         files with exactly as many as the model defines are taken as they are.
+
+        Args:
+            indices: which faces.
+            landmark_ids: [L] the model's iBUG-68 indices.
+            device: where the batch goes.
+
+        Returns:
+            {"image": [n, 3, S, S], "landmarks3d": [n, L, 3]} on `device`.
+
+        Raises:
+            ValueError: a file whose landmark count is neither 68 nor L, or as for load.
         """
         images, marks = [], []
         ids = landmark_ids.cpu()
@@ -109,6 +137,12 @@ def write_300wlp(
         landmark_ids: the model's iBUG-68 indices of the sample's L landmarks. When
             L < 68 (e.g. the Surrey model), ``pt3d_68`` still has 68 columns, NaN
             for the points the model does not define, so files stay 68-point files.
+
+    Returns:
+        The written image paths, one per face.
+
+    Raises:
+        OSError: an image cannot be written.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ import torch
 
 from pgnface.io.crops import crop, face_crop_box
 from pgnface.io.detect import detect_faces, detect_profile_faces
-from pgnface.io.images import image_files
+from pgnface.io.images import image_files, read_image
 
 
 class PhotoBackgrounds:
@@ -79,18 +79,27 @@ class PhotoBackgrounds:
                 before cutting random patches. A real face in the background of a
                 training image teaches the network that real faces are clutter.
             tilted: also find heads tilted by +-20 degrees, and leave out photos
-                whose heads cover most of them (see hide_detected_faces); False is
-                the upright-only search the bundled networks were trained with.
+                whose heads cover most of them (see hide_detected_faces); False
+                searches upright heads only and keeps every photo.
+
+        Returns:
+            The PhotoBackgrounds.
+
+        Raises:
+            FileNotFoundError: `folder` is not a directory.
+            ValueError: no usable photos in it.
         """
 
         photos, boxes = [], []
         for path in image_files(folder):
             if any(word in path.name for word in exclude):
                 continue
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None or min(bgr.shape[:2]) < 16:
+            try:
+                rgb = read_image(path)
+            except ValueError:
                 continue
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if min(rgb.shape[:2]) < 16:
+                continue
             photo = (
                 hide_detected_faces(
                     rgb, max_side=2 * size, tilts=(-20.0, 20.0) if tilted else (), max_hidden=0.8 if tilted else 1.0
@@ -113,10 +122,18 @@ class PhotoBackgrounds:
         return len(self.photos)
 
     def draw(self, g: torch.Generator, n: int, device=None) -> torch.Tensor:
-        """n random patches [n, S, S, 3] (deterministic for the generator's state).
+        """Random patches, deterministic for the generator's state.
 
         The random numbers come from `g` (any device); the patches are cut on
         the CPU and moved to `device`.
+
+        Args:
+            g: the random generator.
+            n: how many patches.
+            device: where the patches go (the CPU if None).
+
+        Returns:
+            [n, S, S, 3] float in [0, 1].
         """
         S = self.size
         r = torch.rand(n, 8, generator=g, device=g.device).cpu().double().numpy()
@@ -168,13 +185,21 @@ def _face_patch(photo: np.ndarray, box: np.ndarray, size: int) -> torch.Tensor:
 def hide_detected_faces(
     photo: np.ndarray, max_side: int = 256, tilts: Sequence[float] = (-20.0, 20.0), max_hidden: float = 0.8
 ) -> Optional[np.ndarray]:
-    """The photo (shrunk to at most `max_side` px on its shorter side) with every face the
-    frontal and profile cascades find painted over by inpainting, heads and all.
+    """The photo with every face the frontal and profile cascades find painted over by inpainting, heads and all.
 
     The cascades only find upright faces, so the shrunk photo is also searched turned
     by each angle in `tilts` (degrees): a tilted head the upright search misses would
-    otherwise stay in the backgrounds. Returns None when the heads cover more than
-    `max_hidden` of the photo (a face close-up: nothing is left to use).
+    otherwise stay in the backgrounds.
+
+    Args:
+        photo: [H, W, 3] uint8 RGB.
+        max_side: the photo is shrunk to at most this many pixels on its shorter side.
+        tilts: extra search angles in degrees.
+        max_hidden: the largest fraction of the photo the heads may cover.
+
+    Returns:
+        [h, w, 3] uint8 RGB (shrunk), or None when the heads cover more than
+        `max_hidden` of the photo (a face close-up: nothing is left to use).
     """
 
     shrink = min(1.0, max_side / min(photo.shape[:2]))

@@ -63,7 +63,15 @@ class UnlabelledPhotos:
         return len(self.faces)
 
     def batch(self, n: int, g: torch.Generator) -> torch.Tensor:
-        """n random face crops [n, 3, S, S] in [0, 1] (jittered, half of them mirrored)."""
+        """Random face crops, jittered, half of them mirrored.
+
+        Args:
+            n: how many crops.
+            g: the random generator (CPU).
+
+        Returns:
+            [n, 3, S, S] float in [0, 1].
+        """
         pick = torch.randint(len(self.faces), (n,), generator=g).tolist()
         r = torch.rand(n, 4, generator=g, dtype=torch.float64).numpy()
         crops = []
@@ -75,10 +83,20 @@ class UnlabelledPhotos:
 
 
 def track_boxes(frames: Sequence[np.ndarray], min_face: int = 40) -> np.ndarray:
-    """One crop box per frame [T, 4] for the clip's person: the largest detection, smoothed.
+    """One crop box per frame for the clip's person: the largest detection, smoothed.
 
     Frames without a detection take the nearest detected frame's box; a
     3-frame median removes single-frame detector jumps.
+
+    Args:
+        frames: [H, W, 3] uint8 RGB frames.
+        min_face: smallest face side in pixels.
+
+    Returns:
+        [T, 4] (sx, sy, ex, ey) crop boxes.
+
+    Raises:
+        ValueError: no face in any frame.
     """
     boxes = [detect_faces(f, min_size=min_face) for f in frames]
     found = [i for i, b in enumerate(boxes) if b]
@@ -107,7 +125,15 @@ class VideoClips:
         self.boxes = track_boxes(self.video)
 
     def batch(self, clips: int, g: torch.Generator) -> torch.Tensor:
-        """[clips * F, 3, S, S] crops, frame-major within each clip; a clip shares its jitter and mirroring."""
+        """Random clips; a clip shares its jitter and mirroring.
+
+        Args:
+            clips: how many clips.
+            g: the random generator (CPU).
+
+        Returns:
+            [clips * F, 3, S, S] float in [0, 1], frame-major within each clip.
+        """
         T, F = len(self.video), self.frames
         r = torch.rand(clips, 6, generator=g, dtype=torch.float64).numpy()
         crops = []

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 import scipy.io
 import torch
 
 from pgnface.eval.metrics import nme
 from pgnface.io.crops import crop, crop_to_image, landmark_crop_box
+from pgnface.io.images import read_image
 
 # The last bin also takes the few corrupt annotations with |yaw| > 90 degrees, as 3DDFA does.
 YAW_BINS = (("[0,30]", 0.0, 30.0), ("(30,60]", 30.0, 60.0), ("(60,90]", 60.0, math.inf))
@@ -50,6 +50,7 @@ class AFLWSample:
 
     @property
     def yaw_degrees(self) -> float:
+        """The annotated yaw in degrees (Pose_Para's second angle)."""
         return float(np.degrees(self.pose[1]))
 
 
@@ -63,7 +64,11 @@ def load_aflw2000(folder, reannotated: Optional[np.ndarray] = None) -> List[AFLW
             folder's index.csv to map names to rows when given as an array.
 
     Raises:
-        FileNotFoundError / ValueError: missing folder, no samples, unreadable files.
+        FileNotFoundError: the folder does not exist.
+        ValueError: a .mat without its image, unreadable or malformed files, no samples.
+
+    Returns:
+        The samples, sorted by name.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -74,9 +79,7 @@ def load_aflw2000(folder, reannotated: Optional[np.ndarray] = None) -> List[AFLW
         image_path = mat_path.with_suffix(".jpg")
         if not image_path.is_file():
             raise ValueError(f"{mat_path}: no matching image {image_path.name}")
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"{image_path}: not a readable image")
+        image = read_image(image_path)
         try:
             mat = scipy.io.loadmat(str(mat_path))
         except Exception as err:  # scipy raises several types for corrupt files
@@ -93,7 +96,7 @@ def load_aflw2000(folder, reannotated: Optional[np.ndarray] = None) -> List[AFLW
         samples.append(
             AFLWSample(
                 mat_path.stem,
-                image[..., ::-1].copy(),
+                image,
                 landmarks,
                 np.asarray(mat["Pose_Para"], dtype=np.float64).reshape(-1),
             )
@@ -119,7 +122,11 @@ class EvalResult:
     predictions: Dict[str, np.ndarray] = field(default_factory=dict)  # name -> [68, 3] image-pixel landmarks
 
     def by_bin(self) -> Dict[str, List[Dict[str, float]]]:
-        """{yaw-bin label: the per-image rows in that bin}."""
+        """The per-image rows by |yaw| bin.
+
+        Returns:
+            {yaw-bin label: the per-image rows in that bin}.
+        """
         return {
             label: [r for r in self.per_image if (lo < abs(r["yaw"]) or lo == 0) and abs(r["yaw"]) <= hi]
             for label, lo, hi in YAW_BINS
@@ -131,6 +138,9 @@ class EvalResult:
         Args:
             keys: the per-image values to average (default the two NMEs; any
                 numeric per-image column works, e.g. pose errors).
+
+        Returns:
+            {row label: {key: mean value, "count": images}} (NaN for empty bins).
         """
 
         def mean(values):
@@ -145,6 +155,11 @@ class EvalResult:
         return rows
 
     def format_table(self) -> str:
+        """The NME table as fixed-width text, one line per yaw bin, "balanced" and "mean".
+
+        Returns:
+            The table ("n/a" for empty bins).
+        """
         lines = [f"{'yaw':>9}  {'images':>6}  {'NME 2D %':>9}  {'NME 3D %':>9}"]
 
         def fmt(v):
@@ -155,6 +170,11 @@ class EvalResult:
         return "\n".join(lines)
 
     def write_csv(self, path) -> None:
+        """Writes the per-image rows (name, yaw, nme2d, nme3d).
+
+        Args:
+            path: the CSV file to write.
+        """
         with open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["name", "yaw", "nme2d", "nme3d"])
             writer.writeheader()
@@ -168,7 +188,21 @@ def evaluate(
     batch_size: int = 16,
     device: Optional[torch.device] = None,
 ) -> EvalResult:
-    """Runs the protocol for `predictor` over `samples` (see the module docstring)."""
+    """Runs the protocol for a predictor over samples (see the module docstring).
+
+    Args:
+        predictor: maps crops [B, 3, S, S] RGB in [0, 1] to landmarks [B, 68, 3]
+            in crop pixels (z away from the camera); S is its ``input_size``.
+        samples: the AFLW2000-3D samples.
+        batch_size: crops per predictor call.
+        device: where the crops go (they stay on the CPU if None).
+
+    Returns:
+        EvalResult with per-image NMEs and the predictions in image pixels.
+
+    Raises:
+        ValueError: the predictor returns anything but [B, 68, 3].
+    """
     size = int(predictor.input_size)
     result = EvalResult()
     for start in range(0, len(samples), batch_size):

@@ -36,7 +36,16 @@ LEGEND = (
 
 
 def summary_row(result: EvalResult, metrics: Sequence[str], **info) -> Dict[str, object]:
-    """One flat row: `info` (name, checkpoint, ...) then "<metric>_<bin>" for every metric and table row."""
+    """One flat row of a comparison table.
+
+    Args:
+        result: a network's EvalResult.
+        metrics: the per-image values to average.
+        **info: leading columns (name, checkpoint, pose_mode, ...).
+
+    Returns:
+        `info`, "images", then "<metric>_<bin>" for every metric and table row.
+    """
     row = {**info, "images": len(result.per_image)}
     for label, values in result.table(metrics).items():
         for metric in metrics:
@@ -51,7 +60,14 @@ def _fmt(value) -> str:
 
 
 def format_comparison(rows: List[Dict[str, object]]) -> str:
-    """Fixed-width text table: one line per network, the SHOWN columns."""
+    """Fixed-width text table: one line per network, the SHOWN columns.
+
+    Args:
+        rows: summary_row results.
+
+    Returns:
+        The table.
+    """
     header = ["network", "pose mode"] + [h for _, h in SHOWN]
     body = [[str(r["name"]), str(r["pose_mode"])] + [_fmt(r[c]) for c, _ in SHOWN] for r in rows]
     widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
@@ -63,7 +79,14 @@ def format_comparison(rows: List[Dict[str, object]]) -> str:
 
 
 def markdown_comparison(rows: List[Dict[str, object]]) -> str:
-    """The same table in GitHub markdown, with the legend below."""
+    """The comparison table in GitHub markdown, with the legend below.
+
+    Args:
+        rows: summary_row results.
+
+    Returns:
+        The markdown text.
+    """
     header = ["network", "pose mode"] + [h for _, h in SHOWN]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(SHOWN)]
     lines += [
@@ -84,7 +107,17 @@ def _no_nan(value):
 
 
 def write_comparison(out_dir, stem: str, rows: List[Dict[str, object]], details: Dict[str, object]) -> List[Path]:
-    """Writes OUT/STEM.csv (every column), OUT/STEM.md and OUT/STEM.json (`details` plus the rows)."""
+    """Writes OUT/STEM.csv (every column), OUT/STEM.md and OUT/STEM.json (`details` plus the rows).
+
+    Args:
+        out_dir: the output folder (created if missing).
+        stem: the files' stem.
+        rows: summary_row results (at least one).
+        details: extra JSON content (NaN becomes null).
+
+    Returns:
+        The three paths written.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.csv", out / f"{stem}.md", out / f"{stem}.json"]

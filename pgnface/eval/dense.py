@@ -26,7 +26,17 @@ from pgnface import ops
 
 
 def closest_points_on_triangles(p, a, b, c):
-    """Closest points on triangles (a, b, c) to points p, all [M, 3]; returns ([M, 3], [M])."""
+    """Closest points on triangles to points, one triangle per point (Voronoi regions of the triangle).
+
+    Args:
+        p: [M, 3] query points.
+        a: [M, 3] first corners.
+        b: [M, 3] second corners.
+        c: [M, 3] third corners.
+
+    Returns:
+        ([M, 3] closest points, [M] distances); a degenerate triangle answers with its corner a.
+    """
     ab, ac, ap = b - a, c - a, p - a
     d1, d2 = (ab * ap).sum(1), (ac * ap).sum(1)
     bp = p - b
@@ -60,7 +70,13 @@ def closest_points_on_triangles(p, a, b, c):
 
 
 class Surface:
-    """Closest-point queries on a triangle mesh (or a point cloud when it has no triangles)."""
+    """Closest-point queries on a triangle mesh (or a point cloud when it has no triangles).
+
+    Args:
+        vertices: [N, 3] mesh vertices.
+        triangles: optional [T, 3] vertex indices; None or empty for a point cloud.
+        candidates: how many nearest vertices' incident triangles each query tests.
+    """
 
     def __init__(self, vertices: np.ndarray, triangles: Optional[np.ndarray] = None, candidates: int = 8):
         self.vertices = np.asarray(vertices, np.float64)
@@ -79,7 +95,14 @@ class Surface:
             self.incident[np.repeat(np.arange(len(self.vertices)), counts), ranks] = owners
 
     def closest(self, points: np.ndarray):
-        """([M, 3] closest surface points, [M] distances) for [M, 3] query points."""
+        """The closest surface points to query points.
+
+        Args:
+            points: [M, 3] query points.
+
+        Returns:
+            ([M, 3] closest surface points, [M] distances).
+        """
         points = np.asarray(points, np.float64)
         _, nearest = self.tree.query(points, k=self.k)
         nearest = nearest.reshape(len(points), -1)
@@ -106,7 +129,15 @@ class Surface:
 
 
 def similarity(src: np.ndarray, dst: np.ndarray):
-    """(scale, R [3,3], t [3]) minimising |s R src + t - dst|^2, via pgnface.ops.similarity_align."""
+    """The similarity minimising ``|s R src + t - dst|^2``, via pgnface.ops.similarity_align.
+
+    Args:
+        src: [P, 3] points.
+        dst: [P, 3] corresponding points.
+
+    Returns:
+        (scale, R [3, 3], t [3]).
+    """
     s, R, t = ops.similarity_align(
         torch.from_numpy(np.asarray(src, np.float64))[None], torch.from_numpy(np.asarray(dst, np.float64))[None]
     )
@@ -115,6 +146,19 @@ def similarity(src: np.ndarray, dst: np.ndarray):
 
 @dataclass
 class DenseResult:
+    """The outcome of dense_errors.
+
+    Attributes:
+        rmse: root mean square ground-truth-to-prediction distance (ground-truth units).
+        mean: mean distance.
+        median: median distance.
+        points: ground-truth points used (after the crop).
+        scale: final similarity scale (prediction -> ground truth).
+        rotation: [3, 3] final rotation.
+        translation: [3] final translation.
+        iterations: ICP iterations run.
+    """
+
     rmse: float
     mean: float
     median: float
@@ -125,6 +169,11 @@ class DenseResult:
     iterations: int
 
     def as_dict(self):
+        """The scalar fields as a plain dict (for JSON).
+
+        Returns:
+            {"rmse", "mean", "median", "points", "scale", "iterations"}.
+        """
         return {
             "rmse": self.rmse,
             "mean": self.mean,
@@ -150,16 +199,23 @@ def dense_errors(
     """Aligns a predicted mesh to the ground truth and measures GT-to-prediction distances.
 
     Args:
-        pred_vertices: [N, 3]; pred_triangles: [T, 3] (empty: distances to the nearest vertex).
+        pred_vertices: [N, 3] predicted mesh vertices.
+        pred_triangles: [T, 3] its triangles (None or empty: distances to the nearest vertex).
         gt_vertices: [M, 3] ground-truth mesh vertices or scan points.
-        pred_landmarks, gt_landmarks: optional [L, 3] corresponding landmarks for the
-            initial alignment.
+        pred_landmarks: optional [L, 3] predicted landmarks for the initial alignment.
+        gt_landmarks: optional [L, 3] the corresponding ground-truth landmarks.
         crop_radius: keep only ground-truth points within this distance of `nose_tip`.
         nose_tip: [3] ground-truth nose tip (required with crop_radius).
+        max_iterations: ICP iterations at most.
+        tolerance: stop when the RMSE improves by less than this fraction.
 
     Returns:
         DenseResult with RMSE / mean / median distance (ground-truth units), the
         number of ground-truth points used and the final similarity (pred -> GT).
+
+    Raises:
+        ValueError: vertices that are not [N, 3], crop_radius without nose_tip,
+            or fewer than 3 ground-truth points inside the crop.
     """
     pred = np.asarray(pred_vertices, np.float64)
     gt = np.asarray(gt_vertices, np.float64)

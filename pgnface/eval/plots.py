@@ -5,7 +5,7 @@ from typing import Dict, Sequence
 import cv2
 import numpy as np
 
-from pgnface.io.crops import crop, landmark_crop_box
+from pgnface.io.crops import crop, image_to_crop, landmark_crop_box
 
 COLOURS = [(200, 90, 30), (40, 160, 40), (30, 30, 200), (150, 60, 160), (20, 150, 200)]  # BGR
 
@@ -18,7 +18,19 @@ def error_distribution_png(
     x_max: float = 0.0,
     size=(640, 420),
 ) -> None:
-    """Cumulative error distribution curves (fraction of images with error <= x), one per label."""
+    """Draws cumulative error distribution curves (fraction of images with error <= x), one per label.
+
+    Args:
+        errors: {label: per-image errors}; empty lists are skipped.
+        path: the PNG file to write.
+        title: text above the plot.
+        x_label: the x axis' label.
+        x_max: the x axis' end (0: 1.1 x the largest error).
+        size: (width, height) in pixels.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
     width, height = size
     left, right, top, bottom = 60, 20, 40, 50
     img = np.full((height, width, 3), 255, np.uint8)
@@ -80,7 +92,12 @@ def landmark_sheet(samples, result, tile: int = 200, columns: int = 5, limit: in
     Args:
         samples: the AFLWSample list that was evaluated.
         result: its EvalResult (predictions in image pixels).
-        tile: tile side in pixels; limit: at most this many images (the worst first).
+        tile: tile side in pixels.
+        columns: tiles per row.
+        limit: at most this many images (the worst first).
+
+    Returns:
+        [rows tile, columns tile, 3] uint8 BGR (empty tiles black).
     """
 
     by_name = {s.name: s for s in samples}
@@ -90,12 +107,11 @@ def landmark_sheet(samples, result, tile: int = 200, columns: int = 5, limit: in
         s = by_name[r["name"]]
         box = landmark_crop_box(s.landmarks[:, :2])
         image = np.ascontiguousarray(crop(s.image, box, tile)[..., ::-1])
-        k = tile / (box[2] - box[0])
         for points, colour in (
             (s.landmarks[:, :2], (60, 200, 60)),
             (result.predictions[r["name"]][:, :2], (40, 40, 230)),
         ):
-            for x, y in (points - box[:2]) * k:
+            for x, y in image_to_crop(points, box, tile):
                 cv2.circle(image, (int(round(x)), int(round(y))), 2, colour, -1, cv2.LINE_AA)
         cv2.putText(
             image,

@@ -15,7 +15,15 @@ class MeanShapePredictor:
     The model's mean 68 landmarks, seen frontally, are placed so that their
     bounding box is centred in the crop with its larger side equal to
     size / sqrt(2), which is where the standard AFLW2000-3D crop puts the
-    ground-truth box. Any method worth its name beats this.
+    ground-truth box. Any method worth its name beats this. Called on crops
+    [B, 3, S, S] it returns [B, 68, 3] landmarks in crop pixels.
+
+    Args:
+        morphable: the 3DMM (the built-in model if None).
+        input_size: crop size S.
+
+    Raises:
+        ValueError: the 3DMM does not define all 68 landmarks.
     """
 
     def __init__(self, morphable: MorphableModel = None, input_size: int = 120):
@@ -41,8 +49,8 @@ class CheckpointPredictor:
 
     Args:
         path: the checkpoint.
-        model: the 3DMM it was trained with (the built-in model if None); a
-            different model is refused with a ValueError saying what differs.
+        morphable: the 3DMM it was trained with (the built-in model if None); a
+            different 3DMM is refused with a ValueError saying what differs.
         input_size: crop size; by default the size the network was trained at.
         device: where to run the network.
         flip: test-time flip averaging: the landmarks are the mean of the

@@ -32,7 +32,7 @@ import torch
 from pgnface import ops
 from pgnface.data.synthetic import SyntheticConfig, SyntheticFaces
 from pgnface.eval.aflw2000 import AFLWSample, EvalResult, evaluate
-from pgnface.eval.metrics import nme
+from pgnface.eval.metrics import box_norm, nme
 from pgnface.io.crops import crop_to_image, landmark_crop_box
 from pgnface.morphable import FRONTAL, MorphableModel
 from pgnface.ops.pose import rotation_from_angles
@@ -83,7 +83,14 @@ def synthetic_test_set(
         size: image size S in pixels.
         seed: which test set (0 by default; each seed is a different set).
         yaw_max: yaw ~ U(-yaw_max, yaw_max) degrees.
-        model: the 3DMM (the built-in model if None); must define all 68 landmarks.
+        morphable: the 3DMM (the built-in model if None); must define all 68 landmarks.
+
+    Returns:
+        SyntheticTestSet: AFLW-style samples, posed vertices [B, N, 3], unposed
+        shapes [B, N, 3], angles [B, 3] (yaw, pitch, roll degrees) and S.
+
+    Raises:
+        ValueError: num < 1, yaw_max outside (0, 90], or a 3DMM without all 68 landmarks.
     """
     if num < 1:
         raise ValueError(f"the test set needs at least 1 face, got {num}")
@@ -113,16 +120,31 @@ def synthetic_test_set(
 
 
 def angle_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """|pred - true| of [B, 3] angles in degrees, wrapped to [0, 180]: [B, 3]."""
+    """Absolute angle differences, wrapped.
+
+    Args:
+        pred: [B, 3] angles in degrees.
+        true: [B, 3] angles in degrees.
+
+    Returns:
+        [B, 3] |pred - true| in [0, 180].
+    """
     diff = np.abs(np.asarray(pred, np.float64) - np.asarray(true, np.float64)) % 360.0
     return np.minimum(diff, 360.0 - diff)
 
 
 def rotation_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Geodesic angle in degrees between [B, 3, 3] rotations: [B].
+    """Geodesic angle between rotations.
 
     Unlike per-angle errors, it has no gimbal-lock artefact near |yaw| = 90,
     where pitch and roll are ill-defined.
+
+    Args:
+        pred: [B, 3, 3] rotations.
+        true: [B, 3, 3] rotations.
+
+    Returns:
+        [B] degrees.
     """
     relative = np.einsum("bji,bjk->bik", np.asarray(pred, np.float64), np.asarray(true, np.float64))
     cos = np.clip((np.trace(relative, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
@@ -130,21 +152,36 @@ def rotation_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 
 def vertex_nme(pred: np.ndarray, true: np.ndarray, true_landmarks2d: np.ndarray, depth_ids: np.ndarray) -> np.ndarray:
-    """Posed dense error (%) of [B, N, 3] vertices over sqrt(w * h) of the true [B, L, 2] landmark box: [B].
+    """Posed dense error (%) over sqrt(w * h) of the true landmark box.
 
     Both vertex sets are depth-centred on the mean depth of their `depth_ids`
     vertices (the landmark vertices) before comparing.
+
+    Args:
+        pred: [B, N, 3] predicted vertices.
+        true: [B, N, 3] true vertices.
+        true_landmarks2d: [B, L, 2] true landmarks (the normaliser's box).
+        depth_ids: [L'] vertex indices whose mean depth is the origin.
+
+    Returns:
+        [B] mean vertex distance in percent of the box size.
     """
     pred, true = np.asarray(pred, np.float64).copy(), np.asarray(true, np.float64).copy()
     for v in (pred, true):
         v[..., 2] -= v[:, depth_ids, 2].mean(1, keepdims=True)
-    lo, hi = true_landmarks2d.min(1), true_landmarks2d.max(1)
-    norm = np.sqrt(np.prod(hi - lo, axis=1))
-    return 100.0 * np.linalg.norm(pred - true, axis=2).mean(1) / norm
+    return 100.0 * np.linalg.norm(pred - true, axis=2).mean(1) / box_norm(true_landmarks2d)
 
 
 def aligned_shape_error(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Mean vertex distance of [B, N, 3] shapes after a similarity alignment of pred onto true: [B]."""
+    """Mean vertex distance of shapes after a similarity alignment of pred onto true.
+
+    Args:
+        pred: [B, N, 3] predicted shapes.
+        true: [B, N, 3] true shapes.
+
+    Returns:
+        [B] mean distances in the shapes' units.
+    """
     p = torch.as_tensor(np.asarray(pred), dtype=torch.float64)
     t = torch.as_tensor(np.asarray(true), dtype=torch.float64)
     scale, R, shift = ops.similarity_align(p, t)

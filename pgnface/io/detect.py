@@ -21,7 +21,18 @@ def _cascade(name: str = "haarcascade_frontalface_default.xml"):
 
 
 def detect_faces(image_rgb: np.ndarray, min_size: int = 40) -> List[np.ndarray]:
-    """Face boxes [x0, y0, x1, y1] (pixels) found by OpenCV's frontal-face cascade, largest first."""
+    """Faces found by OpenCV's frontal-face cascade.
+
+    Args:
+        image_rgb: [H, W, 3] uint8 RGB.
+        min_size: smallest face side in pixels.
+
+    Returns:
+        Boxes [4] (x0, y0, x1, y1) in pixels, largest first.
+
+    Raises:
+        RuntimeError: OpenCV's cascade file is missing.
+    """
     gray = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
     gray = cv2.equalizeHist(gray)
     found = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size))
@@ -30,9 +41,20 @@ def detect_faces(image_rgb: np.ndarray, min_size: int = 40) -> List[np.ndarray]:
 
 
 def detect_profile_faces(image_rgb: np.ndarray, min_size: int = 40) -> List[np.ndarray]:
-    """Boxes [x0, y0, x1, y1] of faces in profile (either way), by OpenCV's profile cascade.
+    """Faces in profile (either way), by OpenCV's profile cascade.
 
-    Tuned for recall (fewer neighbours than detect_faces): used to hide faces, not to find them.
+    Tuned for recall (fewer neighbours than detect_faces): it finds faces to paint out of
+    background photos, where a miss costs more than a false face.
+
+    Args:
+        image_rgb: [H, W, 3] uint8 RGB.
+        min_size: smallest face side in pixels.
+
+    Returns:
+        Boxes [4] (x0, y0, x1, y1) in pixels.
+
+    Raises:
+        RuntimeError: OpenCV's cascade file is missing.
     """
     gray = cv2.equalizeHist(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY))
     W = gray.shape[1]

@@ -13,12 +13,25 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
 def is_image(path: Path) -> bool:
-    """True when `path` has an image suffix (any case)."""
+    """Whether a path names an image by its suffix (any case).
+
+    Args:
+        path: a file path.
+
+    Returns:
+        True for one of IMAGE_SUFFIXES.
+    """
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
 def image_files(folder) -> List[Path]:
-    """Sorted image files under `folder`, searched recursively.
+    """The image files under a folder, searched recursively.
+
+    Args:
+        folder: the folder.
+
+    Returns:
+        Sorted paths.
 
     Raises:
         FileNotFoundError: `folder` is not a directory.
@@ -30,7 +43,17 @@ def image_files(folder) -> List[Path]:
 
 
 def read_image(path) -> np.ndarray:
-    """[H, W, 3] uint8 RGB; grayscale and RGBA are converted. ValueError when unreadable."""
+    """Reads an image file as RGB; grayscale and RGBA are converted, other bit depths scaled to 8 bits.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        [H, W, 3] uint8 RGB.
+
+    Raises:
+        ValueError: the file is missing or not a readable image.
+    """
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError(f"{path}: not a readable image")

@@ -38,6 +38,12 @@ def _fan(polygon):
 def read_mesh(path) -> Tuple[np.ndarray, np.ndarray]:
     """Reads an .obj, .ply or .npz mesh.
 
+    Args:
+        path: the mesh file.
+
+    Returns:
+        (vertices [N, 3] float64, triangles [T, 3] int64); polygons are fanned into triangles.
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: unsupported suffix or malformed content (naming the file).
@@ -162,7 +168,14 @@ def _read_npz(path):
 
 
 def write_obj(path, vertices: np.ndarray, triangles: np.ndarray, colours: Optional[np.ndarray] = None) -> None:
-    """Writes an OBJ (1-based faces; `v x y z r g b` when colours are given)."""
+    """Writes an OBJ (1-based faces; ``v x y z r g b`` when colours are given).
+
+    Args:
+        path: the file to write.
+        vertices: [N, 3] positions, written with 6 decimals.
+        triangles: [T, 3] 0-based vertex indices (the file's are 1-based).
+        colours: optional [N, 3] RGB in [0, 1], 4 decimals after each vertex.
+    """
     vertices = np.asarray(vertices, np.float64)
     with open(path, "w") as f:
         f.write("# written by pgnface\n")
@@ -174,7 +187,14 @@ def write_obj(path, vertices: np.ndarray, triangles: np.ndarray, colours: Option
 
 
 def write_ply(path, vertices: np.ndarray, triangles: np.ndarray, colours: Optional[np.ndarray] = None) -> None:
-    """Writes a binary little-endian PLY (float xyz, optional uchar rgb, int face lists)."""
+    """Writes a binary little-endian PLY (float xyz, optional uchar rgb, int face lists).
+
+    Args:
+        path: the file to write.
+        vertices: [N, 3] positions, stored as float32.
+        triangles: [T, 3] vertex indices, stored as int32 lists of 3.
+        colours: optional [N, 3] RGB in [0, 1], stored as uchar (rounded x 255).
+    """
     vertices = np.asarray(vertices, np.float32)
     triangles = np.asarray(triangles, np.int32)
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]

@@ -1,17 +1,4 @@
-"""Writers: synthetic samples to the 300W-LP / AFLW2000-3D on-disk layout, contact sheets.
-
-The 300W-LP / AFLW2000-3D layout is one image (``NAME.jpg``) and one MATLAB
-file (``NAME.mat``) per face. The .mat holds:
-- ``pt3d_68`` [3, 68]: landmark x, y (image pixels, OpenCV convention: pixel
-  centres at integer + 0.5) and z (depth away from the camera, centred); NaN
-  for points the model does not define (the Surrey model's face contour);
-- ``Pose_Para`` [1, 7]: pitch, yaw, roll (radians; pgnface's convention, see
-  pgnface.data.synthetic), tx, ty, tz, scale;
-- ``Shape_Para`` [Ki, 1], ``Exp_Para`` [Ke, 1]: the model coefficients;
-- pgnface extras: ``pt2d`` [2, 68], ``visible`` [1, 68], ``Tex_Para``,
-  ``Illum_Para`` [9, 3], ``model`` (the model's name).
-So real and synthetic sets go through the same loaders.
-"""
+"""Drawing on images for inspection: tensor to OpenCV image, landmark dots, contact sheets."""
 
 from typing import List, Optional
 
@@ -21,7 +8,14 @@ import torch
 
 
 def to_uint8_bgr(image: torch.Tensor) -> np.ndarray:
-    """[3, H, W] RGB in [0, 1] -> [H, W, 3] uint8 BGR (OpenCV)."""
+    """An image tensor as OpenCV wants it.
+
+    Args:
+        image: [3, H, W] RGB in [0, 1] (clamped).
+
+    Returns:
+        [H, W, 3] uint8 BGR.
+    """
     array = (image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
     return np.ascontiguousarray(array[..., ::-1])
 
@@ -29,7 +23,17 @@ def to_uint8_bgr(image: torch.Tensor) -> np.ndarray:
 def draw_landmarks(
     image_bgr: np.ndarray, landmarks: np.ndarray, visible: Optional[np.ndarray] = None, radius: int = 1
 ) -> np.ndarray:
-    """Draws landmarks (green visible, red hidden) on a copy of a uint8 BGR image."""
+    """Draws landmarks (green visible, red hidden) on a copy of an image.
+
+    Args:
+        image_bgr: [H, W, 3] uint8 BGR.
+        landmarks: [L, 2+] (x, y) in pixels, centres at integer + 0.5.
+        visible: optional [L] bool; all visible if None.
+        radius: dot radius in pixels.
+
+    Returns:
+        [H, W, 3] uint8 BGR copy with the dots.
+    """
     out = image_bgr.copy()
     for k, (x, y) in enumerate(landmarks):
         colour = (0, 230, 0) if visible is None or visible[k] else (0, 0, 255)
@@ -38,7 +42,19 @@ def draw_landmarks(
 
 
 def contact_sheet(images: List[np.ndarray], columns: int = 8, pad: int = 2) -> np.ndarray:
-    """Tiles equally sized uint8 images into one sheet."""
+    """Tiles equally sized images into one sheet on a white background.
+
+    Args:
+        images: [h, w, 3] uint8 images.
+        columns: tiles per row.
+        pad: pixels between tiles.
+
+    Returns:
+        [rows (h + pad) + pad, min(columns, n) (w + pad) + pad, 3] uint8.
+
+    Raises:
+        ValueError: no images.
+    """
     if not images:
         raise ValueError("contact_sheet needs at least one image")
     h, w = images[0].shape[:2]

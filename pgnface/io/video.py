@@ -16,7 +16,14 @@ FRAME_NAME = re.compile(r"^(.*?)(\d+)$")
 
 
 def is_frame_sequence(files: Sequence[Path]) -> bool:
-    """True for >= 2 images named one prefix + frame numbers of one width (frame_0000.jpg, frame_0001.jpg, ...)."""
+    """Whether files are numbered frames: >= 2 images named one prefix + frame numbers of one width.
+
+    Args:
+        files: image paths (frame_0000.jpg, frame_0001.jpg, ...).
+
+    Returns:
+        True for a frame sequence.
+    """
     if len(files) < 2:
         return False
     parts = [FRAME_NAME.match(Path(f).stem) for f in files]
@@ -26,7 +33,14 @@ def is_frame_sequence(files: Sequence[Path]) -> bool:
 
 
 def folder_frames(files: Sequence[Path]) -> Iterator[Frame]:
-    """(index, file stem, image or None) for the frame files, in order."""
+    """Reads frame files in order.
+
+    Args:
+        files: the frame image paths.
+
+    Yields:
+        (index, file stem, [H, W, 3] uint8 RGB image or None when unreadable).
+    """
     for index, path in enumerate(files):
         try:
             image = read_image(path)
@@ -36,7 +50,17 @@ def folder_frames(files: Sequence[Path]) -> Iterator[Frame]:
 
 
 def video_frames(path: Path) -> Iterator[Frame]:
-    """(index, VIDEO_00012, image) for every decodable frame of a video file. ValueError if it cannot be opened."""
+    """Decodes a video file.
+
+    Args:
+        path: the video file.
+
+    Yields:
+        (index, ``<stem>_00012``, [H, W, 3] uint8 RGB image) for every decodable frame.
+
+    Raises:
+        ValueError: the video cannot be opened.
+    """
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ValueError(f"{path}: the video cannot be opened")
@@ -53,7 +77,18 @@ def video_frames(path: Path) -> Iterator[Frame]:
 
 
 def read_frames(source) -> List[np.ndarray]:
-    """RGB frames of a video file or of a folder of frame images (sorted by name)."""
+    """All frames of a video file or of a folder of frame images (sorted by name).
+
+    Args:
+        source: a video file or a folder.
+
+    Returns:
+        [H, W, 3] uint8 RGB frames.
+
+    Raises:
+        FileNotFoundError: `source` is neither a folder nor a video file.
+        ValueError: no readable frames.
+    """
     source = Path(source)
     if source.is_dir():
         frames = [image for _, _, image in folder_frames(image_files(source)) if image is not None]

@@ -24,7 +24,17 @@ FIELD_STD = 0.035
 
 
 def laplacian_fields(num_vertices: int, triangles: np.ndarray, count: int) -> np.ndarray:
-    """The `count` lowest non-constant eigenvectors of the uniform graph Laplacian, [N, count]."""
+    """Smooth fields on a mesh: the lowest non-constant eigenvectors of its uniform graph Laplacian.
+
+    Args:
+        num_vertices: N.
+        triangles: [T, 3] vertex indices.
+        count: how many fields.
+
+    Returns:
+        [N, count] fields, each scaled to a largest magnitude of 1 (fewer columns
+        when the mesh has too few vertices).
+    """
     t = np.asarray(triangles, dtype=np.int64)
     rows = np.concatenate([t[:, 0], t[:, 1], t[:, 2], t[:, 1], t[:, 2], t[:, 0]])
     cols = np.concatenate([t[:, 1], t[:, 2], t[:, 0], t[:, 0], t[:, 1], t[:, 2]])
@@ -38,9 +48,17 @@ def laplacian_fields(num_vertices: int, triangles: np.ndarray, count: int) -> np
 
 
 def with_derived_albedo(morphable, num_fields: int = 8):
-    """A copy of `model` with a derived albedo model (see the module docstring).
+    """A copy of a 3DMM with a derived albedo model (see the module docstring).
 
     Without triangles (landmark-only models) only the two global axes are used.
+
+    Args:
+        morphable: the MorphableModel.
+        num_fields: how many smooth Laplacian brightness fields to add.
+
+    Returns:
+        A MorphableModel with albedo_mean [N, 3], albedo_basis [N, 3, Ka]
+        (Ka = 2 + num_fields, or 2), albedo_std [Ka] and albedo_derived True.
     """
     N = morphable.num_vertices
     dtype, device = morphable.mean.dtype, morphable.mean.device

@@ -11,8 +11,7 @@ What it holds (deterministic; millimetres; +y up, +z towards the viewer):
   eyeballs, nose bridge, tip and wings, nostrils, cheekbones, lips with a
   mouth line, chin. The surface wraps back steeply at the sides (83 mm deep
   from nose tip to rim; the top jaw-contour landmarks 66 mm behind the tip)
-  and the nose tip stands 20 mm proud of the upper lip. The first version was
-  a shallower 68 mm mask with a 28 mm nose (docs/reference_model.md);
+  and the nose tip stands 20 mm proud of the upper lip;
 - 40 identity components: 16 semantic deformations (face width, height and
   depth, nose length, width and projection, eye spacing and depth, brow
   height, cheekbones, jaw width, chin, lips, mouth width, forehead slope,
@@ -52,7 +51,6 @@ EXPRESSIONS = (
 )
 
 GRID = (74, 88)  # vertices across, down
-NUM_ID_SEMANTIC = 16
 NUM_ID_RANDOM = 24
 # Half-axes of the head ellipsoid the face lies on, relative to the outline's
 # half width and height: just over 1 puts the outline near the silhouette.
@@ -60,16 +58,48 @@ WRAP_X, WRAP_Y = 1.005, 1.12
 
 
 def gauss(x, y, cx, cy, sx, sy):
+    """An axis-aligned Gaussian bump of height 1.
+
+    Args:
+        x: [...] x coordinates.
+        y: [...] y coordinates, the shape of x.
+        cx: x of the centre.
+        cy: y of the centre.
+        sx: x width.
+        sy: y width.
+
+    Returns:
+        [...] ``exp(-((x - cx) / sx)^2 - ((y - cy) / sy)^2)``.
+    """
     return np.exp(-(((x - cx) / sx) ** 2) - ((y - cy) / sy) ** 2)
 
 
 def smoothstep(e0, e1, v):
+    """Hermite step from 0 at `e0` to 1 at `e1` (either may be the larger).
+
+    Args:
+        e0: where the step is 0.
+        e1: where it is 1.
+        v: [...] values.
+
+    Returns:
+        [...] in [0, 1].
+    """
     t = np.clip((v - e0) / (e1 - e0), 0.0, 1.0)
     return t * t * (3 - 2 * t)
 
 
 def grid_domain(cols, rows):
-    """Parameter grid (u, v) in [-1, 1]^2, its triangles, and the unit-disc positions."""
+    """The parameter grid of the face surface.
+
+    Args:
+        cols: vertices across.
+        rows: vertices down.
+
+    Returns:
+        (dx [N], dy [N], triangles [T, 3]): grid positions mapped onto the unit
+        disc (N = cols rows) and the grid's triangles.
+    """
     u, v = np.meshgrid(np.linspace(-1, 1, cols), np.linspace(1, -1, rows))
     # Square-to-disc mapping: smooth, nearly uniform spacing in the middle.
     dx = u * np.sqrt(1 - v**2 / 2)
@@ -122,7 +152,16 @@ ID_STEPS = [
 
 
 def face_surface(dx, dy, p):
-    """Vertex positions [N, 3] of the face for parameters p, over unit-disc grid positions."""
+    """The face's vertex positions for face parameters `p`.
+
+    Args:
+        dx: [N] unit-disc x of each vertex (from grid_domain).
+        dy: [N] unit-disc y of each vertex.
+        p: face parameters in mm, keyed as MEAN_PARAMS.
+
+    Returns:
+        [N, 3] vertices in mm.
+    """
     yc = (p["top"] + p["bottom"]) / 2
     half_h = (p["top"] - p["bottom"]) / 2
     y = yc + dy * half_h
@@ -159,7 +198,14 @@ def face_surface(dx, dy, p):
 
 
 def landmark_targets(p):
-    """(x, y) of the 68 iBUG landmarks on the face with parameters p; index 0 = subject's right (-x)."""
+    """Where the 68 iBUG landmarks lie on the face with parameters `p`; index 0 is the subject's right (-x).
+
+    Args:
+        p: face parameters in mm, keyed as MEAN_PARAMS.
+
+    Returns:
+        ([68, 2] (x, y) targets, the y of the face's vertical centre).
+    """
     yc = (p["top"] + p["bottom"]) / 2
     pts = []
     theta = np.linspace(np.pi, 2 * np.pi, 17)  # jaw: ear level, down round the chin, up
@@ -215,7 +261,15 @@ def landmark_targets(p):
 
 
 def snap_landmarks(verts, targets):
-    """Nearest distinct vertex (in x, y) to each target."""
+    """The nearest distinct vertex (in x, y) to each target.
+
+    Args:
+        verts: [N, 3] vertices.
+        targets: [L, 2] (x, y) targets.
+
+    Returns:
+        [L] int64 vertex indices.
+    """
     chosen = []
     for tx, ty in targets:
         d = (verts[:, 0] - tx) ** 2 + (verts[:, 1] - ty) ** 2
@@ -227,7 +281,14 @@ def snap_landmarks(verts, targets):
 
 
 def expression_fields(v):
-    """[N, 3, 12] expression displacements (coefficient 1 = full expression) at vertices v."""
+    """The 12 expression displacements (coefficient 1 = the full expression), in EXPRESSIONS order.
+
+    Args:
+        v: [N, 3] mean-face vertices in mm.
+
+    Returns:
+        [N, 3, 12] displacements.
+    """
     x, y, z = v[:, 0], v[:, 1], v[:, 2]
     ax, sx = np.abs(x), np.sign(x)
     zeros = np.zeros_like(x)
@@ -264,7 +325,15 @@ def expression_fields(v):
 
 
 def albedo_model(v, rng):
-    """(mean [N,3] RGB, basis [N,3,Ka] scaled, std [Ka]) of the built-in colour model."""
+    """The built-in colour model.
+
+    Args:
+        v: [N, 3] mean-face vertices in mm.
+        rng: numpy Generator for the smooth colour fields.
+
+    Returns:
+        (mean [N, 3] RGB in [0, 1], basis [N, 3, Ka] scaled by its std, std [Ka]).
+    """
     x, y = v[:, 0], v[:, 1]
     ax = np.abs(x)
     skin = np.array([0.80, 0.62, 0.52])
@@ -352,7 +421,11 @@ def _builtin_arrays():
 
 
 def builtin_fields() -> dict:
-    """The built-in synthetic model as ``MorphableModel`` keyword arguments (float32, CPU)."""
+    """The built-in synthetic model as ``MorphableModel`` keyword arguments.
+
+    Returns:
+        {field name: value}, tensors float32 (indices int32 / int64) on the CPU.
+    """
     a = _builtin_arrays()
 
     def t(name, dtype=torch.float32):

@@ -49,15 +49,38 @@ class WeakPerspectiveCamera:
     depth_range: float = 1e4
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
-        """[B, N, 3] model points -> [B, N, 3] image (u, v, depth)."""
+        """Applies ``s R x + t``.
+
+        Args:
+            points: [B, N, 3] model points.
+
+        Returns:
+            [B, N, 3] image (u, v, depth), u and v in pixels.
+        """
         return self.scale[:, None, None] * points @ self.rotation.transpose(1, 2) + self.translation[:, None, :]
 
     def clip(self, points: torch.Tensor, resolution: Union[int, Tuple[int, int]]) -> torch.Tensor:
-        """[B, N, 3] model points -> [B, N, 4] clip space for an image of `resolution`."""
+        """Projects model points to clip space for the rasterizer.
+
+        Args:
+            points: [B, N, 3] model points.
+            resolution: (height, width) of the image, or one int.
+
+        Returns:
+            [B, N, 4] clip-space positions.
+        """
         return self.clip_from_image(self.project(points), resolution)
 
     def clip_from_image(self, image_points: torch.Tensor, resolution) -> torch.Tensor:
-        """[B, N, 3] image (u, v, depth) -> [B, N, 4] clip space."""
+        """Clip-space positions of already projected points.
+
+        Args:
+            image_points: [B, N, 3] image (u, v, depth).
+            resolution: (height, width) of the image, or one int.
+
+        Returns:
+            [B, N, 4] clip-space positions, depth scaled by 1 / depth_range.
+        """
         return ops.clip_from_pixels(image_points, _resolution(resolution), depth_scale=1.0 / self.depth_range)
 
 
@@ -68,9 +91,11 @@ class PerspectiveCamera:
     Attributes:
         focal: [B, 2] (fx, fy) in pixels.
         principal: [B, 2] (cx, cy) in pixels.
-        rotation: [B, 3, 3]; translation: [B, 3], model units.
-        near, far: the depth range mapped onto the rasterizer's depth [0, 1];
-            points in front of `near` are still drawn while Z > 0.
+        rotation: [B, 3, 3] model to camera frame.
+        translation: [B, 3] in model units.
+        near: camera depth mapped to the rasterizer's depth 0; points in front of
+            it are still drawn while Z > 0.
+        far: camera depth mapped to the rasterizer's depth 1.
     """
 
     focal: torch.Tensor
@@ -81,18 +106,40 @@ class PerspectiveCamera:
     far: float = 1e4
 
     def camera_points(self, points: torch.Tensor) -> torch.Tensor:
-        """[B, N, 3] model points -> camera frame."""
+        """Applies ``R x + t``.
+
+        Args:
+            points: [B, N, 3] model points.
+
+        Returns:
+            [B, N, 3] camera-frame points (OpenCV axes: x right, y down, z forward).
+        """
         return points @ self.rotation.transpose(1, 2) + self.translation[:, None, :]
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
-        """[B, N, 3] model points -> [B, N, 3] (u, v, Z)."""
+        """Projects model points through the pinhole.
+
+        Args:
+            points: [B, N, 3] model points.
+
+        Returns:
+            [B, N, 3] (u, v, Z): pixel coordinates and camera-frame depth.
+        """
         cam = self.camera_points(points)
         z = cam[..., 2:3]
         uv = cam[..., :2] / z * self.focal[:, None, :] + self.principal[:, None, :]
         return torch.cat([uv, z], -1)
 
     def clip(self, points: torch.Tensor, resolution: Union[int, Tuple[int, int]]) -> torch.Tensor:
-        """[B, N, 3] model points -> [B, N, 4] clip space (w = Z, depth z/w in [0, 1] over [near, far])."""
+        """Projects model points to clip space for the rasterizer.
+
+        Args:
+            points: [B, N, 3] model points.
+            resolution: (height, width) of the image, or one int.
+
+        Returns:
+            [B, N, 4] clip-space positions: w = Z, and depth z/w in [0, 1] over [near, far].
+        """
         height, width = _resolution(resolution)
         cam = self.camera_points(points)
         X, Y, Z = cam.unbind(-1)

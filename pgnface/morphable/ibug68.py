@@ -18,10 +18,20 @@ IBUG68_MIRROR = (
 
 
 def mirror_landmarks(landmarks: torch.Tensor, size: float) -> torch.Tensor:
-    """[B, 68, 2+] crop-pixel landmarks -> the landmarks of the horizontally mirrored crops.
+    """The landmarks of horizontally mirrored crops.
 
     u -> S - u (pixel centres at i + 0.5 map onto each other), left and right
     points swap names; v and any further columns (depth) are unchanged.
+
+    Args:
+        landmarks: [B, 68, 2+] crop-pixel iBUG-68 landmarks.
+        size: crop side S in pixels.
+
+    Returns:
+        [B, 68, 2+] mirrored landmarks.
+
+    Raises:
+        ValueError: landmarks is not [B, 68, 2+].
     """
     if landmarks.dim() != 3 or landmarks.shape[1] != 68 or landmarks.shape[2] < 2:
         raise ValueError(f"landmarks must be [B, 68, 2+] iBUG-68 points, got {list(landmarks.shape)}")

@@ -42,8 +42,10 @@ class MorphableModel:
         albedo_mean: [N, 3] RGB in [0, 1], or None (see pgnface.morphable.albedo).
         albedo_basis: [N, 3, Ka] scaled colour basis, or None.
         uv: [N, 2] texture coordinates in [0, 1] (v = 0 at the top), or None.
-        id_std / exp_std / albedo_std: the standard deviations the bases were
-            scaled by (for reference and for converting other tools' coefficients).
+        id_std: [Ki] the standard deviations id_basis is scaled by (for reference
+            and for converting other tools' coefficients), or None.
+        exp_std: [Ke] the same for exp_basis, or None.
+        albedo_std: [Ka] the same for albedo_basis, or None.
         name: where the model came from.
         units: length unit of the coordinates ("mm", "um", ...).
         albedo_derived: True when the colour model was derived from the mesh
@@ -74,20 +76,44 @@ class MorphableModel:
 
     @classmethod
     def load(cls, path, **kwargs) -> "MorphableModel":
-        """Reads any supported 3DMM file (keyword arguments: see pgnface.morphable.loaders.read_fields)."""
+        """Reads any supported 3DMM file.
+
+        Args:
+            path: a .npz, BFM2009 .mat or 3DDFA-style .pkl file.
+            **kwargs: passed on to pgnface.morphable.loaders.read_fields.
+
+        Returns:
+            The MorphableModel.
+
+        Raises:
+            FileNotFoundError: the file does not exist.
+            ValueError: the file is not a supported 3DMM layout or is inconsistent.
+        """
         return cls(**read_fields(path, **kwargs))
 
     @classmethod
     def builtin(cls) -> "MorphableModel":
-        """A fresh copy of the built-in synthetic default model (see pgnface.morphable.builtin)."""
+        """A fresh copy of the built-in synthetic default model (see pgnface.morphable.builtin).
+
+        Returns:
+            The MorphableModel, float32 on the CPU.
+        """
         return cls(**builtin_fields())
 
     def save(self, path) -> None:
-        """Writes the model in the pgnface .npz format (see pgnface.morphable.loaders)."""
+        """Writes the model in the pgnface .npz format (see pgnface.morphable.loaders).
+
+        Args:
+            path: the .npz file to write.
+        """
         write_npz(self, path)
 
     def validate(self) -> None:
-        """Checks shapes, dtypes and index ranges; raises ValueError naming the field."""
+        """Checks shapes, dtypes and index ranges.
+
+        Raises:
+            ValueError: a field has the wrong shape or an index out of range (naming the field).
+        """
         N = self.mean.shape[0] if self.mean.dim() == 2 else -1
         if self.mean.dim() != 2 or self.mean.shape[1] != 3:
             raise ValueError(f"{self.name}: mean must have shape [N, 3], got {list(self.mean.shape)}")
@@ -125,14 +151,17 @@ class MorphableModel:
 
     @property
     def num_vertices(self) -> int:
+        """N, the number of vertices."""
         return self.mean.shape[0]
 
     @property
     def num_id(self) -> int:
+        """Ki, the number of identity components."""
         return self.id_basis.shape[2]
 
     @property
     def num_exp(self) -> int:
+        """Ke, the number of expression components (may be 0)."""
         return self.exp_basis.shape[2]
 
     @property
@@ -143,16 +172,26 @@ class MorphableModel:
 
     @property
     def device(self) -> torch.device:
+        """The device of the model's tensors."""
         return self.mean.device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The floating dtype of the model's tensors."""
         return self.mean.dtype
 
     # --- device / dtype ----------------------------------------------------------
 
     def to(self, device=None, dtype=None) -> "MorphableModel":
-        """A copy on another device and/or floating dtype (index tensors keep theirs)."""
+        """A copy on another device and/or floating dtype (index tensors keep theirs).
+
+        Args:
+            device: the target device, or None to keep it.
+            dtype: the target floating dtype, or None to keep it.
+
+        Returns:
+            A new MorphableModel.
+        """
         changes = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -190,23 +229,49 @@ class MorphableModel:
     def vertices(
         self, id_coeffs=None, exp_coeffs=None, rotation=None, scale=None, translation=None, *, index=None
     ) -> torch.Tensor:
-        """Posed vertices ``s R (mean + B_id a + B_exp b) + t`` -> [B, N, 3] (fused op).
+        """Posed vertices ``s R (mean + B_id a + B_exp b) + t`` (fused op).
 
         Args:
             id_coeffs: [B, Ki] identity coefficients (units of std); zeros if None.
             exp_coeffs: [B, Ke] expression coefficients; zeros if None.
-            rotation, scale, translation: optional pose, [B,3,3], [B], [B,3].
+            rotation: optional [B, 3, 3] rotation.
+            scale: optional [B] scale.
+            translation: optional [B, 3] translation.
             index: optional [L] vertex indices to synthesize only those.
+
+        Returns:
+            [B, N, 3] vertices ([B, L, 3] with index).
+
+        Raises:
+            ValueError: neither coefficient set given, or coefficients of the wrong shape.
         """
         coeffs = self._coefficients(id_coeffs, exp_coeffs)
         return ops.synthesize(self.mean, self.shape_basis, coeffs, rotation, scale, translation, index=index)
 
     def landmarks(self, id_coeffs=None, exp_coeffs=None, rotation=None, scale=None, translation=None) -> torch.Tensor:
-        """The model's landmarks [B, L, 3] (iBUG indices in ``landmark_ids``), synthesized alone."""
+        """The model's landmarks, synthesized alone (iBUG indices in ``landmark_ids``).
+
+        Args:
+            id_coeffs: [B, Ki] identity coefficients; zeros if None.
+            exp_coeffs: [B, Ke] expression coefficients; zeros if None.
+            rotation: optional [B, 3, 3] rotation.
+            scale: optional [B] scale.
+            translation: optional [B, 3] translation.
+
+        Returns:
+            [B, L, 3] landmarks.
+        """
         return self.vertices(id_coeffs, exp_coeffs, rotation, scale, translation, index=self.landmark_vertices)
 
     def albedo(self, albedo_coeffs: torch.Tensor) -> torch.Tensor:
-        """Per-vertex RGB albedo [B, N, 3] for [B, Ka] coefficients (not clamped)."""
+        """Per-vertex RGB albedo (not clamped); derives a colour model first if the file had none.
+
+        Args:
+            albedo_coeffs: [B, Ka] albedo coefficients (units of std).
+
+        Returns:
+            [B, N, 3] albedo.
+        """
         self._ensure_albedo()
         return ops.synthesize(self.albedo_mean, self.albedo_basis, albedo_coeffs)
 
@@ -216,9 +281,3 @@ class MorphableModel:
             derived = with_derived_albedo(self)
             self.albedo_mean, self.albedo_basis = derived.albedo_mean, derived.albedo_basis
             self.albedo_std, self.albedo_derived = derived.albedo_std, True
-
-    def landmarks_68(self) -> torch.Tensor:
-        """[68] bool: which iBUG-68 points the model defines."""
-        mask = torch.zeros(68, dtype=torch.bool)
-        mask[self.landmark_ids.cpu()] = True
-        return mask

@@ -50,9 +50,22 @@ def vertex_visibility(
     triangles: torch.Tensor,
     tolerance: float = 0.02,
 ) -> torch.Tensor:
-    """[B, N] bool: a vertex is visible when it lies in the image and the depth buffer
-    at its pixel is not nearer than the vertex by more than `tolerance` times the
-    depth extent of the drawn surface, or the triangle drawn there uses the vertex."""
+    """Which vertices a render shows.
+
+    A vertex is visible when it lies in the image and the depth buffer at its
+    pixel is not nearer than the vertex by more than `tolerance` times the depth
+    extent of the drawn surface, or the triangle drawn there uses the vertex.
+
+    Args:
+        image_points: [B, N, 3] projected vertices (u, v in pixels).
+        clip: [B, N, 4] their clip-space positions.
+        fragments: the rasterizer's output for the same vertices.
+        triangles: [T, 3] the triangle list that was rasterized.
+        tolerance: depth slack as a fraction of the drawn depth range.
+
+    Returns:
+        [B, N] bool.
+    """
     B, N, _ = image_points.shape
     H, W = fragments.tri_id.shape[1:]
     u, v = image_points[..., 0], image_points[..., 1]

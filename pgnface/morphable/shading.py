@@ -25,7 +25,8 @@ def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Ten
     """Area-weighted unit vertex normals, differentiable.
 
     Args:
-        vertices: [B, N, 3]. triangles: [T, 3] int, counter-clockwise seen from outside.
+        vertices: [B, N, 3] positions.
+        triangles: [T, 3] int, counter-clockwise seen from outside.
 
     Returns:
         [B, N, 3] unit normals pointing out of the surface (zero-area neighbourhoods give 0).
@@ -40,7 +41,14 @@ def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Ten
 
 
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:
-    """[..., 3] unit view-frame normals -> [..., 9] Lambertian-convolved SH basis H_k(n)."""
+    """The Lambertian-convolved spherical-harmonics basis H_k(n), 9 bands (l <= 2).
+
+    Args:
+        normals: [..., 3] unit normals in the view frame.
+
+    Returns:
+        [..., 9] basis values.
+    """
     x, y, z = normals.unbind(-1)
     one = torch.ones_like(x)
     return torch.stack(
@@ -60,7 +68,18 @@ def sh_basis(normals: torch.Tensor) -> torch.Tensor:
 
 
 def sh_irradiance(normals: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """Irradiance [B, N, 3] at view-frame normals [B, N, 3] for SH coefficients gamma [B, 9, 3]."""
+    """Irradiance at normals under SH lighting.
+
+    Args:
+        normals: [B, N, 3] unit normals in the view frame.
+        gamma: [B, 9, 3] SH coefficients per colour channel.
+
+    Returns:
+        [B, N, 3] irradiance.
+
+    Raises:
+        ValueError: gamma is not [B, 9, 3].
+    """
     if gamma.dim() != 3 or gamma.shape[1:] != (9, 3):
         raise ValueError(f"gamma (SH lighting) must have shape [B, 9, 3], got {list(gamma.shape)}")
     return torch.einsum("bnk,bkc->bnc", sh_basis(normals), gamma)
@@ -75,10 +94,19 @@ def directional_gamma(
     dtype=torch.float32,
     device=None,
 ) -> torch.Tensor:
-    """SH coefficients [B, 9, 3] of ambient light plus one distant light (first order).
+    """SH coefficients of ambient light plus one distant light (first order).
 
     Args:
+        batch: B.
+        ambient: ambient intensity.
+        diffuse: intensity of the distant light.
         direction: towards the light, view frame (x right, y up, z to the camera).
+        colour: RGB of both lights.
+        dtype: dtype of the result.
+        device: device of the result.
+
+    Returns:
+        [B, 9, 3] SH coefficients.
     """
     d = torch.nn.functional.normalize(torch.tensor(direction, dtype=torch.float64), dim=0)
     gamma = torch.zeros(9, dtype=torch.float64)

@@ -22,7 +22,19 @@ def _divisible(value: float, divisor: int = 8) -> int:
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    """Conv (no bias) + BatchNorm (+ ReLU6 when `act`)."""
+    """Conv (no bias) + BatchNorm (+ ReLU6 when `act`), padding kernel // 2.
+
+    Args:
+        cin: input channels.
+        cout: output channels.
+        kernel: kernel side.
+        stride: stride.
+        groups: convolution groups (cin for depthwise).
+        act: append ReLU6.
+
+    Returns:
+        The nn.Sequential.
+    """
     layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
     if act:
         layers.append(nn.ReLU6(inplace=True))
@@ -30,7 +42,13 @@ def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int =
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block: two 3x3 convs and an identity (or 1x1 projection) shortcut."""
+    """ResNet basic block: two 3x3 convs and an identity (or 1x1 projection) shortcut.
+
+    Args:
+        cin: input channels.
+        cout: output channels.
+        stride: stride of the first conv and the shortcut.
+    """
 
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
@@ -47,6 +65,12 @@ class BasicBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args:
+            x: [B, cin, H, W].
+
+        Returns:
+            [B, cout, H / stride, W / stride].
+        """
         y = torch.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         return torch.relu(y + self.shortcut(x))
@@ -58,6 +82,9 @@ class ResNet(nn.Module):
     Args:
         blocks: blocks per stage, (2, 2, 2, 2) for ResNet-18, (3, 4, 6, 3) for ResNet-34.
         width: channel multiplier (1.0: 64, 128, 256, 512 channels).
+
+    Raises:
+        ValueError: blocks is not 4 positive stage depths.
     """
 
     def __init__(self, blocks: Sequence[int] = (2, 2, 2, 2), width: float = 1.0):
@@ -81,7 +108,14 @@ class ResNet(nn.Module):
         self.channels: Tuple[int, int, int] = tuple(widths[1:])
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """[B, 3, S, S] -> [C3 (stride 8), C4 (stride 16), C5 (stride 32)]."""
+        """The three feature maps.
+
+        Args:
+            x: [B, 3, S, S] images.
+
+        Returns:
+            [C3 (stride 8), C4 (stride 16), C5 (stride 32)] feature maps [B, C_k, S / stride, S / stride].
+        """
         x = self.stages[0](self.stem(x))
         out = []
         for stage in self.stages[1:]:
@@ -91,7 +125,14 @@ class ResNet(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 block: 1x1 expansion, 3x3 depthwise, linear 1x1 projection; residual when shapes match."""
+    """MobileNetV2 block: 1x1 expansion, 3x3 depthwise, linear 1x1 projection; residual when shapes match.
+
+    Args:
+        cin: input channels.
+        cout: output channels.
+        stride: stride of the depthwise conv.
+        expand: expansion factor of the hidden channels.
+    """
 
     def __init__(self, cin: int, cout: int, stride: int, expand: int):
         super().__init__()
@@ -102,12 +143,22 @@ class InvertedResidual(nn.Module):
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args:
+            x: [B, cin, H, W].
+
+        Returns:
+            [B, cout, H / stride, W / stride].
+        """
         y = self.body(x)
         return x + y if self.residual else y
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2-style backbone (inverted residuals, linear bottlenecks) with a width multiplier."""
+    """MobileNetV2-style backbone (inverted residuals, linear bottlenecks) with a width multiplier.
+
+    Args:
+        width: channel multiplier (1.0: the standard MobileNetV2 channels).
+    """
 
     # (expansion, channels, repeats, stride); the outputs after the stride-8,
     # stride-16 and stride-32 stages are the three features.
@@ -144,7 +195,14 @@ class MobileNetV2(nn.Module):
         self.channels: Tuple[int, int, int] = tuple(channels)
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """[B, 3, S, S] -> [C3 (stride 8), C4 (stride 16), C5 (stride 32)]."""
+        """The three feature maps.
+
+        Args:
+            x: [B, 3, S, S] images.
+
+        Returns:
+            [C3 (stride 8), C4 (stride 16), C5 (stride 32)] feature maps [B, C_k, S / stride, S / stride].
+        """
         x = self.stem(x)
         out = []
         for i, stage in enumerate(self.stages):
@@ -155,7 +213,18 @@ class MobileNetV2(nn.Module):
 
 
 def build_backbone(name: str, width: float = 1.0) -> nn.Module:
-    """A backbone by name ("resnet18", "resnet34", "mobilenetv2") and width multiplier."""
+    """A backbone by name and width multiplier.
+
+    Args:
+        name: "resnet18", "resnet34" or "mobilenetv2".
+        width: positive channel multiplier.
+
+    Returns:
+        The backbone module; its ``channels`` are the feature maps' channel counts.
+
+    Raises:
+        ValueError: unknown name or a width that is not positive.
+    """
     if not isinstance(name, str) or name not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
     if not isinstance(width, (int, float)) or not width > 0:

@@ -18,9 +18,19 @@ LANDMARK_MODES = ("heatmap", "regress")
 
 
 def cell_centres(h: int, w: int, size: float, device=None, dtype=torch.float32):
-    """(xs [w], ys [h]): crop-pixel centres of the cells of an h x w grid over an S x S crop.
+    """Crop-pixel centres of the cells of an h x w grid over an S x S crop.
 
     Cell (i, j) has its centre at ((j + 0.5) S / w, (i + 0.5) S / h).
+
+    Args:
+        h: grid rows.
+        w: grid columns.
+        size: crop side S in pixels.
+        device: device of the result.
+        dtype: dtype of the result.
+
+    Returns:
+        (xs [w], ys [h]).
     """
     xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) * (size / w)
     ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) * (size / h)
@@ -81,7 +91,16 @@ class LandmarkHead(nn.Module):
             nn.init.zeros_(self.out[-1].bias)
 
     def forward(self, features: Sequence[torch.Tensor], size: int) -> Dict[str, torch.Tensor]:
-        """features from the backbone, crop size S -> {"landmarks": [B, 68, 3]} (+ "heatmaps")."""
+        """Predicts the 68 landmarks of each crop.
+
+        Args:
+            features: the backbone's [C3, C4, C5] feature maps, [B, C_k, h_k, w_k].
+            size: crop side S in pixels.
+
+        Returns:
+            {"landmarks": [B, 68, 3] (u, v in crop pixels, depth in pixels, away from
+            the camera)}, plus "heatmaps" [B, 68, h, w] (softmax probabilities) in heatmap mode.
+        """
         if self.mode == "regress":
             raw = self.out(features[-1].mean((2, 3))).float().reshape(-1, NUM_LANDMARKS, 3)
             # 0 is the crop centre at zero depth; the span is the crop.
@@ -120,6 +139,11 @@ class CoefficientHead(nn.Module):
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, feature: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """[B, C, h, w] -> {name: [B, size]} in float32."""
+        """Args:
+            feature: [B, C, h, w] C5 features (average-pooled).
+
+        Returns:
+            {name: [B, size]} float32, one entry per output group.
+        """
         out = self.mlp(feature.mean((2, 3))).float()
         return dict(zip(self.sizes, out.split(list(self.sizes.values()), dim=1)))

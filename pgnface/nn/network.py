@@ -56,6 +56,12 @@ class NetworkConfig:
     face_fraction: float = 0.72
 
     def validate(self) -> None:
+        """Checks every field.
+
+        Raises:
+            ValueError: an unknown backbone, landmark or pose mode, refine_iters with
+                the regressed pose, or a size that is not positive (naming the field).
+        """
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.landmark_mode not in LANDMARK_MODES:
@@ -75,7 +81,14 @@ class NetworkConfig:
 
 
 def lighting_from_head(raw: torch.Tensor) -> torch.Tensor:
-    """The coefficient head's 27 lighting numbers [B, 27] -> SH lighting [B, 9, 3] (an offset from DEFAULT_AMBIENT)."""
+    """SH lighting from the coefficient head's 27 lighting numbers: an offset from DEFAULT_AMBIENT.
+
+    Args:
+        raw: [B, 27] head outputs.
+
+    Returns:
+        [B, 9, 3] SH coefficients.
+    """
     gamma = raw.reshape(-1, 9, 3)
     return gamma + torch.cat([gamma.new_full((1, 1, 3), DEFAULT_AMBIENT), gamma.new_zeros(1, 8, 3)], 1)
 
@@ -84,7 +97,7 @@ class PGNNetwork(nn.Module):
     """Backbone + landmark head + coefficient head + pose (solved or regressed) + 3DMM synthesis.
 
     Args:
-        model: the MorphableModel whose coefficients the network predicts. It
+        morphable: the MorphableModel whose coefficients the network predicts. It
             is not a parameter: it follows the input's device at forward time
             and always computes in float32.
         **config: NetworkConfig fields (backbone, width, landmark_mode,
@@ -121,7 +134,14 @@ class PGNNetwork(nn.Module):
     # --- helpers --------------------------------------------------------------------
 
     def morphable_on(self, device: torch.device) -> MorphableModel:
-        """The 3DMM on `device` (copied once per device and cached)."""
+        """The 3DMM on a device (copied once per device and cached).
+
+        Args:
+            device: the device.
+
+        Returns:
+            The MorphableModel on `device`.
+        """
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
@@ -132,7 +152,7 @@ class PGNNetwork(nn.Module):
     def __getstate__(self):
         # The per-device cache holds CUDA copies; rebuild it after unpickling.
         state = dict(self.__dict__)
-        state["_models"] = {}
+        state["_morphables"] = {}
         return state
 
     def __setstate__(self, state):
@@ -160,7 +180,14 @@ class PGNNetwork(nn.Module):
     # --- forward --------------------------------------------------------------------
 
     def features(self, images: torch.Tensor):
-        """Backbone feature maps (strides 8, 16, 32) of images [B, 3, S, S] in [0, 1]."""
+        """Backbone feature maps of the crops.
+
+        Args:
+            images: [B, 3, S, S] RGB in [0, 1].
+
+        Returns:
+            [C3, C4, C5] feature maps at strides 8, 16 and 32.
+        """
         return self.backbone((images - 0.5) * 4.0)  # roughly zero mean, unit spread
 
     def forward(self, images: torch.Tensor, landmark_weights: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
@@ -254,6 +281,13 @@ class PGNNetwork(nn.Module):
 
 
 def network_config(net: nn.Module) -> Dict:
-    """The NetworkConfig of a PGNNetwork (or a DDP wrapper of one) as a plain dict."""
+    """The configuration of a network as a plain dict.
+
+    Args:
+        net: a PGNNetwork, or a DDP wrapper of one.
+
+    Returns:
+        The NetworkConfig's fields.
+    """
     net = getattr(net, "module", net)
     return asdict(net.config)

@@ -28,15 +28,20 @@ def refine_shape(
     and the model's units. Differentiable in everything (torch.linalg.solve).
 
     Args:
-        model: the 3DMM (its landmark_vertices select the rows).
+        morphable: the 3DMM (its landmark_vertices select the rows).
         coeffs: [B, Ki + Ke] identity and expression coefficients c0.
-        target: [B, L, 3] landmarks in crop pixels, in model.landmark_ids order.
-        scale, rotation, translation: the current pose, [B], [B, 3, 3], [B, 3].
+        target: [B, L, 3] landmarks in crop pixels, in morphable.landmark_ids order.
+        scale: [B] the current pose's scale.
+        rotation: [B, 3, 3] its rotation.
+        translation: [B, 3] its translation.
         strength: relative weight of the prior (> 0 keeps the system well posed).
         weights: optional [B, L] non-negative landmark weights.
 
     Returns:
         [B, Ki + Ke] refined coefficients.
+
+    Raises:
+        ValueError: strength is not positive.
     """
     if not strength > 0:
         raise ValueError(f"strength must be positive, got {strength}")

@@ -17,6 +17,10 @@ def rotation_from_6d(x: torch.Tensor) -> torch.Tensor:
 
     Returns:
         [..., 3, 3] rotation matrices (det +1).
+
+    Raises:
+        TypeError: x is not a tensor.
+        ValueError: x is not [..., 6].
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a tensor, got {type(x).__name__}")
@@ -30,5 +34,12 @@ def rotation_from_6d(x: torch.Tensor) -> torch.Tensor:
 
 
 def rotation_to_6d(R: torch.Tensor) -> torch.Tensor:
-    """[..., 3, 3] rotations -> [..., 6] (their first two columns), the inverse of rotation_from_6d."""
+    """The 6D representation of rotations (their first two columns): the inverse of rotation_from_6d.
+
+    Args:
+        R: [..., 3, 3] rotations.
+
+    Returns:
+        [..., 6] (column 0, column 1).
+    """
     return torch.cat([R[..., :, 0], R[..., :, 1]], dim=-1)

@@ -15,6 +15,18 @@ FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
 def require_tensor(x, name: str) -> torch.Tensor:
+    """Requires a tensor.
+
+    Args:
+        x: the argument.
+        name: its name, for the error.
+
+    Returns:
+        x.
+
+    Raises:
+        TypeError: x is not a torch.Tensor.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     return x
@@ -29,6 +41,9 @@ def require_shape(x: torch.Tensor, name: str, spec: Sequence[Union[int, str]], s
         spec: expected shape; ints are fixed sizes, strings are symbols shared
             across arguments through `sizes`.
         sizes: symbol -> size bindings, updated in place.
+
+    Raises:
+        ValueError: wrong number of dimensions or a size that differs from the spec or an earlier binding.
     """
     expected = "[" + ", ".join(str(s) for s in spec) + "]"
     if x.dim() != len(spec):
@@ -50,12 +65,32 @@ def require_shape(x: torch.Tensor, name: str, spec: Sequence[Union[int, str]], s
 
 
 def require_float(x: torch.Tensor, name: str) -> None:
+    """Requires float32 or float64.
+
+    Args:
+        x: the tensor.
+        name: its name, for the error.
+
+    Raises:
+        TypeError: another dtype.
+    """
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
 
 
 def require_like(x: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> None:
-    """Requires x to have ref's dtype and device (no silent casts or copies)."""
+    """Requires x to have ref's dtype and device (no silent casts or copies).
+
+    Args:
+        x: the tensor.
+        name: its name, for the error.
+        ref: the tensor it must match.
+        ref_name: ref's name, for the error.
+
+    Raises:
+        TypeError: another dtype.
+        ValueError: another device.
+    """
     if x.dtype != ref.dtype:
         raise TypeError(f"{name} must have dtype {ref.dtype} like {ref_name}, got {x.dtype}")
     if x.device != ref.device:
@@ -63,11 +98,24 @@ def require_like(x: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -
 
 
 def require_supported_device(x: torch.Tensor, name: str) -> None:
+    """Requires a device this build has kernels for (the ``require_*`` name of check_device_supported).
+
+    Args:
+        x: the tensor.
+        name: its name, for the error.
+
+    Raises:
+        RuntimeError: a CUDA tensor with a CPU-only build.
+    """
     check_device_supported(x, name)
 
 
 def values_checkable() -> bool:
-    """Whether data-dependent checks may run: not while tracing or capturing a CUDA graph."""
+    """Whether data-dependent checks may run: not while tracing or capturing a CUDA graph.
+
+    Returns:
+        False under torch.compile and during CUDA graph capture.
+    """
     if torch.compiler.is_compiling():
         return False
     if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
@@ -76,7 +124,15 @@ def values_checkable() -> bool:
 
 
 def require_finite(x: torch.Tensor, name: str) -> None:
-    """Raises ValueError if x holds NaN or Inf (one device sync for CUDA tensors)."""
+    """Requires finite values (one device sync for CUDA tensors).
+
+    Args:
+        x: the tensor.
+        name: its name, for the error.
+
+    Raises:
+        ValueError: x holds NaN or Inf.
+    """
     if x.numel() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(
@@ -85,17 +141,44 @@ def require_finite(x: torch.Tensor, name: str) -> None:
         )
 
 
-def require_index(index, name: str, size: int, device: torch.device, check_values: bool) -> torch.Tensor:
-    """Validates a 1-D integer index into an axis of length `size`; returns it as int64."""
+def require_index(
+    index,
+    name: str,
+    size: int,
+    device: torch.device,
+    check_values: bool,
+    shape: Sequence[Union[int, str]] = ("L",),
+    of: str = "",
+) -> torch.Tensor:
+    """Validates an integer tensor of indices into an axis of length `size`.
+
+    Args:
+        index: the tensor to check, int32 or int64.
+        name: argument name used in the error messages.
+        size: length of the indexed axis; values must lie in [0, size - 1].
+        device: the device `index` must be on (that of the tensor it indexes).
+        check_values: check the range (one device sync on CUDA; skipped under
+            torch.compile and CUDA graph capture).
+        shape: expected shape, as for :func:`require_shape`.
+        of: what the axis holds, for the range error ("vertices": "tris must
+            index vertices in [0, N - 1], got indices in [lo, hi]").
+
+    Returns:
+        `index` itself.
+
+    Raises:
+        TypeError: not a tensor, or not int32 / int64.
+        ValueError: wrong shape or device, or (with check_values) a value out of range.
+    """
     require_tensor(index, name)
     if index.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"{name} must be an int32 or int64 tensor, got {index.dtype}")
-    if index.dim() != 1:
-        raise ValueError(f"{name} must have shape [L], got {list(index.shape)}")
+    require_shape(index, name, shape, {})
     if index.device != device:
         raise ValueError(f"{name} must be on {device}, got {index.device}")
     if check_values and index.numel() and values_checkable():
         lo, hi = int(index.min()), int(index.max())
         if lo < 0 or hi >= size:
-            raise ValueError(f"{name} must lie in [0, {size - 1}], got values in [{lo}, {hi}]")
-    return index.long()
+            must, got = (f"index {of} in", "indices") if of else ("lie in", "values")
+            raise ValueError(f"{name} must {must} [0, {size - 1}], got {got} in [{lo}, {hi}]")
+    return index

@@ -52,12 +52,24 @@ _C = _load()
 
 
 def cuda_built() -> bool:
-    """Whether this build of pgnface contains the CUDA kernels."""
+    """Whether this build of pgnface contains the CUDA kernels.
+
+    Returns:
+        True for a CUDA build (the kernels still need a CUDA device to run).
+    """
     return bool(_C.cuda_built())
 
 
 def check_device_supported(tensor: torch.Tensor, name: str) -> None:
-    """Raises a RuntimeError explaining how to rebuild when a CUDA tensor meets a CPU-only build."""
+    """Explains how to rebuild when a CUDA tensor meets a CPU-only build.
+
+    Args:
+        tensor: the argument.
+        name: its name, for the error.
+
+    Raises:
+        RuntimeError: tensor is on CUDA and the build has no CUDA kernels.
+    """
     if tensor.device.type == "cuda" and not cuda_built():
         raise RuntimeError(
             f"{name} is a CUDA tensor but this pgnface build has no CUDA kernels (it was built "

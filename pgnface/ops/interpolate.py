@@ -27,6 +27,11 @@ def interpolate(
 
     Returns:
         [B, H, W, C], differentiable w.r.t. attr and fragments.bary.
+
+    Raises:
+        TypeError: non-tensors, non-float attr, fragments not from rasterize, mixed dtypes.
+        ValueError: wrong shapes or devices, and (with check_values) out-of-range triangle indices.
+        RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
     require_tensor(attr, "attr")
     require_float(attr, "attr")

@@ -31,7 +31,10 @@ def apply_similarity(points: torch.Tensor, scale: torch.Tensor, R: torch.Tensor,
     """Returns ``scale[b] * R[b] @ points[b, i] + t[b]`` for every point.
 
     Args:
-        points: [B, P, 3]. scale: [B]. R: [B, 3, 3]. t: [B, 3].
+        points: [B, P, 3] points.
+        scale: [B] scales.
+        R: [B, 3, 3] rotations.
+        t: [B, 3] translations.
 
     Returns:
         [B, P, 3] (differentiable in all arguments).
@@ -100,9 +103,17 @@ def landmarks_to_pose(
 
 
 def rotation_from_angles(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
-    """[B] angles in degrees -> [B, 3, 3] model-space rotation Rz(roll) Ry(yaw) Rx(pitch).
+    """Model-space rotations ``Rz(roll) Ry(yaw) Rx(pitch)`` from angles in degrees.
 
     The inverse of ``pgnface.ops.rotation_to_angles`` (see the module docstring).
+
+    Args:
+        yaw: [B] degrees about y.
+        pitch: [B] degrees about x.
+        roll: [B] degrees about z.
+
+    Returns:
+        [B, 3, 3] rotations, dtype and device of the angles, differentiable.
     """
     y, p, r = (torch.deg2rad(a) for a in (yaw, pitch, roll))
     zero, one = torch.zeros_like(y), torch.ones_like(y)

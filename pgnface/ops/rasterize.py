@@ -12,6 +12,7 @@ import torch
 from pgnface.ops._checks import (
     require_finite,
     require_float,
+    require_index,
     require_shape,
     require_supported_device,
     require_tensor,
@@ -55,17 +56,22 @@ def _resolution(resolution) -> Tuple[int, int]:
 
 
 def check_triangles(tris: torch.Tensor, num_vertices: int, device: torch.device, check_values: bool) -> torch.Tensor:
-    """Validates a [T, 3] triangle list; returns it as contiguous int32."""
-    require_tensor(tris, "tris")
-    if tris.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"tris must be an int32 or int64 tensor, got {tris.dtype}")
-    require_shape(tris, "tris", ("T", 3), {})
-    if tris.device != device:
-        raise ValueError(f"tris must be on {device} like pos, got {tris.device}")
-    if check_values and tris.numel() and values_checkable():
-        lo, hi = int(tris.min()), int(tris.max())
-        if lo < 0 or hi >= num_vertices:
-            raise ValueError(f"tris must index vertices in [0, {num_vertices - 1}], got indices in [{lo}, {hi}]")
+    """Validates a triangle list and returns it as the kernels take it.
+
+    Args:
+        tris: [T, 3] int32 or int64 vertex indices.
+        num_vertices: N, the number of vertices the triangles index.
+        device: the device of the vertex tensor.
+        check_values: check the index range.
+
+    Returns:
+        [T, 3] contiguous int32.
+
+    Raises:
+        TypeError: tris is not an int32 / int64 tensor.
+        ValueError: tris is not [T, 3], not on `device`, or (with check_values) indexes outside [0, N - 1].
+    """
+    tris = require_index(tris, "tris", num_vertices, device, check_values, shape=("T", 3), of="vertices")
     return tris.to(torch.int32).contiguous()
 
 
@@ -104,6 +110,13 @@ def rasterize(
     Returns:
         Fragments(tri_id, bary, depth). Gradients flow from bary and depth to
         pos (inside triangles; coverage itself is not differentiable).
+
+    Raises:
+        TypeError: non-tensors, pos not float32/float64, tris not integer, a bad resolution type.
+        ValueError: wrong shapes, mixed devices, a resolution outside [1, 32768], an
+            unknown cull mode, and (with check_values) out-of-range indices or
+            non-finite positions.
+        RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
     require_tensor(pos, "pos")
     require_float(pos, "pos")
@@ -137,6 +150,10 @@ def clip_from_pixels(
 
     Returns:
         [..., 4] clip-space positions, differentiable in points.
+
+    Raises:
+        TypeError: points is not a tensor, or a bad resolution type.
+        ValueError: points is not [..., 3], or a resolution outside [1, 32768].
     """
     require_tensor(points, "points")
     if points.shape[-1] != 3:

@@ -21,8 +21,12 @@ def synthesize(
     """Reference of pgnface.ops.synthesize: s * R (mean + basis @ c) + t.
 
     Args:
-        mean: [N, 3]. basis: [N, 3, K]. coeffs: [B, K].
-        rotation: [B, 3, 3] or None. scale: [B] or None. translation: [B, 3] or None.
+        mean: [N, 3] mean shape.
+        basis: [N, 3, K] basis.
+        coeffs: [B, K] coefficients.
+        rotation: [B, 3, 3] or None.
+        scale: [B] or None.
+        translation: [B, 3] or None.
 
     Returns:
         [B, N, 3].
@@ -74,8 +78,10 @@ def rasterize(pos: torch.Tensor, tris: torch.Tensor, resolution, cull: str = "no
     """Reference of pgnface.ops.rasterize (small images only: memory is O(H W T)).
 
     Args:
-        pos: [B, N, 4] clip-space positions. tris: [T, 3] integer.
-        resolution: (height, width). cull: "none", "back" or "front".
+        pos: [B, N, 4] clip-space positions.
+        tris: [T, 3] integer vertex indices.
+        resolution: (height, width), or one int.
+        cull: "none", "back" or "front".
 
     Returns:
         (tri_id [B,H,W] int32, bary [B,H,W,3], depth [B,H,W]); bary and depth
@@ -155,7 +161,10 @@ def interpolate(attr: torch.Tensor, tri_id: torch.Tensor, bary: torch.Tensor, tr
     """Reference of pgnface.ops.interpolate.
 
     Args:
-        attr: [B, N, C] or [N, C]. tri_id: [B, H, W]. bary: [B, H, W, 3]. tris: [T, 3].
+        attr: [B, N, C] or [N, C] per-vertex attributes.
+        tri_id: [B, H, W] triangle per pixel (-1 empty).
+        bary: [B, H, W, 3] barycentrics.
+        tris: [T, 3] vertex indices.
 
     Returns:
         [B, H, W, C], zero where tri_id < 0.
@@ -197,7 +206,9 @@ def similarity_align(
     """Reference of pgnface.ops.similarity_align (weighted Umeyama, torch.linalg.svd).
 
     Args:
-        src, dst: [B, P, 3]. weights: [B, P] non-negative, or None for all ones.
+        src: [B, P, 3] source points.
+        dst: [B, P, 3] target points.
+        weights: [B, P] non-negative, or None for all ones.
         estimate_scale: fit the scale (else it is 1).
 
     Returns:

@@ -105,7 +105,7 @@ def synthesize(
             require_finite(x, name)
 
     if index is not None:
-        index = require_index(index, "index", sizes["N"], mean.device, check_values)
+        index = require_index(index, "index", sizes["N"], mean.device, check_values).long()
         mean = mean.index_select(0, index)
         basis = basis.index_select(0, index)
     return torch.ops.pgnface.synthesize(mean, basis, coeffs, rotation, scale, translation)

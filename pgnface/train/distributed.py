@@ -17,15 +17,24 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
+        """True when the run has more than one process (DDP is on)."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """True for rank 0, the process that logs and writes checkpoints."""
         return self.rank == 0
 
 
 def init_distributed(device_type: str) -> DistInfo:
-    """Joins the process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU); no-op otherwise."""
+    """Joins the process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU); no-op otherwise.
+
+    Args:
+        device_type: "cuda" or "cpu".
+
+    Returns:
+        This process's DistInfo (from RANK, LOCAL_RANK and WORLD_SIZE).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
@@ -40,5 +49,10 @@ def init_distributed(device_type: str) -> DistInfo:
 
 
 def shutdown_distributed(info: DistInfo) -> None:
+    """Leaves the process group, if this process joined one.
+
+    Args:
+        info: what init_distributed returned.
+    """
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

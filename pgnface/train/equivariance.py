@@ -50,8 +50,20 @@ def random_warps(
     shift: float = 0.05,
     flip_prob: float = 0.5,
 ) -> Warp:
-    """n random transforms: rotation +-`rotation` degrees, scale 1 +- `scale`,
-    shift +- `shift` of the crop side, mirrored with probability `flip_prob`."""
+    """Random similarity transforms of square crops about their centre.
+
+    Args:
+        n: how many.
+        size: crop side S in pixels.
+        generator: the random generator (CPU).
+        rotation: largest rotation in degrees.
+        scale: largest relative scale change.
+        shift: largest shift as a fraction of S.
+        flip_prob: probability of mirroring (applied first).
+
+    Returns:
+        Warp(matrix [n, 2, 2], shift [n, 2] pixels, flipped [n] bool).
+    """
     r = torch.rand(n, 5, generator=generator, dtype=torch.float64)
     angle = torch.deg2rad((2 * r[:, 0] - 1) * rotation)
     s = 1 + (2 * r[:, 1] - 1) * scale
@@ -64,7 +76,16 @@ def random_warps(
 
 
 def warp_points(points: torch.Tensor, warp: Warp, size: int) -> torch.Tensor:
-    """[n, P, 2+] crop-pixel points -> their warped positions (extra columns, e.g. depth, kept)."""
+    """Points of the crops, moved by the warps (extra columns, e.g. depth, kept).
+
+    Args:
+        points: [n, P, 2+] crop pixels.
+        warp: the n transforms.
+        size: crop side S.
+
+    Returns:
+        [n, P, 2+] warped points.
+    """
     centre = size / 2
     uv = points[..., :2] - centre
     moved = uv @ warp.matrix.to(points).transpose(1, 2) + centre + warp.shift.to(points)[:, None]
@@ -72,7 +93,15 @@ def warp_points(points: torch.Tensor, warp: Warp, size: int) -> torch.Tensor:
 
 
 def warp_images(images: torch.Tensor, warp: Warp) -> torch.Tensor:
-    """[n, C, S, S] images -> the same crops warped by `warp` (bilinear, zeros outside)."""
+    """Crops warped by the transforms (bilinear, zeros outside).
+
+    Args:
+        images: [n, C, S, S] crops.
+        warp: the n transforms.
+
+    Returns:
+        [n, C, S, S] warped crops.
+    """
     n, _, S, _ = images.shape
     A = warp.matrix.to(images)
     # affine_grid maps output to input in [-1, 1] coordinates (pixel centres, align_corners=False):
@@ -87,12 +116,19 @@ def warp_images(images: torch.Tensor, warp: Warp) -> torch.Tensor:
 def equivariance_loss(original: torch.Tensor, warped: torch.Tensor, warp: Warp, size: int) -> torch.Tensor:
     """Mean 2D distance / S between the landmarks of warped crops and the warped landmarks.
 
+    Both sides get gradients: the loss asks the two predictions to agree.
+
     Args:
         original: [n, 68, 2+] the head's iBUG-68 landmarks on the crops (crop pixels).
         warped: [n, 68, 2+] the head's landmarks on warp_images(crops, warp).
-        warp: the transforms. size: crop size S.
+        warp: the transforms.
+        size: crop side S.
 
-    Both sides get gradients: the loss asks the two predictions to agree.
+    Returns:
+        [] the mean distance over S (mirrored warps swap left and right points).
+
+    Raises:
+        ValueError: original or warped is not [n, 68, 2+].
     """
     if original.shape[1] != 68 or warped.shape[:2] != original.shape[:2]:
         raise ValueError(

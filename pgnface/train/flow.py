@@ -48,6 +48,9 @@ def clip_flow(frames: torch.Tensor, max_error: float = 1.0) -> Tuple[torch.Tenso
     Returns:
         flow [n, F - 1, 2, S, S] (pixels, from frame t to t + 1) and valid
         [n, F - 1, 1, S, S] in {0, 1}, float32 on the frames' device.
+
+    Raises:
+        ValueError: frames is not [n, F >= 2, 3, H, W].
     """
     if frames.dim() != 5 or frames.shape[2] != 3 or frames.shape[1] < 2:
         raise ValueError(f"frames must be [n, F >= 2, 3, H, W] clips, got {list(frames.shape)}")
@@ -91,6 +94,9 @@ def flow_consistency_loss(
 
     Returns:
         The weighted mean distance; gradients reach both frames' projections.
+
+    Raises:
+        ValueError: projected, flow or visible of the wrong shape.
     """
     if projected.dim() != 4 or projected.shape[-1] != 2:
         raise ValueError(f"projected must be [B, F, P, 2], got {list(projected.shape)}")

@@ -35,8 +35,24 @@ def _same_shape(a, a_name: str, b, b_name: str) -> None:
         raise ValueError(f"{a_name} {list(a.shape)} and {b_name} {list(b.shape)} must have the same shape")
 
 
+def _same_points(a, a_name: str, a_dims: int, b, b_name: str, b_dims: int) -> None:
+    """Checks two tensors and that they share their leading [B, P]."""
+    _check(a, a_name, a_dims)
+    _check(b, b_name, b_dims)
+    if a.shape[:2] != b.shape[:2]:
+        raise ValueError(f"{a_name} {list(a.shape)} and {b_name} {list(b.shape)} must have the same [B, P]")
+
+
 def weighted_mean(values: torch.Tensor, weights: Optional[torch.Tensor]) -> torch.Tensor:
-    """Mean of values weighted by weights (plain mean without); 0 when the weights sum to 0."""
+    """Mean of values weighted by weights (plain mean without).
+
+    Args:
+        values: [...] values.
+        weights: [...] non-negative weights broadcastable to values, or None.
+
+    Returns:
+        [] the weighted mean; 0 when the weights sum to 0.
+    """
     if weights is None:
         return values.mean()
     weights = weights.to(values.dtype)
@@ -44,7 +60,15 @@ def weighted_mean(values: torch.Tensor, weights: Optional[torch.Tensor]) -> torc
 
 
 def robust_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """``sqrt(|x|^2 + eps^2)`` over the last dim: the L2 norm, smooth at 0 (finite gradient)."""
+    """``sqrt(|x|^2 + eps^2)`` over the last dim: the L2 norm, smooth at 0 (finite gradient).
+
+    Args:
+        x: [..., D] vectors.
+        eps: smoothing length.
+
+    Returns:
+        [...] norms.
+    """
     return (x.square().sum(-1) + eps * eps).sqrt()
 
 
@@ -65,13 +89,18 @@ def landmark_loss(
     points, for 2D labels.
 
     Args:
-        pred, target: [B, P, D] crop pixels, D = 2 (u, v) or 3 (u, v, depth).
+        pred: [B, P, D] crop pixels, D = 2 (u, v) or 3 (u, v, depth).
+        target: [B, P, D] labels, the shape of pred.
         size: crop size S in pixels.
         weights: optional [B, P] (e.g. 0 for unlabelled points).
         depth_weight: factor on the depth difference (D = 3).
 
     Returns:
-        mean_p w_p |pred_p - target_p| / S.
+        [] mean_p w_p |pred_p - target_p| / S.
+
+    Raises:
+        TypeError: an argument is not a tensor.
+        ValueError: pred and target differ in shape or are not [B, P, D], or size is not positive.
     """
     _check(pred, "pred", 3)
     _check(target, "target", 3)
@@ -85,11 +114,20 @@ def landmark_loss(
 
 
 def heatmap_target(uv: torch.Tensor, grid: tuple, size: float, sigma: float = 1.0) -> torch.Tensor:
-    """Normalised Gaussians [B, P, h, w] centred on [B, P, 2] crop-pixel points.
+    """Normalised Gaussians centred on crop-pixel points.
 
     The grid's cells are those of pgnface.nn.heads.soft_argmax (cell_centres).
-    `sigma` is in cells. A point outside the crop gets a map piled against the
-    border (heatmap_loss ignores such points).
+    A point outside the crop gets a map piled against the border (heatmap_loss
+    ignores such points).
+
+    Args:
+        uv: [B, P, 2] points in crop pixels.
+        grid: (h, w) heatmap cells.
+        size: crop size S in pixels.
+        sigma: Gaussian width in cells.
+
+    Returns:
+        [B, P, h, w] maps, each summing to 1.
     """
     h, w = grid
     xs, ys = cell_centres(h, w, size, uv.device, uv.dtype)
@@ -109,15 +147,17 @@ def heatmap_loss(prob: torch.Tensor, target_uv: torch.Tensor, size: float, sigma
     Args:
         prob: [B, P, h, w] softmax heatmaps (the landmark head's "heatmaps").
         target_uv: [B, P, 2+] labelled points in crop pixels (extra columns ignored).
-        size: crop size S. sigma: target width in heatmap cells.
+        size: crop size S in pixels.
+        sigma: target width in heatmap cells.
 
     Returns:
-        mean over the points inside the crop (0 if none).
+        [] mean over the points inside the crop (0 if none).
+
+    Raises:
+        TypeError: an argument is not a tensor.
+        ValueError: prob and target_uv differ in [B, P].
     """
-    _check(prob, "prob", 4)
-    _check(target_uv, "target_uv", 3)
-    if prob.shape[:2] != target_uv.shape[:2]:
-        raise ValueError(f"prob {list(prob.shape)} and target_uv {list(target_uv.shape)} must have the same [B, P]")
+    _same_points(prob, "prob", 4, target_uv, "target_uv", 3)
     uv = target_uv[..., :2].to(prob)
     target = heatmap_target(uv, prob.shape[-2:], size, sigma)
     inside = ((uv >= 0) & (uv <= size)).all(-1)  # [B, P]
@@ -131,9 +171,18 @@ def vertex_loss(
     """Mean Euclidean per-vertex distance / crop size between dense meshes.
 
     Args:
-        pred, target: [B, N, 3] vertices in crop pixels, the same depth origin
+        pred: [B, N, 3] vertices in crop pixels.
+        target: [B, N, 3] vertices with the same depth origin
             (see pgnface.train.batches.centre_depth).
-        size: crop size S. weights: optional [B, N].
+        size: crop size S in pixels.
+        weights: optional [B, N].
+
+    Returns:
+        [] mean_n w_n |pred_n - target_n| / S.
+
+    Raises:
+        TypeError: an argument is not a tensor.
+        ValueError: pred and target differ in shape or are not [B, N, 3].
     """
     _check(pred, "pred", 3, 3)
     _check(target, "target", 3, 3)
@@ -147,9 +196,16 @@ def coefficient_loss(
     """Sum over groups of ``w_k * mean((pred_k - target_k)^2)`` (coefficients in units of std).
 
     Args:
-        pred, target: {name: [B, K_name]}; only names present in both (and in
+        pred: {name: [B, K_name]} predicted coefficients.
+        target: {name: [B, K_name]} labels; only names present in both (and in
             weights, when given) count.
         weights: {name: weight}; 1 for every shared name if None.
+
+    Returns:
+        [] the weighted sum.
+
+    Raises:
+        ValueError: no group counts, or a group's shapes differ.
     """
     names = [k for k in pred if k in target and (weights is None or k in weights)]
     if not names:
@@ -166,7 +222,14 @@ def coefficient_prior(coeffs: Dict[str, torch.Tensor], weights: Dict[str, float]
     """Gaussian prior of the 3DMM: ``sum_k w_k * mean(c_k^2)`` (coefficients in units of std).
 
     Args:
-        coeffs: {name: [B, K]}. weights: {name: weight}; names not in coeffs are ignored.
+        coeffs: {name: [B, K]} coefficients.
+        weights: {name: weight}; names not in coeffs are ignored.
+
+    Returns:
+        [] the weighted sum.
+
+    Raises:
+        ValueError: no weight names a group of coeffs.
     """
     total = 0.0
     for k, w in weights.items():
@@ -180,9 +243,17 @@ def coefficient_prior(coeffs: Dict[str, torch.Tensor], weights: Dict[str, float]
 def lighting_prior(gamma: torch.Tensor) -> torch.Tensor:
     """Mean squared deviation of SH lighting from grey: ``mean((gamma - mean_rgb(gamma))^2)``.
 
+    Light that colours only some bands is penalised; white light of any shape is free.
+
     Args:
-        gamma: [B, 9, 3] SH coefficients; light that colours only some bands is
-            penalised, white light of any shape is free.
+        gamma: [B, 9, 3] SH coefficients.
+
+    Returns:
+        [] the mean squared deviation.
+
+    Raises:
+        TypeError: an argument is not a tensor.
+        ValueError: gamma is not [B, 9, 3].
     """
     _check(gamma, "gamma", 3, 3)
     return (gamma - gamma.mean(-1, keepdim=True)).square().mean()
@@ -197,10 +268,13 @@ def render_prediction(
     """Renders a reconstructor's output (shape, albedo, lighting, pose) into S x S crops.
 
     Args:
-        pred: forward's dict (shape, albedo, gamma, scale, rotation, translation).
-        model: the network's 3DMM on the same device.
+        pred: the network's output dict (shape, albedo, gamma, scale, rotation, translation).
+        morphable: the network's 3DMM on the same device.
         size: crop size S.
         background: optional [B, S, S, 3] (the input image, for a composite).
+
+    Returns:
+        The Rendering of pgnface.morphable.render (image [B, S, S, 3], mask [B, S, S], ...).
     """
     camera = WeakPerspectiveCamera(pred["scale"], pred["rotation"], pred["translation"])
     return render(
@@ -226,6 +300,14 @@ def photometric_loss(
         rendered: [B, H, W, 3] rendered face (pgnface.morphable.render's image).
         image: [B, H, W, 3] or [B, 3, H, W] target image (same range as rendered).
         mask: [B, H, W] face mask (1 where the face is drawn); 0 everywhere gives 0.
+        eps: smoothing of the norm.
+
+    Returns:
+        [] the masked mean.
+
+    Raises:
+        TypeError: an argument is not a tensor.
+        ValueError: the image or the mask does not match rendered.
     """
     _check(rendered, "rendered", 4, 3)
     _check(image, "image", 4)
@@ -251,14 +333,19 @@ def landmark_consistency_loss(
         recon: [B, P, 2 or 3] the reconstruction's landmarks (crop pixels).
         head: [B, P, 2 or 3] the landmark head's landmarks for the same points,
             or detected 2D landmarks.
-        size: crop size S. weights: optional [B, P].
+        size: crop size S in pixels.
+        weights: optional [B, P].
         detach_head: train only the reconstruction towards the head (the head
             is the better-trained branch on unlabeled images).
+
+    Returns:
+        [] the 2D landmark_loss of recon against head.
+
+    Raises:
+        TypeError: an argument is not a tensor.
+        ValueError: recon and head differ in [B, P].
     """
-    _check(recon, "recon", 3)
-    _check(head, "head", 3)
-    if recon.shape[:2] != head.shape[:2]:
-        raise ValueError(f"recon {list(recon.shape)} and head {list(head.shape)} must have the same [B, P]")
+    _same_points(recon, "recon", 3, head, "head", 3)
     head = head.detach() if detach_head else head
     return landmark_loss(recon[..., :2], head[..., :2], size, weights)
 
@@ -271,6 +358,13 @@ def identity_consistency_loss(identity: torch.Tensor) -> torch.Tensor:
 
     Args:
         identity: [B, F, K] per-frame identity coefficients of B clips.
+
+    Returns:
+        [] the mean squared deviation from each clip's mean.
+
+    Raises:
+        TypeError: an argument is not a tensor.
+        ValueError: identity is not [B, F, K] with F >= 2.
     """
     _check(identity, "identity", 3)
     if identity.shape[1] < 2:
@@ -318,14 +412,20 @@ def cross_frame_geometric_loss(
     Args:
         points: [B, F, P, 3] per-frame 3D points in crop pixels (dense vertices
             or the landmark head's landmarks).
-        scale, rotation, translation: [B, F], [B, F, 3, 3], [B, F, 3] each frame's pose.
+        scale: [B, F] each frame's pose scale.
+        rotation: [B, F, 3, 3] each frame's rotation.
+        translation: [B, F, 3] each frame's translation.
         expression_offsets: optional [B, F, P, 3] model-space expression
             displacement of each point in each frame.
         visible: optional [B, F, P] visibility (bool or weights).
         norm: length the distances are divided by (e.g. the model's face width).
 
     Returns:
-        Weighted mean over pairs and points of |x_i - x_j| / norm.
+        [] weighted mean over pairs and points of |x_i - x_j| / norm.
+
+    Raises:
+        TypeError: an argument is not a tensor.
+        ValueError: fewer than 2 frames, or pose, offsets or visibility of the wrong shape.
     """
     _check(points, "points", 4, 3)
     B, F = points.shape[:2]
@@ -344,10 +444,17 @@ def cross_frame_geometric_loss(
 
 
 def sample_colours(images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Bilinear colours of [B, 3, H, W] images at [B, P, 2] pixel positions -> [B, P, 3].
+    """Bilinear colours of images at pixel positions.
 
     Pixel (col, row) has its centre at (col + 0.5, row + 0.5); outside the
     image the border colour is used. Differentiable w.r.t. points and images.
+
+    Args:
+        images: [B, 3, H, W] images.
+        points: [B, P, 2] (u, v) pixel positions.
+
+    Returns:
+        [B, P, 3] colours.
     """
     H, W = images.shape[-2:]
     grid = torch.stack([points[..., 0] * (2.0 / W) - 1, points[..., 1] * (2.0 / H) - 1], -1)
@@ -371,6 +478,14 @@ def cross_frame_photometric_loss(
         images: [B, F, 3, H, W] the clip's frames.
         projected: [B, F, P, 2] per-frame pixel positions (u, v) of P vertices.
         visible: optional [B, F, P] visibility (bool or weights).
+        eps: smoothing of the norm.
+
+    Returns:
+        [] weighted mean over frame pairs and vertices of the colour differences.
+
+    Raises:
+        TypeError: an argument is not a tensor.
+        ValueError: fewer than 2 frames, or projected / visible of the wrong shape.
     """
     _check(images, "images", 5)
     _check(projected, "projected", 4, 2)

@@ -29,7 +29,7 @@ def compute_losses(
     Args:
         out: the reconstructor's forward dict for batch["image"].
         batch: a pgnface.train.batches batch (image, frames, labelled, and the labels).
-        model: the network's 3DMM on the batch's device.
+        morphable: the network's 3DMM on the batch's device.
         weights: LossWeights; terms with weight 0 are not computed.
         warped_landmarks: the landmark head's [B, 68, 3] on batch["warped_image"]
             (unlabelled batches with loss.equivariance).

@@ -28,7 +28,22 @@ PROBE_SEED = 20_261_125
 
 
 def fixed_batches(images, video, size: int, batches: int, batch_size: int, frames: int) -> List[Dict]:
-    """The probe's real batches: `batches` of photo faces and of video clips (whichever sources are given)."""
+    """The probe's real batches, the same for every checkpoint (fixed seed).
+
+    Args:
+        images: folder of photos, or "" for none.
+        video: video file or frame folder, or "" for none.
+        size: crop size S.
+        batches: batches per source.
+        batch_size: crops per photo batch (a video batch holds batch_size // frames clips).
+        frames: frames per clip.
+
+    Returns:
+        [{"kind": "images" | "video", "image": [b, 3, S, S], "frames", "labelled": False}].
+
+    Raises:
+        ValueError: neither source given.
+    """
     out = []
     g = torch.Generator().manual_seed(PROBE_SEED)
     if images:
@@ -55,7 +70,16 @@ def fixed_batches(images, video, size: int, batches: int, batch_size: int, frame
 
 @torch.no_grad()
 def probe_losses(net, batches: Sequence[Dict], weights: Optional[LossWeights] = None) -> Dict[str, Dict[str, float]]:
-    """Mean loss terms (unweighted) and the weighted total per batch kind (default weights if None)."""
+    """Mean loss terms (unweighted) and the weighted total per batch kind.
+
+    Args:
+        net: the PGNNetwork.
+        batches: from fixed_batches.
+        weights: loss weights (the defaults if None).
+
+    Returns:
+        {kind: {term: mean value, "total": weighted total}}.
+    """
     weights = weights or LossWeights()
     sums: Dict[str, Dict[str, float]] = {}
     counts: Dict[str, int] = {}
@@ -71,7 +95,15 @@ def probe_losses(net, batches: Sequence[Dict], weights: Optional[LossWeights] = 
 
 @torch.no_grad()
 def overlay_strip(net, crops: torch.Tensor) -> np.ndarray:
-    """[S, n S, 3] BGR: each crop with the network's rendered face composited over it and its landmarks."""
+    """Each crop with the network's rendered face composited over it and its landmarks.
+
+    Args:
+        net: the PGNNetwork.
+        crops: [n, 3, S, S] RGB in [0, 1].
+
+    Returns:
+        [S, n S, 3] uint8 BGR.
+    """
     out = net(crops)
     S = crops.shape[-1]
     rendering = L.render_prediction(out, net.morphable, S)

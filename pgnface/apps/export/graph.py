@@ -56,10 +56,16 @@ class ExportableHeads(nn.Module):
 
     @property
     def output_names(self) -> List[str]:
+        """The graph's output names, in output order (the regressed pose's three last when present)."""
         return list(BASE_OUTPUTS) + (list(POSE_OUTPUTS) if self.net.config.pose_mode == "regress" else [])
 
     def forward(self, images: torch.Tensor):
-        """images [B, 3, S, S] -> the tuple of tensors named by output_names (see the module docstring)."""
+        """Args:
+            images: [B, 3, S, S] RGB in [0, 1].
+
+        Returns:
+            The tensors named by output_names (see the module docstring for their shapes).
+        """
         features = self.net.features(images)
         landmarks = self.net.landmark_head(features, self.size)["landmarks"]
         heads = self.net.coefficient_head(features[-1])
@@ -125,7 +131,16 @@ def export_onnx(net: PGNNetwork, path, size: int, opset: int = 18, verbose: bool
 
 
 def run_onnx(path, images, providers: Optional[List[str]] = None) -> Dict[str, "object"]:
-    """Runs an exported graph with onnxruntime: images [B, 3, S, S] float32 -> {output name: array}."""
+    """Runs an exported graph with onnxruntime.
+
+    Args:
+        path: the .onnx file.
+        images: [B, 3, S, S] RGB in [0, 1] (tensor or array; run as float32).
+        providers: onnxruntime execution providers (the CPU if None).
+
+    Returns:
+        {output name: array}.
+    """
     import onnxruntime  # noqa: PLC0415 (optional dependency)
 
     session = onnxruntime.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
