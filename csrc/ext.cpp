@@ -1,18 +1,40 @@
-// Operator schemas of the pgnface library and the Python module pgnface._C.
+// Operator schemas of the pgnface library, its build metadata ops, and the
+// importable module pgnface._C.
 //
 // Every op is declared here once with TORCH_LIBRARY; implementations register
-// themselves per device in <op>_cpu.cpp / <op>_cuda.cu with TORCH_LIBRARY_IMPL.
-// Fake (meta) kernels and autograd formulas are registered from Python
-// (pgnface/ops/<op>.py), so the ops work under torch.compile and torch.export.
-// No kernels live in this file.
-#include <torch/extension.h>
+// themselves per device in <op>/<op>_cpu.cpp / <op>/<op>_cuda.cu with
+// TORCH_LIBRARY_IMPL. Fake (meta) kernels and autograd formulas are registered
+// from Python (pgnface/ops/<op>.py), so the ops work under torch.compile and
+// torch.export. No kernels live in this file.
+#include <Python.h>
 #include <torch/library.h>
+
+#include <string>
 
 #ifndef PGN_TORCH_VERSION
 #define PGN_TORCH_VERSION "unknown"
 #endif
 
+namespace {
+
+bool cuda_built() {
+#ifdef WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string torch_version_built() { return PGN_TORCH_VERSION; }
+
+}  // namespace
+
 TORCH_LIBRARY(pgnface, m) {
+  // Build metadata: whether the CUDA kernels were compiled in, and the torch
+  // version this library was compiled against.
+  m.def("cuda_built() -> bool", &cuda_built);
+  m.def("torch_version_built() -> str", &torch_version_built);
+
   // s * R (mean + basis @ c) + t -> [B,N,3]; see pgnface/ops/synthesize.py.
   m.def(
       "synthesize(Tensor mean, Tensor basis, Tensor coeffs, Tensor rotation, Tensor scale, "
@@ -56,15 +78,17 @@ TORCH_LIBRARY(pgnface, m) {
       "Tensor dst, Tensor? weights, bool estimate_scale) -> (Tensor, Tensor, Tensor)");
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "pgnface compiled ops; the ops themselves live in torch.ops.pgnface";
-  m.def("cuda_built", [] {
-#ifdef WITH_CUDA
-    return true;
-#else
-    return false;
-#endif
-  }, "Whether the CUDA kernels were compiled into this build.");
-  m.def("torch_version_built", [] { return std::string(PGN_TORCH_VERSION); },
-        "The torch version this extension was compiled against.");
+// `import pgnface._C` loads this shared library, which runs the TORCH_LIBRARY
+// registrations above; the module itself is empty (the ops live in
+// torch.ops.pgnface), so no binding library is needed. Python finds the module
+// by this symbol, whose name follows the module name _C.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",                                                                  // name
+      "pgnface compiled ops; the ops themselves live in torch.ops.pgnface",  // doc
+      -1,       // no per-interpreter state
+      nullptr,  // no methods
+  };
+  return PyModule_Create(&module_def);
 }

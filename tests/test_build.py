@@ -1,5 +1,6 @@
 """The build: extension/torch match, the loader's rebuild message, the CMake build."""
 
+import importlib
 import shutil
 import subprocess
 import sys
@@ -16,8 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_extension_built_against_installed_torch():
-    assert ext._C.torch_version_built() == torch.__version__
+    assert torch.ops.pgnface.torch_version_built() == torch.__version__
     assert isinstance(pgnface.ops.cuda_built(), bool)
+
+
+def test_build_metadata_are_ops_and_the_module_is_empty():
+    assert torch.ops.pgnface.cuda_built() == pgnface.ops.cuda_built()
+    assert torch.ops.pgnface.cuda_built() == importlib.import_module("pgnface._build_info").WITH_CUDA
+    # No binding library: the module only exists to load the op registrations.
+    assert not [name for name in vars(ext._C) if not name.startswith("__")]
 
 
 def test_ops_are_registered_in_the_dispatcher():
@@ -32,6 +40,8 @@ def test_ops_are_registered_in_the_dispatcher():
         "svd3x3_backward",
         "similarity_align",
         "similarity_align_backward",
+        "cuda_built",
+        "torch_version_built",
     ):
         assert hasattr(torch.ops.pgnface, name)
 
@@ -70,7 +80,8 @@ def test_cmake_cpu_only_build_loads_and_runs(tmp_path):
         spec = importlib.util.spec_from_file_location("_C", {str(built[0])!r})
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        assert not module.cuda_built()
+        assert not torch.ops.pgnface.cuda_built()
+        assert torch.ops.pgnface.torch_version_built() == torch.__version__
         mean, basis, c = torch.randn(50, 3), torch.randn(50, 3, 4), torch.randn(3, 4)
         R, s, t = torch.eye(3).expand(3, 3, 3).contiguous(), torch.ones(3), torch.zeros(3, 3)
         out = torch.ops.pgnface.synthesize(mean, basis, c, R, s, t)

@@ -13,86 +13,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <limits>
 #include <vector>
 
-#include "../common/check.h"
 #include "rasterize.h"
 #include "rasterize_kernel.h"
 
 namespace pgnface {
-
-void check_rasterize_args(const at::Tensor& pos, const at::Tensor& tris, int64_t height,
-                          int64_t width, int64_t cull) {
-  PGN_CHECK_FLOATING(pos);
-  PGN_CHECK_DIM(pos, 3);
-  PGN_CHECK_SIZE(pos, 2, 4);
-  TORCH_CHECK(tris.scalar_type() == at::kInt, "tris must be int32, got ", tris.scalar_type());
-  PGN_CHECK_DIM(tris, 2);
-  PGN_CHECK_SIZE(tris, 1, 3);
-  PGN_CHECK_SAME_DEVICE(tris, pos);
-  TORCH_CHECK(height > 0 && width > 0, "resolution must be positive, got ", height, " x ", width);
-  TORCH_CHECK(height <= (1 << 15) && width <= (1 << 15), "resolution ", height, " x ", width,
-              " is above the supported 32768 x 32768");
-  TORCH_CHECK(tris.size(0) < std::numeric_limits<int32_t>::max(), "too many triangles");
-  TORCH_CHECK(cull >= raster::kCullNone && cull <= raster::kCullFront,
-              "cull must be 0 (none), 1 (back) or 2 (front), got ", cull);
-}
-
-void check_fragments(const at::Tensor& tri_id, const at::Tensor& bary, int64_t B) {
-  TORCH_CHECK(tri_id.scalar_type() == at::kInt, "tri_id must be int32, got ", tri_id.scalar_type());
-  PGN_CHECK_DIM(tri_id, 3);
-  PGN_CHECK_SIZE(tri_id, 0, B);
-  PGN_CHECK_DIM(bary, 4);
-  TORCH_CHECK(bary.size(0) == B && bary.size(1) == tri_id.size(1) &&
-                  bary.size(2) == tri_id.size(2) && bary.size(3) == 3,
-              "bary must have shape [", B, ", ", tri_id.size(1), ", ", tri_id.size(2),
-              ", 3], got ", bary.sizes());
-  PGN_CHECK_SAME_DEVICE(tri_id, bary);
-}
-
-void check_interpolate_args(const at::Tensor& attr, const at::Tensor& tri_id,
-                            const at::Tensor& bary, const at::Tensor& tris) {
-  PGN_CHECK_FLOATING(attr);
-  PGN_CHECK_DIM(attr, 3);
-  PGN_CHECK_DIM(tri_id, 3);
-  const int64_t B = tri_id.size(0);
-  TORCH_CHECK(attr.size(0) == 1 || attr.size(0) == B, "attr must have batch size 1 or ", B,
-              ", got shape ", attr.sizes());
-  check_fragments(tri_id, bary, B);
-  PGN_CHECK_SAME_DTYPE(bary, attr);
-  PGN_CHECK_SAME_DEVICE(bary, attr);
-  TORCH_CHECK(tris.scalar_type() == at::kInt, "tris must be int32, got ", tris.scalar_type());
-  PGN_CHECK_DIM(tris, 2);
-  PGN_CHECK_SIZE(tris, 1, 3);
-  PGN_CHECK_SAME_DEVICE(tris, attr);
-}
-
-void check_rasterize_backward_args(const at::Tensor& grad_bary, const at::Tensor& grad_depth,
-                                   const at::Tensor& pos, const at::Tensor& tris,
-                                   const at::Tensor& tri_id) {
-  PGN_CHECK_DIM(tri_id, 3);
-  check_rasterize_args(pos, tris, tri_id.size(1), tri_id.size(2), raster::kCullNone);
-  check_fragments(tri_id, grad_bary, pos.size(0));
-  PGN_CHECK_SAME_DTYPE(grad_bary, pos);
-  PGN_CHECK_SAME_DTYPE(grad_depth, pos);
-  PGN_CHECK_SAME_DEVICE(grad_bary, pos);
-  PGN_CHECK_SAME_DEVICE(grad_depth, pos);
-  TORCH_CHECK(grad_depth.sizes() == tri_id.sizes(), "grad_depth must have shape ", tri_id.sizes(),
-              ", got ", grad_depth.sizes());
-}
-
-void check_interpolate_backward_args(const at::Tensor& grad_out, const at::Tensor& attr,
-                                     const at::Tensor& tri_id, const at::Tensor& bary,
-                                     const at::Tensor& tris) {
-  check_interpolate_args(attr, tri_id, bary, tris);
-  const int64_t B = tri_id.size(0), H = tri_id.size(1), W = tri_id.size(2), C = attr.size(2);
-  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == B && grad_out.size(1) == H &&
-                  grad_out.size(2) == W && grad_out.size(3) == C,
-              "grad_out must have shape [", B, ", ", H, ", ", W, ", ", C, "], got ", grad_out.sizes());
-  PGN_CHECK_SAME_DTYPE(grad_out, attr);
-  PGN_CHECK_SAME_DEVICE(grad_out, attr);
-}
 
 namespace {
 
@@ -103,9 +29,19 @@ int64_t bands_for(int64_t B, int64_t H) {
   return std::max<int64_t>(1, std::min<int64_t>(want, H / 16));
 }
 
-bool valid_triangle(const int32_t* tri, int64_t N) {
-  return tri[0] >= 0 && tri[0] < N && tri[1] >= 0 && tri[1] < N && tri[2] >= 0 && tri[2] < N;
-}
+// Accumulators handed to the shared per-pixel code: each task owns the
+// memory it writes, so plain stores suffice.
+struct KeepMin {
+  void operator()(uint64_t* slot, uint64_t key) const {
+    if (key < *slot) *slot = key;
+  }
+};
+struct Add {
+  template <typename T>
+  void operator()(T* slot, T value) const {
+    *slot += value;
+  }
+};
 
 template <typename T>
 using ScreenVertices = std::vector<raster::ScreenVertex<T>>;
@@ -124,19 +60,10 @@ void cover_triangles(const ScreenVertices<T>& verts, const int32_t* tris, int64_
   raster::TriangleSetup setup;
   for (int64_t t = t_begin; t < t_end; ++t) {
     const int32_t* tri = tris + 3 * t;
-    if (!valid_triangle(tri, N)) continue;  // never read out of bounds
+    if (!raster::valid_triangle(tri, N)) continue;  // never read out of bounds
     const auto &v0 = verts[tri[0]], &v1 = verts[tri[1]], &v2 = verts[tri[2]];
     if (!raster::setup_triangle(v0, v1, v2, H, W, cull, setup)) continue;
-    for (int row = setup.row0; row <= setup.row1; ++row) {
-      uint64_t* zrow = zbuf + static_cast<int64_t>(row) * W;
-      for (int col = setup.col0; col <= setup.col1; ++col) {
-        if (!raster::covers_pixel(setup, col, row)) continue;
-        T d;
-        if (!raster::pixel_depth(v0, v1, v2, col, row, d)) continue;
-        const uint64_t key = raster::depth_key(d, static_cast<int32_t>(t));
-        if (key < zrow[col]) zrow[col] = key;
-      }
-    }
+    raster::cover_triangle(v0, v1, v2, setup, static_cast<int32_t>(t), W, zbuf, KeepMin{});
   }
 }
 
@@ -145,14 +72,11 @@ template <typename T>
 void resolve_pixels(const ScreenVertices<T>& verts, const T* pos, const int32_t* tris,
                     const uint64_t* zbuf, int64_t p_begin, int64_t p_end, int W, int32_t* tri_id,
                     T* bary, T* depth) {
-  const T inf = std::numeric_limits<T>::infinity();
   for (int64_t pix = p_begin; pix < p_end; ++pix) {
     const uint64_t key = zbuf[pix];
     T* b = bary + 3 * pix;
     if (key == raster::kEmptyKey) {
-      tri_id[pix] = -1;
-      b[0] = b[1] = b[2] = T(0);
-      depth[pix] = inf;
+      raster::resolve_empty_pixel(tri_id[pix], b, depth[pix]);
       continue;
     }
     const int32_t t = static_cast<int32_t>(key & 0xffffffffu);
@@ -167,24 +91,13 @@ void resolve_pixels(const ScreenVertices<T>& verts, const T* pos, const int32_t*
 
 template <typename T>
 void rasterize_backward_band(const T* grad_bary, const T* grad_depth, const T* pos,
-                             const int32_t* tris, const int32_t* tri_id, int64_t N,
-                             int64_t T_count, int H, int W, int row_begin, int row_end,
-                             T* grad_pos) {
+                             const int32_t* tris, const int32_t* tri_id, int64_t N, int64_t T_count,
+                             int H, int W, int row_begin, int row_end, T* grad_pos) {
   for (int row = row_begin; row < row_end; ++row) {
     for (int col = 0; col < W; ++col) {
       const int64_t pix = static_cast<int64_t>(row) * W + col;
-      const int32_t t = tri_id[pix];
-      if (t < 0 || t >= T_count) continue;
-      const int32_t* tri = tris + 3 * t;
-      if (!valid_triangle(tri, N)) continue;
-      const T gb[3] = {grad_bary[3 * pix], grad_bary[3 * pix + 1], grad_bary[3 * pix + 2]};
-      const T gd = grad_depth[pix];
-      if (gb[0] == T(0) && gb[1] == T(0) && gb[2] == T(0) && gd == T(0)) continue;
-      const T* p[3] = {pos + 4 * tri[0], pos + 4 * tri[1], pos + 4 * tri[2]};
-      T g[3][4] = {};
-      raster::resolve_pixel_backward(p, col, row, H, W, gb, gd, g);
-      for (int k = 0; k < 3; ++k)
-        for (int c = 0; c < 4; ++c) grad_pos[4 * tri[k] + c] += g[k][c];
+      raster::rasterize_backward_pixel(tri_id[pix], grad_bary + 3 * pix, grad_depth + pix, pos,
+                                       tris, N, T_count, col, row, H, W, grad_pos, Add{});
     }
   }
 }
@@ -195,13 +108,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(const at::Tensor& p
                                                              const at::Tensor& tris_in,
                                                              int64_t height, int64_t width,
                                                              int64_t cull) {
-  check_rasterize_args(pos_in, tris_in, height, width, cull);
-  const at::Tensor pos = pos_in.contiguous(), tris = tris_in.contiguous();
-  const int64_t B = pos.size(0), N = pos.size(1), T_count = tris.size(0);
-  const int H = static_cast<int>(height), W = static_cast<int>(width);
-  at::Tensor tri_id = at::empty({B, H, W}, pos.options().dtype(at::kInt));
-  at::Tensor bary = at::empty({B, H, W, 3}, pos.options());
-  at::Tensor depth = at::empty({B, H, W}, pos.options());
+  const auto call = rasterize_prologue(pos_in, tris_in, height, width, cull);
+  const at::Tensor &pos = call.pos, &tris = call.tris;
+  const at::Tensor &tri_id = call.tri_id, &bary = call.bary, &depth = call.depth;
+  const int64_t B = call.B, N = call.N, T_count = call.T_count;
+  const int H = call.H, W = call.W;
   if (B == 0) return {bary, depth, tri_id};
   // The result is exact and order-independent, so the forward pass may split
   // work by thread count: whole images per task when the batch fills the
@@ -240,8 +151,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(const at::Tensor& p
       std::fill(zbufs.begin(), zbufs.end(), raster::kEmptyKey);
       at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
         for (int64_t part = begin; part < end; ++part) {
-          cover_triangles(verts, tris_ptr, part * T_count / threads,
-                          (part + 1) * T_count / threads, H, W, c, zbufs.data() + part * pixels);
+          cover_triangles(verts, tris_ptr, part * T_count / threads, (part + 1) * T_count / threads,
+                          H, W, c, zbufs.data() + part * pixels);
         }
       });
       at::parallel_for(0, pixels, 4096, [&](int64_t begin, int64_t end) {
@@ -261,12 +172,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(const at::Tensor& p
 at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tensor& grad_depth_in,
                                   const at::Tensor& pos_in, const at::Tensor& tris_in,
                                   const at::Tensor& tri_id_in) {
-  check_rasterize_backward_args(grad_bary_in, grad_depth_in, pos_in, tris_in, tri_id_in);
-  const int64_t B = pos_in.size(0), N = pos_in.size(1), T_count = tris_in.size(0);
-  const at::Tensor pos = pos_in.contiguous(), tris = tris_in.contiguous(),
-                   tri_id = tri_id_in.contiguous(), grad_bary = grad_bary_in.contiguous(),
-                   grad_depth = grad_depth_in.contiguous();
-  const int H = static_cast<int>(tri_id.size(1)), W = static_cast<int>(tri_id.size(2));
+  const auto call =
+      rasterize_backward_prologue(grad_bary_in, grad_depth_in, pos_in, tris_in, tri_id_in);
+  const at::Tensor &pos = call.pos, &tris = call.tris, &tri_id = call.tri_id,
+                   &grad_bary = call.grad_bary, &grad_depth = call.grad_depth;
+  const int64_t B = call.B, N = call.N, T_count = call.T_count;
+  const int H = call.H, W = call.W;
   const int64_t bands = bands_for(B, H);
   // One gradient buffer per band so bands never write the same vertex.
   at::Tensor partial = at::zeros({bands, B, N, 4}, pos.options());
@@ -295,11 +206,10 @@ at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tens
 
 at::Tensor interpolate_cpu(const at::Tensor& attr_in, const at::Tensor& tri_id_in,
                            const at::Tensor& bary_in, const at::Tensor& tris_in) {
-  check_interpolate_args(attr_in, tri_id_in, bary_in, tris_in);
-  const at::Tensor attr = attr_in.contiguous(), tri_id = tri_id_in.contiguous(),
-                   bary = bary_in.contiguous(), tris = tris_in.contiguous();
-  const int64_t B = tri_id.size(0), H = tri_id.size(1), W = tri_id.size(2);
-  const int64_t Ba = attr.size(0), N = attr.size(1), C = attr.size(2), T_count = tris.size(0);
+  const auto call = interpolate_prologue(attr_in, tri_id_in, bary_in, tris_in);
+  const at::Tensor &attr = call.attr, &tri_id = call.tri_id, &bary = call.bary, &tris = call.tris;
+  const int64_t B = call.B, H = call.H, W = call.W;
+  const int64_t Ba = call.Ba, N = call.N, C = call.C, T_count = call.T_count;
   at::Tensor out = at::empty({B, H, W, C}, attr.options());
   AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_cpu", [&] {
     const scalar_t* attr_ptr = attr.data_ptr<scalar_t>();
@@ -310,16 +220,9 @@ at::Tensor interpolate_cpu(const at::Tensor& attr_in, const at::Tensor& tri_id_i
     const int64_t pixels = H * W;
     at::parallel_for(0, B * pixels, 1024, [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
-        scalar_t* o = out_ptr + p * C;
-        const int32_t t = tri_ptr[p];
-        const int32_t* tri = tris_ptr + 3 * static_cast<int64_t>(t);
-        if (t < 0 || t >= T_count || !valid_triangle(tri, N)) {
-          for (int64_t c = 0; c < C; ++c) o[c] = scalar_t(0);
-          continue;
-        }
         const scalar_t* a = attr_ptr + (Ba == 1 ? 0 : (p / pixels)) * N * C;
-        raster::interpolate_pixel(a + tri[0] * C, a + tri[1] * C, a + tri[2] * C,
-                                  bary_ptr + 3 * p, C, o);
+        raster::interpolate_at(tri_ptr[p], tris_ptr, T_count, a, N, C, bary_ptr + 3 * p,
+                               out_ptr + p * C);
       }
     });
   });
@@ -331,12 +234,12 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
                                                             const at::Tensor& tri_id_in,
                                                             const at::Tensor& bary_in,
                                                             const at::Tensor& tris_in) {
-  check_interpolate_backward_args(grad_out_in, attr_in, tri_id_in, bary_in, tris_in);
-  const at::Tensor attr = attr_in.contiguous(), tri_id = tri_id_in.contiguous(),
-                   bary = bary_in.contiguous(), tris = tris_in.contiguous();
-  const int64_t B = tri_id.size(0), H = tri_id.size(1), W = tri_id.size(2);
-  const int64_t Ba = attr.size(0), N = attr.size(1), C = attr.size(2), T_count = tris.size(0);
-  const at::Tensor grad_out = grad_out_in.contiguous();
+  const auto call =
+      interpolate_backward_prologue(grad_out_in, attr_in, tri_id_in, bary_in, tris_in);
+  const at::Tensor &attr = call.attr, &tri_id = call.tri_id, &bary = call.bary, &tris = call.tris,
+                   &grad_out = call.grad_out;
+  const int64_t B = call.B, H = call.H, W = call.W;
+  const int64_t Ba = call.Ba, N = call.N, C = call.C, T_count = call.T_count;
   // Per-batch-item attribute gradients (summed afterwards when attr is shared),
   // so that tasks never write the same memory.
   at::Tensor grad_attr_items = at::zeros({B, N, C}, attr.options());
@@ -356,22 +259,9 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
         scalar_t* ga = ga_ptr + b * N * C;
         for (int64_t q = 0; q < pixels; ++q) {
           const int64_t p = b * pixels + q;
-          const int32_t t = tri_ptr[p];
-          if (t < 0 || t >= T_count) continue;
-          const int32_t* tri = tris_ptr + 3 * static_cast<int64_t>(t);
-          if (!valid_triangle(tri, N)) continue;
-          const scalar_t* g = go_ptr + p * C;
-          for (int k = 0; k < 3; ++k) {
-            const scalar_t bk = bary_ptr[3 * p + k];
-            const scalar_t* ak = a + tri[k] * C;
-            scalar_t* gak = ga + tri[k] * C;
-            scalar_t dot = scalar_t(0);
-            for (int64_t c = 0; c < C; ++c) {
-              dot += g[c] * ak[c];
-              gak[c] += bk * g[c];
-            }
-            gb_ptr[3 * p + k] = dot;
-          }
+          raster::interpolate_backward_pixel(tri_ptr[p], tris_ptr, T_count, a, N, C,
+                                             bary_ptr + 3 * p, go_ptr + p * C, ga, gb_ptr + 3 * p,
+                                             Add{});
         }
       }
     });

@@ -10,12 +10,9 @@
 // atomicAdd. All per-pixel math comes from rasterize_kernel.h, the code the CPU
 // twin runs.
 #include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <limits>
-
-#include "../common/check.h"
+#include "../common/cuda_guard.h"
 #include "rasterize.h"
 #include "rasterize_kernel.h"
 
@@ -26,9 +23,19 @@ constexpr int kThreads = 256;
 
 int64_t blocks_for(int64_t work) { return (work + kThreads - 1) / kThreads; }
 
-__device__ __forceinline__ bool valid_triangle(const int32_t* tri, int64_t N) {
-  return tri[0] >= 0 && tri[0] < N && tri[1] >= 0 && tri[1] < N && tri[2] >= 0 && tri[2] < N;
-}
+// Accumulators handed to the shared per-pixel code: threads of different
+// triangles or pixels meet in the same slot, so updates are atomic.
+struct AtomicKeepMin {
+  __device__ void operator()(unsigned long long* slot, unsigned long long key) const {
+    atomicMin(slot, key);
+  }
+};
+struct AtomicAdd {
+  template <typename T>
+  __device__ void operator()(T* slot, T value) const {
+    atomicAdd(slot, value);
+  }
+};
 
 template <typename T>
 __global__ void coverage_kernel(const T* __restrict__ pos, const int32_t* __restrict__ tris,
@@ -38,23 +45,15 @@ __global__ void coverage_kernel(const T* __restrict__ pos, const int32_t* __rest
   if (i >= B * T_count) return;
   const int64_t b = i / T_count, t = i % T_count;
   const int32_t* tri = tris + 3 * t;
-  if (!valid_triangle(tri, N)) return;  // never read out of bounds
+  if (!raster::valid_triangle(tri, N)) return;  // never read out of bounds
   const T* p = pos + b * N * 4;
   const raster::ScreenVertex<T> v0 = raster::project_vertex(p + 4 * tri[0], H, W);
   const raster::ScreenVertex<T> v1 = raster::project_vertex(p + 4 * tri[1], H, W);
   const raster::ScreenVertex<T> v2 = raster::project_vertex(p + 4 * tri[2], H, W);
   raster::TriangleSetup setup;
   if (!raster::setup_triangle(v0, v1, v2, H, W, cull, setup)) return;
-  unsigned long long* z = zbuf + b * H * W;
-  for (int row = setup.row0; row <= setup.row1; ++row) {
-    for (int col = setup.col0; col <= setup.col1; ++col) {
-      if (!raster::covers_pixel(setup, col, row)) continue;
-      T d;
-      if (!raster::pixel_depth(v0, v1, v2, col, row, d)) continue;
-      const unsigned long long key = raster::depth_key(d, static_cast<int32_t>(t));
-      atomicMin(z + static_cast<int64_t>(row) * W + col, key);
-    }
-  }
+  raster::cover_triangle(v0, v1, v2, setup, static_cast<int32_t>(t), W, zbuf + b * H * W,
+                         AtomicKeepMin{});
 }
 
 template <typename T>
@@ -68,9 +67,7 @@ __global__ void resolve_kernel(const T* __restrict__ pos, const int32_t* __restr
   const unsigned long long key = zbuf[pix];
   T* bp = bary + 3 * pix;
   if (key == raster::kEmptyKey) {
-    tri_id[pix] = -1;
-    bp[0] = bp[1] = bp[2] = T(0);
-    depth[pix] = std::numeric_limits<T>::infinity();
+    raster::resolve_empty_pixel(tri_id[pix], bp, depth[pix]);
     return;
   }
   const int64_t b = pix / pixels, q = pix % pixels;
@@ -84,82 +81,43 @@ __global__ void resolve_kernel(const T* __restrict__ pos, const int32_t* __restr
 }
 
 template <typename T>
-__global__ void rasterize_backward_kernel(const T* __restrict__ grad_bary,
-                                          const T* __restrict__ grad_depth,
-                                          const T* __restrict__ pos,
-                                          const int32_t* __restrict__ tris,
-                                          const int32_t* __restrict__ tri_id,
-                                          T* __restrict__ grad_pos, int64_t B, int64_t N,
-                                          int64_t T_count, int H, int W) {
+__global__ void rasterize_backward_kernel(
+    const T* __restrict__ grad_bary, const T* __restrict__ grad_depth, const T* __restrict__ pos,
+    const int32_t* __restrict__ tris, const int32_t* __restrict__ tri_id, T* __restrict__ grad_pos,
+    int64_t B, int64_t N, int64_t T_count, int H, int W) {
   const int64_t pix = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t pixels = static_cast<int64_t>(H) * W;
   if (pix >= B * pixels) return;
-  const int32_t t = tri_id[pix];
-  if (t < 0 || t >= T_count) return;
-  const int32_t* tri = tris + 3 * static_cast<int64_t>(t);
-  if (!valid_triangle(tri, N)) return;
-  const T gb[3] = {grad_bary[3 * pix], grad_bary[3 * pix + 1], grad_bary[3 * pix + 2]};
-  const T gd = grad_depth[pix];
-  if (gb[0] == T(0) && gb[1] == T(0) && gb[2] == T(0) && gd == T(0)) return;
   const int64_t b = pix / pixels, q = pix % pixels;
   const int row = static_cast<int>(q / W), col = static_cast<int>(q % W);
-  const T* pb = pos + b * N * 4;
-  const T* p[3] = {pb + 4 * tri[0], pb + 4 * tri[1], pb + 4 * tri[2]};
-  T g[3][4] = {};
-  raster::resolve_pixel_backward(p, col, row, H, W, gb, gd, g);
-  T* gp = grad_pos + b * N * 4;
-  for (int k = 0; k < 3; ++k)
-    for (int c = 0; c < 4; ++c) atomicAdd(gp + 4 * tri[k] + c, g[k][c]);
+  raster::rasterize_backward_pixel(tri_id[pix], grad_bary + 3 * pix, grad_depth + pix,
+                                   pos + b * N * 4, tris, N, T_count, col, row, H, W,
+                                   grad_pos + b * N * 4, AtomicAdd{});
 }
 
 template <typename T>
 __global__ void interpolate_kernel(const T* __restrict__ attr, const int32_t* __restrict__ tri_id,
                                    const T* __restrict__ bary, const int32_t* __restrict__ tris,
-                                   T* __restrict__ out, int64_t total, int64_t pixels,
-                                   int64_t Ba, int64_t N, int64_t C, int64_t T_count) {
+                                   T* __restrict__ out, int64_t total, int64_t pixels, int64_t Ba,
+                                   int64_t N, int64_t C, int64_t T_count) {
   const int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (p >= total) return;
-  T* o = out + p * C;
-  const int32_t t = tri_id[p];
-  const int32_t* tri = tris + 3 * static_cast<int64_t>(t);
-  if (t < 0 || t >= T_count || !valid_triangle(tri, N)) {
-    for (int64_t c = 0; c < C; ++c) o[c] = T(0);
-    return;
-  }
   const T* a = attr + (Ba == 1 ? 0 : p / pixels) * N * C;
-  raster::interpolate_pixel(a + tri[0] * C, a + tri[1] * C, a + tri[2] * C, bary + 3 * p, C, o);
+  raster::interpolate_at(tri_id[p], tris, T_count, a, N, C, bary + 3 * p, out + p * C);
 }
 
 template <typename T>
-__global__ void interpolate_backward_kernel(const T* __restrict__ grad_out,
-                                            const T* __restrict__ attr,
-                                            const int32_t* __restrict__ tri_id,
-                                            const T* __restrict__ bary,
-                                            const int32_t* __restrict__ tris,
-                                            T* __restrict__ grad_attr, T* __restrict__ grad_bary,
-                                            int64_t total, int64_t pixels, int64_t Ba, int64_t N,
-                                            int64_t C, int64_t T_count) {
+__global__ void interpolate_backward_kernel(
+    const T* __restrict__ grad_out, const T* __restrict__ attr, const int32_t* __restrict__ tri_id,
+    const T* __restrict__ bary, const int32_t* __restrict__ tris, T* __restrict__ grad_attr,
+    T* __restrict__ grad_bary, int64_t total, int64_t pixels, int64_t Ba, int64_t N, int64_t C,
+    int64_t T_count) {
   const int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (p >= total) return;
-  const int32_t t = tri_id[p];
-  if (t < 0 || t >= T_count) return;
-  const int32_t* tri = tris + 3 * static_cast<int64_t>(t);
-  if (!valid_triangle(tri, N)) return;
   const int64_t item = Ba == 1 ? 0 : p / pixels;
-  const T* a = attr + item * N * C;
-  T* ga = grad_attr + item * N * C;
-  const T* g = grad_out + p * C;
-  for (int k = 0; k < 3; ++k) {
-    const T bk = bary[3 * p + k];
-    const T* ak = a + tri[k] * C;
-    T* gak = ga + tri[k] * C;
-    T dot = T(0);
-    for (int64_t c = 0; c < C; ++c) {
-      dot += g[c] * ak[c];
-      atomicAdd(gak + c, bk * g[c]);
-    }
-    grad_bary[3 * p + k] = dot;
-  }
+  raster::interpolate_backward_pixel(tri_id[p], tris, T_count, attr + item * N * C, N, C,
+                                     bary + 3 * p, grad_out + p * C, grad_attr + item * N * C,
+                                     grad_bary + 3 * p, AtomicAdd{});
 }
 
 }  // namespace
@@ -168,15 +126,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(const at::Tensor& 
                                                               const at::Tensor& tris_in,
                                                               int64_t height, int64_t width,
                                                               int64_t cull) {
-  check_rasterize_args(pos_in, tris_in, height, width, cull);
-  TORCH_CHECK(pos_in.is_cuda(), "rasterize (CUDA): expected CUDA tensors, got ", pos_in.device());
-  const c10::cuda::CUDAGuard guard(pos_in.device());
-  const at::Tensor pos = pos_in.contiguous(), tris = tris_in.contiguous();
-  const int64_t B = pos.size(0), N = pos.size(1), T_count = tris.size(0);
-  const int H = static_cast<int>(height), W = static_cast<int>(width);
-  at::Tensor tri_id = at::empty({B, H, W}, pos.options().dtype(at::kInt));
-  at::Tensor bary = at::empty({B, H, W, 3}, pos.options());
-  at::Tensor depth = at::empty({B, H, W}, pos.options());
+  const auto call = rasterize_prologue(pos_in, tris_in, height, width, cull);
+  const c10::cuda::CUDAGuard guard = cuda_entry_guard(pos_in, "rasterize");
+  const at::Tensor &pos = call.pos, &tris = call.tris;
+  const at::Tensor &tri_id = call.tri_id, &bary = call.bary, &depth = call.depth;
+  const int64_t B = call.B, N = call.N, T_count = call.T_count;
+  const int H = call.H, W = call.W;
   if (B == 0) return {bary, depth, tri_id};
   // All bits set = kEmptyKey, the largest key.
   at::Tensor zbuf = at::full({B, H, W}, -1, pos.options().dtype(at::kLong));
@@ -200,21 +155,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(const at::Tensor& 
 at::Tensor rasterize_backward_cuda(const at::Tensor& grad_bary_in, const at::Tensor& grad_depth_in,
                                    const at::Tensor& pos_in, const at::Tensor& tris_in,
                                    const at::Tensor& tri_id_in) {
-  check_rasterize_backward_args(grad_bary_in, grad_depth_in, pos_in, tris_in, tri_id_in);
-  const int64_t B = pos_in.size(0), N = pos_in.size(1), T_count = tris_in.size(0);
-  const c10::cuda::CUDAGuard guard(pos_in.device());
-  const at::Tensor pos = pos_in.contiguous(), tris = tris_in.contiguous(),
-                   tri_id = tri_id_in.contiguous(), grad_bary = grad_bary_in.contiguous(),
-                   grad_depth = grad_depth_in.contiguous();
-  const int H = static_cast<int>(tri_id.size(1)), W = static_cast<int>(tri_id.size(2));
+  const auto call =
+      rasterize_backward_prologue(grad_bary_in, grad_depth_in, pos_in, tris_in, tri_id_in);
+  const c10::cuda::CUDAGuard guard = cuda_entry_guard(pos_in, "rasterize_backward");
+  const at::Tensor &pos = call.pos, &tris = call.tris, &tri_id = call.tri_id,
+                   &grad_bary = call.grad_bary, &grad_depth = call.grad_depth;
+  const int64_t B = call.B, N = call.N, T_count = call.T_count;
+  const int H = call.H, W = call.W;
   at::Tensor grad_pos = at::zeros({B, N, 4}, pos.options());
   if (B == 0 || N == 0) return grad_pos;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_backward_cuda", [&] {
     rasterize_backward_kernel<scalar_t><<<blocks_for(B * H * W), kThreads, 0, stream>>>(
-        grad_bary.data_ptr<scalar_t>(), grad_depth.data_ptr<scalar_t>(),
-        pos.data_ptr<scalar_t>(), tris.data_ptr<int32_t>(), tri_id.data_ptr<int32_t>(),
-        grad_pos.data_ptr<scalar_t>(), B, N, T_count, H, W);
+        grad_bary.data_ptr<scalar_t>(), grad_depth.data_ptr<scalar_t>(), pos.data_ptr<scalar_t>(),
+        tris.data_ptr<int32_t>(), tri_id.data_ptr<int32_t>(), grad_pos.data_ptr<scalar_t>(), B, N,
+        T_count, H, W);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return grad_pos;
@@ -222,12 +177,11 @@ at::Tensor rasterize_backward_cuda(const at::Tensor& grad_bary_in, const at::Ten
 
 at::Tensor interpolate_cuda(const at::Tensor& attr_in, const at::Tensor& tri_id_in,
                             const at::Tensor& bary_in, const at::Tensor& tris_in) {
-  check_interpolate_args(attr_in, tri_id_in, bary_in, tris_in);
-  const c10::cuda::CUDAGuard guard(attr_in.device());
-  const at::Tensor attr = attr_in.contiguous(), tri_id = tri_id_in.contiguous(),
-                   bary = bary_in.contiguous(), tris = tris_in.contiguous();
-  const int64_t B = tri_id.size(0), H = tri_id.size(1), W = tri_id.size(2);
-  const int64_t Ba = attr.size(0), N = attr.size(1), C = attr.size(2);
+  const auto call = interpolate_prologue(attr_in, tri_id_in, bary_in, tris_in);
+  const c10::cuda::CUDAGuard guard = cuda_entry_guard(attr_in, "interpolate");
+  const at::Tensor &attr = call.attr, &tri_id = call.tri_id, &bary = call.bary, &tris = call.tris;
+  const int64_t B = call.B, H = call.H, W = call.W;
+  const int64_t Ba = call.Ba, N = call.N, C = call.C;
   at::Tensor out = at::empty({B, H, W, C}, attr.options());
   const int64_t total = B * H * W;
   if (total == 0) return out;
@@ -235,8 +189,7 @@ at::Tensor interpolate_cuda(const at::Tensor& attr_in, const at::Tensor& tri_id_
   AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_cuda", [&] {
     interpolate_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
         attr.data_ptr<scalar_t>(), tri_id.data_ptr<int32_t>(), bary.data_ptr<scalar_t>(),
-        tris.data_ptr<int32_t>(), out.data_ptr<scalar_t>(), total, H * W, Ba, N, C,
-        tris.size(0));
+        tris.data_ptr<int32_t>(), out.data_ptr<scalar_t>(), total, H * W, Ba, N, C, tris.size(0));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -247,13 +200,13 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& g
                                                              const at::Tensor& tri_id_in,
                                                              const at::Tensor& bary_in,
                                                              const at::Tensor& tris_in) {
-  check_interpolate_backward_args(grad_out_in, attr_in, tri_id_in, bary_in, tris_in);
-  const c10::cuda::CUDAGuard guard(attr_in.device());
-  const at::Tensor attr = attr_in.contiguous(), tri_id = tri_id_in.contiguous(),
-                   bary = bary_in.contiguous(), tris = tris_in.contiguous();
-  const int64_t B = tri_id.size(0), H = tri_id.size(1), W = tri_id.size(2);
-  const int64_t Ba = attr.size(0), N = attr.size(1), C = attr.size(2);
-  const at::Tensor grad_out = grad_out_in.contiguous();
+  const auto call =
+      interpolate_backward_prologue(grad_out_in, attr_in, tri_id_in, bary_in, tris_in);
+  const c10::cuda::CUDAGuard guard = cuda_entry_guard(attr_in, "interpolate_backward");
+  const at::Tensor &attr = call.attr, &tri_id = call.tri_id, &bary = call.bary, &tris = call.tris,
+                   &grad_out = call.grad_out;
+  const int64_t B = call.B, H = call.H, W = call.W;
+  const int64_t Ba = call.Ba, N = call.N, C = call.C;
   at::Tensor grad_attr = at::zeros_like(attr);
   at::Tensor grad_bary = at::zeros({B, H, W, 3}, attr.options());
   const int64_t total = B * H * W;

@@ -22,6 +22,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "../common/hostdevice.h"
 
@@ -36,6 +37,20 @@ constexpr double kGuardBand = 1048576.0;
 constexpr uint64_t kEmptyKey = ~uint64_t(0);
 
 enum CullMode : int { kCullNone = 0, kCullBack = 1, kCullFront = 2 };
+
+// Whether all three vertex indices of a triangle lie in [0, N).
+PGN_HD bool valid_triangle(const int32_t* tri, int64_t N) {
+  return tri[0] >= 0 && tri[0] < N && tri[1] >= 0 && tri[1] < N && tri[2] >= 0 && tri[2] < N;
+}
+
+// The vertex indices of triangle t, or null when t is not a triangle id
+// (-1 for an empty pixel) or the triangle has an index outside [0, N): the
+// backward passes and interpolation never read out of bounds.
+PGN_HD const int32_t* pixel_triangle(int32_t t, const int32_t* tris, int64_t T_count, int64_t N) {
+  if (t < 0 || t >= T_count) return nullptr;
+  const int32_t* tri = tris + 3 * static_cast<int64_t>(t);
+  return valid_triangle(tri, N) ? tri : nullptr;
+}
 
 // --- arithmetic that is rounded identically on host and device -----------
 
@@ -176,8 +191,7 @@ PGN_HD ScreenVertex<T> project_vertex(const T* p, int height, int width) {
 // --- exact coverage ----------------------------------------------------------
 
 // Fixed-point edge function of edge a->b at q: twice the signed area of (a, b, q).
-PGN_HD int64_t edge_fixed(int64_t ax, int64_t ay, int64_t bx, int64_t by, int64_t qx,
-                          int64_t qy) {
+PGN_HD int64_t edge_fixed(int64_t ax, int64_t ay, int64_t bx, int64_t by, int64_t qx, int64_t qy) {
   return (bx - ax) * (qy - ay) - (by - ay) * (qx - ax);
 }
 
@@ -191,9 +205,9 @@ PGN_HD int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a +
 
 // Everything coverage needs of one triangle, set up once.
 struct TriangleSetup {
-  int64_t fx[3], fy[3];  // fixed-point vertices
-  int64_t sign;          // +1 for positive screen area, -1 for negative
-  bool owns[3];          // fill-rule ownership of edge k (opposite vertex k)
+  int64_t fx[3], fy[3];        // fixed-point vertices
+  int64_t sign;                // +1 for positive screen area, -1 for negative
+  bool owns[3];                // fill-rule ownership of edge k (opposite vertex k)
   int col0, col1, row0, row1;  // inclusive pixel bounding box, clipped to the image
 };
 
@@ -285,8 +299,8 @@ PGN_HD bool screen_barycentrics(const T X[3], const T Y[3], T qx, T qy, T lam[3]
 // comparison and the packed-key comparison agree.
 template <typename T>
 PGN_HD T interpolate_depth(const T lam[3], const T zeta[3]) {
-  const T d = add_rn(add_rn(mul_rn(lam[0], zeta[0]), mul_rn(lam[1], zeta[1])),
-                     mul_rn(lam[2], zeta[2]));
+  const T d =
+      add_rn(add_rn(mul_rn(lam[0], zeta[0]), mul_rn(lam[1], zeta[1])), mul_rn(lam[2], zeta[2]));
   return add_rn(d, T(0));
 }
 
@@ -347,6 +361,14 @@ PGN_HD void resolve_screen_pixel(const ScreenVertex<T>& v0, const ScreenVertex<T
   screen_barycentrics(X, Y, static_cast<T>(col) + T(0.5), static_cast<T>(row) + T(0.5), lam);
   depth = interpolate_depth(lam, zeta);
   perspective_barycentrics(lam, w, bary);
+}
+
+// Outputs of a pixel no triangle covers.
+template <typename T>
+PGN_HD void resolve_empty_pixel(int32_t& tri_id, T bary[3], T& depth) {
+  tri_id = -1;
+  bary[0] = bary[1] = bary[2] = T(0);
+  depth = std::numeric_limits<T>::infinity();
 }
 
 // The same from clip-space positions p_k = (x, y, z, w).
@@ -423,6 +445,44 @@ PGN_HD void resolve_pixel_backward(const T* const p[3], int col, int row, int he
   }
 }
 
+// Depth-tests triangle t (projected vertices v0..v2, set up as `setup`) at
+// every pixel it covers, lowering zbuf [H*W] (64-bit keys) to its packed key through
+// keep_min(slot, key): a plain min on the CPU, atomicMin on the GPU.
+template <typename T, typename Key, typename KeepMin>
+PGN_HD void cover_triangle(const ScreenVertex<T>& v0, const ScreenVertex<T>& v1,
+                           const ScreenVertex<T>& v2, const TriangleSetup& setup, int32_t t, int W,
+                           Key* zbuf, KeepMin keep_min) {
+  for (int row = setup.row0; row <= setup.row1; ++row) {
+    Key* zrow = zbuf + static_cast<int64_t>(row) * W;
+    for (int col = setup.col0; col <= setup.col1; ++col) {
+      if (!covers_pixel(setup, col, row)) continue;
+      T d;
+      if (!pixel_depth(v0, v1, v2, col, row, d)) continue;
+      keep_min(zrow + col, static_cast<Key>(depth_key(d, t)));
+    }
+  }
+}
+
+// Backward of one pixel (col, row) of an image: scatters the gradient of its
+// bary (grad_bary[3]) and depth (*grad_depth) into grad_pos [N,4] of that
+// image through add(slot, value): += on the CPU, atomicAdd on the GPU.
+// pos [N,4] is the image's clip-space positions, t the pixel's triangle id.
+template <typename T, typename Add>
+PGN_HD void rasterize_backward_pixel(int32_t t, const T* grad_bary, const T* grad_depth,
+                                     const T* pos, const int32_t* tris, int64_t N, int64_t T_count,
+                                     int col, int row, int H, int W, T* grad_pos, Add add) {
+  const int32_t* tri = pixel_triangle(t, tris, T_count, N);
+  if (tri == nullptr) return;
+  const T gb[3] = {grad_bary[0], grad_bary[1], grad_bary[2]};
+  const T gd = *grad_depth;
+  if (gb[0] == T(0) && gb[1] == T(0) && gb[2] == T(0) && gd == T(0)) return;
+  const T* p[3] = {pos + 4 * tri[0], pos + 4 * tri[1], pos + 4 * tri[2]};
+  T g[3][4] = {};
+  resolve_pixel_backward(p, col, row, H, W, gb, gd, g);
+  for (int k = 0; k < 3; ++k)
+    for (int c = 0; c < 4; ++c) add(grad_pos + 4 * tri[k] + c, g[k][c]);
+}
+
 // --- interpolation -----------------------------------------------------------
 
 // out[c] = sum_k bary[k] * attr_k[c] for C channels.
@@ -430,6 +490,42 @@ template <typename T>
 PGN_HD void interpolate_pixel(const T* a0, const T* a1, const T* a2, const T bary[3], int64_t C,
                               T* out) {
   for (int64_t c = 0; c < C; ++c) out[c] = bary[0] * a0[c] + bary[1] * a1[c] + bary[2] * a2[c];
+}
+
+// Interpolated value of one pixel: out[C] from attr [N,C] of its image, or
+// zeros when the pixel has no valid triangle t.
+template <typename T>
+PGN_HD void interpolate_at(int32_t t, const int32_t* tris, int64_t T_count, const T* attr,
+                           int64_t N, int64_t C, const T bary[3], T* out) {
+  const int32_t* tri = pixel_triangle(t, tris, T_count, N);
+  if (tri == nullptr) {
+    for (int64_t c = 0; c < C; ++c) out[c] = T(0);
+    return;
+  }
+  interpolate_pixel(attr + tri[0] * C, attr + tri[1] * C, attr + tri[2] * C, bary, C, out);
+}
+
+// Backward of one pixel's interpolation: writes grad_bary[3] and adds
+// bary[k] * grad_out into the rows of grad_attr [N,C] (of the pixel's
+// attribute set) through add(slot, value): += on the CPU, atomicAdd on the GPU.
+// Pixels without a valid triangle t are left alone.
+template <typename T, typename Add>
+PGN_HD void interpolate_backward_pixel(int32_t t, const int32_t* tris, int64_t T_count,
+                                       const T* attr, int64_t N, int64_t C, const T* bary,
+                                       const T* grad_out, T* grad_attr, T* grad_bary, Add add) {
+  const int32_t* tri = pixel_triangle(t, tris, T_count, N);
+  if (tri == nullptr) return;
+  for (int k = 0; k < 3; ++k) {
+    const T bk = bary[k];
+    const T* ak = attr + tri[k] * C;
+    T* gak = grad_attr + tri[k] * C;
+    T dot = T(0);
+    for (int64_t c = 0; c < C; ++c) {
+      dot += grad_out[c] * ak[c];
+      add(gak + c, bk * grad_out[c]);
+    }
+    grad_bary[k] = dot;
+  }
 }
 
 }  // namespace raster

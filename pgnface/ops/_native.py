@@ -1,5 +1,8 @@
 """Loads the compiled extension pgnface._C, which registers the torch.ops.pgnface ops.
 
+pgnface._C is a pure ``TORCH_LIBRARY`` library: importing it runs the operator
+registrations, and the module itself is empty. Build metadata is an op too
+(``torch.ops.pgnface.cuda_built()``, ``torch.ops.pgnface.torch_version_built()``).
 Import errors are turned into messages that say how to rebuild: the usual cause
 is an extension compiled against a different torch than the one installed.
 """
@@ -57,7 +60,7 @@ def cuda_built() -> bool:
     Returns:
         True for a CUDA build (the kernels still need a CUDA device to run).
     """
-    return bool(_C.cuda_built())
+    return bool(torch.ops.pgnface.cuda_built())
 
 
 def check_device_supported(tensor: torch.Tensor, name: str) -> None:

@@ -1,5 +1,5 @@
 // Per-element math of 3DMM vertex synthesis, shared by the CPU twin
-// (morphable_cpu.cpp) and the CUDA kernels (morphable_cuda.cu).
+// (synthesize_cpu.cpp) and the CUDA kernels (synthesize_cuda.cu).
 //
 // For batch item b and vertex n:
 //   shape[b,n] = mean[n] + basis[n] @ coeffs[b]          (3)
@@ -44,9 +44,9 @@ PGN_HD void shape_grad(const T* R, T s, const T* g, T* grad_shape) {
 // acc[3*i + j] += g_i * shape_j, acc[9 + i] += g_i.
 template <typename T>
 PGN_HD void accumulate_pose_grad(const T* g, const T* shape, T* acc) {
-PGN_UNROLL
+  PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
-PGN_UNROLL
+    PGN_UNROLL
     for (int j = 0; j < 3; ++j) acc[3 * i + j] += g[i] * shape[j];
     acc[9 + i] += g[i];
   }
@@ -55,10 +55,9 @@ PGN_UNROLL
 // Turns the reduced pose partial sums of one batch item into gradients:
 // grad_R = s * G, grad_s = <G, R>_F, grad_t = sum_n g.
 template <typename T>
-PGN_HD void finish_pose_grad(const T* acc, const T* R, T s, T* grad_R, T* grad_s,
-                             T* grad_t) {
+PGN_HD void finish_pose_grad(const T* acc, const T* R, T s, T* grad_R, T* grad_s, T* grad_t) {
   T dot = T(0);
-PGN_UNROLL
+  PGN_UNROLL
   for (int e = 0; e < 9; ++e) {
     grad_R[e] = s * acc[e];
     dot += acc[e] * R[e];

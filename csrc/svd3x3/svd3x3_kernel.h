@@ -1,6 +1,6 @@
 // The 3x3 singular value decomposition M = U diag(S) V^T and its derivative,
-// in registers, shared by the CPU twin (procrustes_cpu.cpp) and the CUDA
-// kernels (procrustes_cuda.cu). Matrices are row-major: m[3 * row + col].
+// in registers, shared by the CPU twins (svd3x3_cpu.cpp, similarity_align_cpu.cpp) and the CUDA
+// kernels (svd3x3_cuda.cu, similarity_align_cuda.cu). Matrices are row-major: m[3 * row + col].
 //
 // Method: one-sided (Hestenes) Jacobi. Plane rotations applied from the right
 // orthogonalise the columns of A = M / max|M_ij|; the accumulated rotations
@@ -74,7 +74,7 @@ PGN_HD bool jacobi_rotate(T (&a)[3][3], T (&v)[3][3]) {
   if (diff < T(0)) t = -t;
   const T c = T(1) / pgn_sqrt(T(1) + t * t);
   const T s = c * t;
-PGN_UNROLL
+  PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
     const T ap = a[P][i], aq = a[Q][i];
     a[P][i] = c * ap - s * aq;
@@ -91,7 +91,7 @@ template <int I, int J, typename T>
 PGN_HD void sort_pair(T (&a)[3][3], T (&v)[3][3], T (&n2)[3]) {
   if (n2[I] < n2[J]) {
     pgn_swap(n2[I], n2[J]);
-PGN_UNROLL
+    PGN_UNROLL
     for (int r = 0; r < 3; ++r) {
       pgn_swap(a[I][r], a[J][r]);
       pgn_swap(v[I][r], v[J][r]);
@@ -124,9 +124,9 @@ PGN_HD void any_orthogonal(const T* u, T* out) {
 // dependent divisions and square roots, and interleaving hides its latency.
 template <typename T>
 struct SvdState {
-  T a[3][3];  // columns of A V: a[j][i] = (A V)[i][j]
-  T v[3][3];  // columns of V
-  T scale;    // max |M_ij|; A = M / scale
+  T a[3][3];     // columns of A V: a[j][i] = (A V)[i][j]
+  T v[3][3];     // columns of V
+  T scale;       // max |M_ij|; A = M / scale
   bool trivial;  // zero or non-finite M: nothing to iterate
 };
 
@@ -136,7 +136,7 @@ template <typename T>
 PGN_HD bool svd_begin(const T* M, SvdState<T>& st) {
   T scale = T(0);
   T probe = T(0);  // stays 0 unless an entry is NaN or Inf (x - x is then NaN)
-PGN_UNROLL
+  PGN_UNROLL
   for (int e = 0; e < 9; ++e) {
     scale = pgn_max(scale, pgn_abs(M[e]));
     probe += M[e] - M[e];
@@ -148,9 +148,9 @@ PGN_UNROLL
   // Divide instead when 1/scale overflowed (subnormal scale) or is itself
   // subnormal (scale near the largest finite value): both would lose bits.
   const bool divide = !(inv_scale - inv_scale == T(0)) || inv_scale < Eps<T>::min_normal;
-PGN_UNROLL
+  PGN_UNROLL
   for (int j = 0; j < 3; ++j) {
-PGN_UNROLL
+    PGN_UNROLL
     for (int i = 0; i < 3; ++i) {
       st.a[j][i] = divide ? M[3 * i + j] / scale : M[3 * i + j] * inv_scale;
       st.v[j][i] = i == j ? T(1) : T(0);
@@ -174,7 +174,7 @@ template <typename T>
 PGN_HD void svd_end(SvdState<T>& st, T* U, T* S, T* V) {
   if (st.trivial) {
     const T fill = st.scale == T(0) ? T(0) : T(NAN);
-PGN_UNROLL
+    PGN_UNROLL
     for (int e = 0; e < 9; ++e) {
       const T id = (e % 4 == 0) ? T(1) : T(0);
       U[e] = st.scale == T(0) ? id : fill;
@@ -195,14 +195,14 @@ PGN_UNROLL
   T u[3][3];
   const T s0 = pgn_sqrt(n2[0]);  // >= 1/sqrt(3): |A|_F >= max|A_ij| = 1
   const T inv_s0 = T(1) / s0;
-PGN_UNROLL
+  PGN_UNROLL
   for (int i = 0; i < 3; ++i) u[0][i] = a[0][i] * inv_s0;
   const T p = dot3(u[0], a[1]);
   T w[3] = {a[1][0] - p * u[0][0], a[1][1] - p * u[0][1], a[1][2] - p * u[0][2]};
   T s1 = pgn_sqrt(dot3(w, w));
   if (s1 > T(4) * Eps<T>::value * s0) {
     const T inv_s1 = T(1) / s1;
-PGN_UNROLL
+    PGN_UNROLL
     for (int i = 0; i < 3; ++i) u[1][i] = w[i] * inv_s1;
   } else {  // rank 1 (or zero beyond rounding): any direction completes U
     any_orthogonal(u[0], u[1]);
@@ -222,9 +222,9 @@ PGN_UNROLL
   S[0] = s0 * scale;
   S[1] = s1 * scale;
   S[2] = s2 * scale;
-PGN_UNROLL
+  PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
-PGN_UNROLL
+    PGN_UNROLL
     for (int j = 0; j < 3; ++j) {
       U[3 * i + j] = u[j][i];
       V[3 * i + j] = v[j][i];
@@ -269,9 +269,9 @@ template <typename T>
 PGN_HD void svd3x3_backward(const T* U, const T* S, const T* V, const T* gU, const T* gS,
                             const T* gV, T* gM) {
   T J[9], K[9];  // U^T gU, V^T gV
-PGN_UNROLL
+  PGN_UNROLL
   for (int j = 0; j < 3; ++j) {
-PGN_UNROLL
+    PGN_UNROLL
     for (int k = 0; k < 3; ++k) {
       J[3 * j + k] = U[j] * gU[k] + U[3 + j] * gU[3 + k] + U[6 + j] * gU[6 + k];
       K[3 * j + k] = V[j] * gV[k] + V[3 + j] * gV[3 + k] + V[6 + j] * gV[6 + k];
@@ -283,9 +283,9 @@ PGN_UNROLL
   // underflow nor overflow: 1/x = (1/s_max) / (x/s_max).
   const T inv_max = s_max > T(0) ? T(1) / s_max : T(0);
   const T eps = SvdConfig<T>::kGapEps;
-PGN_UNROLL
+  PGN_UNROLL
   for (int j = 0; j < 3; ++j) {
-PGN_UNROLL
+    PGN_UNROLL
     for (int k = 0; k < 3; ++k) {
       if (j == k) {
         G[3 * j + k] = gS[j];
@@ -304,19 +304,19 @@ PGN_UNROLL
   }
   // gM = U G V^T
   T UG[9];
-PGN_UNROLL
+  PGN_UNROLL
   for (int a = 0; a < 3; ++a) {
-PGN_UNROLL
+    PGN_UNROLL
     for (int k = 0; k < 3; ++k) {
       UG[3 * a + k] = U[3 * a] * G[k] + U[3 * a + 1] * G[3 + k] + U[3 * a + 2] * G[6 + k];
     }
   }
-PGN_UNROLL
+  PGN_UNROLL
   for (int a = 0; a < 3; ++a) {
-PGN_UNROLL
+    PGN_UNROLL
     for (int b = 0; b < 3; ++b) {
-      gM[3 * a + b] = UG[3 * a] * V[3 * b] + UG[3 * a + 1] * V[3 * b + 1] +
-                      UG[3 * a + 2] * V[3 * b + 2];
+      gM[3 * a + b] =
+          UG[3 * a] * V[3 * b] + UG[3 * a + 1] * V[3 * b + 1] + UG[3 * a + 2] * V[3 * b + 2];
     }
   }
 }

@@ -1,6 +1,6 @@
 // Per-batch-item math of weighted similarity alignment (Umeyama 1991), shared
-// by the CPU twin (procrustes_cpu.cpp) and the CUDA kernels
-// (procrustes_cuda.cu). Only the reduction over points is scheduled
+// by the CPU twin (similarity_align_cpu.cpp) and the CUDA kernels
+// (similarity_align_cuda.cu). Only the reduction over points is scheduled
 // differently (a loop on CPU, a warp on CUDA); everything else is here.
 //
 // For one item with points x_i (src), y_i (dst) and weights w_i >= 0:
@@ -20,7 +20,7 @@
 #include "../common/hostdevice.h"
 #include "../common/mat3.h"
 #include "../common/scalar_math.h"
-#include "svd3x3.h"
+#include "../svd3x3/svd3x3_kernel.h"
 
 namespace pgnface {
 namespace procrustes {
@@ -33,7 +33,7 @@ constexpr int kSecondSums = 10;
 template <typename T>
 PGN_HD void accumulate_first(const T* x, const T* y, T w, T* acc) {
   acc[0] += w;
-PGN_UNROLL
+  PGN_UNROLL
   for (int d = 0; d < 3; ++d) {
     acc[1 + d] += w * x[d];
     acc[4 + d] += w * y[d];
@@ -44,7 +44,7 @@ PGN_UNROLL
 template <typename T>
 PGN_HD void centroids(const T* first, T* mu_x, T* mu_y) {
   const T inv = first[0] > T(0) ? T(1) / first[0] : T(0);
-PGN_UNROLL
+  PGN_UNROLL
   for (int d = 0; d < 3; ++d) {
     mu_x[d] = first[1 + d] * inv;
     mu_y[d] = first[4 + d] * inv;
@@ -52,13 +52,12 @@ PGN_UNROLL
 }
 
 template <typename T>
-PGN_HD void accumulate_second(const T* x, const T* y, T w, const T* mu_x, const T* mu_y,
-                              T* acc) {
+PGN_HD void accumulate_second(const T* x, const T* y, T w, const T* mu_x, const T* mu_y, T* acc) {
   const T xc[3] = {x[0] - mu_x[0], x[1] - mu_x[1], x[2] - mu_x[2]};
   const T yc[3] = {w * (y[0] - mu_y[0]), w * (y[1] - mu_y[1]), w * (y[2] - mu_y[2])};
-PGN_UNROLL
+  PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
-PGN_UNROLL
+    PGN_UNROLL
     for (int j = 0; j < 3; ++j) acc[3 * i + j] += yc[i] * xc[j];
   }
   acc[9] += w * dot3(xc, xc);
@@ -81,23 +80,22 @@ struct Alignment {
 
 // Solves one item from its first and second sums.
 template <typename T>
-PGN_HD void solve_alignment(const T* first, const T* second, bool estimate_scale,
-                            Alignment<T>& a) {
+PGN_HD void solve_alignment(const T* first, const T* second, bool estimate_scale, Alignment<T>& a) {
   a.W = first[0];
   a.estimate_scale = estimate_scale;
   centroids(first, a.mu_x, a.mu_y);
   const T inv_w = a.W > T(0) ? T(1) / a.W : T(0);
-PGN_UNROLL
+  PGN_UNROLL
   for (int e = 0; e < 9; ++e) a.cov[e] = second[e] * inv_w;
   a.var_x = second[9] * inv_w;
   T probe = T(0);  // stays 0 unless a sum is NaN or Inf (x - x is then NaN)
-PGN_UNROLL
+  PGN_UNROLL
   for (int e = 0; e < kFirstSums; ++e) probe += first[e] - first[e];
-PGN_UNROLL
+  PGN_UNROLL
   for (int e = 0; e < kSecondSums; ++e) probe += second[e] - second[e];
   if (!(probe == T(0))) {  // non-finite input: NaN results for this item only
     const T nan = T(NAN);
-PGN_UNROLL
+    PGN_UNROLL
     for (int e = 0; e < 9; ++e) a.U[e] = a.V[e] = a.R[e] = a.cov[e] = nan;
     a.D[0] = a.D[1] = a.D[2] = a.t[0] = a.t[1] = a.t[2] = a.scale = a.var_x = a.W = nan;
     a.d = T(1);
@@ -109,7 +107,7 @@ PGN_UNROLL
   const T noise = T(256) * Eps<T>::value * Eps<T>::value * dot3(a.mu_x, a.mu_x);
   a.degenerate = !(a.W > T(0)) || !(a.var_x > noise) || !(a.var_x > T(0));
   if (a.degenerate) {
-PGN_UNROLL
+    PGN_UNROLL
     for (int e = 0; e < 9; ++e) {
       const T id = (e % 4 == 0) ? T(1) : T(0);
       a.U[e] = a.V[e] = a.R[e] = id;
@@ -117,15 +115,15 @@ PGN_UNROLL
     a.D[0] = a.D[1] = a.D[2] = T(0);
     a.d = T(1);
     a.scale = T(1);
-PGN_UNROLL
+    PGN_UNROLL
     for (int i = 0; i < 3; ++i) a.t[i] = a.mu_y[i] - a.mu_x[i];
     return;
   }
   svd3x3(a.cov, a.U, a.D, a.V);
   a.d = det3(a.U) * det3(a.V) < T(0) ? T(-1) : T(1);
-PGN_UNROLL
+  PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
-PGN_UNROLL
+    PGN_UNROLL
     for (int j = 0; j < 3; ++j) {
       a.R[3 * i + j] = a.U[3 * i] * a.V[3 * j] + a.U[3 * i + 1] * a.V[3 * j + 1] +
                        a.d * a.U[3 * i + 2] * a.V[3 * j + 2];
@@ -134,7 +132,7 @@ PGN_UNROLL
   a.scale = estimate_scale ? (a.D[0] + a.D[1] + a.d * a.D[2]) / a.var_x : T(1);
   T rmu[3];
   mat3_mul_vec(a.R, a.mu_x, rmu);
-PGN_UNROLL
+  PGN_UNROLL
   for (int i = 0; i < 3; ++i) a.t[i] = a.mu_y[i] - a.scale * rmu[i];
 }
 
@@ -159,13 +157,13 @@ template <typename T>
 PGN_HD void alignment_backward(const Alignment<T>& a, T g_scale, const T* g_R, const T* g_t,
                                AlignmentGrad<T>& out) {
   out.inv_w = a.W > T(0) ? T(1) / a.W : T(0);
-PGN_UNROLL
+  PGN_UNROLL
   for (int i = 0; i < 3; ++i) out.g_mu_y[i] = g_t[i];
   if (a.degenerate) {  // t = mu_y - mu_x; R and scale are constants
-PGN_UNROLL
+    PGN_UNROLL
     for (int e = 0; e < 9; ++e) out.G[e] = T(0);
     out.gv = T(0);
-PGN_UNROLL
+    PGN_UNROLL
     for (int i = 0; i < 3; ++i) out.g_mu_x[i] = -g_t[i];
     out.c0 = T(0);
     return;
@@ -174,12 +172,12 @@ PGN_UNROLL
   T rmu[3], rtg[3];
   mat3_mul_vec(a.R, a.mu_x, rmu);
   mat3_tmul_vec(a.R, g_t, rtg);
-PGN_UNROLL
+  PGN_UNROLL
   for (int i = 0; i < 3; ++i) out.g_mu_x[i] = -a.scale * rtg[i];
   T gR[9];
-PGN_UNROLL
+  PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
-PGN_UNROLL
+    PGN_UNROLL
     for (int j = 0; j < 3; ++j) gR[3 * i + j] = g_R[3 * i + j] - a.scale * g_t[i] * a.mu_x[j];
   }
   // scale = tau / var_x, tau = D_0 + D_1 + d D_2
@@ -193,19 +191,19 @@ PGN_UNROLL
   const T g_D[3] = {g_tau, g_tau, a.d * g_tau};
   // R = U diag(1, 1, d) V^T: gU = gR V diag(1,1,d), gV = gR^T U diag(1,1,d)
   T gU[9], gV[9];
-PGN_UNROLL
+  PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
-PGN_UNROLL
+    PGN_UNROLL
     for (int k = 0; k < 3; ++k) {
       const T dk = k == 2 ? a.d : T(1);
-      gU[3 * i + k] = dk * (gR[3 * i] * a.V[k] + gR[3 * i + 1] * a.V[3 + k] +
-                            gR[3 * i + 2] * a.V[6 + k]);
+      gU[3 * i + k] =
+          dk * (gR[3 * i] * a.V[k] + gR[3 * i + 1] * a.V[3 + k] + gR[3 * i + 2] * a.V[6 + k]);
       gV[3 * i + k] = dk * (gR[i] * a.U[k] + gR[3 + i] * a.U[3 + k] + gR[6 + i] * a.U[6 + k]);
     }
   }
   svd3x3_backward(a.U, a.D, a.V, gU, g_D, gV, out.G);
   T c0 = out.gv * a.var_x;
-PGN_UNROLL
+  PGN_UNROLL
   for (int e = 0; e < 9; ++e) c0 += out.G[e] * a.cov[e];
   out.c0 = c0;
 }
@@ -220,14 +218,14 @@ PGN_HD void alignment_point_grad(const Alignment<T>& a, const AlignmentGrad<T>& 
   mat3_mul_vec(g.G, xc, Gx);
   mat3_tmul_vec(g.G, yc, Gty);
   const T f = w * g.inv_w;
-PGN_UNROLL
+  PGN_UNROLL
   for (int d = 0; d < 3; ++d) {
     gx[d] = f * (Gty[d] + T(2) * g.gv * xc[d] + g.g_mu_x[d]);
     gy[d] = f * (Gx[d] + g.g_mu_y[d]);
   }
   if (gw) {
-    *gw = g.inv_w * (dot3(yc, Gx) + g.gv * dot3(xc, xc) + dot3(g.g_mu_x, xc) +
-                     dot3(g.g_mu_y, yc) - g.c0);
+    *gw = g.inv_w *
+          (dot3(yc, Gx) + g.gv * dot3(xc, xc) + dot3(g.g_mu_x, xc) + dot3(g.g_mu_y, yc) - g.c0);
   }
 }
 

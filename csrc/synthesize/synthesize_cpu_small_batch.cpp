@@ -1,12 +1,12 @@
-// Small-batch schedule of the synthesize CPU twin; see morphable_cpu_small_batch.h.
-#include "morphable_cpu_small_batch.h"
+// Small-batch schedule of the synthesize CPU twin; see synthesize_cpu_small_batch.h.
+#include "synthesize_cpu_small_batch.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 
 #include "../common/cpu_simd.h"
-#include "morphable_kernel.h"
+#include "synthesize_kernel.h"
 
 namespace pgnface {
 namespace morphable_cpu {
@@ -53,8 +53,7 @@ PGN_ALWAYS_INLINE void shape_point(const SmallArgs<T>& a, int64_t n, int64_t b, 
 }
 
 template <typename T>
-PGN_ALWAYS_INLINE void forward_vertices(const SmallArgs<T>& a, T* out, int64_t begin,
-                                        int64_t end) {
+PGN_CPU_CLONES void forward_vertices(const SmallArgs<T>& a, T* out, int64_t begin, int64_t end) {
   for (int64_t n = begin; n < end; ++n) {
     for (int64_t b = 0; b < a.B; ++b) {
       T shape[3];
@@ -74,7 +73,7 @@ struct SmallGradArgs {
 };
 
 template <typename T>
-PGN_ALWAYS_INLINE void backward_chunks(const SmallGradArgs<T>& g, int64_t begin, int64_t end) {
+PGN_CPU_CLONES void backward_chunks(const SmallGradArgs<T>& g, int64_t begin, int64_t end) {
   const SmallArgs<T>& a = g.in;
   const int64_t K = a.K;
   for (int64_t chunk = begin; chunk < end; ++chunk) {
@@ -99,23 +98,6 @@ PGN_ALWAYS_INLINE void backward_chunks(const SmallGradArgs<T>& g, int64_t begin,
     }
   }
 }
-
-PGN_CPU_CLONES void forward_f32(const SmallArgs<float>& a, float* out, int64_t b, int64_t e) {
-  forward_vertices(a, out, b, e);
-}
-PGN_CPU_CLONES void forward_f64(const SmallArgs<double>& a, double* out, int64_t b, int64_t e) {
-  forward_vertices(a, out, b, e);
-}
-PGN_CPU_CLONES void backward_f32(const SmallGradArgs<float>& g, int64_t b, int64_t e) {
-  backward_chunks(g, b, e);
-}
-PGN_CPU_CLONES void backward_f64(const SmallGradArgs<double>& g, int64_t b, int64_t e) {
-  backward_chunks(g, b, e);
-}
-void run_forward(const SmallArgs<float>& a, float* out, int64_t b, int64_t e) { forward_f32(a, out, b, e); }
-void run_forward(const SmallArgs<double>& a, double* out, int64_t b, int64_t e) { forward_f64(a, out, b, e); }
-void run_backward(const SmallGradArgs<float>& g, int64_t b, int64_t e) { backward_f32(g, b, e); }
-void run_backward(const SmallGradArgs<double>& g, int64_t b, int64_t e) { backward_f64(g, b, e); }
 
 template <typename T>
 SmallArgs<T> small_args(const at::Tensor& mean, const at::Tensor& basis, const at::Tensor& coeffs,
@@ -143,7 +125,8 @@ void synthesize_small_batch(const at::Tensor& mean, const at::Tensor& basis,
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_small_batch", [&] {
     const auto a = small_args<scalar_t>(mean, basis, coeffs, rotation, scale, translation);
     scalar_t* out_ptr = out.data_ptr<scalar_t>();
-    at::parallel_for(0, a.N, 64, [&](int64_t begin, int64_t end) { run_forward(a, out_ptr, begin, end); });
+    at::parallel_for(0, a.N, 64,
+                     [&](int64_t begin, int64_t end) { forward_vertices(a, out_ptr, begin, end); });
   });
 }
 
@@ -163,7 +146,8 @@ void synthesize_backward_small_batch(const at::Tensor& grad_out, const at::Tenso
     g.grad_mean = model ? grad_mean.data_ptr<scalar_t>() : nullptr;
     g.grad_basis = model ? grad_basis.data_ptr<scalar_t>() : nullptr;
     g.chunk_verts = chunk_verts;
-    at::parallel_for(0, pose_part.size(0), 1, [&](int64_t begin, int64_t end) { run_backward(g, begin, end); });
+    at::parallel_for(0, pose_part.size(0), 1,
+                     [&](int64_t begin, int64_t end) { backward_chunks(g, begin, end); });
   });
 }
 

@@ -4,7 +4,7 @@
 // there are only a few (single-image fitting is a common case). Here each
 // basis row is contracted with each coefficient vector along K instead:
 // dot products and axpys vectorised over the components, the basis still
-// read once per vertex. The per-element math is the same morphable_kernel.h.
+// read once per vertex. The per-element math is the same synthesize_kernel.h.
 #pragma once
 
 #include <torch/types.h>

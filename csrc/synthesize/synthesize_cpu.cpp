@@ -1,56 +1,23 @@
 // CPU twin of the fused 3DMM vertex synthesis op.
 //
-// Scheduling (batches above morphable_cpu_small_batch.h's kSmallBatch; smaller
+// Scheduling (batches above synthesize_cpu_small_batch.h's kSmallBatch; smaller
 // ones take the schedule there): parallel over vertices (at::parallel_for). A micro-tile is two
 // vertices x kLanes batch items; each basis element is loaded once per tile and
 // multiplied against kLanes coefficients held in a [K, B_pad] transposed copy,
 // so the basis streams from memory once for the whole batch and the inner loop
 // vectorises over batch items. The mean add and the pose transform happen in
-// the same pass (morphable_kernel.h), so no intermediate [B,N,3] is written.
+// the same pass (synthesize_kernel.h), so no intermediate [B,N,3] is written.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 
-#include "../common/check.h"
 #include "../common/cpu_simd.h"
-#include "morphable.h"
-#include "morphable_cpu_small_batch.h"
-#include "morphable_kernel.h"
+#include "synthesize.h"
+#include "synthesize_cpu_small_batch.h"
+#include "synthesize_kernel.h"
 
 namespace pgnface {
-
-void check_synthesize_args(const at::Tensor& mean, const at::Tensor& basis,
-                           const at::Tensor& coeffs, const at::Tensor& rotation,
-                           const at::Tensor& scale, const at::Tensor& translation) {
-  PGN_CHECK_FLOATING(mean);
-  PGN_CHECK_DIM(mean, 2);
-  PGN_CHECK_SIZE(mean, 1, 3);
-  const int64_t N = mean.size(0);
-  PGN_CHECK_DIM(basis, 3);
-  PGN_CHECK_SIZE(basis, 0, N);
-  PGN_CHECK_SIZE(basis, 1, 3);
-  const int64_t K = basis.size(2);
-  PGN_CHECK_DIM(coeffs, 2);
-  PGN_CHECK_SIZE(coeffs, 1, K);
-  const int64_t B = coeffs.size(0);
-  PGN_CHECK_DIM(rotation, 3);
-  PGN_CHECK_SIZE(rotation, 0, B);
-  PGN_CHECK_SIZE(rotation, 1, 3);
-  PGN_CHECK_SIZE(rotation, 2, 3);
-  PGN_CHECK_DIM(scale, 1);
-  PGN_CHECK_SIZE(scale, 0, B);
-  PGN_CHECK_DIM(translation, 2);
-  PGN_CHECK_SIZE(translation, 0, B);
-  PGN_CHECK_SIZE(translation, 1, 3);
-  for (const at::Tensor* t : {&basis, &coeffs, &rotation, &scale, &translation}) {
-    TORCH_CHECK(t->scalar_type() == mean.scalar_type(),
-                "synthesize: all tensors must have the dtype of mean (", mean.scalar_type(),
-                "), got ", t->scalar_type());
-    TORCH_CHECK(t->device() == mean.device(), "synthesize: all tensors must be on ",
-                mean.device(), ", got one on ", t->device());
-  }
-}
 
 namespace {
 
@@ -116,12 +83,14 @@ PGN_ALWAYS_INLINE void tile_rows(const SynthesizeArgs<T>& a, int64_t n0, int nv,
 template <typename T>
 PGN_ALWAYS_INLINE void load_pose(const SynthesizeArgs<T>& a, int64_t b0, int i,
                                  typename Lanes<T>::V pose[kPoseRows]) {
-  for (int r = 0; r < kPoseRows; ++r) pose[r] = simd_load(a.pose_t + r * a.ld + b0 + i * Lanes<T>::W);
+  for (int r = 0; r < kPoseRows; ++r)
+    pose[r] = simd_load(a.pose_t + r * a.ld + b0 + i * Lanes<T>::W);
 }
 
+// Entry points are compiled once per ISA and picked at load time (PGN_CPU_CLONES).
 template <typename T>
-PGN_ALWAYS_INLINE void forward_tiles(const SynthesizeArgs<T>& a, T* out, int64_t tile_begin,
-                                     int64_t tile_end) {
+PGN_CPU_CLONES void forward_tiles(const SynthesizeArgs<T>& a, T* out, int64_t tile_begin,
+                                  int64_t tile_end) {
   using V = typename Lanes<T>::V;
   constexpr int W = Lanes<T>::W, NV = Lanes<T>::NV;
   V acc[kTileVerts][3][NV];
@@ -172,8 +141,8 @@ struct SynthesizeGradArgs {
 // partial sums. Chunks own disjoint partial buffers and vertices, so there are
 // no races and the result does not depend on the thread count.
 template <typename T>
-PGN_ALWAYS_INLINE void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
-                                       int64_t chunk_end) {
+PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
+                                    int64_t chunk_end) {
   using V = typename Lanes<T>::V;
   constexpr int W = Lanes<T>::W, NV = Lanes<T>::NV;
   const SynthesizeArgs<T>& a = g.in;
@@ -257,36 +226,6 @@ PGN_ALWAYS_INLINE void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t c
   }
 }
 
-// ISA-cloned entry points (see cpu_simd.h); one per dtype.
-PGN_CPU_CLONES void forward_tiles_f32(const SynthesizeArgs<float>& a, float* out, int64_t b,
-                                      int64_t e) {
-  forward_tiles(a, out, b, e);
-}
-PGN_CPU_CLONES void forward_tiles_f64(const SynthesizeArgs<double>& a, double* out, int64_t b,
-                                      int64_t e) {
-  forward_tiles(a, out, b, e);
-}
-PGN_CPU_CLONES void backward_chunks_f32(const SynthesizeGradArgs<float>& g, int64_t b,
-                                        int64_t e) {
-  backward_chunks(g, b, e);
-}
-PGN_CPU_CLONES void backward_chunks_f64(const SynthesizeGradArgs<double>& g, int64_t b,
-                                        int64_t e) {
-  backward_chunks(g, b, e);
-}
-void run_forward_tiles(const SynthesizeArgs<float>& a, float* out, int64_t b, int64_t e) {
-  forward_tiles_f32(a, out, b, e);
-}
-void run_forward_tiles(const SynthesizeArgs<double>& a, double* out, int64_t b, int64_t e) {
-  forward_tiles_f64(a, out, b, e);
-}
-void run_backward_chunks(const SynthesizeGradArgs<float>& g, int64_t b, int64_t e) {
-  backward_chunks_f32(g, b, e);
-}
-void run_backward_chunks(const SynthesizeGradArgs<double>& g, int64_t b, int64_t e) {
-  backward_chunks_f64(g, b, e);
-}
-
 // [rows, ld] transposed copy of a [B, rows] matrix, zero-padded to a whole
 // number of micro-tile lanes so the vector loops never need a remainder.
 at::Tensor lane_major(const at::Tensor& per_item, int64_t lanes) {
@@ -305,14 +244,14 @@ struct PreparedInputs {
 };
 
 template <typename T>
-PreparedInputs<T> prepare(const at::Tensor& mean, const at::Tensor& basis,
-                          const at::Tensor& coeffs, const at::Tensor& rotation,
-                          const at::Tensor& scale, const at::Tensor& translation) {
+PreparedInputs<T> prepare(const at::Tensor& mean, const at::Tensor& basis, const at::Tensor& coeffs,
+                          const at::Tensor& rotation, const at::Tensor& scale,
+                          const at::Tensor& translation) {
   const int64_t B = coeffs.size(0);
   PreparedInputs<T> p;
   p.coeffs_t = lane_major(coeffs, kLanes<T>);
-  p.pose_t = lane_major(
-      at::cat({rotation.reshape({B, 9}), scale.reshape({B, 1}), translation}, 1), kLanes<T>);
+  p.pose_t = lane_major(at::cat({rotation.reshape({B, 9}), scale.reshape({B, 1}), translation}, 1),
+                        kLanes<T>);
   SynthesizeArgs<T>& args = p.args;
   args.mean = mean.data_ptr<T>();
   args.basis = basis.data_ptr<T>();
@@ -339,12 +278,12 @@ int64_t backward_chunk_verts(int64_t N) {
 at::Tensor synthesize_cpu(const at::Tensor& mean_in, const at::Tensor& basis_in,
                           const at::Tensor& coeffs_in, const at::Tensor& rotation_in,
                           const at::Tensor& scale_in, const at::Tensor& translation_in) {
-  check_synthesize_args(mean_in, basis_in, coeffs_in, rotation_in, scale_in, translation_in);
-  const at::Tensor mean = mean_in.contiguous(), basis = basis_in.contiguous(),
-                   coeffs = coeffs_in.contiguous(), rotation = rotation_in.contiguous(),
-                   scale = scale_in.contiguous(), translation = translation_in.contiguous();
-  const int64_t B = coeffs.size(0), N = mean.size(0);
-  at::Tensor out = at::empty({B, N, 3}, mean.options());
+  const auto call =
+      synthesize_prologue(mean_in, basis_in, coeffs_in, rotation_in, scale_in, translation_in);
+  const at::Tensor &mean = call.mean, &basis = call.basis, &coeffs = call.coeffs,
+                   &rotation = call.rotation, &scale = call.scale, &translation = call.translation;
+  const int64_t B = call.B, N = call.N;
+  at::Tensor out = call.out;
   if (B == 0 || N == 0) return out;
   if (B <= morphable_cpu::kSmallBatch) {
     morphable_cpu::synthesize_small_batch(mean, basis, coeffs, rotation, scale, translation, out);
@@ -355,7 +294,7 @@ at::Tensor synthesize_cpu(const at::Tensor& mean_in, const at::Tensor& basis_in,
     scalar_t* out_ptr = out.data_ptr<scalar_t>();
     const int64_t tiles = (N + kTileVerts - 1) / kTileVerts;
     at::parallel_for(0, tiles, 16, [&](int64_t begin, int64_t end) {
-      run_forward_tiles(prepared.args, out_ptr, begin, end);
+      forward_tiles(prepared.args, out_ptr, begin, end);
     });
   });
   return out;
@@ -366,25 +305,17 @@ synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in
                         const at::Tensor& basis_in, const at::Tensor& coeffs_in,
                         const at::Tensor& rotation_in, const at::Tensor& scale_in,
                         const at::Tensor& translation_in, bool need_model_grad) {
-  check_synthesize_args(mean_in, basis_in, coeffs_in, rotation_in, scale_in, translation_in);
-  const at::Tensor mean = mean_in.contiguous(), basis = basis_in.contiguous(),
-                   coeffs = coeffs_in.contiguous(), rotation = rotation_in.contiguous(),
-                   scale = scale_in.contiguous(), translation = translation_in.contiguous();
-  const int64_t B = coeffs.size(0), N = mean.size(0), K = basis.size(2);
-  PGN_CHECK_SAME_DTYPE(grad_out_in, mean_in);
-  PGN_CHECK_SAME_DEVICE(grad_out_in, mean_in);
-  TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == B && grad_out_in.size(1) == N &&
-                  grad_out_in.size(2) == 3,
-              "grad_out must have shape [", B, ", ", N, ", 3], got ", grad_out_in.sizes());
-  const at::Tensor grad_out = grad_out_in.contiguous();
-
+  const auto call = synthesize_backward_prologue(grad_out_in, mean_in, basis_in, coeffs_in,
+                                                 rotation_in, scale_in, translation_in);
+  const at::Tensor &mean = call.mean, &basis = call.basis, &coeffs = call.coeffs,
+                   &rotation = call.rotation, &scale = call.scale, &translation = call.translation,
+                   &grad_out = call.grad_out;
+  const int64_t B = call.B, N = call.N, K = call.K;
   const auto opts = mean.options();
   at::Tensor grad_mean = need_model_grad ? at::zeros({N, 3}, opts) : at::empty({0}, opts);
   at::Tensor grad_basis = need_model_grad ? at::zeros({N, 3, K}, opts) : at::empty({0}, opts);
-  at::Tensor grad_coeffs = at::zeros({B, K}, opts);
-  at::Tensor grad_rotation = at::zeros({B, 3, 3}, opts);
-  at::Tensor grad_scale = at::zeros({B}, opts);
-  at::Tensor grad_translation = at::zeros({B, 3}, opts);
+  const at::Tensor &grad_coeffs = call.grad_coeffs, &grad_rotation = call.grad_rotation,
+                   &grad_scale = call.grad_scale, &grad_translation = call.grad_translation;
   if (B == 0 || N == 0)
     return {grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation};
 
@@ -406,16 +337,15 @@ synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in
       const int64_t ld = prepared.args.ld;
       at::Tensor pose_part = at::zeros({chunks, morphable::kPoseGradSize, ld}, opts);
       at::Tensor coeff_part = at::zeros({chunks, K, ld}, opts);
-      SynthesizeGradArgs<scalar_t> g{
-          prepared.args,
-          grad_out.data_ptr<scalar_t>(),
-          pose_part.data_ptr<scalar_t>(),
-          coeff_part.data_ptr<scalar_t>(),
-          need_model_grad ? grad_mean.data_ptr<scalar_t>() : nullptr,
-          need_model_grad ? grad_basis.data_ptr<scalar_t>() : nullptr,
-          chunk_verts};
+      SynthesizeGradArgs<scalar_t> g{prepared.args,
+                                     grad_out.data_ptr<scalar_t>(),
+                                     pose_part.data_ptr<scalar_t>(),
+                                     coeff_part.data_ptr<scalar_t>(),
+                                     need_model_grad ? grad_mean.data_ptr<scalar_t>() : nullptr,
+                                     need_model_grad ? grad_basis.data_ptr<scalar_t>() : nullptr,
+                                     chunk_verts};
       at::parallel_for(0, chunks, 1,
-                       [&](int64_t begin, int64_t end) { run_backward_chunks(g, begin, end); });
+                       [&](int64_t begin, int64_t end) { backward_chunks(g, begin, end); });
       grad_coeffs.copy_(coeff_part.sum(0).narrow(1, 0, B).t());
       pose = pose_part.sum(0).narrow(1, 0, B).t().contiguous();
     }

@@ -8,22 +8,21 @@
 // per row, so loads coalesce), and each staged element is used for all TB
 // batch items: the basis is read once per batch tile, never once per item.
 // Per-element math (pose transform, shape gradient, pose partial sums) comes
-// from morphable_kernel.h, the same code the CPU twin runs.
+// from synthesize_kernel.h, the same code the CPU twin runs.
 #include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <algorithm>
 
-#include "../common/check.h"
-#include "morphable.h"
-#include "morphable_kernel.h"
+#include "../common/cuda_guard.h"
+#include "synthesize.h"
+#include "synthesize_kernel.h"
 
 namespace pgnface {
 namespace {
 
-constexpr int kTileV = 32;      // vertices per tile = threads along x (one warp)
-constexpr int kThreadsY = 4;    // warps per block
+constexpr int kTileV = 32;    // vertices per tile = threads along x (one warp)
+constexpr int kThreadsY = 4;  // warps per block
 constexpr int kThreads = kTileV * kThreadsY;
 
 // Components per shared-memory stage: 128 bytes of one basis row.
@@ -56,9 +55,9 @@ __device__ __forceinline__ void load_basis_stage(Stage<T, TB>& stage, const T* _
 
 // Loads coeffs[b0 : b0+TB, k0 : k0+KC] into stage.coeffs (zeros outside).
 template <typename T, int TB>
-__device__ __forceinline__ void load_coeff_stage(Stage<T, TB>& stage,
-                                                 const T* __restrict__ coeffs, int64_t B,
-                                                 int64_t K, int64_t b0, int64_t k0, int tid) {
+__device__ __forceinline__ void load_coeff_stage(Stage<T, TB>& stage, const T* __restrict__ coeffs,
+                                                 int64_t B, int64_t K, int64_t b0, int64_t k0,
+                                                 int tid) {
   constexpr int KC = kStageK<T>;
   for (int e = tid; e < TB * KC; e += kThreads) {
     const int kk = e % KC;
@@ -74,8 +73,8 @@ template <typename T, int TB, int BPT>
 __device__ __forceinline__ void contract_basis_tile(Stage<T, TB>& stage,
                                                     const T* __restrict__ basis,
                                                     const T* __restrict__ coeffs, int64_t B,
-                                                    int64_t N, int64_t K, int64_t n0,
-                                                    int64_t b0, T acc[BPT][3]) {
+                                                    int64_t N, int64_t K, int64_t n0, int64_t b0,
+                                                    T acc[BPT][3]) {
   constexpr int KC = kStageK<T>;
   const int x = threadIdx.x, y = threadIdx.y, tid = y * kTileV + x;
 #pragma unroll
@@ -218,8 +217,8 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T>
 __global__ void finish_pose_grad_kernel(const T* __restrict__ pose, const T* __restrict__ rotation,
                                         const T* __restrict__ scale, T* __restrict__ grad_rotation,
-                                        T* __restrict__ grad_scale, T* __restrict__ grad_translation,
-                                        int64_t B) {
+                                        T* __restrict__ grad_scale,
+                                        T* __restrict__ grad_translation, int64_t B) {
   const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (b >= B) return;
   morphable::finish_pose_grad(pose + b * morphable::kPoseGradSize, rotation + 9 * b, scale[b],
@@ -264,8 +263,7 @@ struct Launcher {
 
   // Returns (pose partial sums [B,12], grad_coeffs [B,K]).
   static std::pair<at::Tensor, at::Tensor> backward(const at::Tensor& grad_out,
-                                                    const at::Tensor& mean,
-                                                    const at::Tensor& basis,
+                                                    const at::Tensor& mean, const at::Tensor& basis,
                                                     const at::Tensor& coeffs,
                                                     const at::Tensor& rotation,
                                                     const at::Tensor& scale, cudaStream_t stream) {
@@ -276,10 +274,10 @@ struct Launcher {
     // vertex tiles so the per-block partial buffers stay small.
     const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
     const int64_t want_blocks = std::max<int64_t>(1, 4 * sms / batch_tiles);
-    const int64_t tiles_per_block = blocks_for(tiles, static_cast<int>(std::min(tiles, want_blocks)));
+    const int64_t tiles_per_block =
+        blocks_for(tiles, static_cast<int>(std::min(tiles, want_blocks)));
     const int64_t vertex_blocks = blocks_for(tiles, static_cast<int>(tiles_per_block));
-    at::Tensor pose_part =
-        at::zeros({vertex_blocks, B, morphable::kPoseGradSize}, mean.options());
+    at::Tensor pose_part = at::zeros({vertex_blocks, B, morphable::kPoseGradSize}, mean.options());
     at::Tensor coeff_part = at::zeros({vertex_blocks, B, K}, mean.options());
     const dim3 grid(vertex_blocks, batch_tiles);
     synthesize_backward_kernel<T, TB, BPT><<<grid, dim3(kTileV, kThreadsY), 0, stream>>>(
@@ -303,23 +301,18 @@ void with_batch_tile(int64_t B, F&& f) {
   }
 }
 
-void check_cuda_inputs(const at::Tensor& mean) {
-  TORCH_CHECK(mean.is_cuda(), "synthesize (CUDA): expected CUDA tensors, got ", mean.device());
-}
-
 }  // namespace
 
 at::Tensor synthesize_cuda(const at::Tensor& mean_in, const at::Tensor& basis_in,
                            const at::Tensor& coeffs_in, const at::Tensor& rotation_in,
                            const at::Tensor& scale_in, const at::Tensor& translation_in) {
-  check_synthesize_args(mean_in, basis_in, coeffs_in, rotation_in, scale_in, translation_in);
-  check_cuda_inputs(mean_in);
-  const c10::cuda::CUDAGuard guard(mean_in.device());
-  const at::Tensor mean = mean_in.contiguous(), basis = basis_in.contiguous(),
-                   coeffs = coeffs_in.contiguous(), rotation = rotation_in.contiguous(),
-                   scale = scale_in.contiguous(), translation = translation_in.contiguous();
-  const int64_t B = coeffs.size(0), N = mean.size(0);
-  at::Tensor out = at::empty({B, N, 3}, mean.options());
+  const auto call =
+      synthesize_prologue(mean_in, basis_in, coeffs_in, rotation_in, scale_in, translation_in);
+  const c10::cuda::CUDAGuard guard = cuda_entry_guard(mean_in, "synthesize");
+  const at::Tensor &mean = call.mean, &basis = call.basis, &coeffs = call.coeffs,
+                   &rotation = call.rotation, &scale = call.scale, &translation = call.translation;
+  const int64_t B = call.B, N = call.N;
+  at::Tensor out = call.out;
   if (B == 0 || N == 0) return out;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_cuda", [&] {
@@ -335,25 +328,17 @@ synthesize_backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& mean_i
                          const at::Tensor& basis_in, const at::Tensor& coeffs_in,
                          const at::Tensor& rotation_in, const at::Tensor& scale_in,
                          const at::Tensor& translation_in, bool need_model_grad) {
-  check_synthesize_args(mean_in, basis_in, coeffs_in, rotation_in, scale_in, translation_in);
-  check_cuda_inputs(mean_in);
-  PGN_CHECK_SAME_DTYPE(grad_out_in, mean_in);
-  PGN_CHECK_SAME_DEVICE(grad_out_in, mean_in);
-  const c10::cuda::CUDAGuard guard(mean_in.device());
-  const at::Tensor mean = mean_in.contiguous(), basis = basis_in.contiguous(),
-                   coeffs = coeffs_in.contiguous(), rotation = rotation_in.contiguous(),
-                   scale = scale_in.contiguous();
-  const int64_t B = coeffs.size(0), N = mean.size(0), K = basis.size(2);
-  TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == B && grad_out_in.size(1) == N &&
-                  grad_out_in.size(2) == 3,
-              "grad_out must have shape [", B, ", ", N, ", 3], got ", grad_out_in.sizes());
-  const at::Tensor grad_out = grad_out_in.contiguous();
+  const auto call = synthesize_backward_prologue(grad_out_in, mean_in, basis_in, coeffs_in,
+                                                 rotation_in, scale_in, translation_in);
+  const c10::cuda::CUDAGuard guard = cuda_entry_guard(mean_in, "synthesize");
+  const at::Tensor &mean = call.mean, &basis = call.basis, &coeffs = call.coeffs,
+                   &rotation = call.rotation, &scale = call.scale, &grad_out = call.grad_out;
+  const int64_t B = call.B, N = call.N, K = call.K;
   const auto opts = mean.options();
   at::Tensor grad_mean = at::empty({0}, opts), grad_basis = at::empty({0}, opts);
-  at::Tensor grad_coeffs = at::zeros({B, K}, opts);
-  at::Tensor grad_rotation = at::zeros({B, 3, 3}, opts);
-  at::Tensor grad_scale = at::zeros({B}, opts);
-  at::Tensor grad_translation = at::zeros({B, 3}, opts);
+  at::Tensor grad_coeffs = call.grad_coeffs;
+  const at::Tensor &grad_rotation = call.grad_rotation, &grad_scale = call.grad_scale,
+                   &grad_translation = call.grad_translation;
   if (B == 0 || N == 0) {
     if (need_model_grad) {
       grad_mean = at::zeros({N, 3}, opts);

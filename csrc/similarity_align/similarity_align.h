@@ -1,0 +1,53 @@
+// Entry points of weighted similarity alignment (pgnface::similarity_align)
+// and its backward op. Schemas are declared in csrc/ext.cpp; the
+// device-neutral prologues live in similarity_align.cpp, the CPU
+// implementations in similarity_align_cpu.cpp and the CUDA ones in
+// similarity_align_cuda.cu.
+//
+// Shapes: src, dst [B,P,3], weights [B,P], scale [B], R [B,3,3], t [B,3];
+// all one floating dtype, one device.
+#pragma once
+
+#include <torch/types.h>
+
+#include <optional>
+#include <tuple>
+
+namespace pgnface {
+
+// Checked, contiguous inputs (weights undefined when absent) and the
+// uninitialised outputs scale [B], R [B,3,3], t [B,3].
+struct SimilarityAlignCall {
+  at::Tensor src, dst, weights;
+  at::Tensor scale, R, t;
+  int64_t B, P;
+};
+SimilarityAlignCall similarity_align_prologue(const at::Tensor& src, const at::Tensor& dst,
+                                              const std::optional<at::Tensor>& weights);
+
+// Checked, contiguous backward inputs and the uninitialised gradients
+// grad_src, grad_dst [B,P,3] and grad_weights [B,P] (or [0] without weights).
+struct SimilarityAlignBackwardCall {
+  at::Tensor src, dst, weights;
+  at::Tensor grad_scale, grad_R, grad_t;
+  at::Tensor grad_src, grad_dst, grad_weights;
+  int64_t B, P;
+};
+SimilarityAlignBackwardCall similarity_align_backward_prologue(
+    const at::Tensor& grad_scale, const at::Tensor& grad_R, const at::Tensor& grad_t,
+    const at::Tensor& src, const at::Tensor& dst, const std::optional<at::Tensor>& weights);
+
+// Returns (scale [B], R [B,3,3], t [B,3]) minimising
+// sum_i w_i |scale R src_i + t - dst_i|^2; weights absent means all ones.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
+    const at::Tensor& src, const at::Tensor& dst, const std::optional<at::Tensor>& weights,
+    bool estimate_scale);
+
+// Returns (grad_src [B,P,3], grad_dst [B,P,3], grad_weights [B,P], or an empty
+// tensor when weights is absent).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cpu(
+    const at::Tensor& grad_scale, const at::Tensor& grad_R, const at::Tensor& grad_t,
+    const at::Tensor& src, const at::Tensor& dst, const std::optional<at::Tensor>& weights,
+    bool estimate_scale);
+
+}  // namespace pgnface

@@ -1,0 +1,177 @@
+// CUDA kernels of similarity_align.
+//
+// One warp per batch item. The lanes stride over the item's points and reduce
+// the first-pass sums (weight, weighted src and dst sums) and then the
+// second-pass sums over centred points (3x3 cross-covariance, src variance)
+// with butterfly shuffles, so every lane ends with the totals and solves the
+// item itself (SVD, reflection fix, scale, t: same instructions on all lanes,
+// no broadcast, no divergence); lane 0 writes.
+// The backward pass recomputes the item the same way, forms the per-item
+// gradient coefficients (similarity_align_kernel.h) and each lane writes the
+// gradients of its points. No atomics (deterministic), no host
+// synchronisation (CUDA-graph capturable).
+#include <ATen/cuda/CUDAContext.h>
+#include <torch/library.h>
+
+#include "../common/cuda_guard.h"
+#include "similarity_align.h"
+#include "similarity_align_kernel.h"
+
+namespace pgnface {
+namespace {
+
+constexpr int kWarps = 4;  // batch items per block
+
+int64_t blocks_for(int64_t work, int per_block) { return (work + per_block - 1) / per_block; }
+
+// Sums v over the warp; every lane receives the totals.
+template <typename T, int N>
+__device__ __forceinline__ void warp_allreduce(T (&v)[N]) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) {
+#pragma unroll
+    for (int n = 0; n < N; ++n) v[n] += __shfl_xor_sync(0xffffffffu, v[n], offset);
+  }
+}
+
+template <typename T>
+struct AlignArgs {
+  const T* __restrict__ src;      // [B,P,3]
+  const T* __restrict__ dst;      // [B,P,3]
+  const T* __restrict__ weights;  // [B,P] or null (all ones)
+  int64_t B, P;
+  bool estimate_scale;
+};
+
+// The whole warp solves item b (both passes over its points).
+template <typename T>
+__device__ __forceinline__ void align_item_warp(const AlignArgs<T>& args, int64_t b, int lane,
+                                                procrustes::Alignment<T>& a) {
+  const T* x = args.src + b * args.P * 3;
+  const T* y = args.dst + b * args.P * 3;
+  const T* w = args.weights ? args.weights + b * args.P : nullptr;
+  T first[procrustes::kFirstSums];
+#pragma unroll
+  for (int e = 0; e < procrustes::kFirstSums; ++e) first[e] = T(0);
+  for (int64_t i = lane; i < args.P; i += 32) {
+    procrustes::accumulate_first(x + 3 * i, y + 3 * i, w ? w[i] : T(1), first);
+  }
+  warp_allreduce(first);
+  T mu_x[3], mu_y[3];
+  procrustes::centroids(first, mu_x, mu_y);
+  T second[procrustes::kSecondSums];
+#pragma unroll
+  for (int e = 0; e < procrustes::kSecondSums; ++e) second[e] = T(0);
+  for (int64_t i = lane; i < args.P; i += 32) {
+    procrustes::accumulate_second(x + 3 * i, y + 3 * i, w ? w[i] : T(1), mu_x, mu_y, second);
+  }
+  warp_allreduce(second);
+  procrustes::solve_alignment(first, second, args.estimate_scale, a);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(32 * kWarps)
+    similarity_align_kernel(AlignArgs<T> args, T* __restrict__ scale, T* __restrict__ R,
+                            T* __restrict__ t) {
+  const int64_t b = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.y;
+  if (b >= args.B) return;  // uniform across the warp
+  const int lane = threadIdx.x;
+  procrustes::Alignment<T> a;
+  align_item_warp(args, b, lane, a);
+  if (lane == 0) {
+    scale[b] = a.scale;
+#pragma unroll
+    for (int e = 0; e < 9; ++e) R[9 * b + e] = a.R[e];
+#pragma unroll
+    for (int i = 0; i < 3; ++i) t[3 * b + i] = a.t[i];
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(32 * kWarps)
+    similarity_align_backward_kernel(AlignArgs<T> args, const T* __restrict__ g_scale,
+                                     const T* __restrict__ g_R, const T* __restrict__ g_t,
+                                     T* __restrict__ g_src, T* __restrict__ g_dst,
+                                     T* __restrict__ g_w) {
+  const int64_t b = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.y;
+  if (b >= args.B) return;  // uniform across the warp
+  const int lane = threadIdx.x;
+  procrustes::Alignment<T> a;
+  align_item_warp(args, b, lane, a);
+  T gR[9], gt[3];
+#pragma unroll
+  for (int e = 0; e < 9; ++e) gR[e] = g_R[9 * b + e];
+#pragma unroll
+  for (int i = 0; i < 3; ++i) gt[i] = g_t[3 * b + i];
+  procrustes::AlignmentGrad<T> g;
+  procrustes::alignment_backward(a, g_scale[b], gR, gt, g);
+  const int64_t base = b * args.P;
+  for (int64_t i = lane; i < args.P; i += 32) {
+    const int64_t p = base + i;
+    const T w = args.weights ? args.weights[p] : T(1);
+    T gw;
+    procrustes::alignment_point_grad(a, g, args.src + 3 * p, args.dst + 3 * p, w, g_src + 3 * p,
+                                     g_dst + 3 * p, g_w ? &gw : nullptr);
+    if (g_w) g_w[p] = gw;
+  }
+}
+
+template <typename T>
+AlignArgs<T> align_args(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& weights,
+                        bool estimate_scale) {
+  return {src.data_ptr<T>(), dst.data_ptr<T>(), weights.defined() ? weights.data_ptr<T>() : nullptr,
+          src.size(0),       src.size(1),       estimate_scale};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_cuda(
+    const at::Tensor& src_in, const at::Tensor& dst_in, const std::optional<at::Tensor>& weights_in,
+    bool estimate_scale) {
+  const auto call = similarity_align_prologue(src_in, dst_in, weights_in);
+  const c10::cuda::CUDAGuard guard = cuda_entry_guard(src_in, "similarity_align");
+  const at::Tensor &src = call.src, &dst = call.dst, &weights = call.weights;
+  const at::Tensor &scale = call.scale, &R = call.R, &t = call.t;
+  const int64_t B = call.B;
+  if (B == 0) return {scale, R, t};
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_cuda", [&] {
+    const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
+    similarity_align_kernel<scalar_t><<<blocks_for(B, kWarps), dim3(32, kWarps), 0, stream>>>(
+        args, scale.data_ptr<scalar_t>(), R.data_ptr<scalar_t>(), t.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {scale, R, t};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cuda(
+    const at::Tensor& grad_scale_in, const at::Tensor& grad_R_in, const at::Tensor& grad_t_in,
+    const at::Tensor& src_in, const at::Tensor& dst_in, const std::optional<at::Tensor>& weights_in,
+    bool estimate_scale) {
+  const auto call = similarity_align_backward_prologue(grad_scale_in, grad_R_in, grad_t_in, src_in,
+                                                       dst_in, weights_in);
+  const c10::cuda::CUDAGuard guard = cuda_entry_guard(src_in, "similarity_align_backward");
+  const at::Tensor &src = call.src, &dst = call.dst, &weights = call.weights;
+  const at::Tensor &gs = call.grad_scale, &gR = call.grad_R, &gt = call.grad_t;
+  const at::Tensor &g_src = call.grad_src, &g_dst = call.grad_dst, &g_w = call.grad_weights;
+  const int64_t B = call.B;
+  if (B == 0) return {g_src, g_dst, g_w};
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_backward_cuda", [&] {
+    const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
+    similarity_align_backward_kernel<scalar_t>
+        <<<blocks_for(B, kWarps), dim3(32, kWarps), 0, stream>>>(
+            args, gs.data_ptr<scalar_t>(), gR.data_ptr<scalar_t>(), gt.data_ptr<scalar_t>(),
+            g_src.data_ptr<scalar_t>(), g_dst.data_ptr<scalar_t>(),
+            weights.defined() ? g_w.data_ptr<scalar_t>() : nullptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {g_src, g_dst, g_w};
+}
+
+TORCH_LIBRARY_IMPL(pgnface, CUDA, m) {
+  m.impl("similarity_align", &similarity_align_cuda);
+  m.impl("similarity_align_backward", &similarity_align_backward_cuda);
+}
+
+}  // namespace pgnface

@@ -1,0 +1,129 @@
+// CUDA kernels of svd3x3.
+//
+// Forward: one thread per matrix, the whole decomposition in registers
+// (svd3x3_kernel.h). A block of 128 threads stages its 128 input matrices and
+// its outputs through shared memory, so every global load and store is
+// coalesced. The backward pass is one thread per matrix as well.
+#include <ATen/cuda/CUDAContext.h>
+#include <torch/library.h>
+
+#include "../common/cuda_guard.h"
+#include "svd3x3.h"
+#include "svd3x3_kernel.h"
+
+namespace pgnface {
+namespace {
+
+constexpr int kSvdThreads = 128;  // matrices per block
+
+int64_t blocks_for(int64_t work, int per_block) { return (work + per_block - 1) / per_block; }
+
+// Copies n * width contiguous values global -> shared (or back) with all threads.
+template <typename T>
+__device__ __forceinline__ void copy_tile(const T* __restrict__ from, T* __restrict__ to,
+                                          int count) {
+  for (int e = threadIdx.x; e < count; e += blockDim.x) to[e] = from[e];
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kSvdThreads)
+    svd3x3_kernel(const T* __restrict__ M, T* __restrict__ U, T* __restrict__ S, T* __restrict__ V,
+                  int64_t B) {
+  __shared__ T m_s[kSvdThreads * 9];
+  __shared__ T u_s[kSvdThreads * 9];
+  __shared__ T v_s[kSvdThreads * 9];
+  __shared__ T s_s[kSvdThreads * 3];
+  const int64_t b0 = static_cast<int64_t>(blockIdx.x) * kSvdThreads;
+  const int n = static_cast<int>(B - b0 < kSvdThreads ? B - b0 : kSvdThreads);
+  copy_tile(M + 9 * b0, m_s, 9 * n);
+  __syncthreads();
+  const int k = threadIdx.x;
+  if (k < n) {
+    T m[9], u[9], s[3], v[9];
+#pragma unroll
+    for (int e = 0; e < 9; ++e) m[e] = m_s[9 * k + e];
+    procrustes::svd3x3(m, u, s, v);
+#pragma unroll
+    for (int e = 0; e < 9; ++e) {
+      u_s[9 * k + e] = u[e];
+      v_s[9 * k + e] = v[e];
+    }
+#pragma unroll
+    for (int e = 0; e < 3; ++e) s_s[3 * k + e] = s[e];
+  }
+  __syncthreads();
+  copy_tile(u_s, U + 9 * b0, 9 * n);
+  copy_tile(v_s, V + 9 * b0, 9 * n);
+  copy_tile(s_s, S + 3 * b0, 3 * n);
+}
+
+template <typename T>
+__global__ void svd3x3_backward_kernel(const T* __restrict__ gU, const T* __restrict__ gS,
+                                       const T* __restrict__ gV, const T* __restrict__ U,
+                                       const T* __restrict__ S, const T* __restrict__ V,
+                                       T* __restrict__ gM, int64_t B) {
+  const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (b >= B) return;
+  T u[9], v[9], gu[9], gv[9], s[3], gs[3], gm[9];
+#pragma unroll
+  for (int e = 0; e < 9; ++e) {
+    u[e] = U[9 * b + e];
+    v[e] = V[9 * b + e];
+    gu[e] = gU[9 * b + e];
+    gv[e] = gV[9 * b + e];
+  }
+#pragma unroll
+  for (int e = 0; e < 3; ++e) {
+    s[e] = S[3 * b + e];
+    gs[e] = gS[3 * b + e];
+  }
+  procrustes::svd3x3_backward(u, s, v, gu, gs, gv, gm);
+#pragma unroll
+  for (int e = 0; e < 9; ++e) gM[9 * b + e] = gm[e];
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> svd3x3_cuda(const at::Tensor& M_in) {
+  const auto call = svd3x3_prologue(M_in);
+  const c10::cuda::CUDAGuard guard = cuda_entry_guard(M_in, "svd3x3");
+  const at::Tensor &M = call.M, &U = call.U, &S = call.S, &V = call.V;
+  const int64_t B = call.B;
+  if (B == 0) return {U, S, V};
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(M.scalar_type(), "svd3x3_cuda", [&] {
+    svd3x3_kernel<scalar_t><<<blocks_for(B, kSvdThreads), kSvdThreads, 0, stream>>>(
+        M.data_ptr<scalar_t>(), U.data_ptr<scalar_t>(), S.data_ptr<scalar_t>(),
+        V.data_ptr<scalar_t>(), B);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {U, S, V};
+}
+
+at::Tensor svd3x3_backward_cuda(const at::Tensor& grad_U_in, const at::Tensor& grad_S_in,
+                                const at::Tensor& grad_V_in, const at::Tensor& U_in,
+                                const at::Tensor& S_in, const at::Tensor& V_in) {
+  const auto call = svd3x3_backward_prologue(grad_U_in, grad_S_in, grad_V_in, U_in, S_in, V_in);
+  const c10::cuda::CUDAGuard guard = cuda_entry_guard(U_in, "svd3x3_backward");
+  const at::Tensor &gU = call.grad_U, &gS = call.grad_S, &gV = call.grad_V, &U = call.U,
+                   &S = call.S, &V = call.V, &gM = call.grad_M;
+  const int64_t B = call.B;
+  if (B == 0) return gM;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  constexpr int threads = 128;
+  AT_DISPATCH_FLOATING_TYPES(U.scalar_type(), "svd3x3_backward_cuda", [&] {
+    svd3x3_backward_kernel<scalar_t><<<blocks_for(B, threads), threads, 0, stream>>>(
+        gU.data_ptr<scalar_t>(), gS.data_ptr<scalar_t>(), gV.data_ptr<scalar_t>(),
+        U.data_ptr<scalar_t>(), S.data_ptr<scalar_t>(), V.data_ptr<scalar_t>(),
+        gM.data_ptr<scalar_t>(), B);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return gM;
+}
+
+TORCH_LIBRARY_IMPL(pgnface, CUDA, m) {
+  m.impl("svd3x3", &svd3x3_cuda);
+  m.impl("svd3x3_backward", &svd3x3_backward_cuda);
+}
+
+}  // namespace pgnface
