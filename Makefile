@@ -18,11 +18,12 @@ test: $(VENV)/.built
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: something is wrong with the test suite"; exit 1; fi; \
 	exit $$rc
 
-# Style and structure: ruff (format + lint) and the import layers of pyproject.toml.
+# Style and structure: ruff (format + lint), the import layers of pyproject.toml, clang-format.
 lint: $(VENV)/.ready
 	$(VENV)/bin/ruff format --check pgnface tests bench scripts setup.py
 	$(VENV)/bin/ruff check pgnface tests bench scripts setup.py
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/clang-format --dry-run --Werror $$(git ls-files 'csrc/*.h' 'csrc/*.cpp' 'csrc/*.cu')
 
 bench: $(VENV)/.built
 	for b in synthesize rasterize procrustes synthetic train_step; do $(PY) -m bench.$$b || exit 1; done
@@ -34,7 +35,7 @@ build: $(VENV)/.built
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)" setuptools wheel ninja pybind11 numpy scipy tqdm "opencv-python-headless>=4.8,<5" pytest pytest-benchmark onnx onnxruntime onnxscript tensorboard \
-		hypothesis ruff import-linter
+		hypothesis "ruff==0.17.6" "import-linter==2.17" "clang-format==23.1.5"
 	touch $@
 
 $(VENV)/.built: $(VENV)/.ready setup.py pyproject.toml $(CSRC)
