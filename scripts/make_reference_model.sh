@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains the bundled reference PGN network (pgnface/assets/pgn_reference.pt) in
-# four stages, each starting from the previous one's network (see docs/reference_model.md):
+# four stages, each starting from the previous one's network (see experiments/reference_network/README.md):
 #   1. synthetic: the built-in model's single faces and 4-frame clips over
 #      procedural backgrounds (5000 steps, about 40 min on one CPU core);
 #   2. photo-like synthetic: the same faces over patches of real photos (their
@@ -26,7 +26,7 @@ VIDEO=${VIDEO:-${PGNFACE_SHARED_DATA:?set PGNFACE_SHARED_DATA, or PHOTOS and VID
 OUT=${OUT:-runs}
 # Every stage also keeps the landmark heatmaps peaked on the labels (loss.heatmap).
 # The background photos' faces are painted out after an upright and a tilted search; the
-# bundled network's stages 2-5 saw photos searched upright only (see docs/reference_model.md).
+# bundled network's stages 2-5 saw photos searched upright only (see experiments/reference_network/README.md).
 # A stage whose model.pt exists is skipped, so a stopped run picks up where it was.
 # Options first, then the key=value overrides (argparse takes one run of them).
 train() {

@@ -1,6 +1,6 @@
-"""Renders docs/rasterizer.jpg, the README's picture, with pgnface's own ops.
+"""Renders docs/_static/rasterizer.jpg, the README's picture, with pgnface's own ops.
 
-    python scripts/render_readme_figure.py [--out docs/rasterizer.png]
+    python scripts/render_readme_figure.py [--out docs/_static/rasterizer.png]
 
 Needs the BFM mesh of the real face data ($PGNFACE_SHARED_DATA) and OpenCV.
 Three panels of the BFM no-neck mesh (76k triangles) at 512 x 512: Lambertian
@@ -31,7 +31,7 @@ def vertex_normals(verts, tris):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "rasterizer.jpg"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "_static" / "rasterizer.jpg"))
     parser.add_argument("--size", type=int, default=512)
     args = parser.parse_args()
     data_dir = Path(os.environ.get("PGNFACE_SHARED_DATA", ROOT.parent / "shared" / "data"))

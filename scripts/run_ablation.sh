@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The PGN ablation (README "Ablation"): four networks with the same data, seed
+# The PGN ablation (experiments/ablation/README.md): four networks with the same data, seed
 # and budget, differing only in how the pose is obtained (solved from the
 # landmarks: pgn, or regressed) and whether the multi-frame losses are on.
 # Labelled synthetic single faces (75% of steps) plus *unlabelled* synthetic

@@ -1,4 +1,4 @@
-"""scripts/landmark_bias.py: the signed-error diagnostic quoted in docs/reference_model.md."""
+"""scripts/landmark_bias.py: the signed-error diagnostic quoted in experiments/reference_network/README.md."""
 
 import importlib.util
 from pathlib import Path

@@ -86,7 +86,7 @@ def _mean(rows) -> dict:
     }
 
 
-# The bundled ablation pair (same recipe and budget, PGN vs regressed pose); see docs/reference_model.md.
+# The bundled ablation pair (same recipe and budget, PGN vs regressed pose); see experiments/ablation/README.md.
 ABLATION_PREFIX = "pgn_ablation_"
 
 
