@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1
 PYTEST_ARGS ?= -q
 CSRC := $(shell find csrc -type f)
 
-.PHONY: demo test lint bench setup build gpu-check clean
+.PHONY: demo test lint bench docs setup build gpu-check clean
 
 demo: $(VENV)/.built
 	$(PY) -m pgnface.cli demo -o demo
@@ -27,6 +27,12 @@ lint: $(VENV)/.ready
 
 bench: $(VENV)/.built
 	for b in synthesize rasterize procrustes synthetic train_step; do $(PY) -m bench.$$b || exit 1; done
+
+# The documentation site (Sphinx, docs/) into docs/_build/html; any warning fails it.
+docs: $(VENV)/.built
+	$(PY) -m pip install --quiet "sphinx>=7" "myst-parser>=2"
+	rm -rf docs/_build docs/api
+	$(PY) -m sphinx -b html -W --keep-going docs docs/_build/html
 
 setup: $(VENV)/.ready
 
