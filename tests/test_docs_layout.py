@@ -47,7 +47,7 @@ def test_the_layer_map_is_read():
 
 
 def test_paths_named_in_the_docs_exist():
-    pages = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
+    pages = sorted((ROOT / "docs").rglob("*.md")) + sorted((ROOT / "experiments").rglob("*.md")) + [ROOT / "README.md"]
     pages = [page for page in pages if "_build" not in page.parts]
     missing = []
     for page in pages:
