@@ -1,4 +1,4 @@
-"""Renders docs/_static/rasterizer.jpg, the README's picture, with pgnface's own ops.
+"""Renders docs/_static/rasterizer.jpg, the rasterizer page's picture, with pgnface's own ops.
 
     python scripts/render_readme_figure.py [--out docs/_static/rasterizer.png]
 

@@ -2,7 +2,7 @@
 
 The op is ``torch.ops.pgnface.rasterize`` (CPU: csrc/rasterize/rasterize_cpu.cpp,
 CUDA: csrc/rasterize/rasterize_cuda.cu). Conventions (pixel centres, fill rule,
-depth test, culling) are documented in README.md, "Rasterizer conventions".
+depth test, culling) are documented in docs/ops/rasterize.md.
 """
 
 from typing import NamedTuple, Sequence, Tuple, Union
