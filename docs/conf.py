@@ -2,10 +2,14 @@
 
 import importlib
 import pkgutil
-import re
+import sys
 import types
+from pathlib import Path
 
 import pgnface
+
+# Local extensions (docs/_ext): the package's plain-text docstrings read as reStructuredText.
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "pgnface"
 author = "pgnface contributors"
@@ -18,6 +22,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "myst_parser",
+    "plain_docstrings",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -61,12 +66,11 @@ def _package_api():
             attr = getattr(package, sub.name, None)
             if attr is not None and not isinstance(attr, types.ModuleType):
                 hidden.add(f"{info.name}.{sub.name}")
-        names = [
-            name
-            for name in getattr(package, "__all__", [])
-            if getattr(getattr(package, name), "__module__", "") in hidden
-            or getattr(getattr(package, name), "__module__", "").rpartition(".")[2].startswith("_")
-        ]
+        names = []
+        for name in getattr(package, "__all__", []):
+            home = getattr(getattr(package, name), "__module__", "")
+            if home in hidden or home.rpartition(".")[2].startswith("_"):
+                names.append(name)  # its own module has no page (hidden or private)
         if names:
             package_members[info.name] = names
     return sorted(hidden), package_members
@@ -76,78 +80,3 @@ _hidden, _package_members = _package_api()
 autosummary_context = {"hidden_modules": _hidden, "package_members": _package_members}
 # autosummary still writes a stub for each hidden module; they are not part of the site.
 exclude_patterns += [f"api/{name}.rst" for name in _hidden]
-
-_SECTION = re.compile(
-    r"^(Args|Arguments|Attributes|Example|Examples|Keyword Args|Methods|Note|Notes|Other Parameters|"
-    r"Parameters|Raises|References|Returns|Return|See Also|Todo|Warning|Warns|Yield|Yields):\s*$"
-)
-_LIST_ITEM = re.compile(r"^(\s*)(- |\* |\d+\. )")
-
-
-def _escape_bars(line):
-    """Escapes ``|`` outside inline literals: docstrings write |yaw| for an absolute value."""
-    parts = line.split("``")
-    return "``".join(part if i % 2 else part.replace("|", r"\|") for i, part in enumerate(parts))
-
-
-def plain_text_to_rst(lines):
-    """Reads the package's plain-text docstring layout as reStructuredText.
-
-    The docstrings are written to be read in a terminal: a list may follow its
-    introducing line directly, an indented block after ``Heading:`` is a table or a
-    code sample, and ``|x|`` is an absolute value. reStructuredText needs a blank line
-    before a list, ``::`` before a literal block and no bare ``|``, so this adds them
-    (Google-style sections are left to napoleon).
-
-    Args:
-        lines: the docstring's lines, dedented.
-
-    Returns:
-        The lines as reStructuredText.
-    """
-    out = []
-    literal_indent = None
-    list_indent = None
-    for i, line in enumerate(lines):
-        indent = len(line) - len(line.lstrip())
-        blank = not line.strip()
-        if literal_indent is not None:
-            if blank or indent > literal_indent:
-                out.append(line)
-                continue
-            literal_indent = None
-        item = _LIST_ITEM.match(line)
-        if not blank and list_indent is not None and indent <= list_indent and not item:
-            out.append("")
-            list_indent = None
-        if item and out and out[-1].strip() and list_indent is None:
-            out.append("")
-        if item:
-            list_indent = len(item.group(1))
-        nxt = next((nl for nl in lines[i + 1 :] if nl.strip()), "")
-        next_indent = len(nxt) - len(nxt.lstrip())
-        starts_block = (
-            indent == 0
-            and line.rstrip().endswith(":")
-            and not line.rstrip().endswith("::")
-            and not _SECTION.match(line)
-            and nxt
-            and next_indent > 0
-            and not _LIST_ITEM.match(nxt)
-        )
-        if starts_block:
-            out.extend([_escape_bars(line) + ":", ""])
-            literal_indent = 0
-            list_indent = None
-            continue
-        out.append(_escape_bars(line))
-    return out
-
-
-def _process_docstring(app, what, name, obj, options, lines):
-    lines[:] = plain_text_to_rst(lines)
-
-
-def setup(app):
-    # Runs before napoleon (priority 500), which then converts the Google sections.
-    app.connect("autodoc-process-docstring", _process_docstring, priority=400)
