@@ -30,7 +30,6 @@ bench: $(VENV)/.built
 
 # The documentation site (Sphinx, docs/) into docs/_build/html; any warning fails it.
 docs: $(VENV)/.built
-	$(PY) -m pip install --quiet "sphinx>=7" "myst-parser>=2"
 	rm -rf docs/_build docs/api
 	$(PY) -m sphinx -b html -W --keep-going docs docs/_build/html
 
@@ -41,7 +40,8 @@ build: $(VENV)/.built
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)" setuptools wheel ninja pybind11 numpy scipy tqdm "opencv-python-headless>=4.8,<5" pytest pytest-benchmark onnx onnxruntime onnxscript tensorboard \
-		hypothesis "ruff==0.17.6" "import-linter==2.17" "clang-format==23.1.5"
+		hypothesis "ruff==0.17.6" "import-linter==2.17" "clang-format==23.1.5" \
+		"sphinx==9.0.4" "myst-parser==5.2.0"
 	touch $@
 
 $(VENV)/.built: $(VENV)/.ready setup.py pyproject.toml $(CSRC)
