@@ -46,6 +46,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from pgnface.morphable.array_pickle import load_array_pickle
+
 FORMAT_TAG = "pgnface-3dmm-1"
 
 
@@ -163,7 +165,16 @@ def read_fields(path, *, expression=None, landmark_vertices=None, subset: str = 
             return _load_mat(path, expression, landmark_vertices)
         if suffix == ".pkl":
             return _load_3ddfa_pkl(path)
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, IndexError, TypeError) as err:
+    except (
+        OSError,
+        pickle.UnpicklingError,
+        EOFError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        ImportError,
+    ) as err:
         raise ValueError(f"{path}: could not read it as a 3DMM file ({type(err).__name__}: {err})") from err
     raise ValueError(f"{path}: unsupported 3DMM file type {suffix!r}; expected .npz, .mat or .pkl")
 
@@ -400,8 +411,7 @@ def _load_deep3d(path, data):
 
 
 def _load_3ddfa_pkl(path):
-    with open(path, "rb") as f:
-        data = pickle.load(f)
+    data = load_array_pickle(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a pickled dict (3DDFA_V2 bfm_noneck_v3.pkl), got {type(data).__name__}")
     _require(data, ["u", "w_shp", "w_exp", "keypoints"], path, "3DDFA_V2 bfm_noneck_v3.pkl")
@@ -414,8 +424,7 @@ def _load_3ddfa_pkl(path):
         tri_path = path.with_name("tri.pkl")
         if not tri_path.is_file():
             raise ValueError(f"{path}: no 'tri' entry and no tri.pkl next to it")
-        with open(tri_path, "rb") as f:
-            tris = np.asarray(pickle.load(f))
+        tris = np.asarray(load_array_pickle(tri_path))
     if tris.shape[0] == 3 and tris.shape[1] != 3:
         tris = tris.T
     keypoints = np.asarray(data["keypoints"], dtype=np.int64).reshape(-1)

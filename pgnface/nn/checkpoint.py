@@ -7,8 +7,6 @@ model raises a ValueError that says what differs.
 """
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -16,6 +14,7 @@ import torch
 
 from pgnface.morphable import MorphableModel
 from pgnface.nn.network import PGNNetwork, network_config
+from pgnface.nn.safe_io import atomic_save, safe_torch_load
 
 FORMAT = "pgnface.reconstructor"
 VERSION = 1
@@ -62,23 +61,6 @@ def check_morphable_identity(saved: Dict[str, Any], morphable: MorphableModel, s
         )
 
 
-def atomic_save(obj: Any, path) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def network_payload(net: torch.nn.Module) -> Dict[str, Any]:
     """The parts of a checkpoint that describe the network: format, config, 3DMM identity, weights."""
     net = getattr(net, "module", net)  # unwrap DistributedDataParallel
@@ -101,19 +83,56 @@ def save_network(path, net: torch.nn.Module, extra: Optional[Dict[str, Any]] = N
 
 
 def read_checkpoint(path) -> Dict[str, Any]:
-    """Reads a checkpoint file; ValueError when it is not a pgnface reconstructor checkpoint."""
+    """Reads a checkpoint file; ValueError when it is not a pgnface reconstructor checkpoint.
+
+    Only tensors and plain data are unpickled (see pgnface.nn.safe_io), so a
+    crafted file cannot run code, whatever it turns out to be.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = safe_torch_load(path)
     except Exception as err:  # torch raises several types for corrupt files
         raise ValueError(f"checkpoint {path} could not be read: {err}") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a pgnface reconstructor checkpoint")
     if payload.get("version", 0) > VERSION:
         raise ValueError(f"{path} was written by a newer pgnface (checkpoint version {payload['version']})")
+    for key in ("network", "model", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise ValueError(f"checkpoint {path} is incomplete: its {key!r} entry is missing or not a dict")
     return payload
+
+
+def build_network(payload: Dict[str, Any], morphable: MorphableModel, source: str) -> PGNNetwork:
+    """The network a checkpoint's payload describes, with its weights (ValueError when they do not fit)."""
+    try:
+        net = PGNNetwork(morphable, **payload["network"])
+    except TypeError as err:
+        raise ValueError(f"{source}: its network settings do not describe a PGNNetwork ({err})") from None
+    load_weights(net, payload["state_dict"], source)
+    return net
+
+
+def load_weights(net: torch.nn.Module, state_dict: Dict[str, Any], source: str) -> None:
+    """net.load_state_dict, with a ValueError that lists the missing, unexpected and mis-shaped weights."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mis_shaped = [
+        f"{k} {tuple(v.shape)} (the network has {tuple(own[k].shape)})"
+        for k, v in state_dict.items()
+        if k in own and (not isinstance(v, torch.Tensor) or v.shape != own[k].shape)
+    ]
+    problems = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", mis_shaped)):
+        if keys:
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            problems.append(f"{len(keys)} weight(s) {what}: {', '.join(keys[:3])}{more}")
+    if problems:
+        raise ValueError(f"{source} does not fit its network: " + "; ".join(problems))
+    net.load_state_dict(state_dict)
 
 
 def load_network(
@@ -131,14 +150,14 @@ def load_network(
         (network in eval mode, the checkpoint's payload dict).
 
     Raises:
-        FileNotFoundError: no such file. ValueError: not a checkpoint, or a
-            different 3DMM than the one it was trained with.
+        FileNotFoundError: no such file. ValueError: not a checkpoint, a
+            different 3DMM than the one it was trained with, or weights that
+            do not fit the network it describes.
     """
     payload = read_checkpoint(path)
     morphable = morphable if morphable is not None else MorphableModel.builtin()
     check_morphable_identity(payload["model"], morphable, source=f"checkpoint {path}")
-    net = PGNNetwork(morphable, **payload["network"])
-    net.load_state_dict(payload["state_dict"])
+    net = build_network(payload, morphable, f"checkpoint {path}")
     return net.to(map_location).eval(), payload
 
 
