@@ -12,9 +12,10 @@ checkpoints store.
 """
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from pgnface.data import SyntheticConfig
 from pgnface.nn import NetworkConfig
@@ -208,6 +209,20 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad field."""
+        for key, value in _numbers(self):
+            if not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number, got {value!r}")
+        for key, value, low in (
+            ("weight_decay", self.weight_decay, 0),
+            ("warmup_steps", self.warmup_steps, 0),
+            ("grad_clip", self.grad_clip, 0),
+            ("threads", self.threads, 0),
+            ("min_lr_ratio", self.min_lr_ratio, 0),
+        ):
+            if value < low:
+                raise ValueError(f"{key} must be >= {low}, got {value!r}")
+        if self.min_lr_ratio > 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         self.net.validate()
         positive = {
             "steps": self.steps,
@@ -292,6 +307,16 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise ValueError(f"config file {path} must hold a JSON object")
         return cls.from_dict(values)
+
+
+def _numbers(config, prefix: str = "") -> Iterable[Tuple[str, float]]:
+    """(dotted key, value) of every int and float field of a config, sections included."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if is_dataclass(value):
+            yield from _numbers(value, f"{prefix}{f.name}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield prefix + f.name, value
 
 
 def _parse(text: str, like: Any, key: str) -> Any:
