@@ -8,6 +8,7 @@ barycentrics, back into ``rasterize`` and so to the vertex positions.
 import torch
 
 from pgnface.ops._checks import require_float, require_like, require_shape, require_supported_device, require_tensor
+from pgnface.ops._first_order import first_order_only
 from pgnface.ops.rasterize import Fragments, check_triangles
 
 
@@ -76,6 +77,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out):
     attr, tri_id, bary, tris = ctx.saved_tensors
     grad_attr, grad_bary = torch.ops.pgnface.interpolate_backward(grad_out.contiguous(), attr, tri_id, bary, tris)
+    grad_attr, grad_bary = first_order_only("interpolate", (grad_attr, grad_bary), (grad_out, attr, bary))
     return grad_attr, None, grad_bary, None
 
 

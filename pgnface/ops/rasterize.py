@@ -18,8 +18,10 @@ from pgnface.ops._checks import (
     require_tensor,
     values_checkable,
 )
+from pgnface.ops._first_order import first_order_only
 
 CULL_MODES = {"none": 0, "back": 1, "front": 2}
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 class Fragments(NamedTuple):
@@ -58,6 +60,12 @@ def _resolution(resolution) -> Tuple[int, int]:
 def check_triangles(tris: torch.Tensor, num_vertices: int, device: torch.device, check_values: bool) -> torch.Tensor:
     """Validates a triangle list and returns it as the kernels take it.
 
+    The kernels index vertices with int32, so an int64 list must fit int32
+    whatever `check_values` says: converting it would otherwise turn 2**32 + 3
+    into vertex 3. Where no value can be read (torch.compile, CUDA graph
+    capture), an asynchronous assertion refuses such a list instead and its
+    out-of-range entries become -1, which the kernels skip.
+
     Args:
         tris: [T, 3] int32 or int64 vertex indices.
         num_vertices: N, the number of vertices the triangles index.
@@ -69,10 +77,29 @@ def check_triangles(tris: torch.Tensor, num_vertices: int, device: torch.device,
 
     Raises:
         TypeError: tris is not an int32 / int64 tensor.
-        ValueError: tris is not [T, 3], not on `device`, or (with check_values) indexes outside [0, N - 1].
+        ValueError: tris is not [T, 3], not on `device`, holds int64 values beyond int32,
+            or (with check_values) indexes outside [0, N - 1].
     """
     tris = require_index(tris, "tris", num_vertices, device, check_values, shape=("T", 3), of="vertices")
+    if tris.dtype == torch.int64:
+        if not values_checkable():
+            return _narrow_traced(tris)
+        if not check_values and tris.numel():  # with check_values the range check above covers it
+            lo, hi = int(tris.min()), int(tris.max())
+            if lo < INT32_MIN or hi > INT32_MAX:
+                raise ValueError(_int32_message(lo, hi))
     return tris.to(torch.int32).contiguous()
+
+
+def _int32_message(lo, hi) -> str:
+    found = "" if lo is None else f", got indices in [{lo}, {hi}]"
+    return f"tris must hold int32 vertex indices (the kernels index at most 2**31 - 1 vertices){found}"
+
+
+def _narrow_traced(tris: torch.Tensor) -> torch.Tensor:
+    fits = (tris >= INT32_MIN) & (tris <= INT32_MAX)
+    torch._assert_async(fits.all(), _int32_message(None, None))
+    return torch.where(fits, tris, -1).to(torch.int32).contiguous()
 
 
 def rasterize(
@@ -105,7 +132,8 @@ def rasterize(
             non-finite positions (one device sync on CUDA; skipped under
             torch.compile and CUDA graph capture). Without the check, triangles
             with out-of-range indices or non-finite vertices are skipped; the
-            kernels never read out of bounds.
+            kernels never read out of bounds. int64 indices beyond int32 are
+            refused either way (see check_triangles).
 
     Returns:
         Fragments(tri_id, bary, depth). Gradients flow from bary and depth to
@@ -195,6 +223,7 @@ def _backward(ctx, grad_bary, grad_depth, grad_tri_id):
     if grad_depth is None:
         grad_depth = pos.new_zeros((B, H, W))
     grad_pos = torch.ops.pgnface.rasterize_backward(grad_bary.contiguous(), grad_depth.contiguous(), pos, tris, tri_id)
+    (grad_pos,) = first_order_only("rasterize", (grad_pos,), (grad_bary, grad_depth, pos))
     return grad_pos, None, None, None, None
 
 

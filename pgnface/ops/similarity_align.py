@@ -19,6 +19,7 @@ from pgnface.ops._checks import (
     require_tensor,
     values_checkable,
 )
+from pgnface.ops._first_order import first_order_only
 
 
 def similarity_align(
@@ -126,7 +127,8 @@ def _backward(ctx, grad_scale, grad_R, grad_t):
     )
     if weights is None:
         grad_w = None
-    return grad_src, grad_dst, grad_w, None
+    sources = (grad_scale, grad_R, grad_t, src, dst, weights)
+    return (*first_order_only("similarity_align", (grad_src, grad_dst, grad_w), sources), None)
 
 
 torch.library.register_autograd("pgnface::similarity_align", _backward, setup_context=_setup_context)

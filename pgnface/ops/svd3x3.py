@@ -17,6 +17,7 @@ from pgnface.ops._checks import (
     require_tensor,
     values_checkable,
 )
+from pgnface.ops._first_order import first_order_only
 
 
 def svd3x3(M: torch.Tensor, *, check_values: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -85,7 +86,8 @@ def _backward(ctx, grad_U, grad_S, grad_V):
     grad_U = torch.zeros_like(U) if grad_U is None else grad_U
     grad_S = torch.zeros_like(S) if grad_S is None else grad_S
     grad_V = torch.zeros_like(V) if grad_V is None else grad_V
-    return torch.ops.pgnface.svd3x3_backward(grad_U, grad_S, grad_V, U, S, V)
+    grad_M = torch.ops.pgnface.svd3x3_backward(grad_U, grad_S, grad_V, U, S, V)
+    return first_order_only("svd3x3", (grad_M,), (grad_U, grad_S, grad_V, U, S, V))[0]
 
 
 torch.library.register_autograd("pgnface::svd3x3", _backward, setup_context=_setup_context)

@@ -19,6 +19,7 @@ from pgnface.ops._checks import (
     require_tensor,
     values_checkable,
 )
+from pgnface.ops._first_order import first_order_only
 
 
 def synthesize(
@@ -142,7 +143,8 @@ def _backward(ctx, grad_out):
     grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation = grads
     if not ctx.need_model_grad:
         grad_mean = grad_basis = None
-    return grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation
+    grads = (grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation)
+    return first_order_only("synthesize", grads, (grad_out, *ctx.saved_tensors))
 
 
 torch.library.register_autograd("pgnface::synthesize", _backward, setup_context=_setup_context)
