@@ -91,6 +91,12 @@ def rasterize(pos: torch.Tensor, tris: torch.Tensor, resolution, cull: str = "no
     tris = tris.long()
     B, T = pos.shape[0], tris.shape[0]
     device, dtype = pos.device, pos.dtype
+    if T == 0:  # nothing to draw
+        return (
+            torch.full((B, height, width), -1, dtype=torch.int32, device=device),
+            pos.new_zeros((B, height, width, 3)),
+            pos.new_full((B, height, width), float("inf")),
+        )
     rows, cols = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
     qx_fixed = (cols.reshape(-1) * _SUBPIXEL + _SUBPIXEL // 2)[:, None]
     qy_fixed = (rows.reshape(-1) * _SUBPIXEL + _SUBPIXEL // 2)[:, None]
@@ -172,6 +178,8 @@ def interpolate(attr: torch.Tensor, tri_id: torch.Tensor, bary: torch.Tensor, tr
     if attr.dim() == 2:
         attr = attr.unsqueeze(0)
     attr = attr.expand(tri_id.shape[0], -1, -1)
+    if tris.shape[0] == 0:  # no triangles: nothing is hit
+        return attr.new_zeros(tri_id.shape + (attr.shape[-1],))
     hit = tri_id >= 0
     v = tris.long()[tri_id.long().clamp(min=0)]  # [B, H, W, 3]
     gathered = (
