@@ -19,6 +19,31 @@ import numpy as np
 from pgnface.apps.pipeline import FaceResult, ReconstructionPipeline, write_face
 from pgnface.io.video import Frame
 
+# Frame rates the overlay video may have: OpenCV's writer hangs on an infinite rate and fails
+# silently on huge ones, and no player shows more than a few hundred frames a second.
+FPS_RANGE = (0.1, 1000.0)
+
+
+def check_fps(fps: float) -> float:
+    """`fps` as a float; ValueError unless it is a number in FPS_RANGE."""
+    low, high = FPS_RANGE
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        raise ValueError(f"fps must be a number in [{low:g}, {high:g}] frames per second, got {fps!r}") from None
+    if not low <= value <= high:  # also false for NaN
+        raise ValueError(f"fps must be in [{low:g}, {high:g}] frames per second, got {fps!r}")
+    return value
+
+
+def open_video_writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
+    """An MP4 writer; OSError when OpenCV cannot open it (no encoder, unwritable folder, bad size)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), check_fps(fps), (width, height))
+    if not writer.isOpened():
+        writer.release()
+        raise OSError(f"{path}: OpenCV could not open an MP4 writer ({width} x {height} at {fps:g} fps)")
+    return writer
+
 
 def reconstruct_clip(
     recon: ReconstructionPipeline,
@@ -91,26 +116,33 @@ def write_clip(
 
     Returns:
         The number of faces written.
-    """
 
+    Raises:
+        ValueError: `fps` outside FPS_RANGE (before anything is written).
+        OSError: the video or an overlay image cannot be written.
+    """
+    check_fps(fps)
     triangles = recon.morphable.triangles.cpu().numpy()
     writer, written = None, 0
-    for (_index, stem, image), result in zip(frames, results):
-        if image is None:
-            continue
-        faces = [recon.with_identity(result, identity)] if result is not None else []
-        for face in faces:
-            write_face(face, triangles, out_dir, f"{stem}_face0")
-        written += len(faces)
-        overlay = recon.overlay(image, faces)
-        cv2.imwrite(str(out_dir / f"{stem}_overlay.png"), overlay)
-        if writer is None:
-            h, w = overlay.shape[:2]
-            writer = cv2.VideoWriter(str(out_dir / f"{name}_overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        if overlay.shape[:2] == (h, w):  # the video keeps the first frame's size
-            writer.write(overlay)
-    if writer is not None:
-        writer.release()
+    try:
+        for (_index, stem, image), result in zip(frames, results):
+            if image is None:
+                continue
+            faces = [recon.with_identity(result, identity)] if result is not None else []
+            for face in faces:
+                write_face(face, triangles, out_dir, f"{stem}_face0")
+            written += len(faces)
+            overlay = recon.overlay(image, faces)
+            if not cv2.imwrite(str(out_dir / f"{stem}_overlay.png"), overlay):
+                raise OSError(f"{out_dir / f'{stem}_overlay.png'}: could not be written")
+            if writer is None:
+                h, w = overlay.shape[:2]
+                writer = open_video_writer(out_dir / f"{name}_overlay.mp4", fps, w, h)
+            if overlay.shape[:2] == (h, w):  # the video keeps the first frame's size
+                writer.write(overlay)
+    finally:
+        if writer is not None:
+            writer.release()
     np.savez(
         out_dir / f"{name}_identity.npz",
         id=identity,

@@ -12,8 +12,9 @@ towards the camera (image x, -row, -depth), so they open upright in viewers.
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 
@@ -30,6 +31,15 @@ from pgnface.morphable import (
     render,
 )
 from pgnface.nn import load_network
+
+# The detector runs on a copy of the image at most this many pixels on its longer side (faces
+# smaller than 40 px there are missed): its cost and memory grow with the image, while the
+# crops the network sees are cut from the original.
+DETECTION_MAX_SIDE = 2048
+# A face's shading is rendered at most this many pixels on its longer side and scaled up to the
+# face's size in the overlay: it is a picture, and a face filling a 85-megapixel photo would
+# otherwise need gigabytes of render buffers.
+OVERLAY_RENDER_MAX_SIDE = 1024
 
 
 @dataclass
@@ -84,7 +94,7 @@ class ReconstructionPipeline:
         """
         if min(image.shape[:2]) < 32:
             raise ValueError(f"image of {image.shape[1]} x {image.shape[0]} pixels is too small for a face")
-        boxes = detect_faces(image) if boxes is None else [np.asarray(b, np.float64) for b in boxes]
+        boxes = detect_faces_downscaled(image) if boxes is None else [check_box(b) for b in boxes]
         if not boxes:
             return []
         if largest_only:
@@ -154,6 +164,10 @@ class ReconstructionPipeline:
     def overlay(self, image: np.ndarray, results: List[FaceResult], alpha: float = 0.6) -> np.ndarray:
         """The image with each reconstruction shaded and blended in, landmarks drawn.
 
+        Each face is rendered only over the pixels its mesh covers (at most
+        OVERLAY_RENDER_MAX_SIDE pixels, then scaled up) and blended in row
+        bands, so memory and time stay small for photos of any size.
+
         Args:
             image: [H, W, 3] uint8 RGB.
             results: the faces to draw.
@@ -162,32 +176,105 @@ class ReconstructionPipeline:
         Returns:
             [H, W, 3] uint8 BGR.
         """
-        out = image.astype(np.float32) / 255
         H, W = image.shape[:2]
+        bgr = np.ascontiguousarray(image[..., ::-1])
         morphable = self.morphable.to("cpu")
         for r in results:
-            camera = WeakPerspectiveCamera(
-                torch.tensor([float(r.scale)]),
-                torch.from_numpy(r.rotation).float()[None],
-                torch.from_numpy(r.translation).float()[None],
-                depth_range=1e5,
-            )
             coeffs = {key: torch.from_numpy(v)[None] for key, v in r.coefficients.items()}
             shape = morphable.vertices(coeffs["id"], coeffs["exp"])
+            rotation = torch.from_numpy(r.rotation).float()[None]
+            translation = torch.from_numpy(r.translation).float()[None]
+            projected = float(r.scale) * shape[0] @ rotation[0].T + translation[0]
+            region = _pixel_region(projected[:, :2].numpy(), H, W)
+            if region is None:  # the face lies outside the image
+                continue
+            x0, y0, x1, y1 = region
+            f = min(1.0, OVERLAY_RENDER_MAX_SIDE / max(x1 - x0, y1 - y0))
+            camera = WeakPerspectiveCamera(
+                torch.tensor([float(r.scale) * f]),
+                rotation,
+                (translation - torch.tensor([[x0, y0, 0.0]])) * f,
+                depth_range=1e5 * f,
+            )
             shaded = render(
                 shape,
                 morphable.triangles,
                 torch.full((morphable.num_vertices, 3), 0.8),
                 directional_gamma(1, ambient=0.45, diffuse=0.7, direction=(0.3, 0.4, 1.0)),
                 camera,
-                (H, W),
+                (max(1, round((y1 - y0) * f)), max(1, round((x1 - x0) * f))),
             )
-            mask = shaded.mask[0].numpy()[..., None] * alpha
-            out = out * (1 - mask) + shaded.image[0].clamp(0, 1).numpy() * mask
-        bgr = np.ascontiguousarray((out[..., ::-1] * 255 + 0.5).astype(np.uint8))
+            colour = (shaded.image[0].clamp(0, 1).numpy()[..., ::-1] * 255).astype(np.float32)
+            weight = shaded.mask[0].numpy().astype(np.float32) * alpha
+            if f < 1:
+                colour = cv2.resize(colour.astype(np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+                weight = cv2.resize(weight, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+            _blend(bgr[y0:y1, x0:x1], colour, weight)
         for r in results:
             bgr = draw_landmarks(bgr, r.landmarks[:, :2], radius=max(1, int(round(min(H, W) / 300))))
         return bgr
+
+
+def _blend(target: np.ndarray, colour: np.ndarray, weight: np.ndarray, band: int = 256) -> None:
+    """target = target (1 - weight) + colour weight, in place, in bands of rows (uint8 [h, w, 3])."""
+    for r0 in range(0, target.shape[0], band):
+        w = weight[r0 : r0 + band, :, None]
+        mixed = target[r0 : r0 + band] * (1 - w) + colour[r0 : r0 + band] * w
+        target[r0 : r0 + band] = (mixed + 0.5).astype(np.uint8)
+
+
+def _pixel_region(points: np.ndarray, height: int, width: int) -> Optional[Tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) of the whole pixels covering `points` [N, 2], within the image; None if empty."""
+    if not len(points) or not np.isfinite(points).all():
+        return None
+    x0, y0 = np.floor(points.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(points.max(0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
+
+
+def check_box(box) -> np.ndarray:
+    """A face box [x0, y0, x1, y1] as float64; ValueError unless it is 4 finite numbers with x0 < x1, y0 < y1."""
+    try:
+        b = np.asarray(box, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"a face box must be 4 numbers [x0, y0, x1, y1], got {box!r}") from None
+    if b.shape != (4,) or not np.isfinite(b).all():
+        raise ValueError(f"a face box must be 4 finite numbers [x0, y0, x1, y1], got {box!r}")
+    if not (b[0] < b[2] and b[1] < b[3]):
+        raise ValueError(f"a face box [x0, y0, x1, y1] must have x0 < x1 and y0 < y1 (a positive size), got {box!r}")
+    return b
+
+
+def detect_faces_downscaled(image: np.ndarray, max_side: int = DETECTION_MAX_SIDE) -> List[np.ndarray]:
+    """detect_faces on a copy at most `max_side` pixels on its longer side; boxes in the original's pixels."""
+    factor = max_side / max(image.shape[:2])
+    if factor >= 1:
+        return detect_faces(image)
+    small = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    return [box / factor for box in detect_faces(small)]
+
+
+def output_stems(paths: Sequence[Path]) -> List[str]:
+    """A distinct output name stem per input file: its stem, or stem_suffix when stems collide.
+
+    face.jpg and face.png in one folder become face_jpg and face_png; names
+    that still collide (also when differing only in case, for file systems
+    that ignore it) get -2, -3, ...
+    """
+    paths = [Path(p) for p in paths]
+    counts: Dict[str, int] = {}
+    for p in paths:
+        counts[p.stem.lower()] = counts.get(p.stem.lower(), 0) + 1
+    stems, taken = [], set()
+    for p in paths:
+        base = p.stem if counts[p.stem.lower()] == 1 else f"{p.stem}_{p.suffix.lstrip('.')}"
+        stem, k = base, 2
+        while stem.lower() in taken:
+            stem, k = f"{base}-{k}", k + 1
+        taken.add(stem.lower())
+        stems.append(stem)
+    return stems
 
 
 def write_face(result: FaceResult, triangles: np.ndarray, out_dir: Path, stem: str) -> None:

@@ -87,6 +87,10 @@ def load_aflw2000(folder, reannotated: Optional[np.ndarray] = None) -> List[AFLW
         if "pt3d_68" not in mat or "Pose_Para" not in mat:
             raise ValueError(f"{mat_path}: expected pt3d_68 and Pose_Para (AFLW2000-3D layout)")
         landmarks = np.asarray(mat["pt3d_68"], dtype=np.float64).T.copy()
+        if landmarks.shape != (68, 3):
+            raise ValueError(f"{mat_path}: pt3d_68 must be [3, 68], got {list(landmarks.shape[::-1])}")
+        if not np.isfinite(landmarks).all():
+            raise ValueError(f"{mat_path}: pt3d_68 holds {int((~np.isfinite(landmarks)).sum())} NaN or Inf value(s)")
         if reannotated is not None:
             name = mat_path.stem
             if isinstance(reannotated, dict):
@@ -201,9 +205,14 @@ def evaluate(
         EvalResult with per-image NMEs and the predictions in image pixels.
 
     Raises:
-        ValueError: the predictor returns anything but [B, 68, 3].
+        ValueError: the predictor returns anything but [B, 68, 3], its input size is below
+            32 pixels, or batch_size is below 1.
     """
     size = int(predictor.input_size)
+    if size < 32:
+        raise ValueError(f"the predictor's input size (--size) must be at least 32 pixels, got {size}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     result = EvalResult()
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]

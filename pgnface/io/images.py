@@ -12,6 +12,22 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
+def truncation(data: bytes) -> str:
+    """What a JPEG or PNG file's bytes lack at their end ("" when complete, or for other formats).
+
+    A JPEG's entropy-coded data never contains the end-of-image marker FFD9
+    (a 0xFF byte there is followed by 0x00 or a restart marker), so a whole
+    file has one after its last start-of-scan marker FFDA; a PNG ends with an
+    IEND chunk. Either may be followed by trailing bytes some cameras add.
+    """
+    if data[:3] == b"\xff\xd8\xff":
+        scan = data.rfind(b"\xff\xda")
+        return "" if scan >= 0 and data.find(b"\xff\xd9", scan) >= 0 else "JPEG end-of-image marker"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "" if data.rfind(b"IEND") >= 0 else "PNG IEND chunk"
+    return ""
+
+
 def is_image(path: Path) -> bool:
     """Whether a path names an image by its suffix (any case).
 
@@ -52,9 +68,18 @@ def read_image(path) -> np.ndarray:
         [H, W, 3] uint8 RGB.
 
     Raises:
-        ValueError: the file is missing or not a readable image.
+        ValueError: the file is missing or not a readable image, or it is a JPEG
+            or PNG that is cut short (OpenCV would decode the part that is there
+            and fill the rest with grey).
     """
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable image ({err.strerror or err})") from None
+    missing_end = truncation(data)
+    if missing_end:
+        raise ValueError(f"{path}: the image file is truncated (no {missing_end}); it may still be downloading")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ValueError(f"{path}: not a readable image")
     if image.ndim == 2:
