@@ -1,4 +1,5 @@
-"""Ops: second derivatives are refused (never zeros); int64 triangle indices beyond int32 are refused."""
+"""Ops: second derivatives are refused (never zeros); the rasterizer culls vertices at tiny w or beyond the
+guard band (no pixels, no NaN gradients); int64 triangle indices beyond int32 are refused."""
 
 import pytest
 import torch
@@ -66,6 +67,30 @@ def test_reference_has_the_second_derivative_the_error_points_to():
     (g,) = torch.autograd.grad(ops.reference.svd3x3(M)[1].square().sum(), M, create_graph=True)
     (h,) = torch.autograd.grad(g.square().sum(), M)
     assert torch.isfinite(h).all() and h.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("w", [1e-20, 1e-30, 2.0**-33])
+@pytest.mark.parametrize("on_screen", [True, False])
+def test_tiny_positive_w_draws_nothing_and_keeps_gradients_finite(on_screen, w, dtype):
+    pos, tris = _square(dtype)
+    # On screen: the vertex moves to the eye plane along its ray (x/w, y/w, z/w stay); else x/w = 0.9 / w.
+    pos[0, 1] = pos[0, 1] * w if on_screen else torch.tensor([0.9, -0.9, 0.2, w], dtype=dtype)
+    pos.requires_grad_(True)
+    frag = ops.rasterize(pos, tris, (6, 7))
+    assert torch.equal(frag.tri_id, ops.reference.rasterize(pos.detach(), tris, (6, 7))[0])
+    if dtype == torch.float32 or not on_screen:  # float64 represents these w on screen, and draws
+        assert set(frag.tri_id.unique().tolist()) <= {-1, 1}, "triangle 0 (with vertex 1) is culled"
+    (frag.bary.sum() + frag.depth[frag.mask].sum()).backward()
+    assert torch.isfinite(pos.grad).all()
+
+
+def test_vertex_beyond_the_guard_band_is_culled():
+    pos, tris = _square(torch.float32)
+    pos[0, 1, 0] = 1e7  # 3.5e7 pixels right of a 7-pixel image
+    frag = ops.rasterize(pos, tris, (6, 7))
+    assert set(frag.tri_id.unique().tolist()) == {-1, 1}  # only the triangle without vertex 1
+    assert torch.equal(frag.tri_id, ops.reference.rasterize(pos, tris, (6, 7))[0])
 
 
 @pytest.mark.parametrize("check_values", [True, False])

@@ -225,13 +225,19 @@ def scenes(draw):
     T = T if N else 0
     H, W = draw(st.integers(1, 9)), draw(st.integers(1, 9))
     ndc = torch.rand((B, N, 3), generator=gen, dtype=torch.float64) * 2.4 - 1.2
-    # w: mostly in front of the camera, sometimes behind it, at it, or far away
-    w_kind = draw(st.sampled_from(["near", "near", "mixed", "far"]))
+    # w: mostly in front of the camera; sometimes behind it, at the eye plane, far away, or
+    # with vertices far outside the image (beyond the guard band)
+    w_kind = draw(st.sampled_from(["near", "near", "mixed", "eye", "far", "outside"]))
     w = torch.rand((B, N, 1), generator=gen, dtype=torch.float64) * 1.5 + 0.25
+    some = torch.rand((B, N, 1), generator=gen) < 0.3
     if w_kind == "mixed":
-        w = w * torch.where(torch.rand((B, N, 1), generator=gen) < 0.3, -1.0, 1.0).double()
+        w = w * torch.where(some, -1.0, 1.0).double()
+    elif w_kind == "eye":
+        w = w * torch.where(some, 1e-25, 1.0).double()
     elif w_kind == "far":
         w = w * 1e6
+    elif w_kind == "outside":
+        ndc = ndc * torch.where(some, 1e7, 1.0).double()
     pos = torch.cat([ndc * w, w], -1).to(dtype)
     tris = torch.randint(0, max(N, 1), (T, 3), generator=gen)
     C = draw(st.integers(1, 4))

@@ -80,9 +80,10 @@ void resolve_pixels(const ScreenVertices<T>& verts, const T* pos, const int32_t*
       continue;
     }
     const int32_t t = static_cast<int32_t>(key & 0xffffffffu);
-    const int32_t* tri = tris + 3 * t;
+    const int32_t* tri = tris + 3 * static_cast<int64_t>(t);
     tri_id[pix] = t;
-    const T w[3] = {pos[4 * tri[0] + 3], pos[4 * tri[1] + 3], pos[4 * tri[2] + 3]};
+    const int64_t v[3] = {tri[0], tri[1], tri[2]};  // 4 * index overflows int32 past 2^29 vertices
+    const T w[3] = {pos[4 * v[0] + 3], pos[4 * v[1] + 3], pos[4 * v[2] + 3]};
     raster::resolve_screen_pixel(verts[tri[0]], verts[tri[1]], verts[tri[2]], w,
                                  static_cast<int>(pix % W), static_cast<int>(pix / W), b,
                                  depth[pix]);

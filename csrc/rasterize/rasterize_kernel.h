@@ -31,8 +31,8 @@ namespace raster {
 
 constexpr int kSubpixelBits = 8;
 constexpr int64_t kSubpixel = int64_t(1) << kSubpixelBits;
-// Screen coordinates are clamped to +-kGuardBand pixels before snapping, so
-// the 64-bit edge functions can never overflow.
+// A vertex beyond +-kGuardBand pixels is invalid (its triangles are culled),
+// so the 64-bit edge functions can never overflow.
 constexpr double kGuardBand = 1048576.0;
 constexpr uint64_t kEmptyKey = ~uint64_t(0);
 
@@ -151,8 +151,15 @@ struct ScreenVertex {
   T X, Y;          // screen position in pixels (guard-band clamped)
   T zeta;          // z / w
   int64_t fx, fy;  // X, Y in fixed point (1/kSubpixel pixel)
-  bool valid;      // w > 0 and all finite: triangles using an invalid vertex are culled
+  bool valid;      // finite, w >= min_w, within the guard band: else its triangles are culled
 };
+
+// The smallest w of a valid vertex: nearer the eye plane the screen position
+// and its gradient (which grows as 1/w^2) overflow.
+template <typename T>
+PGN_HD T min_w() {
+  return sizeof(T) == sizeof(float) ? static_cast<T>(0x1p-32) : static_cast<T>(0x1p-256);
+}
 
 template <typename T>
 PGN_HD bool is_finite(T v) {
@@ -163,25 +170,23 @@ PGN_HD bool is_finite(T v) {
 #endif
 }
 
-template <typename T>
-PGN_HD T clamp_guard(T v) {
-  const T g = static_cast<T>(kGuardBand);
-  return v < -g ? -g : (v > g ? g : v);
-}
-
 // p points at (x, y, z, w).
 template <typename T>
 PGN_HD ScreenVertex<T> project_vertex(const T* p, int height, int width) {
   ScreenVertex<T> v;
   const T x = p[0], y = p[1], z = p[2], w = p[3];
-  v.valid = w > T(0) && is_finite(x) && is_finite(y) && is_finite(z) && is_finite(w);
+  v.valid = w >= min_w<T>() && is_finite(x) && is_finite(y) && is_finite(z) && is_finite(w);
+  if (v.valid) {
+    v.X = mul_rn(add_rn(div_rn(x, w), T(1)), static_cast<T>(width) * T(0.5));
+    v.Y = mul_rn(add_rn(div_rn(y, w), T(1)), static_cast<T>(height) * T(0.5));
+    const T g = static_cast<T>(kGuardBand);
+    v.valid = v.X >= -g && v.X <= g && v.Y >= -g && v.Y <= g;
+  }
   if (!v.valid) {
     v.X = v.Y = v.zeta = T(0);
     v.fx = v.fy = 0;
     return v;
   }
-  v.X = clamp_guard(mul_rn(add_rn(div_rn(x, w), T(1)), static_cast<T>(width) * T(0.5)));
-  v.Y = clamp_guard(mul_rn(add_rn(div_rn(y, w), T(1)), static_cast<T>(height) * T(0.5)));
   v.zeta = div_rn(z, w);
   v.fx = round_to_int64(mul_rn(v.X, static_cast<T>(kSubpixel)));
   v.fy = round_to_int64(mul_rn(v.Y, static_cast<T>(kSubpixel)));
@@ -383,8 +388,7 @@ PGN_HD void resolve_pixel(const T* p0, const T* p1, const T* p2, int col, int ro
 // Gradient of (bary, depth) at pixel (col, row) w.r.t. the clip-space
 // positions p_k = (x, y, z, w) of the triangle's vertices, given the upstream
 // gradients grad_bary[3] and grad_depth. Adds into grad_p[k][0..3].
-// (Coverage itself is piecewise constant and has no gradient; the guard-band
-// clamp is treated as the identity.)
+// (Coverage itself is piecewise constant and has no gradient.)
 template <typename T>
 PGN_HD void resolve_pixel_backward(const T* const p[3], int col, int row, int height, int width,
                                    const T grad_bary[3], T grad_depth, T grad_p[3][4]) {
@@ -476,11 +480,12 @@ PGN_HD void rasterize_backward_pixel(int32_t t, const T* grad_bary, const T* gra
   const T gb[3] = {grad_bary[0], grad_bary[1], grad_bary[2]};
   const T gd = *grad_depth;
   if (gb[0] == T(0) && gb[1] == T(0) && gb[2] == T(0) && gd == T(0)) return;
-  const T* p[3] = {pos + 4 * tri[0], pos + 4 * tri[1], pos + 4 * tri[2]};
+  const int64_t v[3] = {tri[0], tri[1], tri[2]};  // 4 * index overflows int32 past 2^29 vertices
+  const T* p[3] = {pos + 4 * v[0], pos + 4 * v[1], pos + 4 * v[2]};
   T g[3][4] = {};
   resolve_pixel_backward(p, col, row, H, W, gb, gd, g);
   for (int k = 0; k < 3; ++k)
-    for (int c = 0; c < 4; ++c) add(grad_pos + 4 * tri[k] + c, g[k][c]);
+    for (int c = 0; c < 4; ++c) add(grad_pos + 4 * v[k] + c, g[k][c]);
 }
 
 // --- interpolation -----------------------------------------------------------

@@ -119,8 +119,13 @@ def rasterize(
     deterministic fill rule: a pixel centre on an edge shared by two triangles
     belongs to exactly one. The depth test keeps the smallest z/w (compared
     at float32 precision) and breaks ties by the lower triangle id, the same on
-    CPU and GPU. Triangles with a vertex at w <= 0 are culled (no near-plane
-    clipping); zero-area triangles never draw.
+    CPU and GPU. There is no clipping: a triangle is culled when one of its
+    vertices is non-finite, has w < 2**-32 (float32; 2**-256 in float64),
+    which includes w <= 0 and the eye plane, where neither the screen position
+    nor its gradient is representable, or lands outside [-2**20, 2**20]
+    pixels (the guard band that keeps the fixed-point coverage exact). So a
+    near-zero w never draws pixels or gives NaN gradients.
+    Zero-area triangles never draw.
 
     Args:
         pos: [B, N, 4] clip-space positions (x, y, z, w), float32 or float64.

@@ -48,18 +48,24 @@ def synthesize(
 
 _SUBPIXEL = 256
 _GUARD_BAND = 1048576.0
+_MIN_W = {torch.float32: 2.0**-32, torch.float64: 2.0**-256}
 _CULL = {"none": 0, "back": 1, "front": 2}
 
 
 def _screen(pos: torch.Tensor, height: int, width: int):
-    """Screen X, Y (pixels), z/w, fixed-point X, Y and validity of [N, 4] clip positions."""
+    """Screen X, Y (pixels), z/w, fixed-point X, Y and validity of [N, 4] clip positions.
+
+    A vertex is valid when it is finite, w >= _MIN_W and it lands within
+    +-_GUARD_BAND pixels; triangles using an invalid vertex are culled.
+    """
     x, y, z, w = pos.unbind(-1)
-    valid = (w > 0) & torch.isfinite(pos).all(-1)
+    valid = (w >= _MIN_W[pos.dtype]) & torch.isfinite(pos).all(-1)
     w_safe = torch.where(valid, w, torch.ones_like(w))
     X = ((x / w_safe) + 1) * (width * 0.5)
     Y = ((y / w_safe) + 1) * (height * 0.5)
-    X = X.clamp(-_GUARD_BAND, _GUARD_BAND)
-    Y = Y.clamp(-_GUARD_BAND, _GUARD_BAND)
+    valid = valid & (X.abs() <= _GUARD_BAND) & (Y.abs() <= _GUARD_BAND)
+    X = torch.where(valid, X, torch.zeros_like(X))
+    Y = torch.where(valid, Y, torch.zeros_like(Y))
     zeta = z / w_safe
     fx = torch.round(X.detach() * _SUBPIXEL).long()
     fy = torch.round(Y.detach() * _SUBPIXEL).long()
