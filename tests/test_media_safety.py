@@ -120,3 +120,18 @@ def test_huge_photo_is_detected_small_and_rendered_small(recon, photo, monkeypat
     x0, y0, x1, y1 = faces[0].box
     assert changed[int(y0) : int(y1), int(x0) : int(x1)].mean() > 0.3  # the face is shaded in
     assert not changed[: int(y0) - 200].any()  # and nothing far above it
+
+
+def test_reconstruct_keeps_face_jpg_and_face_png_apart(photo, tmp_path, capsys):
+    from pgnface.cli.main import main
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for ext in (".jpg", ".png"):
+        cv2.imwrite(str(inputs / f"face{ext}"), photo[..., ::-1])
+    assert main(["reconstruct", str(inputs), "-o", str(out), "--images"]) == 0
+    assert (out / "face_jpg_overlay.png").is_file() and (out / "face_png_overlay.png").is_file()
+    assert len(list(out.glob("*_face0.obj"))) == 2
+    for fps in ("inf", "1e9"):
+        assert main(["reconstruct", str(inputs), "-o", str(out), "--fps", fps]) == 2
+        assert "--fps: fps must be in [0.1, 1000]" in capsys.readouterr().err

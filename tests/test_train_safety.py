@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from pgnface.cli.main import main
 from pgnface.train import TrainConfig, TrainingDiverged, apply_overrides, load_run_config, train
 from pgnface.train import loop as train_loop
 
@@ -165,3 +166,19 @@ def test_nonsense_settings_are_refused(override, match, tmp_path):
     with pytest.raises(ValueError, match="lr must be a finite number"):
         train(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_resume_continues_the_run_and_fresh_runs_need_overwrite(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny_config("steps=3"), run, progress=False, until=1)
+    # The README's form: no options but --resume continues the run as configured (3 steps).
+    assert main(["train", "--out", str(run), "--resume", "--quiet"]) == 0
+    assert "trained to step 3" in capsys.readouterr().out
+    assert main(["train", "--out", str(run), "--resume", "--quiet", "lr=0.5"]) == 2
+    assert "lr=0.5 (the run has 0.001)" in capsys.readouterr().err
+    fresh = ["train", "--out", str(run), "--quiet", "--steps", "1", *TINY]
+    assert main(fresh) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert checkpoint_step(run) == 3
+    assert main(fresh + ["--overwrite"]) == 0 and checkpoint_step(run) == 1

@@ -37,12 +37,14 @@ def _run_images(recon, files, boxes, out, report) -> int:
     import cv2
     from tqdm import tqdm
 
-    from pgnface.apps.pipeline import write_face
+    from pgnface.apps.pipeline import output_stems, write_face
     from pgnface.io.images import read_image
 
     triangles = recon.morphable.triangles.cpu().numpy()
     written = 0
+    stems = dict(zip(files, output_stems(files)))  # face.jpg and face.png get distinct names
     for path in tqdm(files, desc="reconstructing", unit="img", disable=len(files) < 4):
+        stem = stems[path]
         try:
             image = read_image(path)
             results = recon.faces(image, boxes.get(path.name))
@@ -50,11 +52,11 @@ def _run_images(recon, files, boxes, out, report) -> int:
             report(f"{path.name}: {err}" if path.name not in str(err) else str(err))
             continue
         if not results:
-            report(f"{path.stem}: no face found")
+            report(f"{path.name}: no face found")
         for j, r in enumerate(results):
-            write_face(r, triangles, out, f"{path.stem}_face{j}")
+            write_face(r, triangles, out, f"{stem}_face{j}")
         written += len(results)
-        cv2.imwrite(str(out / f"{path.stem}_overlay.png"), recon.overlay(image, results))
+        cv2.imwrite(str(out / f"{stem}_overlay.png"), recon.overlay(image, results))
     return written
 
 
@@ -89,12 +91,16 @@ def _run_clip(recon, kind, items, boxes, out, fps, report) -> int:
 
 def run(args) -> int:
     """Reconstructs every input; exit code 0 when at least one face was written, else 1."""
+    from pgnface.apps.clip import check_fps
     from pgnface.apps.pipeline import ReconstructionPipeline
     from pgnface.morphable import MorphableModel
     from pgnface.nn.checkpoint import REFERENCE_CHECKPOINT
 
     if args.fps is not None and not args.fps > 0:
         raise UsageError(f"--fps must be positive, got {args.fps}")
+    if args.fps is not None:
+        with input_errors("--fps"):  # before any work: OpenCV's writer hangs on inf, fails on 1e9
+            check_fps(args.fps)
     mode = "video" if args.video else "images" if args.images else "auto"
     with input_errors():
         kind, items = _inputs(Path(args.input), mode)

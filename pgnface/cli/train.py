@@ -1,6 +1,8 @@
 """`pgnface train`: trains the PGN reconstructor (pgnface.train) from a config and key=value overrides."""
 
-from pgnface.cli.errors import input_errors
+import signal
+
+from pgnface.cli.errors import UsageError, input_errors
 
 
 def add_parser(subparsers) -> None:
@@ -21,7 +23,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=None, help="total optimizer steps (config key steps)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per step per process (batch_size)")
     parser.add_argument(
-        "--resume", action="store_true", help="continue from OUT/checkpoint.pt with its config (steps may be raised)"
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.pt with the run's own config; key=value may change only steps, "
+        "log_every, checkpoint_every, tensorboard, threads and device",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start a new run in OUT even if it holds one (deletes that run)"
     )
     parser.add_argument(
         "--init",
@@ -42,15 +50,25 @@ def _overrides(args) -> list:
 
 def run(args) -> int:
     """Trains into args.out and prints where it got to."""
-    from pgnface.train import TrainConfig, apply_overrides, train
+    from pgnface.train import TrainConfig, apply_overrides, load_run_config, train
 
+    if args.resume and (args.config or args.overwrite):
+        raise UsageError(
+            f"--resume continues the run in {args.out} with its own config: "
+            f"{'--config' if args.config else '--overwrite'} does not go with it"
+        )
     with input_errors():
-        config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
-        config = apply_overrides(config, _overrides(args))
+        base = load_run_config(args.out) if args.resume else None
+        if base is None:
+            base = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+        config = apply_overrides(base, _overrides(args))
         config.validate()
         if config.tensorboard:
             import tensorboard  # noqa: F401  (a missing one names the [app] extra before training starts)
-        summary = train(config, args.out, resume=args.resume, progress=not args.quiet)
+        summary = train(config, args.out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+    if summary["interrupted"]:  # the trainer said where it stopped and how to resume
+        stopped_by = getattr(signal.Signals, summary["interrupted"], signal.SIGINT)
+        return 128 + int(stopped_by)
     if summary["rank"] == 0:  # with DDP, rank 0 reports
         if summary["history"]:
             loss, rate = summary["last"]["loss"], summary["img_per_s"]
