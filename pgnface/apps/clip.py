@@ -25,7 +25,17 @@ FPS_RANGE = (0.1, 1000.0)
 
 
 def check_fps(fps: float) -> float:
-    """`fps` as a float; ValueError unless it is a number in FPS_RANGE."""
+    """Validates a frame rate for the overlay video.
+
+    Args:
+        fps: frames per second.
+
+    Returns:
+        `fps` as a float.
+
+    Raises:
+        ValueError: not a number in FPS_RANGE (NaN and Inf included).
+    """
     low, high = FPS_RANGE
     try:
         value = float(fps)
@@ -37,7 +47,21 @@ def check_fps(fps: float) -> float:
 
 
 def open_video_writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
-    """An MP4 writer; OSError when OpenCV cannot open it (no encoder, unwritable folder, bad size)."""
+    """Opens an MP4 writer.
+
+    Args:
+        path: the video file.
+        fps: frames per second (see check_fps).
+        width: frame width in pixels.
+        height: frame height in pixels.
+
+    Returns:
+        The opened cv2.VideoWriter.
+
+    Raises:
+        ValueError: fps outside FPS_RANGE.
+        OSError: OpenCV cannot open it (no encoder, unwritable folder, bad size).
+    """
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), check_fps(fps), (width, height))
     if not writer.isOpened():
         writer.release()

@@ -234,7 +234,17 @@ def _pixel_region(points: np.ndarray, height: int, width: int) -> Optional[Tuple
 
 
 def check_box(box) -> np.ndarray:
-    """A face box [x0, y0, x1, y1] as float64; ValueError unless it is 4 finite numbers with x0 < x1, y0 < y1."""
+    """Validates a face box given by the caller.
+
+    Args:
+        box: [x0, y0, x1, y1] in image pixels (any sequence of numbers).
+
+    Returns:
+        [4] float64.
+
+    Raises:
+        ValueError: not 4 finite numbers, or not x0 < x1 and y0 < y1.
+    """
     try:
         b = np.asarray(box, np.float64)
     except (TypeError, ValueError):
@@ -247,7 +257,15 @@ def check_box(box) -> np.ndarray:
 
 
 def detect_faces_downscaled(image: np.ndarray, max_side: int = DETECTION_MAX_SIDE) -> List[np.ndarray]:
-    """detect_faces on a copy at most `max_side` pixels on its longer side; boxes in the original's pixels."""
+    """Face boxes found on a copy of the image at most `max_side` pixels on its longer side.
+
+    Args:
+        image: [H, W, 3] uint8 RGB.
+        max_side: longest side of the copy the detector sees.
+
+    Returns:
+        Boxes [x0, y0, x1, y1] in the original image's pixels, largest first.
+    """
     factor = max_side / max(image.shape[:2])
     if factor >= 1:
         return detect_faces(image)
@@ -261,6 +279,12 @@ def output_stems(paths: Sequence[Path]) -> List[str]:
     face.jpg and face.png in one folder become face_jpg and face_png; names
     that still collide (also when differing only in case, for file systems
     that ignore it) get -2, -3, ...
+
+    Args:
+        paths: the input files.
+
+    Returns:
+        One stem per path, in order.
     """
     paths = [Path(p) for p in paths]
     counts: Dict[str, int] = {}

@@ -13,12 +13,18 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
 def truncation(data: bytes) -> str:
-    """What a JPEG or PNG file's bytes lack at their end ("" when complete, or for other formats).
+    """What a JPEG or PNG file's bytes lack at their end.
 
     A JPEG's entropy-coded data never contains the end-of-image marker FFD9
     (a 0xFF byte there is followed by 0x00 or a restart marker), so a whole
     file has one after its last start-of-scan marker FFDA; a PNG ends with an
     IEND chunk. Either may be followed by trailing bytes some cameras add.
+
+    Args:
+        data: the file's bytes.
+
+    Returns:
+        The missing part's name, or "" when the file is complete (or not a JPEG or PNG).
     """
     if data[:3] == b"\xff\xd8\xff":
         scan = data.rfind(b"\xff\xda")

@@ -51,6 +51,12 @@ class _ArrayUnpickler(pickle.Unpickler):
 def load_array_pickle(path) -> Any:
     """Unpickles `path`, admitting numpy arrays, dtypes and scalars, scipy sparse matrices and plain data.
 
+    Args:
+        path: the pickle file.
+
+    Returns:
+        The unpickled object.
+
     Raises:
         pickle.UnpicklingError: the file names any other Python object.
         OSError, EOFError: the file cannot be read or is cut short.

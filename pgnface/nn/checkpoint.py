@@ -106,7 +106,19 @@ def read_checkpoint(path) -> Dict[str, Any]:
 
 
 def build_network(payload: Dict[str, Any], morphable: MorphableModel, source: str) -> PGNNetwork:
-    """The network a checkpoint's payload describes, with its weights (ValueError when they do not fit)."""
+    """The network a checkpoint's payload describes, with its weights.
+
+    Args:
+        payload: a read_checkpoint result.
+        morphable: the 3DMM to build the network on.
+        source: what the payload came from, for the messages.
+
+    Returns:
+        The network (train mode, on the CPU).
+
+    Raises:
+        ValueError: the settings or the weights do not fit a PGNNetwork.
+    """
     try:
         net = PGNNetwork(morphable, **payload["network"])
     except TypeError as err:
@@ -116,7 +128,16 @@ def build_network(payload: Dict[str, Any], morphable: MorphableModel, source: st
 
 
 def load_weights(net: torch.nn.Module, state_dict: Dict[str, Any], source: str) -> None:
-    """net.load_state_dict, with a ValueError that lists the missing, unexpected and mis-shaped weights."""
+    """net.load_state_dict, with a ValueError that lists the missing, unexpected and mis-shaped weights.
+
+    Args:
+        net: the module to load into.
+        state_dict: the weights.
+        source: what the weights came from, for the message.
+
+    Raises:
+        ValueError: weights missing, unexpected or of the wrong shape (up to 3 of each named).
+    """
     own = net.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]

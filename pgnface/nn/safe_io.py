@@ -37,6 +37,12 @@ _NUMPY_RNG_GLOBALS = [
 def safe_torch_load(path) -> Any:
     """``torch.load`` of tensors, plain containers and numpy RNG state only, onto the CPU.
 
+    Args:
+        path: the file.
+
+    Returns:
+        The unpickled object.
+
     Raises:
         pickle.UnpicklingError: the file refers to any other Python object
             (a pickle that does can run code while loading).
@@ -78,7 +84,11 @@ def _temp_prefix(path: Path) -> str:
 
 
 def remove_stale_temps(path) -> None:
-    """Deletes the temporary files of ``atomic_save(..., path)`` whose writing process has ended."""
+    """Deletes the temporary files of ``atomic_save(..., path)`` whose writing process has ended.
+
+    Args:
+        path: the final file the temporary files were written for.
+    """
     path = Path(path)
     if not path.parent.is_dir():
         return
@@ -106,6 +116,10 @@ def atomic_save(obj: Any, path) -> None:
     The temporary file's name carries this process's id, so a later save can
     tell the leftovers of a killed writer from a file another process is
     still writing. The final file gets the user's default permissions.
+
+    Args:
+        obj: what to torch.save.
+        path: the final file (its folder is created).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

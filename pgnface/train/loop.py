@@ -95,7 +95,17 @@ def load_morphable(path: str) -> MorphableModel:
 
 
 def load_run_config(out_dir) -> TrainConfig:
-    """The configuration saved in a run folder's checkpoint (start of a resume's overrides)."""
+    """The configuration saved in a run folder's checkpoint (what a resume's overrides apply to).
+
+    Args:
+        out_dir: the run folder.
+
+    Returns:
+        Its TrainConfig.
+
+    Raises:
+        FileNotFoundError: no checkpoint.pt there. ValueError: it cannot be read.
+    """
     path = Path(out_dir) / "checkpoint.pt"
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")

@@ -19,12 +19,20 @@ RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every", "tensorboard", "t
 
 
 def run_files(out_dir) -> List[str]:
-    """The names of the files in `out_dir` that hold a run's work."""
+    """The names of the files in `out_dir` (a Path) that hold a run's work."""
     return [name for name in RUN_FILES if (out_dir / name).exists()]
 
 
 def check_fresh_run(out_dir, overwrite: bool) -> None:
-    """Raises ValueError when a fresh run would replace the run in `out_dir` without `overwrite`."""
+    """Refuses a fresh run into a folder that holds a run, unless asked to overwrite it.
+
+    Args:
+        out_dir: the run folder (a Path).
+        overwrite: the caller means to replace the run.
+
+    Raises:
+        ValueError: `out_dir` holds a run and `overwrite` is False.
+    """
     found = run_files(out_dir)
     if found and not overwrite:
         raise ValueError(
@@ -34,7 +42,7 @@ def check_fresh_run(out_dir, overwrite: bool) -> None:
 
 
 def clear_run(out_dir) -> None:
-    """Deletes a run's checkpoint, network and log, so nothing of it mixes with the run replacing it."""
+    """Deletes a run's checkpoint, network and log (in `out_dir`, a Path), so nothing of it mixes with the next."""
     for name in run_files(out_dir):
         (out_dir / name).unlink()
 
