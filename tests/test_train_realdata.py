@@ -256,7 +256,6 @@ def test_hide_detected_faces_paints_over_the_head_only(monkeypatch):
     photo[:, :] = (200, 180, 160)
     photo[40:60, 90:110] = (0, 0, 255)  # the "face"
     monkeypatch.setattr(photos, "detect_faces", lambda image, min_size=40: [np.array([85.0, 35, 115, 65])])
-    monkeypatch.setattr(photos, "detect_profile_faces", lambda image, min_size=40: [])
     hidden = photos.hide_detected_faces(photo, max_side=100, tilts=())
     assert hidden.shape == photo.shape
     assert np.abs(hidden[50, 100].astype(int) - (200, 180, 160)).max() < 40  # painted like its surroundings
@@ -266,25 +265,32 @@ def test_hide_detected_faces_paints_over_the_head_only(monkeypatch):
 
 
 def test_hide_detected_faces_finds_tilted_heads():
+    pytest.importorskip("retinaface")
     from pgnface.data.photos import PhotoBackgrounds, hide_detected_faces
     from pgnface.io.detect import detect_faces
 
     def rgb(name):
         return read_image(_shared("images") / name)
 
-    def faces_turned(image, angle=-20.0):
+    def turned(image, angle):
         turn = cv2.getRotationMatrix2D((image.shape[1] / 2, image.shape[0] / 2), angle, 1.0)
-        return detect_faces(cv2.warpAffine(image, turn, image.shape[1::-1]), min_size=24)
+        return cv2.warpAffine(image, turn, image.shape[1::-1])
 
-    # emma.jpg: one of its heads is tilted; the upright search leaves it in the background.
-    upright = hide_detected_faces(rgb("emma.jpg"), max_side=240, tilts=(), max_hidden=1.0)
-    tilted = hide_detected_faces(rgb("emma.jpg"), max_side=240, max_hidden=1.0)
-    assert faces_turned(upright) and not faces_turned(tilted)
-    # three_quarter.jpg is a tilted close-up: upright, nothing is found; tilted, its head covers
-    # the whole photo, which is then left out rather than smeared by inpainting.
+    # The group photo turned by 45 degrees: the upright search finds none of its ten heads,
+    # the +-20 degree searches find them all.
+    photo = turned(rgb("group.jpg"), 45.0)
+    assert not detect_faces(photo)
+    upright = hide_detected_faces(photo, max_side=700, tilts=(), max_hidden=1.0)
+    tilted = hide_detected_faces(photo, max_side=700, max_hidden=1.0)
+    assert len(detect_faces(turned(upright, -45.0))) >= 5 and not detect_faces(turned(tilted, -45.0))
+    # emma.jpg: one head is tilted by about 20 degrees; the upright search already hides all three.
+    hidden = hide_detected_faces(rgb("emma.jpg"), max_side=240, tilts=(), max_hidden=1.0)
+    assert not any(detect_faces(turned(hidden, angle), min_size=12) for angle in (-20.0, 0.0, 20.0))
+    # three_quarter.jpg is a close-up: its head covers the whole photo, which is then left out
+    # rather than smeared by inpainting.
     close_up = rgb("three_quarter.jpg")
-    assert np.array_equal(hide_detected_faces(close_up, tilts=()), close_up)
-    assert hide_detected_faces(close_up) is None
+    assert hide_detected_faces(close_up, tilts=()) is None
+    assert not np.array_equal(hide_detected_faces(close_up, tilts=(), max_hidden=1.0), close_up)
     pool = PhotoBackgrounds.from_folder(_shared("images"), 120)
     assert 0 < len(pool) < len(PhotoBackgrounds.from_folder(_shared("images"), 120, tilted=False))
 

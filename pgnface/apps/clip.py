@@ -1,7 +1,7 @@
 """Clips (a video file or a folder of numbered frames): one face per frame, one identity per clip.
 
-Each frame keeps only its largest face (the detector also reports false faces
-in busy frames, and a clip follows one person). Once
+Each frame keeps only its largest face (one person per clip: faces of
+bystanders, posters or screens in the frame are dropped). Once
 every frame is reconstructed, the identity coefficients are averaged over the
 frames where a face was found and every frame's mesh is re-synthesized with
 that shared identity and its own expression and pose. The frames are read
@@ -104,14 +104,7 @@ def reconstruct_clip(
 
 
 def shared_identity(results: Sequence[Optional[FaceResult]]) -> Optional[np.ndarray]:
-    """The clip's identity: the mean identity coefficients over the frames with a face.
-
-    Args:
-        results: one FaceResult per frame, None where no face was found.
-
-    Returns:
-        [Ki] float32, or None when no frame has a face.
-    """
+    """The mean identity coefficients [Ki] over the frames with a face, or None if there is none."""
     ids = [r.coefficients["id"] for r in results if r is not None]
     return np.mean(ids, axis=0).astype(np.float32) if ids else None
 
@@ -126,17 +119,6 @@ def write_clip(
     fps: float,
 ) -> int:
     """Second pass: per-frame meshes with the shared identity, overlays and NAME_overlay.mp4.
-
-    Also writes NAME_identity.npz (the identity and the frames it was averaged over).
-
-    Args:
-        recon: the pipeline that reconstructed the frames.
-        frames: the clip's frames again, (index, stem, RGB image or None).
-        results: the first pass's FaceResult per frame (None: no face).
-        identity: [Ki] the shared identity coefficients.
-        out_dir: the output folder.
-        name: the clip's name (file stem of the video and the identity).
-        fps: frame rate of the overlay video.
 
     Returns:
         The number of faces written.

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from pgnface.io.crops import crop, face_crop_box
-from pgnface.io.detect import detect_faces, detect_profile_faces
+from pgnface.io.detect import detect_faces
 from pgnface.io.images import image_files, read_image
 
 
@@ -73,10 +73,10 @@ class PhotoBackgrounds:
         """All readable images under `folder`, except files whose name contains one of `exclude`.
 
         Args:
-            detect: use the faces found by OpenCV's cascade for face-framed patches
-                (the photos then keep their faces: hide_faces is ignored).
-            hide_faces: paint over the faces the cascades find (frontal and profile)
-                before cutting random patches. A real face in the background of a
+            detect: use the faces the detector (pgnface.io.detect) finds for face-framed
+                patches (the photos then keep their faces: hide_faces is ignored).
+            hide_faces: paint over the faces the detector finds before cutting random
+                patches. A real face in the background of a
                 training image teaches the network that real faces are clutter.
             tilted: also find heads tilted by +-20 degrees, and leave out photos
                 whose heads cover most of them (see hide_detected_faces); False
@@ -185,11 +185,11 @@ def _face_patch(photo: np.ndarray, box: np.ndarray, size: int) -> torch.Tensor:
 def hide_detected_faces(
     photo: np.ndarray, max_side: int = 256, tilts: Sequence[float] = (-20.0, 20.0), max_hidden: float = 0.8
 ) -> Optional[np.ndarray]:
-    """The photo with every face the frontal and profile cascades find painted over by inpainting, heads and all.
+    """The photo with every face the detector (pgnface.io.detect) finds painted over by inpainting, heads and all.
 
-    The cascades only find upright faces, so the shrunk photo is also searched turned
-    by each angle in `tilts` (degrees): a tilted head the upright search misses would
-    otherwise stay in the backgrounds.
+    RetinaFace finds heads rolled by up to about 30 degrees; the shrunk photo is also
+    searched turned by each angle in `tilts` (degrees), so that a head rolled further
+    does not stay in the backgrounds.
 
     Args:
         photo: [H, W, 3] uint8 RGB.
@@ -204,7 +204,7 @@ def hide_detected_faces(
 
     shrink = min(1.0, max_side / min(photo.shape[:2]))
     small = cv2.resize(photo, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1 else photo.copy()
-    boxes = [face_crop_box(box) * shrink for box in detect_faces(photo) + detect_profile_faces(photo)]
+    boxes = [face_crop_box(box) * shrink for box in detect_faces(photo)]
     boxes += [face_crop_box(box) for box in _tilted_faces(small, tilts)]
     mask = np.zeros(small.shape[:2], np.uint8)
     for x0, y0, x1, y1 in boxes:
@@ -231,7 +231,7 @@ def _tilted_faces(image: np.ndarray, tilts: Sequence[float], min_size: int = 24)
         turn = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
         back = cv2.invertAffineTransform(turn)
         turned = cv2.warpAffine(image, turn, (w, h), borderMode=cv2.BORDER_REFLECT)
-        for x0, y0, x1, y1 in detect_faces(turned, min_size=min_size) + detect_profile_faces(turned, min_size=min_size):
+        for x0, y0, x1, y1 in detect_faces(turned, min_size=min_size):
             corners = np.array([[x0, y0, 1.0], [x1, y0, 1.0], [x1, y1, 1.0], [x0, y1, 1.0]]) @ back.T
             found.append(np.concatenate([corners.min(0), corners.max(0)]))
     return found

@@ -2,7 +2,7 @@
 
 Neither has labels: their batches get only the self-supervised losses
 (photometric, landmark self-consistency, priors) and, for video clips, the
-multi-frame losses. Faces are found with OpenCV's cascade (pgnface.io.detect)
+multi-frame losses. Faces are found by the face detector (pgnface.io.detect)
 and framed as at inference time (``face_crop_box``); each draw jitters the
 crop a little and may mirror it.
 
@@ -57,7 +57,7 @@ class UnlabelledPhotos:
                 self.images.append(image)
                 self.faces.extend((len(self.images) - 1, face_crop_box(b)) for b in boxes)
         if not self.faces:
-            raise ValueError(f"no faces found in the images under {root} (OpenCV cascade, faces >= {min_face} px)")
+            raise ValueError(f"no faces found in the images under {root} (RetinaFace, faces >= {min_face} px)")
 
     def __len__(self) -> int:
         return len(self.faces)
