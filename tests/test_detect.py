@@ -88,3 +88,24 @@ def test_a_missing_package_is_named(monkeypatch):
             detect_faces(np.zeros((64, 64, 3), np.uint8))
     finally:
         detect._retinaface.cache_clear()
+
+
+def test_face_crop_box_frames_held_out_faces_like_the_landmark_roi():
+    pytest.importorskip("retinaface")
+    from pgnface.eval.face300w import load_300w
+    from pgnface.io.crops import face_crop_box
+    from pgnface.io.images import read_image
+
+    faces = load_300w(shared_data_file("300w"), subset="helen_test")[::4]
+    side_errors, centre_errors = [], []
+    for face in faces:
+        lo, hi = face.landmarks.min(0), face.landmarks.max(0)
+        boxes = detect_faces(read_image(face.path))
+        box = min(boxes, key=lambda b: float(np.hypot(*((b[:2] + b[2:]) / 2 - (lo + hi) / 2))))
+        sx, sy, ex, ey = face_crop_box(box)
+        side = np.sqrt(2.0) * (hi - lo).max()
+        side_errors.append((ex - sx) / side - 1)
+        centre_errors.append(np.hypot(*((np.array([sx + ex, sy + ey]) - lo - hi) / 2)) / side)
+    # Calibrated on the training faces: unbiased and tight on the held-out ones.
+    assert abs(np.median(side_errors)) < 0.03 and np.percentile(np.abs(side_errors), 90) < 0.12
+    assert np.median(centre_errors) < 0.03 and np.percentile(centre_errors, 90) < 0.08

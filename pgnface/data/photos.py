@@ -32,7 +32,7 @@ class PhotoBackgrounds:
         size: output side S.
         min_fraction: smallest patch side as a fraction of the photo's shorter side.
         face_boxes: optional per photo, a list of square crop boxes (sx, sy, ex, ey)
-            in its pixels framing a face (pgnface.io.detect.face_crop_box).
+            in its pixels framing a face (pgnface.io.crops.face_crop_box).
     """
 
     def __init__(
