@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
         required=True,
         help="a network (model.pt); repeat to compare, e.g. before and after fine-tuning",
     )
-    parser.add_argument("--images", default="", help="folder of photos (faces found by OpenCV's cascade)")
+    parser.add_argument("--images", default="", help="folder of photos (faces found by the face detector)")
     parser.add_argument("--video", default="", help="video file or folder of frames of one person")
     parser.add_argument("--batches", type=int, default=4, help="batches per source (default 4)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
