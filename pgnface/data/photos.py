@@ -208,8 +208,10 @@ def hide_detected_faces(
     boxes += [face_crop_box(box) for box in _tilted_faces(small, tilts)]
     mask = np.zeros(small.shape[:2], np.uint8)
     for x0, y0, x1, y1 in boxes:
-        centre = (int(round((x0 + x1) / 2)), int(round((y0 + y1) / 2)))
-        axes = (int(round(0.6 * (x1 - x0))), int(round(0.7 * (y1 - y0))))  # the head, hair included
+        # The crop box is sqrt(2) x the landmark box (brows to chin): the head with its hair
+        # reaches about 0.8 of the box's side above its centre and 0.7 to either side.
+        centre = (int(round((x0 + x1) / 2)), int(round((y0 + y1) / 2 - 0.05 * (y1 - y0))))
+        axes = (int(round(0.7 * (x1 - x0))), int(round(0.85 * (y1 - y0))))
         cv2.ellipse(mask, centre, axes, 0.0, 0.0, 360.0, 255, -1)
     if not mask.any():
         return small
