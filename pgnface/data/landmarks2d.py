@@ -28,7 +28,7 @@ from typing import Dict, Sequence
 import numpy as np
 import torch
 
-from pgnface.io.crops import crop, jittered_box, landmark_square
+from pgnface.io.crops import bounding_box, crop, jittered_box, square_frame
 from pgnface.io.images import read_image
 from pgnface.morphable.ibug68 import mirror_landmarks
 
@@ -90,8 +90,9 @@ class Landmarks2DFaces:
     def face(self, index: int, r: np.ndarray):
         """Face `index` cropped with the jitter numbers r [3] in [0, 1): (uint8 [S, S, 3], [68, 2] crop pixels)."""
         lm = self.landmarks[index]
-        x0, y0, side = landmark_square(lm, self.crop_scale)
-        box = jittered_box(np.array([x0, y0, x0 + side, y0 + side]), r, self.jitter_scale, self.jitter_shift)
+        cx, cy, side = square_frame(bounding_box(lm), self.crop_scale)
+        square = np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+        box = jittered_box(square, r, self.jitter_scale, self.jitter_shift)
         k = self.size / (box[2] - box[0])
         return crop(read_image(self.root / self.names[index]), box, self.size), (lm - box[:2]) * k
 
