@@ -10,7 +10,7 @@ import sys
 
 from pgnface.nn import atomic_save, read_checkpoint
 
-KEEP = ("format", "version", "network", "model", "input_size")
+KEEP = ("format", "version", "network", "model", "input_size", "data_terms")
 
 
 def main(source: str, target: str) -> None:

@@ -119,3 +119,66 @@ def test_the_shared_300w_and_ytf_faces():
         assert bool(((extent > 0.55) & (extent < 0.9)).all())
         assert float(batch["image"].std()) > 0.1
     assert torch.equal(ytf.batch(2, torch.Generator())["label_weight"], torch.full((2,), 0.5))
+
+
+TINY = [
+    "net.backbone=resnet18",
+    "net.width=0.125",
+    "net.head_hidden=32",
+    "net.fpn_channels=16",
+    "data.size=64",
+    "batch_size=4",
+    "log_every=1",
+    "threads=1",
+    "warmup_steps=1",
+]
+
+
+def test_training_steps_on_real_2d_labels_record_the_terms_of_use(tmp_path):
+    import json
+
+    from pgnface.nn import read_checkpoint
+    from pgnface.train import TrainConfig, apply_overrides, train
+
+    w300, ytf = shared_data_file("300w"), shared_data_file("ytf")
+    config = apply_overrides(
+        TrainConfig(),
+        TINY
+        + [
+            "steps=3",
+            "data.single_weight=1",
+            f"data.real300w={w300}",
+            "data.real300w_weight=1",
+            f"data.ytf={ytf}",
+            "data.ytf_weight=1",
+            "seed=2",
+        ],
+    )
+    train(config, tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    real = [r for r in records if r["kind"] in ("real300w", "ytf")]
+    assert real and all(r["landmarks2d"] > 0 and "landmarks3d" not in r for r in real)
+    assert "research use only" in read_checkpoint(tmp_path / "model.pt")["data_terms"]
+    # A network fine-tuned from it keeps the terms, even without real data.
+    tuned = apply_overrides(TrainConfig(), TINY + ["steps=1", f"init={tmp_path / 'model.pt'}"])
+    train(tuned, tmp_path / "tuned", progress=False)
+    assert (
+        read_checkpoint(tmp_path / "tuned" / "model.pt")["data_terms"]
+        == read_checkpoint(tmp_path / "model.pt")["data_terms"]
+    )
+    plain = apply_overrides(TrainConfig(), TINY + ["steps=1"])
+    train(plain, tmp_path / "plain", progress=False)
+    assert "data_terms" not in read_checkpoint(tmp_path / "plain" / "model.pt")
+
+
+def test_the_config_refuses_validation_splits_and_missing_folders():
+    from pgnface.train import TrainConfig, apply_overrides
+
+    with pytest.raises(ValueError, match="must not name a validation or test split"):
+        apply_overrides(TrainConfig(), ["data.real300w_groups=afw,helen_test"]).validate()
+    with pytest.raises(ValueError, match="must not name a validation or test split"):
+        apply_overrides(TrainConfig(), ["data.ytf_groups=train,test"]).validate()
+    with pytest.raises(ValueError, match="data.real300w_weight > 0 needs data.real300w"):
+        apply_overrides(TrainConfig(), ["data.real300w_weight=1"]).validate()
+    with pytest.raises(ValueError, match="data.ytf_quality"):
+        apply_overrides(TrainConfig(), ["data.ytf_quality=0"]).validate()

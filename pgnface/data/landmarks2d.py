@@ -33,6 +33,8 @@ from pgnface.io.images import read_image
 from pgnface.morphable.ibug68 import mirror_landmarks
 
 GROUP_KEYS = ("subset", "split")
+# Recorded as "data_terms" in every checkpoint of a network trained on these labels.
+RESEARCH_ONLY = "trained on 300-W (iBUG: AFW, HELEN) and/or YouTube Faces labels: non-commercial research use only"
 
 
 class Landmarks2DFaces:

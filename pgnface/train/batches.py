@@ -1,5 +1,6 @@
 """Training batches mixed by weight: on-the-fly synthetic faces and clips, a
-300W-LP-layout folder (labelled), unlabelled photos and unlabelled video clips.
+300W-LP-layout folder (labelled), unlabelled photos and unlabelled video clips,
+and real faces with 2D labels (300-W, YouTube Faces).
 
 Every batch is a pure function of (seed, step, rank): resuming at step k
 replays exactly the data an uninterrupted run would have seen, and DDP
@@ -13,13 +14,14 @@ import torch
 from pgnface.data import PhotoBackgrounds, SyntheticFaces
 from pgnface.data.augment import augment_images
 from pgnface.data.labelled_folder import LabelledFolder
+from pgnface.data.landmarks2d import Landmarks2DFaces
 from pgnface.data.unlabelled import UnlabelledPhotos, VideoClips
 from pgnface.morphable import MorphableModel
-from pgnface.train.config import DataConfig
+from pgnface.train.config import DataConfig, real_groups
 from pgnface.train.equivariance import random_warps, warp_images
 from pgnface.train.flow import clip_flow
 
-KINDS = ("single", "clip", "folder", "images", "video")
+KINDS = ("single", "clip", "folder", "images", "video", "real300w", "ytf")
 
 
 def centre_depth(vertices: torch.Tensor, landmark_vertices: torch.Tensor) -> torch.Tensor:
@@ -77,6 +79,18 @@ class TrainBatches:
             if config.video and config.video_weight > 0
             else None
         )
+        self.real300w = (
+            Landmarks2DFaces(config.real300w, config.size, real_groups(config.real300w_groups), config.crop_scale)
+            if config.real300w and config.real300w_weight > 0
+            else None
+        )
+        self.ytf = (
+            Landmarks2DFaces(
+                config.ytf, config.size, real_groups(config.ytf_groups), config.crop_scale, quality=config.ytf_quality
+            )
+            if config.ytf and config.ytf_weight > 0
+            else None
+        )
         self.weights = torch.tensor(
             [
                 config.single_weight,
@@ -84,6 +98,8 @@ class TrainBatches:
                 config.folder_weight if self.folder is not None else 0.0,
                 config.images_weight if self.photos is not None else 0.0,
                 config.video_weight if self.video is not None else 0.0,
+                config.real300w_weight if self.real300w is not None else 0.0,
+                config.ytf_weight if self.ytf is not None else 0.0,
             ],
             dtype=torch.float64,
         )
@@ -93,7 +109,7 @@ class TrainBatches:
         return step % self.config.fixed_batches if self.config.fixed_batches else step
 
     def kind(self, step: int) -> str:
-        """The batch kind of this step: "single", "clip", "folder", "images" or "video".
+        """The batch kind of this step: one of KINDS.
 
         The same on every rank, so that all ranks run the same losses.
         """
@@ -114,6 +130,8 @@ class TrainBatches:
             the images, plus warped_image [n, 3, S, S] and warp (a Warp) when
             the batches are equivariant, and video batches flow [clips, F - 1, 2, S, S]
             and flow_valid [clips, F - 1, 1, S, S] (pgnface.train.flow) with flow on.
+            Real 2D-labelled batches (real300w, ytf) are unlabelled batches plus
+            landmarks2d [n, 68, 2] and label_weight [n] (pgnface.data.landmarks2d).
         """
         stream = self._key(step) * self.world_size + self.rank
         morphable, kind = self.morphable, self.kind(step)
@@ -126,6 +144,14 @@ class TrainBatches:
             if self.flow:
                 images = batch["image"]
                 batch["flow"], batch["flow_valid"] = clip_flow(images.reshape(-1, F, *images.shape[1:]))
+            return batch
+        if kind in ("real300w", "ytf"):
+            real = (self.real300w if kind == "real300w" else self.ytf).batch(batch_size, g)
+            batch = self._unlabelled(self._augment(real["image"].to(morphable.device), g, 1), 1, g)
+            batch.update(
+                landmarks2d=real["landmarks2d"].to(morphable.device),
+                label_weight=real["label_weight"].to(morphable.device),
+            )
             return batch
         if kind == "folder":
             indices = torch.randint(len(self.folder), (batch_size,), generator=g).tolist()

@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from pgnface.data import SyntheticConfig
 from pgnface.nn import NetworkConfig
@@ -54,6 +54,11 @@ def key_problem(name: str) -> Optional[str]:
     return None
 
 
+def real_groups(text: str) -> List[str]:
+    """The subsets / splits named in a comma-separated config value (data.real300w_groups, data.ytf_groups)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 @dataclass
 class DataConfig:
     """Where training images come from and how they are mixed.
@@ -78,11 +83,20 @@ class DataConfig:
         augment: photo-like augmentation strength of synthetic and folder
             images, 0 (off) to 1 (colour, blur, noise, JPEG, occlusion; see
             pgnface.data.augment).
-        images: a folder of unlabelled photos (faces found by OpenCV's cascade), or "".
+        images: a folder of unlabelled photos (faces found by the face detector), or "".
         images_weight: how often a step draws unlabelled photo faces.
         video: a video file or a folder of frames of one person (unlabelled clips), or "".
         video_weight: how often a step draws video clips (clip_frames frames each).
         video_stride: video clips take every k-th frame, k random in [1, video_stride].
+        real300w: a 300-W folder with landmarks.npz (real 2D labels; pgnface.data.landmarks2d), or "".
+        real300w_groups: comma-separated 300-W subsets to train on (never helen_test,
+            the validation split).
+        real300w_weight: how often a step draws 300-W faces.
+        ytf: a YouTube Faces folder with landmarks.npz, or "".
+        ytf_groups: comma-separated YouTube Faces splits to train on.
+        ytf_weight: how often a step draws YouTube Faces frames.
+        ytf_quality: the YouTube Faces labels' weight in loss.landmarks2d (300-W's is 1;
+            their labels are about twice as noisy).
         synthetic: the synthetic faces' distributions (pgnface.data.SyntheticConfig);
             its size follows ``size``.
     """
@@ -105,6 +119,13 @@ class DataConfig:
     video: str = ""
     video_weight: float = 0.0
     video_stride: int = 3
+    real300w: str = ""
+    real300w_groups: str = "afw,helen_train"
+    real300w_weight: float = 0.0
+    ytf: str = ""
+    ytf_groups: str = "train"
+    ytf_weight: float = 0.0
+    ytf_quality: float = 0.5
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self):
@@ -121,17 +142,26 @@ class DataConfig:
             raise ValueError(f"{prefix}fixed_batches must be >= 0, got {self.fixed_batches}")
         if (self.clip_weight > 0 or self.video_weight > 0) and self.clip_frames < 2:
             raise ValueError(f"{prefix}clip_frames must be at least 2 when clips are used, got {self.clip_frames}")
-        mix = (self.single_weight, self.clip_weight, self.folder_weight, self.images_weight, self.video_weight)
+        sources = ("single", "clip", "folder", "images", "video", "real300w", "ytf")
+        mix = [getattr(self, f"{k}_weight") for k in sources]
         if min(mix) < 0 or sum(mix) <= 0:
-            names = ", ".join(f"{prefix}{k}_weight" for k in ("single", "clip", "folder", "images", "video"))
+            names = ", ".join(f"{prefix}{k}_weight" for k in sources)
             raise ValueError(f"{names} must be >= 0 with a positive sum")
         for source, what in (
             ("folder", "a 300W-LP-layout folder"),
             ("images", "a folder of photos"),
             ("video", "a video file or a folder of frames"),
+            ("real300w", "a 300-W folder with landmarks.npz"),
+            ("ytf", "a YouTube Faces folder with landmarks.npz"),
         ):
             if getattr(self, f"{source}_weight") > 0 and not getattr(self, source):
                 raise ValueError(f"{prefix}{source}_weight > 0 needs {prefix}{source} ({what})")
+        for key in ("real300w_groups", "ytf_groups"):
+            held_out = {"helen_test", "test"} & set(real_groups(getattr(self, key)))
+            if held_out:
+                raise ValueError(f"{prefix}{key} must not name a validation or test split, got {sorted(held_out)}")
+        if not self.ytf_quality > 0:
+            raise ValueError(f"{prefix}ytf_quality must be positive, got {self.ytf_quality}")
         if not 0 <= self.augment <= 1:
             raise ValueError(f"{prefix}augment must be in [0, 1], got {self.augment}")
         if self.video_stride < 1:
@@ -160,6 +190,7 @@ class LossWeights:
     photometric_cross: float = 0.2  # clip: colours at a vertex's projections agree
     equivariance: float = 0.0  # unlabelled crops: the head's landmarks follow a random warp / mirror
     flow: float = 0.0  # video clips: vertex motion between frames agrees with DIS optical flow
+    landmarks2d: float = 1.0  # real 2D labels (300-W, YouTube Faces), the jaw as an outline
 
 
 @dataclass

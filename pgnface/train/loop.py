@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pgnface.data.landmarks2d import RESEARCH_ONLY
 from pgnface.morphable import MorphableModel
 from pgnface.nn import (
     PGNNetwork,
@@ -188,6 +189,12 @@ class Trainer:
             self.net = build_network(init, morphable, f"init checkpoint {config.init}").to(self.device)
         else:
             self.net = PGNNetwork(morphable, **asdict(config.net)).to(self.device)
+        # Terms of use of the training data travel with the weights, through fine-tuning too.
+        real = (config.data.real300w and config.data.real300w_weight > 0) or (
+            config.data.ytf and config.data.ytf_weight > 0
+        )
+        inherited = (payload or init or {}).get("data_terms")
+        self.data_terms = {"data_terms": RESEARCH_ONLY if real else inherited} if real or inherited else {}
         if config.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.morphable = self.net.morphable_on(self.device)
@@ -296,6 +303,7 @@ class Trainer:
             step=self.step,
             rng=_rng_state(),
             train_config=self.config.to_dict(),
+            **self.data_terms,
         )
         atomic_save(payload, self.checkpoint_path)
 
@@ -356,6 +364,7 @@ class Trainer:
         if self.info.is_main and summary["history"] and self.step == cfg.steps:
             payload = network_payload(self.net)
             payload["input_size"] = cfg.data.size  # the crop size the network was trained at
+            payload.update(self.data_terms)
             atomic_save(payload, self.out / "model.pt")
         elapsed = time.perf_counter() - start
         summary.update(step=self.step, seconds=elapsed, img_per_s=summary.pop("images") / max(elapsed, 1e-9))

@@ -1,6 +1,7 @@
 """The training objective: which losses a batch gets, with which weights.
 
-Labelled batches get the supervised terms; every batch gets the priors and
+Labelled batches get the supervised terms; real faces with 2D labels get
+loss.landmarks2d (pgnface.train.outline); every batch gets the priors and
 the self-supervised terms; clips (frames > 1) also get the multi-frame terms
 (video clips with their optical flow also the flow check, loss.flow);
 unlabelled batches with a warped copy also get loss.equivariance.
@@ -15,6 +16,7 @@ from pgnface.train import losses as L
 from pgnface.train.config import LossWeights
 from pgnface.train.equivariance import equivariance_loss
 from pgnface.train.flow import flow_consistency_loss
+from pgnface.train.outline import outline_landmark_loss
 
 
 def compute_losses(
@@ -55,6 +57,8 @@ def compute_losses(
             terms["coefficients"] = L.coefficient_loss(out, batch, {"id": 1.0, "exp": 1.0, "albedo": 0.5})
         if w.vertices and "vertices" in batch:
             terms["vertices"] = L.vertex_loss(out["vertices"], batch["vertices"].to(head), S)
+    if w.landmarks2d and "landmarks2d" in batch:  # real faces: 2D labels, the jaw as an outline
+        terms["landmarks2d"] = outline_landmark_loss(out["landmarks"], batch["landmarks2d"], S, batch["label_weight"])
     if w.prior:
         terms["prior"] = L.coefficient_prior(out, {"id": 1.0, "exp": 1.0, "albedo": 1.0})
     if w.lighting:
