@@ -1,0 +1,1 @@
+"""The CPU emulator of the CUDA execution model (see docs/cuda_emulation.md)."""
