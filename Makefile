@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1
 PYTEST_ARGS ?= -q
 CSRC := $(shell find csrc -type f)
 
-.PHONY: demo test lint bench docs setup build gpu-check clean
+.PHONY: demo test lint bench docs setup build gpu-check clean cuda-emu
 
 demo: $(VENV)/.built
 	$(PY) -m pgnface.cli demo -o demo
@@ -24,6 +24,10 @@ lint: $(VENV)/.ready
 	$(VENV)/bin/ruff check pgnface tests bench scripts setup.py
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/clang-format --dry-run --Werror $$(git ls-files 'csrc/*.h' 'csrc/*.cpp' 'csrc/*.cu')
+
+# The CUDA kernels run on the CPU through the emulator (docs/cuda_emulation.md), alone.
+cuda-emu: $(VENV)/.built
+	$(PY) -m pytest -m cuda_emu $(PYTEST_ARGS)
 
 bench: $(VENV)/.built
 	for b in synthesize rasterize procrustes synthetic train_step; do $(PY) -m bench.$$b || exit 1; done

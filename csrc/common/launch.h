@@ -8,7 +8,8 @@
 #pragma once
 
 #if defined(__CUDA_EMULATION__)
-#define PGN_LAUNCH(grid, block, shmem, stream, ...) PGN_EMU_LAUNCH(grid, block, shmem, stream, __VA_ARGS__)
+#define PGN_LAUNCH(grid, block, shmem, stream, ...) \
+  PGN_EMU_LAUNCH(grid, block, shmem, stream, __VA_ARGS__)
 #else
 #define PGN_LAUNCH(grid, block, shmem, stream, ...) __VA_ARGS__<<<grid, block, shmem, stream>>>
 #endif

@@ -13,6 +13,7 @@
 #include <torch/library.h>
 
 #include "../common/cuda_guard.h"
+#include "../common/launch.h"
 #include "rasterize.h"
 #include "rasterize_kernel.h"
 
@@ -139,12 +140,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(const at::Tensor& 
   auto* z = reinterpret_cast<unsigned long long*>(zbuf.data_ptr<int64_t>());
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_cuda", [&] {
     if (T_count > 0) {
-      coverage_kernel<scalar_t><<<blocks_for(B * T_count), kThreads, 0, stream>>>(
+      PGN_LAUNCH(blocks_for(B * T_count), kThreads, 0, stream, coverage_kernel<scalar_t>)(
           pos.data_ptr<scalar_t>(), tris.data_ptr<int32_t>(), z, B, N, T_count, H, W,
           static_cast<int>(cull));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    resolve_kernel<scalar_t><<<blocks_for(B * H * W), kThreads, 0, stream>>>(
+    PGN_LAUNCH(blocks_for(B * H * W), kThreads, 0, stream, resolve_kernel<scalar_t>)(
         pos.data_ptr<scalar_t>(), tris.data_ptr<int32_t>(), z, tri_id.data_ptr<int32_t>(),
         bary.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(), B, N, H, W);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -166,7 +167,7 @@ at::Tensor rasterize_backward_cuda(const at::Tensor& grad_bary_in, const at::Ten
   if (B == 0 || N == 0) return grad_pos;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_backward_cuda", [&] {
-    rasterize_backward_kernel<scalar_t><<<blocks_for(B * H * W), kThreads, 0, stream>>>(
+    PGN_LAUNCH(blocks_for(B * H * W), kThreads, 0, stream, rasterize_backward_kernel<scalar_t>)(
         grad_bary.data_ptr<scalar_t>(), grad_depth.data_ptr<scalar_t>(), pos.data_ptr<scalar_t>(),
         tris.data_ptr<int32_t>(), tri_id.data_ptr<int32_t>(), grad_pos.data_ptr<scalar_t>(), B, N,
         T_count, H, W);
@@ -187,7 +188,7 @@ at::Tensor interpolate_cuda(const at::Tensor& attr_in, const at::Tensor& tri_id_
   if (total == 0) return out;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_cuda", [&] {
-    interpolate_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+    PGN_LAUNCH(blocks_for(total), kThreads, 0, stream, interpolate_kernel<scalar_t>)(
         attr.data_ptr<scalar_t>(), tri_id.data_ptr<int32_t>(), bary.data_ptr<scalar_t>(),
         tris.data_ptr<int32_t>(), out.data_ptr<scalar_t>(), total, H * W, Ba, N, C, tris.size(0));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -213,7 +214,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& g
   if (total == 0) return {grad_attr, grad_bary};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_backward_cuda", [&] {
-    interpolate_backward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+    PGN_LAUNCH(blocks_for(total), kThreads, 0, stream, interpolate_backward_kernel<scalar_t>)(
         grad_out.data_ptr<scalar_t>(), attr.data_ptr<scalar_t>(), tri_id.data_ptr<int32_t>(),
         bary.data_ptr<scalar_t>(), tris.data_ptr<int32_t>(), grad_attr.data_ptr<scalar_t>(),
         grad_bary.data_ptr<scalar_t>(), total, H * W, Ba, N, C, tris.size(0));

@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include "../common/cuda_guard.h"
+#include "../common/launch.h"
 #include "similarity_align.h"
 #include "similarity_align_kernel.h"
 
@@ -137,8 +138,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_cuda(
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_cuda", [&] {
     const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
-    similarity_align_kernel<scalar_t><<<blocks_for(B, kWarps), dim3(32, kWarps), 0, stream>>>(
-        args, scale.data_ptr<scalar_t>(), R.data_ptr<scalar_t>(), t.data_ptr<scalar_t>());
+    PGN_LAUNCH(blocks_for(B, kWarps), dim3(32, kWarps), 0, stream,
+               similarity_align_kernel<scalar_t>)(args, scale.data_ptr<scalar_t>(),
+                                                  R.data_ptr<scalar_t>(), t.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {scale, R, t};
@@ -159,11 +161,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cuda(
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_backward_cuda", [&] {
     const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
-    similarity_align_backward_kernel<scalar_t>
-        <<<blocks_for(B, kWarps), dim3(32, kWarps), 0, stream>>>(
-            args, gs.data_ptr<scalar_t>(), gR.data_ptr<scalar_t>(), gt.data_ptr<scalar_t>(),
-            g_src.data_ptr<scalar_t>(), g_dst.data_ptr<scalar_t>(),
-            weights.defined() ? g_w.data_ptr<scalar_t>() : nullptr);
+    PGN_LAUNCH(blocks_for(B, kWarps), dim3(32, kWarps), 0, stream,
+               similarity_align_backward_kernel<scalar_t>)(
+        args, gs.data_ptr<scalar_t>(), gR.data_ptr<scalar_t>(), gt.data_ptr<scalar_t>(),
+        g_src.data_ptr<scalar_t>(), g_dst.data_ptr<scalar_t>(),
+        weights.defined() ? g_w.data_ptr<scalar_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {g_src, g_dst, g_w};

@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include "../common/cuda_guard.h"
+#include "../common/launch.h"
 #include "svd3x3.h"
 #include "svd3x3_kernel.h"
 
@@ -92,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd3x3_cuda(const at::Tensor& M_i
   if (B == 0) return {U, S, V};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(M.scalar_type(), "svd3x3_cuda", [&] {
-    svd3x3_kernel<scalar_t><<<blocks_for(B, kSvdThreads), kSvdThreads, 0, stream>>>(
+    PGN_LAUNCH(blocks_for(B, kSvdThreads), kSvdThreads, 0, stream, svd3x3_kernel<scalar_t>)(
         M.data_ptr<scalar_t>(), U.data_ptr<scalar_t>(), S.data_ptr<scalar_t>(),
         V.data_ptr<scalar_t>(), B);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -112,7 +113,7 @@ at::Tensor svd3x3_backward_cuda(const at::Tensor& grad_U_in, const at::Tensor& g
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   constexpr int threads = 128;
   AT_DISPATCH_FLOATING_TYPES(U.scalar_type(), "svd3x3_backward_cuda", [&] {
-    svd3x3_backward_kernel<scalar_t><<<blocks_for(B, threads), threads, 0, stream>>>(
+    PGN_LAUNCH(blocks_for(B, threads), threads, 0, stream, svd3x3_backward_kernel<scalar_t>)(
         gU.data_ptr<scalar_t>(), gS.data_ptr<scalar_t>(), gV.data_ptr<scalar_t>(),
         U.data_ptr<scalar_t>(), S.data_ptr<scalar_t>(), V.data_ptr<scalar_t>(),
         gM.data_ptr<scalar_t>(), B);

@@ -15,6 +15,7 @@
 #include <algorithm>
 
 #include "../common/cuda_guard.h"
+#include "../common/launch.h"
 #include "synthesize.h"
 #include "synthesize_kernel.h"
 
@@ -255,7 +256,7 @@ struct Launcher {
                       const at::Tensor& translation, at::Tensor& out, cudaStream_t stream) {
     const int64_t B = coeffs.size(0), N = mean.size(0), K = basis.size(2);
     const dim3 grid(blocks_for(N, kTileV), batch_tiles_for(B, TB));
-    synthesize_forward_kernel<T, TB, BPT><<<grid, dim3(kTileV, kThreadsY), 0, stream>>>(
+    PGN_LAUNCH(grid, dim3(kTileV, kThreadsY), 0, stream, synthesize_forward_kernel<T, TB, BPT>)(
         mean.data_ptr<T>(), basis.data_ptr<T>(), coeffs.data_ptr<T>(), rotation.data_ptr<T>(),
         scale.data_ptr<T>(), translation.data_ptr<T>(), out.data_ptr<T>(), B, N, K);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -280,7 +281,7 @@ struct Launcher {
     at::Tensor pose_part = at::zeros({vertex_blocks, B, morphable::kPoseGradSize}, mean.options());
     at::Tensor coeff_part = at::zeros({vertex_blocks, B, K}, mean.options());
     const dim3 grid(vertex_blocks, batch_tiles);
-    synthesize_backward_kernel<T, TB, BPT><<<grid, dim3(kTileV, kThreadsY), 0, stream>>>(
+    PGN_LAUNCH(grid, dim3(kTileV, kThreadsY), 0, stream, synthesize_backward_kernel<T, TB, BPT>)(
         grad_out.data_ptr<T>(), mean.data_ptr<T>(), basis.data_ptr<T>(), coeffs.data_ptr<T>(),
         rotation.data_ptr<T>(), scale.data_ptr<T>(), pose_part.data_ptr<T>(),
         coeff_part.data_ptr<T>(), B, N, K, tiles_per_block);
@@ -356,7 +357,7 @@ synthesize_backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& mean_i
       grad_coeffs = coeff_sum;
     });
     constexpr int threads = 128;
-    finish_pose_grad_kernel<scalar_t><<<blocks_for(B, threads), threads, 0, stream>>>(
+    PGN_LAUNCH(blocks_for(B, threads), threads, 0, stream, finish_pose_grad_kernel<scalar_t>)(
         pose.data_ptr<scalar_t>(), rotation.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
         grad_rotation.data_ptr<scalar_t>(), grad_scale.data_ptr<scalar_t>(),
         grad_translation.data_ptr<scalar_t>(), B);
@@ -366,10 +367,10 @@ synthesize_backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& mean_i
       // let cuBLAS do the two reductions over the batch.
       at::Tensor grad_shape = at::empty({B, N, 3}, opts);
       constexpr int eltwise_threads = 256;
-      shape_grad_kernel<scalar_t>
-          <<<blocks_for(B * N, eltwise_threads), eltwise_threads, 0, stream>>>(
-              grad_out.data_ptr<scalar_t>(), rotation.data_ptr<scalar_t>(),
-              scale.data_ptr<scalar_t>(), grad_shape.data_ptr<scalar_t>(), B, N);
+      PGN_LAUNCH(blocks_for(B * N, eltwise_threads), eltwise_threads, 0, stream,
+                 shape_grad_kernel<scalar_t>)(
+          grad_out.data_ptr<scalar_t>(), rotation.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
+          grad_shape.data_ptr<scalar_t>(), B, N);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       grad_mean = grad_shape.sum(0);
       grad_basis = at::mm(grad_shape.view({B, N * 3}).t(), coeffs).view({N, 3, K});

@@ -7,9 +7,9 @@ test session or a CI step builds them at most once:
 - the core library: the emulator plus tests/cuda_emu/kernels/*.cu, no torch;
   its entry points are called through ctypes (the mutation tests).
 - the emulated extension: the emulator plus the exact `.cu` sources of
-  pgnface (csrc/sources.txt) and the host files their entry points call, as a
-  torch library whose ops live in the namespace `pgnface_emu`, beside the
-  real `pgnface` ones.
+  pgnface (csrc/sources.txt), linked against the built pgnface._C for the
+  host code their entry points call, as a torch library whose ops live in the
+  namespace `pgnface_emu`, beside the real `pgnface` ones.
 
 Kernel translation units are compiled with `-fsanitize=thread`, whose memory
 callbacks the emulator implements (src/tsan_abi.cpp); the emulator's own files
@@ -20,6 +20,7 @@ so line numbers in reports stay those of the source).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -32,7 +33,6 @@ ROOT = EMU_DIR.parent.parent
 CSRC = ROOT / "csrc"
 INCLUDE = EMU_DIR / "include"
 RUNTIME_SOURCES = sorted((EMU_DIR / "src").glob("*.cpp"))
-TORCH_GLUE = EMU_DIR / "torch_glue" / "tracking_allocator.cpp"
 CXX = os.environ.get("CXX", "g++")
 
 COMMON_FLAGS = ["-std=c++20", "-fPIC", "-g0", "-Wno-unknown-pragmas", f"-I{INCLUDE}", f"-I{CSRC}"]
@@ -45,11 +45,13 @@ KERNEL_FLAGS = [
     "--param=tsan-instrument-func-entry-exit=0",
     "-ffp-contract=off",
 ]
-HOST_FLAGS = ["-O0"]
 
-_SHARED = re.compile(r"^(?P<indent>[ \t]*)__shared__\s+(?P<type>[^;=]+?)\s+(?P<name>\w+)\s*(?P<dims>(?:\[[^\]]*\]\s*)*);")
+_SHARED = re.compile(
+    r"^(?P<indent>[ \t]*)__shared__\s+(?P<type>[^;=]+?)\s+(?P<name>\w+)\s*(?P<dims>(?:\[[^\]]*\]\s*)*);"
+)
 _EXTERN_SHARED = re.compile(
-    r"^(?P<indent>[ \t]*)extern\s+__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?(?P<type>[^;=]+?)\s+(?P<name>\w+)\s*\[\s*\]\s*;"
+    r"^(?P<indent>[ \t]*)extern\s+__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?"
+    r"(?P<type>[^;=]+?)\s+(?P<name>\w+)\s*\[\s*\]\s*;"
 )
 
 
@@ -69,7 +71,7 @@ def rewrite_shared(text: str) -> str:
     def static(m: re.Match) -> str:
         t = f"{m['type']}{''.join(m['dims'].split())}"
         site = "[]() -> ::cuda_emu::SharedSite& { static ::cuda_emu::SharedSite s; return s; }()"
-        return f"{m['indent']}auto& {m['name']} = ::cuda_emu::shared_var<{t}>({site}, \"{m['name']}\");"
+        return f'{m["indent"]}auto& {m["name"]} = ::cuda_emu::shared_var<{t}>({site}, "{m["name"]}");'
 
     def dynamic(m: re.Match) -> str:
         return f"{m['indent']}{m['type']}* {m['name']} = ::cuda_emu::dynamic_shared<{m['type']}>();"
@@ -92,12 +94,14 @@ def _digest(paths, extra: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
 def _compiler_version() -> str:
     return subprocess.run([CXX, "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
 
 
-def _emu_files():
-    return list((EMU_DIR / "include").rglob("*.h")) + RUNTIME_SOURCES + [Path(__file__)]
+def _headers() -> list[Path]:
+    """Every header a translation unit may include: the emulator's and csrc's."""
+    return list(INCLUDE.rglob("*.h")) + list((EMU_DIR / "src").glob("*.h")) + list(CSRC.rglob("*.h"))
 
 
 def _run(cmd: list[str]) -> None:
@@ -106,74 +110,85 @@ def _run(cmd: list[str]) -> None:
         raise RuntimeError(f"emulator build failed:\n{' '.join(cmd)}\n{result.stderr[-6000:]}")
 
 
-def _compile_all(jobs: list[list[str]]) -> None:
-    workers = max(1, int(os.environ.get("MAX_JOBS", min(2, os.cpu_count() or 1))))
-    with ThreadPoolExecutor(workers) as pool:
-        for future in [pool.submit(_run, cmd) for cmd in jobs]:
-            future.result()
+class _Objects:
+    """Compile jobs whose objects are cached one by one, keyed by their source, the headers and the flags."""
+
+    def __init__(self):
+        self.jobs: list[list[str]] = []
+        self.objects: list[Path] = []
+        self.dir = cache_root() / "objects"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, source: Path, flags: list[str], text: str | None = None) -> None:
+        """Compiles source (or text standing in for it, e.g. a rewritten .cu) with flags."""
+        body = text if text is not None else source.read_text()
+        key = _digest(_headers(), [body, *flags, _compiler_version()])
+        obj = self.dir / f"{source.stem}-{key}.o"
+        self.objects.append(obj)
+        if obj.exists():
+            return
+        if text is not None:
+            src = self.dir / f"{source.stem}-{key}.emu.cpp"
+            src.write_text(text)
+            source = src
+        tmp = obj.with_suffix(".tmp.o")
+        self.jobs.append([CXX, *COMMON_FLAGS, f"-I{source.parent}", *flags, "-c", str(source), "-o", str(tmp)])
+
+    def add_kernel_file(self, cu: Path, flags: list[str]) -> None:
+        """A .cu file, rewritten (line for line) and compiled with instrumentation."""
+        text = f'#line 1 "{cu.relative_to(ROOT)}"\n' + rewrite_shared(cu.read_text())
+        self.add(cu, [f"-I{cu.parent}", *KERNEL_FLAGS, *flags], text)
+
+    def add_runtime(self) -> None:
+        for src in RUNTIME_SOURCES:
+            self.add(src, RUNTIME_FLAGS)
+
+    def build(self) -> list[Path]:
+        workers = max(1, int(os.environ.get("MAX_JOBS", min(2, os.cpu_count() or 1))))
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(_run, cmd) for cmd in self.jobs]
+            errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]
+        for cmd in self.jobs:
+            Path(cmd[-1]).replace(cmd[-1].replace(".tmp.o", ".o"))
+        return self.objects
 
 
-def _kernel_job(cu: Path, out_dir: Path, flags: list[str]) -> tuple[list[str], Path]:
-    """The compile command of one rewritten .cu file and its object file."""
-    rewritten = out_dir / (cu.stem + ".emu.cpp")
-    rewritten.write_text(f'#line 1 "{cu.relative_to(ROOT)}"\n' + rewrite_shared(cu.read_text()))
-    obj = out_dir / (cu.stem + ".emu.o")
-    return [CXX, *COMMON_FLAGS, f"-I{cu.parent}", *KERNEL_FLAGS, *flags, "-c", str(rewritten), "-o", str(obj)], obj
-
-
-def _runtime_jobs(out_dir: Path, flags: list[str]) -> tuple[list[list[str]], list[Path]]:
-    jobs, objs = [], []
-    for src in RUNTIME_SOURCES:
-        obj = out_dir / (src.stem + ".rt.o")
-        jobs.append([CXX, *COMMON_FLAGS, *RUNTIME_FLAGS, *flags, "-c", str(src), "-o", str(obj)])
-        objs.append(obj)
-    return jobs, objs
-
-
-def _link(objs: list[Path], target: Path, libs: list[str]) -> None:
-    tmp = target.with_suffix(".tmp.so")
-    _run([CXX, "-shared", "-o", str(tmp), *map(str, objs), *libs, "-ldl", "-Wl,-z,defs"])
-    tmp.replace(target)
+def _link(objs: list[Path], name: str, libs: list[str], key_extra: list[str] = ()) -> Path:
+    """Links objs into cache_root()/<name>-<key>.so (cached by the objects' names and the libraries)."""
+    key = _digest([], [o.name for o in objs] + libs + list(key_extra))
+    target = cache_root() / f"{name}-{key}.so"
+    if not target.exists():
+        tmp = target.with_suffix(".tmp.so")
+        _run([CXX, "-shared", "-o", str(tmp), *map(str, objs), *libs, "-ldl", "-Wl,-z,defs"])
+        tmp.replace(target)
+    return target
 
 
 def build_core() -> Path:
     """Builds (or finds cached) the torch-free core library with the test kernels; returns its path."""
-    kernels = sorted((EMU_DIR / "kernels").glob("*.cu"))
-    inputs = _emu_files() + kernels + [CSRC / "common" / "launch.h"]
-    key = _digest(inputs, [_compiler_version(), *KERNEL_FLAGS, *RUNTIME_FLAGS])
-    out_dir = cache_root() / f"core-{key}"
-    target = out_dir / "libcuda_emu_core.so"
-    if target.exists():
-        return target
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs, objs = _runtime_jobs(out_dir, [])
-    for cu in kernels:
-        cmd, obj = _kernel_job(cu, out_dir, ["-include", "cuda_emu/runtime.h"])
-        jobs.append(cmd)
-        objs.append(obj)
-    _compile_all(jobs)
-    _link(objs, target, [])
-    return target
+    objects = _Objects()
+    objects.add_runtime()
+    for cu in sorted((EMU_DIR / "kernels").glob("*.cu")):
+        objects.add_kernel_file(cu, ["-include", "cuda_emu/runtime.h"])
+    return _link(objects.build(), "libcuda_emu_core", [])
 
 
-def csrc_sources() -> tuple[list[Path], list[Path]]:
-    """The .cu files of csrc/sources.txt and the host .cpp files their entry points need.
+def csrc_kernel_sources() -> list[Path]:
+    """The .cu files of csrc/sources.txt."""
+    lines = (CSRC / "sources.txt").read_text().splitlines()
+    return [ROOT / line.strip() for line in lines if line.strip().endswith(".cu") and not line.startswith("#")]
 
-    Host files are the non-CPU-twin .cpp files of each .cu file's folder (the
-    device-neutral checks and prologue), or all of them where there are none.
-    """
-    listed = [
-        ROOT / line.strip()
-        for line in (CSRC / "sources.txt").read_text().splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
-    cus = [p for p in listed if p.suffix == ".cu"]
-    hosts = []
-    for cu in cus:
-        folder = [p for p in listed if p.suffix == ".cpp" and p.parent == cu.parent]
-        neutral = [p for p in folder if "_cpu" not in p.stem]
-        hosts += neutral or folder
-    return cus, hosts
+
+def _native_library() -> Path:
+    """The built pgnface._C, whose host code (argument checks, prologues) the emulated entry points call."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pgnface._C")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("pgnface._C is not built; build pgnface first (make build)")
+    return Path(spec.origin)
 
 
 def _torch_flags() -> tuple[list[str], list[str]]:
@@ -182,40 +197,28 @@ def _torch_flags() -> tuple[list[str], list[str]]:
 
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     # Our stub CUDA headers come first (INCLUDE is in COMMON_FLAGS, before these).
-    cflags = [f"-D_GLIBCXX_USE_CXX11_ABI={abi}"] + [f"-isystem{p}" for p in include_paths()]
+    # The version macro keys the object cache to the torch in use.
+    cflags = [f"-D_GLIBCXX_USE_CXX11_ABI={abi}", f"-DPGN_EMU_TORCH_VERSION={torch.__version__}"]
+    cflags += [f"-isystem{p}" for p in include_paths()]
     lib_dir = library_paths()[0]
     libs = [f"-L{lib_dir}", "-lc10", "-ltorch_cpu", "-ltorch", f"-Wl,-rpath,{lib_dir}"]
     return cflags, libs
 
 
 def build_extension() -> Path:
-    """Builds (or finds cached) the emulated pgnface extension; returns its path."""
-    import torch
+    """Builds (or finds cached) the emulated pgnface extension; returns its path.
 
-    cus, hosts = csrc_sources()
-    headers = [p for p in CSRC.rglob("*") if p.suffix in (".h", ".cuh")]
-    glue = sorted((EMU_DIR / "torch_glue").glob("*.cpp"))
+    It links against the built pgnface._C by path, for the host functions of
+    csrc (argument checks, prologues) that the CUDA entry points call: the same
+    code the real extension runs.
+    """
     cflags, libs = _torch_flags()
-    key = _digest(
-        _emu_files() + cus + hosts + headers + glue,
-        [_compiler_version(), torch.__version__, *KERNEL_FLAGS, *RUNTIME_FLAGS, *HOST_FLAGS],
-    )
-    out_dir = cache_root() / f"ext-{key}"
-    target = out_dir / "pgnface_emu.so"
-    if target.exists():
-        return target
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs, objs = [], []
-    for cu in cus:  # the slowest first
-        cmd, obj = _kernel_job(cu, out_dir, [*cflags, "-include", "cuda_emu/prelude.h"])
-        jobs.append(cmd)
-        objs.append(obj)
-    for cpp in hosts + glue:
-        obj = out_dir / (cpp.stem + ".host.o")
-        prelude = ["-include", "cuda_emu/host_prelude.h"] if cpp in hosts else []
-        jobs.append([CXX, *COMMON_FLAGS, f"-I{cpp.parent}", *HOST_FLAGS, *cflags, *prelude, "-c", str(cpp), "-o", str(obj)])
-        objs.append(obj)
-    rt_jobs, rt_objs = _runtime_jobs(out_dir, [])
-    _compile_all(jobs + rt_jobs)
-    _link(objs + rt_objs, target, libs)
-    return target
+    objects = _Objects()
+    for cu in csrc_kernel_sources():
+        objects.add_kernel_file(cu, [*cflags, "-include", "cuda_emu/prelude.h"])
+    for cpp in sorted((EMU_DIR / "torch_glue").glob("*.cpp")):
+        objects.add(cpp, [*RUNTIME_FLAGS, *cflags])
+    objects.add_runtime()
+    native = _native_library()
+    stamp = f"{native}:{native.stat().st_size}:{native.stat().st_mtime_ns}"
+    return _link(objects.build(), "pgnface_emu", [str(native), *libs], key_extra=[stamp])

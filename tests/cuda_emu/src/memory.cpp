@@ -239,6 +239,7 @@ using namespace detail;
 
 void* shared_slot(SharedSite& site, size_t size, size_t align, const char* name) {
   State& s = state();
+  const RuntimeCode runtime(s.current);
   if (site.launch != s.launch_serial) {
     const size_t offset = (s.arena_used + align - 1) / align * align;
     const size_t limit = s.dynamic_shared_optin.count(s.spec->kernel) ? 227 * 1024 : kStaticSharedLimit;
@@ -281,8 +282,9 @@ void untrack_allocation(const void* ptr) {
 
 void on_access(const void* p, size_t size, Access kind, const void* pc) {
   State& s = state();
-  const Thread* t = s.current;
-  if (!t) return;
+  Thread* t = s.current;
+  if (!t || t->runtime_depth) return;
+  const RuntimeCode runtime(t);
   const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
   const uintptr_t stack = reinterpret_cast<uintptr_t>(t->stack);
   if (addr >= stack && addr < stack + 256 * 1024) return;  // the thread's own locals

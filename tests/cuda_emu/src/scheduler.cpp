@@ -207,6 +207,7 @@ void run_block() {
     t.idx = uint3{static_cast<unsigned>(i % b.x), static_cast<unsigned>((i / b.x) % b.y),
                   static_cast<unsigned>(i / (b.x * b.y))};
     t.state = ThreadState::kReady;
+    t.runtime_depth = 0;
     getcontext(&t.context);
     t.context.uc_stack.ss_sp = t.stack;
     t.context.uc_stack.ss_size = kStackBytes;
@@ -274,6 +275,7 @@ std::string describe_thread(const Thread& t) {
 void fail(const std::string& message) {
   State& s = state();
   if (s.current) {
+    ++s.current->runtime_depth;  // the fiber never resumes
     s.fault = message;
     swapcontext(&s.current->context, &s.scheduler_context);
     __builtin_unreachable();
@@ -301,27 +303,32 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int param, in
                          const char* file, int line) {
   State& s = state();
   Thread& t = *s.current;
-  t.site = Site{file, line};
-  const std::string where = std::string(op_name(op)) + " at " + site_text(t.site) + " in " +
-                            kernel_text() + ": " + describe_thread(t);
-  if (width <= 0 || width > kWarpSize || (width & (width - 1)))
-    fail(where + " uses width " + std::to_string(width) + " (a power of two up to 32 expected)");
-  if (!(mask >> t.lane & 1))
-    fail(where + " (lane " + std::to_string(t.lane) + ") is not in its own mask " + hex(mask));
-  for (int l = 0; l < kWarpSize; ++l)
-    if ((mask >> l & 1) && !lane_exists(t.warp, l))
-      fail(where + " names lane " + std::to_string(l) + " in mask " + hex(mask) +
-           ", which does not exist in a block of " + std::to_string(s.threads_per_block) + " threads");
-  t.op = op;
-  t.mask = mask;
-  t.value = value;
-  t.param = param;
-  t.width = width;
-  t.state = ThreadState::kAtWarp;
-  try {
-    try_complete(t.warp, t.lane);
-  } catch (const EmulationError& e) {
-    fail(e.what());
+  {
+    const RuntimeCode runtime(&t);
+    t.site = Site{file, line};
+    auto where = [&] {
+      return std::string(op_name(op)) + " at " + site_text(t.site) + " in " + kernel_text() + ": " +
+             describe_thread(t);
+    };
+    if (width <= 0 || width > kWarpSize || (width & (width - 1)))
+      fail(where() + " uses width " + std::to_string(width) + " (a power of two up to 32 expected)");
+    if (!(mask >> t.lane & 1))
+      fail(where() + " (lane " + std::to_string(t.lane) + ") is not in its own mask " + hex(mask));
+    for (int l = 0; l < kWarpSize; ++l)
+      if ((mask >> l & 1) && !lane_exists(t.warp, l))
+        fail(where() + " names lane " + std::to_string(l) + " in mask " + hex(mask) +
+             ", which does not exist in a block of " + std::to_string(s.threads_per_block) + " threads");
+    t.op = op;
+    t.mask = mask;
+    t.value = value;
+    t.param = param;
+    t.width = width;
+    t.state = ThreadState::kAtWarp;
+    try {
+      try_complete(t.warp, t.lane);
+    } catch (const EmulationError& e) {
+      fail(e.what());
+    }
   }
   yield();
   return t.result;

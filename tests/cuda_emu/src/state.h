@@ -42,6 +42,23 @@ struct Thread {
   unsigned mask = 0;
   uint64_t value = 0, result = 0;
   int param = 0, width = 32;
+  // >0 while the emulator's own code runs on this fiber: its accesses (e.g.
+  // through library templates that the linker took from an instrumented
+  // translation unit) are not the kernel's and are not checked.
+  int runtime_depth = 0;
+};
+
+// Marks the emulator's code running on the current fiber (see runtime_depth).
+struct RuntimeCode {
+  Thread* t;
+  explicit RuntimeCode(Thread* thread) : t(thread) {
+    if (t) ++t->runtime_depth;
+  }
+  ~RuntimeCode() {
+    if (t) --t->runtime_depth;
+  }
+  RuntimeCode(const RuntimeCode&) = delete;
+  RuntimeCode& operator=(const RuntimeCode&) = delete;
 };
 
 // Who touched a memory cell last, and when (for the race detector).

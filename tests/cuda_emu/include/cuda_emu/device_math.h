@@ -30,6 +30,11 @@ inline To bit_cast(From v) {
 }
 }  // namespace cuda_emu
 
+// CUDA's math functions are global; the C++ library's classifications are std::.
+using std::isfinite;
+using std::isinf;
+using std::isnan;
+
 inline float __fmul_rn(float a, float b) { return cuda_emu::rounded(a * b); }
 inline double __dmul_rn(double a, double b) { return cuda_emu::rounded(a * b); }
 inline float __fadd_rn(float a, float b) { return cuda_emu::rounded(a + b); }

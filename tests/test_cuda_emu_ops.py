@@ -1,0 +1,258 @@
+"""Every CUDA kernel of pgnface, run on the CPU through the emulator, against its CPU twin.
+
+Each op's CUDA entry point (csrc/*/*_cuda.cu, compiled unchanged with g++) runs
+as torch.ops.pgnface_emu.<op> in three schedules (threads and blocks forward,
+reversed, seeded random), with the emulator's checks on (races, barrier and
+warp-collective divergence, uninitialised shared memory, out-of-bounds
+accesses, launch configuration, stream, guard, launch check). Outputs are held
+to the CPU twin torch.ops.pgnface.<op> (bit-exact where the design promises
+it: the rasterizer's coverage, depth test and fragments), and outputs of the
+kernels without atomics are bit-identical across schedules. The CPU twins are
+held to the pure-PyTorch reference by the op tests.
+"""
+
+import numpy as np
+import pytest
+import torch
+from op_harness import DTYPES, shared_data_file, tolerances
+from test_rasterize import bfm_noneck_clip, random_scene
+
+pytestmark = pytest.mark.cuda_emu
+
+from cuda_emu import extension as emu  # noqa: E402
+
+SCHEDULES = ["forward", "reversed", "random1"]
+
+
+def _flat(out):
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def check_op(name, args, *, exact=(), rtol_scale=1.0, deterministic=True, schedules=SCHEDULES):
+    """Runs pgnface_emu::<name> in every schedule and holds it to pgnface::<name> on the CPU.
+
+    Args:
+        name: the op.
+        args: its arguments (CPU tensors and scalars).
+        exact: indices of outputs that must equal the CPU twin bit for bit.
+        rtol_scale: scales the dtype's tolerances for the other outputs.
+        deterministic: whether outputs must be bit-identical across schedules.
+    Returns:
+        The outputs of the first schedule.
+    """
+    cpu = _flat(getattr(torch.ops.pgnface, name)(*args))
+    runs = [_flat(emu.call(name, *args, schedule=s)) for s in schedules]
+    for schedule, outs in zip(schedules, runs):
+        assert len(outs) == len(cpu)
+        for i, (got, want) in enumerate(zip(outs, cpu)):
+            msg = f"{name} output {i}, schedule {schedule}"
+            assert got.shape == want.shape and got.dtype == want.dtype, msg
+            if i in exact or not got.is_floating_point():
+                assert torch.equal(got, want), msg
+            else:
+                rtol, atol = tolerances(got.dtype, rtol_scale)
+                torch.testing.assert_close(
+                    got, want, rtol=rtol, atol=atol, equal_nan=True, msg=lambda m, where=msg: f"{where}: {m}"
+                )
+    for schedule, outs in zip(schedules[1:], runs[1:]):
+        for i, (got, first) in enumerate(zip(outs, runs[0])):
+            if deterministic:
+                assert torch.equal(got, first), f"{name} output {i}: {schedule} differs from {schedules[0]}"
+    return runs[0]
+
+
+def random_rotations(B, dtype, g):
+    q, r = torch.linalg.qr(torch.randn(B, 3, 3, generator=g, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    q[torch.det(q) < 0, :, 0] *= -1
+    return q.to(dtype)
+
+
+# --- synthesize --------------------------------------------------------------------------------
+
+
+def synthesize_args(B, N, K, dtype, seed=0, noncontiguous=False):
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.randn(N, 3, generator=g, dtype=dtype)
+    basis = torch.randn(N, K, 3, generator=g, dtype=dtype).transpose(1, 2)
+    if not noncontiguous:
+        basis = basis.contiguous()
+    coeffs = torch.randn(B, K, generator=g, dtype=dtype)
+    rotation = random_rotations(B, dtype, g)
+    scale = torch.rand(B, generator=g, dtype=dtype) + 0.5
+    translation = torch.randn(B, 3, generator=g, dtype=dtype)
+    return [mean, basis, coeffs, rotation, scale, translation]
+
+
+# (B, N, K): one vertex; a K that is not a multiple of the stage; each batch-tile width
+# (4, 16, 32) with tails; two batch tiles; an empty batch.
+SYNTH_CASES = [(1, 1, 1), (3, 33, 70), (7, 64, 33), (40, 45, 5), (0, 5, 3)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,N,K", SYNTH_CASES)
+def test_synthesize(B, N, K, dtype):
+    args = synthesize_args(B, N, K, dtype, noncontiguous=(B == 3))
+    check_op("synthesize", args)
+    grad_out = torch.randn(B, N, 3, dtype=dtype)
+    check_op("synthesize_backward", [grad_out, *args, B == 7])
+
+
+def test_synthesize_on_the_surrey_model():
+    data = np.load(shared_data_file("sfm3448.npz"))
+    g = torch.Generator().manual_seed(5)
+    mean = torch.from_numpy(data["mean"])
+    basis = torch.from_numpy(data["basis"])
+    B, K = 3, basis.shape[2]
+    coeffs = torch.randn(B, K, generator=g) * torch.from_numpy(data["std"])
+    args = [mean, basis, coeffs, random_rotations(B, torch.float32, g), torch.ones(B), torch.zeros(B, 3)]
+    out = check_op("synthesize", args, rtol_scale=10)
+    assert out[0].abs().max() > 10  # a real face in millimetres, not zeros
+    check_op("synthesize_backward", [torch.randn(B, mean.shape[0], 3, generator=g), *args, False], rtol_scale=10)
+
+
+# --- rasterize and interpolate ------------------------------------------------------------------
+
+
+def fragments_and_grads(pos, tris, H, W, C=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    bary, depth, tri_id = torch.ops.pgnface.rasterize(pos, tris, H, W, 0)
+    B, N = pos.shape[:2]
+    attr = torch.randn(B, N, C, generator=g, dtype=pos.dtype)
+    return bary, depth, tri_id, attr, g
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cull", [0, 1, 2])
+def test_rasterize_is_bit_exact(dtype, cull):
+    pos, tris = random_scene(2, 30, 40, seed=cull, dtype=dtype)
+    check_op("rasterize", [pos, tris, 17, 23, cull], exact=(0, 1, 2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rasterize_backward_and_interpolate(dtype):
+    pos, tris = random_scene(2, 30, 40, seed=4, dtype=dtype)
+    H, W = 19, 21
+    bary, depth, tri_id, attr, g = fragments_and_grads(pos, tris, H, W)
+    grad_bary = torch.randn(bary.shape, generator=g, dtype=dtype)
+    grad_depth = torch.randn(depth.shape, generator=g, dtype=dtype)
+    # Float atomics: the sums' order depends on the schedule (not bit-identical across schedules).
+    check_op("rasterize_backward", [grad_bary, grad_depth, pos, tris, tri_id], deterministic=False)
+    check_op("interpolate", [attr, tri_id, bary, tris])
+    check_op("interpolate", [attr[:1].transpose(1, 2).contiguous().transpose(1, 2), tri_id, bary, tris])
+    grad_out = torch.randn(*tri_id.shape, attr.shape[2], generator=g, dtype=dtype)
+    check_op("interpolate_backward", [grad_out, attr, tri_id, bary, tris], deterministic=False)
+
+
+def test_rasterize_empty_inputs():
+    pos, tris = random_scene(2, 10, 6)
+    check_op("rasterize", [pos, tris[:0], 8, 9, 0], exact=(0, 1, 2))
+    check_op("rasterize", [pos[:0], tris, 8, 9, 0], exact=(0, 1, 2))
+    bary, depth, tri_id, attr, g = fragments_and_grads(pos, tris, 8, 9)
+    check_op("rasterize_backward", [torch.zeros_like(bary), torch.zeros_like(depth), pos, tris, tri_id])
+
+
+def test_rasterize_the_bfm_mesh():
+    H = W = 40
+    pos, tris = bfm_noneck_clip((H, W))
+    bary, depth, tri_id = check_op("rasterize", [pos, tris, H, W, 0], exact=(0, 1, 2), schedules=SCHEDULES[:2])
+    assert (tri_id >= 0).float().mean() > 0.3
+    g = torch.Generator().manual_seed(0)
+    check_op(
+        "rasterize_backward",
+        [torch.randn(bary.shape, generator=g), torch.randn(depth.shape, generator=g), pos, tris, tri_id],
+        deterministic=False,
+        schedules=SCHEDULES[:2],
+    )
+
+
+# --- svd3x3 and similarity_align ----------------------------------------------------------------
+
+
+SPECIAL_MATRICES = [
+    torch.eye(3),
+    torch.zeros(3, 3),
+    torch.outer(torch.tensor([1.0, 2, 3]), torch.tensor([0.5, -1, 2])),  # rank 1
+    torch.diag(torch.tensor([2.0, 2.0, 1.0])),  # repeated singular values
+    -torch.eye(3),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B", [1, 130])
+def test_svd3x3(B, dtype):
+    g = torch.Generator().manual_seed(B)
+    M = torch.randn(B, 3, 3, generator=g, dtype=dtype)
+    U, S, V = check_op("svd3x3", [M], rtol_scale=10)
+    grads = [torch.randn(t.shape, generator=g, dtype=dtype) for t in (U, S, V)]
+    check_op("svd3x3_backward", [*grads, U, S, V], rtol_scale=100)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_svd3x3_degenerate_matrices(dtype):
+    # Repeated or zero singular values leave U and V free within a subspace, and FMA contraction
+    # in the CPU twin's build may pick another basis: hold S to the twin and U, V to the definition.
+    M = torch.stack(SPECIAL_MATRICES).to(dtype)
+    _, S_cpu, _ = torch.ops.pgnface.svd3x3(M)
+    rtol, atol = tolerances(dtype, 10)
+    for schedule in SCHEDULES:
+        U, S, V = emu.call("svd3x3", M, schedule=schedule)
+        torch.testing.assert_close(S, S_cpu, rtol=rtol, atol=atol)
+        torch.testing.assert_close(U @ torch.diag_embed(S) @ V.mT, M, rtol=rtol, atol=atol)
+        eye = torch.eye(3, dtype=dtype).expand_as(M)
+        torch.testing.assert_close(U.mT @ U, eye, rtol=rtol, atol=atol)
+        torch.testing.assert_close(V.mT @ V, eye, rtol=rtol, atol=atol)
+
+
+def alignment_args(B, P, dtype, weighted, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randn(B, P, 3, generator=g, dtype=dtype)
+    R = random_rotations(B, dtype, g)
+    dst = 1.3 * src @ R.transpose(1, 2) + torch.randn(B, 1, 3, generator=g, dtype=dtype)
+    dst = dst + 0.01 * torch.randn(B, P, 3, generator=g, dtype=dtype)
+    weights = torch.rand(B, P, generator=g, dtype=dtype) + 0.1 if weighted else None
+    return src, dst, weights
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "B,P,weighted,estimate_scale", [(1, 3, False, True), (5, 68, True, True), (6, 33, True, False)]
+)
+def test_similarity_align(B, P, weighted, estimate_scale, dtype):
+    src, dst, weights = alignment_args(B, P, dtype, weighted)
+    check_op("similarity_align", [src, dst, weights, estimate_scale], rtol_scale=10)
+    g = torch.Generator().manual_seed(2)
+    grads = [torch.randn(s, generator=g, dtype=dtype) for s in ((B,), (B, 3, 3), (B, 3))]
+    check_op("similarity_align_backward", [*grads, src, dst, weights, estimate_scale], rtol_scale=100)
+
+
+def test_similarity_align_noncontiguous_and_empty():
+    src, dst, weights = alignment_args(4, 40, torch.float64, True)
+    check_op("similarity_align", [src.transpose(0, 1).contiguous().transpose(0, 1), dst, weights, True])
+    check_op("similarity_align", [src[:0], dst[:0], None, True])
+
+
+# --- the op entry points' own checks run in emulation too ---------------------------------------
+
+
+def test_every_op_is_emulated():
+    assert set(emu.ops()) == {
+        "synthesize",
+        "synthesize_backward",
+        "rasterize",
+        "rasterize_backward",
+        "interpolate",
+        "interpolate_backward",
+        "svd3x3",
+        "svd3x3_backward",
+        "similarity_align",
+        "similarity_align_backward",
+    }
+
+
+def test_bad_arguments_are_rejected_before_any_launch():
+    lib = emu.library()
+    before = lib.cuda_emu_launches()
+    with pytest.raises(RuntimeError, match="tris must be int32"):
+        emu.call("rasterize", torch.zeros(1, 3, 4), torch.zeros(1, 3, dtype=torch.int64), 4, 4, 0)
+    assert lib.cuda_emu_launches() == before
