@@ -66,12 +66,16 @@ def surrey_model(dtype):
     )
 
 
-def workloads(dtype):
-    """(name, op, args) of the runs that launch every kernel once or more."""
+def workloads(dtype, small=False):
+    """(name, op, args) of the runs that launch every kernel once or more (small: tiny sizes, for tests)."""
     import pgnface.ops as ops
 
     g = torch.Generator().manual_seed(0)
     mean, basis, tris, source = surrey_model(dtype)
+    if small and tris is not None:
+        # The vertices of the first 150 triangles, re-indexed.
+        used, tris = torch.unique(tris[:150].long(), return_inverse=True)
+        mean, basis, tris, source = mean[used], basis[used, :, :40], tris.int(), "cut"
     B, K = 8, basis.shape[2]
     pose = [torch.eye(3, dtype=dtype).repeat(B, 1, 1), torch.ones(B, dtype=dtype), torch.zeros(B, 3, dtype=dtype)]
     coeffs = torch.randn(B, K, generator=g, dtype=dtype)
@@ -82,8 +86,10 @@ def workloads(dtype):
         (f"synthesize_backward {source} B={B}", "synthesize_backward", [grad, *synth, True]),
     ]
     if tris is None:
-        tris = torch.randint(0, mean.shape[0], (6736, 3), generator=g).int()
-    H = W = 64
+        if small:
+            mean, basis = mean[:200], basis[:200, :, :40]
+        tris = torch.randint(0, mean.shape[0], (mean.shape[0] * 2, 3), generator=g).int()
+    H = W = 24 if small else 64
     centred = mean - (mean.max(0).values + mean.min(0).values) / 2
     pixels = torch.stack(
         [
@@ -116,7 +122,7 @@ def workloads(dtype):
             [torch.randn(2, H, W, 3, generator=g, dtype=dtype), colours, tri_id, bary, tris],
         ),
     ]
-    M = torch.randn(256, 3, 3, generator=g, dtype=dtype)
+    M = torch.randn(40 if small else 256, 3, 3, generator=g, dtype=dtype)
     U, S, V = torch.ops.pgnface.svd3x3(M)
     runs += [
         ("svd3x3 B=256", "svd3x3", [M]),

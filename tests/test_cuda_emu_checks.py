@@ -9,11 +9,10 @@ to apply, 0 for the correct kernel, which must pass and match numpy.
 
 import numpy as np
 import pytest
+from cuda_emu import core
+from cuda_emu.schedules import SCHEDULE_IDS
 
 pytestmark = pytest.mark.cuda_emu
-
-from cuda_emu import core  # noqa: E402
-from cuda_emu.schedules import SCHEDULE_IDS  # noqa: E402
 
 SCHEDULES = pytest.mark.parametrize("schedule", SCHEDULE_IDS)
 

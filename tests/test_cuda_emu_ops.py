@@ -14,12 +14,11 @@ held to the pure-PyTorch reference by the op tests.
 import numpy as np
 import pytest
 import torch
+from cuda_emu import extension as emu
 from op_harness import DTYPES, shared_data_file, tolerances
 from test_rasterize import bfm_noneck_clip, random_scene
 
 pytestmark = pytest.mark.cuda_emu
-
-from cuda_emu import extension as emu  # noqa: E402
 
 SCHEDULES = ["forward", "reversed", "random1"]
 

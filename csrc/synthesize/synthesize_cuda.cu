@@ -30,13 +30,14 @@ constexpr int kThreads = kTileV * kThreadsY;
 template <typename T>
 constexpr int kStageK = 128 / static_cast<int>(sizeof(T));
 
-// Shared-memory staging buffers of one block. The vertex axis is padded by one
-// so that both the transposing store and the per-k reads are bank-conflict
-// free.
+// Shared-memory staging buffers of one block. The vertex axis and the batch
+// axis are padded by one so that the transposing stores (consecutive threads
+// write consecutive kk, a stride of one padded row) and the per-k reads are
+// bank-conflict free (bench/emu_counters measures it).
 template <typename T, int TB>
 struct Stage {
   T basis[kStageK<T>][3][kTileV + 1];  // basis[n0 + v, d, k0 + kk] at [kk][d][v]
-  T coeffs[kStageK<T>][TB];            // coeffs[b0 + bb, k0 + kk] at [kk][bb]
+  T coeffs[kStageK<T>][TB + 1];        // coeffs[b0 + bb, k0 + kk] at [kk][bb]
 };
 
 // Loads basis[n0 : n0+32, :, k0 : k0+KC] into stage.basis (zeros outside).

@@ -99,9 +99,12 @@ def _compiler_version() -> str:
     return subprocess.run([CXX, "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
 
 
-def _headers() -> list[Path]:
-    """Every header a translation unit may include: the emulator's and csrc's."""
-    return list(INCLUDE.rglob("*.h")) + list((EMU_DIR / "src").glob("*.h")) + list(CSRC.rglob("*.h"))
+def _headers(source: Path) -> list[Path]:
+    """The headers source may include: the emulator's public ones, csrc's, and the internal ones for src/."""
+    headers = list(INCLUDE.rglob("*.h")) + list(CSRC.rglob("*.h"))
+    if source.is_relative_to(EMU_DIR / "src"):
+        headers += list((EMU_DIR / "src").glob("*.h"))
+    return headers
 
 
 def _run(cmd: list[str]) -> None:
@@ -122,7 +125,7 @@ class _Objects:
     def add(self, source: Path, flags: list[str], text: str | None = None) -> None:
         """Compiles source (or text standing in for it, e.g. a rewritten .cu) with flags."""
         body = text if text is not None else source.read_text()
-        key = _digest(_headers(), [body, *flags, _compiler_version()])
+        key = _digest(_headers(source), [body, *flags, _compiler_version()])
         obj = self.dir / f"{source.stem}-{key}.o"
         self.objects.append(obj)
         if obj.exists():

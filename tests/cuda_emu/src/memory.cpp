@@ -82,26 +82,29 @@ std::string who(const Touch& a) {
 
 [[noreturn]] void race(const char* space, uintptr_t addr, const Thread& t, Access kind,
                        const char* other_kind, const Touch& other, const std::string& what) {
+  // (what describes the address; it is built only here, on failure)
   fail(std::string("data race on ") + space + " memory " + what + " (" + hex_address(addr) + ") in " +
        kernel_name() + ": " + describe_thread(t) + " " + kind_name(kind) + "s it, " + who(other) +
        " " + other_kind + " it with no barrier between (and not both atomic)");
 }
 
+// describe() names the address for a report; it runs only when one is made.
+template <typename Describe>
 void check_cell(Cell& c, uint64_t stamp, const char* space, uintptr_t addr, const Thread& t,
-                Access kind, const std::string& what) {
+                Access kind, const Describe& describe) {
   if (c.stamp != stamp) {
     c = Cell{};
     c.stamp = stamp;
   }
-  if (!ordered(c.write, t)) race(space, addr, t, kind, "wrote", c.write, what);
+  if (!ordered(c.write, t)) race(space, addr, t, kind, "wrote", c.write, describe());
   if (kind == Access::kAtomic) {
-    if (!ordered(c.read, t)) race(space, addr, t, kind, "read", c.read, what);
+    if (!ordered(c.read, t)) race(space, addr, t, kind, "read", c.read, describe());
     merge(c.atomic, t);
     return;
   }
-  if (!ordered(c.atomic, t)) race(space, addr, t, kind, "updated atomically", c.atomic, what);
+  if (!ordered(c.atomic, t)) race(space, addr, t, kind, "updated atomically", c.atomic, describe());
   if (kind == Access::kWrite) {
-    if (!ordered(c.read, t)) race(space, addr, t, kind, "read", c.read, what);
+    if (!ordered(c.read, t)) race(space, addr, t, kind, "read", c.read, describe());
     c.write = touch_of(t);
   } else {
     merge(c.read, t);
@@ -139,7 +142,7 @@ void shared_access(uintptr_t addr, size_t size, Access kind, const Thread& t) {
     if (kind != Access::kWrite && c.stamp != s.block_serial)
       fail("read of uninitialised shared memory " + shared_what(o) + " in " + kernel_name() +
            " by " + describe_thread(t) + " (nothing wrote it in this block)");
-    check_cell(c, s.block_serial, "shared", addr + i, t, kind, shared_what(o));
+    check_cell(c, s.block_serial, "shared", addr + i, t, kind, [o] { return shared_what(o); });
   }
 }
 
@@ -182,9 +185,10 @@ void global_access(Allocation& a, uintptr_t addr, size_t size, Access kind, cons
       c.read = touch_of(t);
       continue;
     }
-    check_cell(a.cells[g], s.launch_serial, "global", addr, t, kind,
-               "at offset " + std::to_string(g * kGranule) + " of a " + std::to_string(a.size) +
-                   "-byte allocation");
+    check_cell(a.cells[g], s.launch_serial, "global", addr, t, kind, [&a, g] {
+      return "at offset " + std::to_string(g * kGranule) + " of a " + std::to_string(a.size) +
+             "-byte allocation";
+    });
   }
 }
 
