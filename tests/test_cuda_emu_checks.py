@@ -107,7 +107,7 @@ def test_warp_collectives_and_atomics():
     out = np.zeros((lanes, 8), np.int32)
     counters = np.array([2**63, 0, 0, 0, 0], np.uint64)
     total = np.zeros(1)
-    assert core.run("emu_collectives", "forward", out, counters, total, lanes) is None
+    assert core.run("emu_collectives", "forward", out, counters, total, lanes, 0) is None
     lane = np.arange(lanes)
     np.testing.assert_array_equal(out[:, 0], 30)
     np.testing.assert_array_equal(out[:, 1], np.where(lane >= 2, (lane - 2) * 10, lane * 10))
@@ -124,8 +124,21 @@ def test_warp_collectives_and_atomics():
 def test_shuffle_from_a_lane_outside_the_mask_is_caught():
     # A 20-thread block: __activemask() is 0x000fffff, and lane 18's __shfl_down_sync by 2 reads lane 20.
     out = np.zeros((20, 8), np.int32)
-    error = core.run("emu_collectives", "forward", out, np.zeros(5, np.uint64), np.zeros(1), 20)
+    error = core.run("emu_collectives", "forward", out, np.zeros(5, np.uint64), np.zeros(1), 20, 0)
     assert error is not None and "reads lane 20, which is not in the mask 0x000fffff" in error, error
+
+
+def test_mask_naming_lanes_the_block_lacks_is_caught():
+    out = np.zeros((20, 8), np.int32)
+    error = core.run("emu_collectives", "forward", out, np.zeros(5, np.uint64), np.zeros(1), 20, 1)
+    assert error is not None and "names lane 20 in mask 0xffffffff, which does not exist" in error, error
+
+
+@SCHEDULES
+def test_threads_at_different_barriers_are_caught(schedule):
+    x = np.ones(128, np.float32)
+    error = core.run("emu_scale_by_block_sum", schedule, x, np.zeros_like(x), 128, core.SPLIT_BARRIER)
+    assert error is not None and "barrier divergence" in error and "waits at __syncthreads at" in error, error
 
 
 @pytest.mark.parametrize(

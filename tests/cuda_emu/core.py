@@ -11,7 +11,16 @@ from .build import build_core
 from .schedules import configure, declare_control
 
 # Mutations of kernels/mutants.cu (0 = the correct kernel).
-CORRECT, REMOVE_BARRIER, EARLY_RETURN, DIVERGENT_SHUFFLE, TAIL_OFF_BY_ONE, RACY_UPDATE, SHARED_OVERRUN = range(7)
+(
+    CORRECT,
+    REMOVE_BARRIER,
+    EARLY_RETURN,
+    DIVERGENT_SHUFFLE,
+    TAIL_OFF_BY_ONE,
+    RACY_UPDATE,
+    SHARED_OVERRUN,
+    SPLIT_BARRIER,
+) = range(8)
 
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
@@ -21,7 +30,7 @@ _SIGNATURES = {
     "emu_scale_by_block_sum": [_P, _P, _I64, _I],
     "emu_row_sum": [_P, _P, _I64, _I64, _I],
     "emu_scatter_add": [_P, _P, _P, _I64, _I64, _I],
-    "emu_collectives": [_P, _P, _P, _I],
+    "emu_collectives": [_P, _P, _P, _I, _I],
     "emu_dynamic_shared": [_P, _P, _I, _I],
     "emu_bad_launch": [_P, _I],
 }

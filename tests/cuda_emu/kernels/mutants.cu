@@ -19,6 +19,7 @@ enum Mutation : int {
   kTailOffByOne = 4,
   kRacyUpdate = 5,
   kSharedOverrun = 6,
+  kSplitBarrier = 7,
 };
 
 constexpr int kThreads = 128;
@@ -53,7 +54,11 @@ __global__ void scale_by_block_sum_kernel(const float* __restrict__ x, float* __
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (mutation == kEarlyReturn && i >= N) return;
   tile[threadIdx.x] = i < N ? x[i] : 0.0f;
-  __syncthreads();
+  if (mutation == kSplitBarrier && threadIdx.x % 2) {
+    __syncthreads();  // odd threads wait here, even ones below: two different barriers
+  } else {
+    __syncthreads();
+  }
   float sum = 0.0f;
   for (int k = 0; k < kThreads; ++k) sum += tile[k];
   if (i >= N) return;
@@ -88,10 +93,11 @@ __global__ void scatter_add_kernel(const float* __restrict__ values, const int32
 
 // Each lane of one warp of `lanes` threads writes 8 results of the warp
 // collectives and atomics to out[lane * 8 ...]; counters[0..4] receive atomics.
+// The mask is __activemask(), or all 32 lanes with full_mask.
 __global__ void collectives_kernel(int32_t* __restrict__ out, unsigned long long* __restrict__ counters,
-                                   double* __restrict__ total) {
+                                   double* __restrict__ total, int full_mask) {
   const int lane = threadIdx.x;
-  const unsigned mask = __activemask();
+  const unsigned mask = full_mask ? 0xffffffffu : __activemask();
   int32_t* o = out + 8 * lane;
   o[0] = __shfl_sync(mask, lane * 10, 3);
   o[1] = __shfl_up_sync(mask, lane * 10, 2);
@@ -184,11 +190,12 @@ const char* emu_scatter_add(const float* values, const int32_t* index, float* ou
   });
 }
 
-const char* emu_collectives(int32_t* out, unsigned long long* counters, double* total, int lanes) {
+const char* emu_collectives(int32_t* out, unsigned long long* counters, double* total, int lanes,
+                            int full_mask) {
   return run([&] {
     const Tracked to(out, lanes * 8 * 4), tc(counters, 5 * 8), tt(total, 8);
     const cuda_emu::DeviceGuard guard;
-    PGN_LAUNCH(1, lanes, 0, cuda_emu::current_stream(), collectives_kernel)(out, counters, total);
+    PGN_LAUNCH(1, lanes, 0, cuda_emu::current_stream(), collectives_kernel)(out, counters, total, full_mask);
     cuda_emu::launch_check();
   });
 }
