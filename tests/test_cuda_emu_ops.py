@@ -7,16 +7,21 @@ warp-collective divergence, uninitialised shared memory, out-of-bounds
 accesses, launch configuration, stream, guard, launch check). Outputs are held
 to the CPU twin torch.ops.pgnface.<op> (bit-exact where the design promises
 it: the rasterizer's coverage, depth test and fragments), and outputs of the
-kernels without atomics are bit-identical across schedules. The CPU twins are
-held to the pure-PyTorch reference by the op tests.
+kernels without atomics are bit-identical across schedules. Forward outputs
+are also held to the pure-PyTorch reference (pgnface.ops.reference), as the
+op tests hold the CPU twins (gradients included).
 """
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from cuda_emu import extension as emu
 from op_harness import DTYPES, shared_data_file, tolerances
-from test_rasterize import bfm_noneck_clip, random_scene
+from test_rasterize import assert_fragments_equal_reference, bfm_noneck_clip, random_scene
+
+import pgnface.ops as ops
 
 pytestmark = pytest.mark.cuda_emu
 
@@ -92,7 +97,10 @@ SYNTH_CASES = [(1, 1, 1), (3, 33, 70), (7, 64, 33), (40, 45, 5), (0, 5, 3)]
 @pytest.mark.parametrize("B,N,K", SYNTH_CASES)
 def test_synthesize(B, N, K, dtype):
     args = synthesize_args(B, N, K, dtype, noncontiguous=(B == 3))
-    check_op("synthesize", args)
+    (out,) = check_op("synthesize", args)
+    torch.testing.assert_close(
+        out, ops.reference.synthesize(*args), rtol=tolerances(dtype)[0], atol=tolerances(dtype)[1]
+    )
     grad_out = torch.randn(B, N, 3, dtype=dtype)
     check_op("synthesize_backward", [grad_out, *args, B == 7])
 
@@ -125,7 +133,9 @@ def fragments_and_grads(pos, tris, H, W, C=3, seed=0):
 @pytest.mark.parametrize("cull", [0, 1, 2])
 def test_rasterize_is_bit_exact(dtype, cull):
     pos, tris = random_scene(2, 30, 40, seed=cull, dtype=dtype)
-    check_op("rasterize", [pos, tris, 17, 23, cull], exact=(0, 1, 2))
+    bary, depth, tri_id = check_op("rasterize", [pos, tris, 17, 23, cull], exact=(0, 1, 2))
+    fragments = SimpleNamespace(bary=bary, depth=depth, tri_id=tri_id)
+    assert_fragments_equal_reference(fragments, pos, tris, (17, 23), ["none", "back", "front"][cull])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -137,7 +147,8 @@ def test_rasterize_backward_and_interpolate(dtype):
     grad_depth = torch.randn(depth.shape, generator=g, dtype=dtype)
     # Float atomics: the sums' order depends on the schedule (not bit-identical across schedules).
     check_op("rasterize_backward", [grad_bary, grad_depth, pos, tris, tri_id], deterministic=False)
-    check_op("interpolate", [attr, tri_id, bary, tris])
+    (image,) = check_op("interpolate", [attr, tri_id, bary, tris])
+    torch.testing.assert_close(image, ops.reference.interpolate(attr, tri_id, bary, tris))
     check_op("interpolate", [attr[:1].transpose(1, 2).contiguous().transpose(1, 2), tri_id, bary, tris])
     grad_out = torch.randn(*tri_id.shape, attr.shape[2], generator=g, dtype=dtype)
     check_op("interpolate_backward", [grad_out, attr, tri_id, bary, tris], deterministic=False)
@@ -183,6 +194,9 @@ def test_svd3x3(B, dtype):
     g = torch.Generator().manual_seed(B)
     M = torch.randn(B, 3, 3, generator=g, dtype=dtype)
     U, S, V = check_op("svd3x3", [M], rtol_scale=10)
+    torch.testing.assert_close(
+        S, ops.reference.svd3x3(M)[1], rtol=tolerances(dtype, 10)[0], atol=tolerances(dtype, 10)[1]
+    )
     grads = [torch.randn(t.shape, generator=g, dtype=dtype) for t in (U, S, V)]
     check_op("svd3x3_backward", [*grads, U, S, V], rtol_scale=100)
 
@@ -219,7 +233,10 @@ def alignment_args(B, P, dtype, weighted, seed=0):
 )
 def test_similarity_align(B, P, weighted, estimate_scale, dtype):
     src, dst, weights = alignment_args(B, P, dtype, weighted)
-    check_op("similarity_align", [src, dst, weights, estimate_scale], rtol_scale=10)
+    out = check_op("similarity_align", [src, dst, weights, estimate_scale], rtol_scale=10)
+    rtol, atol = tolerances(dtype, 100)
+    for got, want in zip(out, ops.reference.similarity_align(src, dst, weights, estimate_scale)):
+        torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
     g = torch.Generator().manual_seed(2)
     grads = [torch.randn(s, generator=g, dtype=dtype) for s in ((B,), (B, 3, 3), (B, 3))]
     check_op("similarity_align_backward", [*grads, src, dst, weights, estimate_scale], rtol_scale=100)

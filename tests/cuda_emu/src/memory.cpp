@@ -19,7 +19,7 @@ constexpr size_t kArenaCapacity = 256 * 1024;
 constexpr size_t kStaticSharedLimit = 48 * 1024;
 constexpr size_t kGranule = 4;
 // Allocations above this many bytes are bounds-checked but not race-checked
-// (the race shadow costs 14x the data).
+// (the race shadow costs 18x the data).
 constexpr size_t kMaxShadowedBytes = 16u << 20;
 
 std::string hex_address(uintptr_t a) {
