@@ -1,6 +1,7 @@
 """Performance counters from emulation: every kernel is counted, and known-good access patterns stay good."""
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,7 @@ def test_svd3x3_staging_is_coalesced():
 
 
 def test_the_bench_counts_every_kernel():
+    sys.path.insert(0, str(ROOT))  # bench/ lives next to tests/
     from bench.emu_counters import rows_from, workloads
 
     kernels = set()

@@ -16,7 +16,6 @@ namespace {
 
 constexpr size_t kRedzone = 64;
 constexpr size_t kArenaCapacity = 256 * 1024;
-constexpr size_t kStaticSharedLimit = 48 * 1024;
 constexpr size_t kGranule = 4;
 // Allocations above this many bytes are bounds-checked but not race-checked
 // (the race shadow costs 18x the data).
@@ -246,7 +245,7 @@ void* shared_slot(SharedSite& site, size_t size, size_t align, const char* name)
   const RuntimeCode runtime(s.current);
   if (site.launch != s.launch_serial) {
     const size_t offset = (s.arena_used + align - 1) / align * align;
-    const size_t limit = s.dynamic_shared_optin.count(s.spec->kernel) ? 227 * 1024 : kStaticSharedLimit;
+    const size_t limit = shared_limit();
     s.static_shared += size;
     if (s.static_shared + s.spec->dynamic_shared > limit)
       fail("invalid launch of " + kernel_name() + ": " + std::to_string(s.static_shared) +
@@ -291,7 +290,7 @@ void on_access(const void* p, size_t size, Access kind, const void* pc) {
   const RuntimeCode runtime(t);
   const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
   const uintptr_t stack = reinterpret_cast<uintptr_t>(t->stack);
-  if (addr >= stack && addr < stack + 256 * 1024) return;  // the thread's own locals
+  if (addr >= stack && addr < stack + kStackBytes) return;  // the thread's own locals
   const uintptr_t arena = reinterpret_cast<uintptr_t>(s.arena.data());
   if (addr >= arena && addr < arena + s.arena.size()) {
     shared_access(addr, size, kind, *t);

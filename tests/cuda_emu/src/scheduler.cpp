@@ -13,9 +13,6 @@ namespace cuda_emu {
 namespace detail {
 namespace {
 
-constexpr size_t kStackBytes = 256 * 1024;
-constexpr size_t kStaticSharedLimit = 48 * 1024;
-constexpr size_t kOptinSharedLimit = 227 * 1024;
 constexpr unsigned kMaxThreads = 1024;
 
 std::string site_text(const Site& s) { return std::string(s.file) + ":" + std::to_string(s.line); }
@@ -66,8 +63,7 @@ void check_configuration(const LaunchSpec& spec) {
   if (static_cast<uint64_t>(b.x) * b.y * b.z > kMaxThreads)
     bad(std::to_string(static_cast<uint64_t>(b.x) * b.y * b.z) + " threads per block (max 1024)");
   if (b.x > 1024 || b.y > 1024 || b.z > 64) bad("block dimension above (1024, 1024, 64)");
-  const auto optin = s.dynamic_shared_optin.find(spec.kernel);
-  const size_t limit = optin == s.dynamic_shared_optin.end() ? kStaticSharedLimit : optin->second;
+  const size_t limit = shared_limit();
   if (spec.dynamic_shared > limit)
     bad(std::to_string(spec.dynamic_shared) + " bytes of dynamic shared memory above the " +
         std::to_string(limit) + "-byte limit (cudaFuncSetAttribute opts in)");
@@ -264,6 +260,12 @@ State& state() {
   return s;
 }
 
+size_t shared_limit() {
+  const State& s = state();
+  const auto optin = s.dynamic_shared_optin.find(s.spec->kernel);
+  return optin == s.dynamic_shared_optin.end() ? kStaticSharedLimit : std::max(kStaticSharedLimit, optin->second);
+}
+
 std::string describe_thread(const Thread& t) {
   const State& s = state();
   std::ostringstream out;
@@ -349,7 +351,7 @@ cudaStream_t current_stream() {
 }
 
 const cudaDeviceProp* device_properties() {
-  static const cudaDeviceProp props{"cuda_emu (H100-like)", 132, 1024, 32, 48 * 1024, 227 * 1024};
+  static const cudaDeviceProp props{"cuda_emu (H100-like)", 132, 1024, 32, kStaticSharedLimit, kOptinSharedLimit};
   return &props;
 }
 

@@ -23,6 +23,10 @@ struct EmulationError : std::runtime_error {
 
 namespace detail {
 
+constexpr size_t kStackBytes = 256 * 1024;         // per fiber
+constexpr size_t kStaticSharedLimit = 48 * 1024;   // without the opt-in
+constexpr size_t kOptinSharedLimit = 227 * 1024;   // the most cudaFuncSetAttribute grants
+
 enum class ThreadState : uint8_t { kReady, kAtBarrier, kAtWarp, kExited };
 
 struct Site {
@@ -136,6 +140,9 @@ struct State {
 };
 
 State& state();
+
+// The shared-memory limit of the running launch's kernel (static + dynamic).
+size_t shared_limit();
 
 // Fails the running launch: inside a fiber it returns to the scheduler (which
 // throws), on the host it throws directly.
