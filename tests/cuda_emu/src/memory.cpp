@@ -272,11 +272,14 @@ void track_allocation(const void* ptr, size_t bytes) {
   auto a = std::make_unique<Allocation>();
   a->begin = reinterpret_cast<uintptr_t>(ptr);
   a->size = bytes;
-  state().allocations[a->begin] = std::move(a);
+  State& s = state();
+  const std::lock_guard<std::mutex> lock(s.allocations_mutex);
+  s.allocations[a->begin] = std::move(a);
 }
 
 void untrack_allocation(const void* ptr) {
   State& s = state();
+  const std::lock_guard<std::mutex> lock(s.allocations_mutex);
   auto it = s.allocations.find(reinterpret_cast<uintptr_t>(ptr));
   if (it == s.allocations.end()) return;
   if (s.last_allocation == it->second.get()) s.last_allocation = nullptr;
@@ -286,7 +289,7 @@ void untrack_allocation(const void* ptr) {
 void on_access(const void* p, size_t size, Access kind, const void* pc) {
   State& s = state();
   Thread* t = s.current;
-  if (!t || t->runtime_depth) return;
+  if (!t || t->runtime_depth || !pthread_equal(pthread_self(), s.owner)) return;
   const RuntimeCode runtime(t);
   const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
   const uintptr_t stack = reinterpret_cast<uintptr_t>(t->stack);
@@ -301,11 +304,17 @@ void on_access(const void* p, size_t size, Access kind, const void* pc) {
     if (kind != Access::kRead) fail("write to kernel parameters in " + kernel_name());
     return;
   }
+  s.allocations_mutex.lock();
+  s.allocations_held = true;  // fail() releases it when a check fails here
   if (Allocation* a = find_allocation(addr)) {
     global_access(*a, addr, size, kind, *t);
+    s.allocations_held = false;
+    s.allocations_mutex.unlock();
     if (s.counters_on) counters_record(*t, addr, size, false, kind, pc);
     return;
   }
+  s.allocations_held = false;
+  s.allocations_mutex.unlock();
   if (kind == Access::kRead && in_image(addr)) return;  // constants of the library
   fail("out-of-bounds or untracked global " + std::string(kind_name(kind)) + " of " +
        std::to_string(size) + " bytes at " + hex_address(addr) + " in " + kernel_name() + " by " +

@@ -276,6 +276,10 @@ std::string describe_thread(const Thread& t) {
 
 void fail(const std::string& message) {
   State& s = state();
+  if (s.allocations_held) {
+    s.allocations_held = false;
+    s.allocations_mutex.unlock();
+  }
   if (s.current) {
     ++s.current->runtime_depth;  // the fiber never resumes
     s.fault = message;
@@ -365,6 +369,7 @@ void set_max_dynamic_shared(const void* kernel, size_t bytes) {
 void launch(const LaunchSpec& spec) {
   State& s = state();
   s.spec = &spec;
+  s.owner = pthread_self();
   struct Reset {
     ~Reset() {
       State& st = state();

@@ -2,10 +2,12 @@
 // compiled without instrumentation).
 #pragma once
 
+#include <pthread.h>
 #include <ucontext.h>
 
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -119,6 +121,7 @@ struct State {
   std::vector<uint32_t> warp_epoch;
   std::vector<Thread> threads;
   Thread* current = nullptr;
+  pthread_t owner{};  // the OS thread running the launch (others' accesses are not the kernel's)
   ucontext_t scheduler_context;
   std::string fault;  // set by a fiber that hit a check; the scheduler throws it
   std::mt19937_64 rng;
@@ -130,7 +133,10 @@ struct State {
   std::vector<SharedVar> shared_vars;
   size_t arena_used = 0, static_shared = 0, dynamic_offset = 0;
 
-  // Global memory.
+  // Global memory. Any OS thread may allocate or free a tensor while a kernel
+  // runs, so the allocation table has its own lock.
+  std::mutex allocations_mutex;
+  bool allocations_held = false;  // the launch's thread holds allocations_mutex
   std::map<uintptr_t, std::unique_ptr<Allocation>> allocations;
   Allocation* last_allocation = nullptr;
   uintptr_t params_begin = 0, params_end = 0;

@@ -4,16 +4,9 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 
-#include <mutex>
-
 #include "cuda_emu/runtime.h"
 
 namespace {
-
-std::mutex& tracking_mutex() {
-  static std::mutex m;
-  return m;
-}
 
 struct Tracked {
   c10::DataPtr inner;
@@ -21,10 +14,7 @@ struct Tracked {
 
 void delete_tracked(void* ctx) {
   auto* t = static_cast<Tracked*>(ctx);
-  {
-    const std::lock_guard<std::mutex> lock(tracking_mutex());
-    cuda_emu::untrack_allocation(t->inner.get());
-  }
+  cuda_emu::untrack_allocation(t->inner.get());  // (thread-safe)
   delete t;
 }
 
@@ -37,10 +27,7 @@ class TrackingAllocator final : public c10::Allocator {
     void* data = inner.get();
     const c10::Device device = inner.device();
     if (!data) return inner;
-    {
-      const std::lock_guard<std::mutex> lock(tracking_mutex());
-      cuda_emu::track_allocation(data, n);
-    }
+    cuda_emu::track_allocation(data, n);
     return c10::DataPtr(data, new Tracked{std::move(inner)}, &delete_tracked, device);
   }
 
