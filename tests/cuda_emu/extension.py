@@ -43,9 +43,13 @@ def library() -> ctypes.CDLL:
 
 
 def ops() -> list[str]:
-    """The names of the emulated ops."""
+    """The names of the emulated ops: those the .cu sources implement."""
     library()
-    return _define_schemas()
+    return [
+        name
+        for name in _define_schemas()
+        if torch._C._dispatch_has_kernel_for_dispatch_key(f"pgnface_emu::{name}", "CPU")
+    ]
 
 
 def _tracked(value):
