@@ -1,6 +1,11 @@
 """`pgnface train`: trains the PGN reconstructor (pgnface.train) from a config and key=value overrides."""
 
-from pgnface.cli.errors import input_errors
+from pathlib import Path
+
+from pgnface.cli import checks, outputs
+from pgnface.cli.errors import UsageError, input_errors
+
+RUN_FILES = ("log.jsonl", "checkpoint.pt")  # a folder holding either holds a run
 
 
 def add_parser(subparsers) -> None:
@@ -24,6 +29,12 @@ def add_parser(subparsers) -> None:
         "--resume", action="store_true", help="continue from OUT/checkpoint.pt with its config (steps may be raised)"
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a fresh run in OUT even when it holds one (which is then replaced); without it "
+        "such a folder is refused",
+    )
+    parser.add_argument(
         "--init",
         default=None,
         metavar="MODEL_PT",
@@ -40,14 +51,32 @@ def _overrides(args) -> list:
     return list(args.overrides) + [f"{key}={value}" for key, value in options.items() if value is not None]
 
 
+def _check_fresh_run(out: Path, args) -> None:
+    """Refuses a fresh run into a folder that holds a run, unless --overwrite says to replace it."""
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not (args.resume or args.overwrite):
+        raise UsageError(
+            f"--out {out} holds a run ({held[0]}): continue it with --resume, replace it with --overwrite, "
+            "or choose another --out"
+        )
+
+
 def run(args) -> int:
     """Trains into args.out and prints where it got to."""
     from pgnface.train import TrainConfig, apply_overrides, train
 
-    with input_errors():
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    outputs.folder(args.out, "--out", keep=True)  # an interrupted run keeps its checkpoint
+    _check_fresh_run(Path(args.out), args)
+    with input_errors(f"--config {args.config}" if args.config else ""):
         config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    with input_errors():
         config = apply_overrides(config, _overrides(args))
         config.validate()
+    checks.in_range("threads", config.threads, 0)
+    checks.device(None if config.device == "auto" else config.device, "device")
+    with input_errors():
         if config.tensorboard:
             import tensorboard  # noqa: F401  (a missing one names the [app] extra before training starts)
         summary = train(config, args.out, resume=args.resume, progress=not args.quiet)
