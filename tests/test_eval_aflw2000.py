@@ -177,17 +177,29 @@ def test_bad_folders(tmp_path):
 
 def test_cli_eval_aflw2000(tmp_path, capsys):
     from pgnface.cli import main
+    from pgnface.nn import REFERENCE_CHECKPOINT
 
     folder = shared_data_file("aflw2000")
     assert main(["eval", "aflw2000", str(folder), "-o", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     for row in ("[0,30]", "(30,60]", "(60,90]", "balanced", "mean"):
         assert row in printed
+    # Without --checkpoint the bundled reference network is scored, as reconstruct and demo use it.
+    assert f"predictor: checkpoint {REFERENCE_CHECKPOINT}" in printed
     assert (tmp_path / "per_image.csv").is_file() and (tmp_path / "nme.png").stat().st_size > 1000
     sheet = cv2.imread(str(tmp_path / "landmarks.jpg"))
     assert sheet is not None and sheet.shape == (400, 1000, 3)  # 10 images: 2 rows of 5 tiles of 200 px
     assert main(["eval", "aflw2000", str(tmp_path / "missing")]) == 2
     assert main(["eval", "aflw2000", str(folder), "--checkpoint", str(tmp_path / "none.pt")]) == 2
+
+
+def test_cli_eval_aflw2000_mean_face_floor(tmp_path, capsys):
+    from pgnface.cli import main
+
+    folder = shared_data_file("aflw2000")
+    assert main(["eval", "aflw2000", str(folder), "--mean-face", "-o", str(tmp_path)]) == 0
+    assert "predictor: mean-shape baseline" in capsys.readouterr().out
+    assert main(["eval", "aflw2000", str(folder), "--mean-face", "--checkpoint", "x.pt", "-o", str(tmp_path)]) == 2
 
 
 def test_cli_eval_aflw2000_with_a_trained_checkpoint(tmp_path, capsys):
@@ -229,7 +241,7 @@ def test_cli_eval_aflw2000_with_a_trained_checkpoint(tmp_path, capsys):
         == 0
     )
     assert "with flip averaging" in capsys.readouterr().out
-    assert main(["eval", "aflw2000", str(folder), "--flip", "-o", str(tmp_path / "x")]) == 2  # no network
+    assert main(["eval", "aflw2000", str(folder), "--flip", "--mean-face", "-o", str(tmp_path / "x")]) == 2
 
 
 def test_flip_averaging_is_the_mean_of_the_two_passes(tmp_path):

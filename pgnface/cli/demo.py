@@ -1,6 +1,7 @@
 """`pgnface demo`: reconstructs a synthetic clip of a random person and scores it (pgnface.apps.demo)."""
 
-from pgnface.cli.errors import UsageError, input_errors, report
+from pgnface.cli import checks, outputs
+from pgnface.cli.errors import LOAD_ERRORS, input_errors, report
 
 
 def add_parser(subparsers) -> None:
@@ -38,15 +39,19 @@ def run(args) -> int:
     from pgnface.apps.demo import default_comparisons, format_metrics, run_demo
     from pgnface.nn.checkpoint import REFERENCE_CHECKPOINT
 
-    if args.frames < 1:
-        raise UsageError(f"--frames must be at least 1, got {args.frames}")
+    checks.in_range("--frames", args.frames, 1)
+    checks.device(args.device)
+    for path in [args.checkpoint] + (args.compare or []):
+        if path is not None:
+            checks.input_file(path, "--checkpoint" if path == args.checkpoint else "--compare")
+    outputs.folder(args.output)
     checkpoint = args.checkpoint or REFERENCE_CHECKPOINT
     compare = [] if args.no_compare else (args.compare if args.compare else default_comparisons(checkpoint))
 
     def skipped(path, err):
         report("demo", f"--compare {path}: {err}")
 
-    with input_errors(f"--checkpoint {checkpoint}"):
+    with input_errors(f"--checkpoint {checkpoint}", kinds=LOAD_ERRORS):
         metrics = run_demo(args.output, args.checkpoint, args.frames, args.seed, args.device, compare, skipped)
     print(
         f"pgnface demo: a synthetic clip of {args.frames} frames of one random person (built-in 3DMM), "

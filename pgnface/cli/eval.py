@@ -1,8 +1,12 @@
 """`pgnface eval`: the evaluation protocols (aflw2000, 300w, dense, synthetic), one sub-command each."""
 
+import math
 from pathlib import Path
 
-from pgnface.cli.errors import UsageError, input_errors, report
+from pgnface.cli import checks, outputs
+from pgnface.cli.errors import LOAD_ERRORS, UsageError, input_errors, report
+
+CROP_SIZES = (32, checks.MAX_SIZE)  # crop sizes a network can be evaluated at, pixels
 
 
 def _eval_aflw2000(args) -> int:
@@ -13,28 +17,32 @@ def _eval_aflw2000(args) -> int:
     from pgnface.eval.plots import error_distribution_png, landmark_sheet
     from pgnface.eval.predictors import CheckpointPredictor, MeanShapePredictor
     from pgnface.morphable import MorphableModel
+    from pgnface.nn.checkpoint import REFERENCE_CHECKPOINT
 
-    if args.flip and not args.checkpoint:
-        raise UsageError("--flip needs --checkpoint (the mean-shape baseline has nothing to average)")
+    if args.flip and args.mean_face:
+        raise UsageError("--flip does not apply to --mean-face (the constant mean face has nothing to average)")
+    checks.in_range("--size", args.size, *CROP_SIZES, unit=" px")
+    checks.device(args.device)
+    out = outputs.folder(args.output)
     with input_errors(kinds=(ValueError, OSError)):
         reannotated = np.load(args.reannotated) if args.reannotated else None
         samples = load_aflw2000(args.folder, reannotated=reannotated)
-    with input_errors():
-        if args.checkpoint:
-            morphable = MorphableModel.load(args.morphable) if args.morphable else None
-            predictor = CheckpointPredictor(args.checkpoint, morphable, args.size, args.device, flip=args.flip)
-            label = f"checkpoint {args.checkpoint}" + (" with flip averaging" if args.flip else "")
-        else:
+    checkpoint = args.checkpoint or REFERENCE_CHECKPOINT
+    with input_errors(f"--checkpoint {checkpoint}" if not args.mean_face else "", kinds=LOAD_ERRORS):
+        if args.mean_face:
             predictor, label = MeanShapePredictor(input_size=args.size or 120), "mean-shape baseline"
+        else:
+            morphable = MorphableModel.load(args.morphable) if args.morphable else None
+            predictor = CheckpointPredictor(checkpoint, morphable, args.size, args.device, flip=args.flip)
+            label = f"checkpoint {checkpoint}" + (" with flip averaging" if args.flip else "")
     result = evaluate(predictor, samples)
     print(f"AFLW2000-3D protocol, {len(samples)} images, predictor: {label}")
     print(result.format_table())
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     result.write_csv(out / "per_image.csv")
     by_bin = {label: [r["nme2d"] for r in rows] for label, rows in result.by_bin().items()}
     error_distribution_png(by_bin, out / "nme.png", title=f"AFLW2000-3D 2D NME, {label}")
-    cv2.imwrite(str(out / "landmarks.jpg"), landmark_sheet(samples, result), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    outputs.write_image(out / "landmarks.jpg", landmark_sheet(samples, result), [cv2.IMWRITE_JPEG_QUALITY, 90])
     print(
         f"wrote {out / 'per_image.csv'}, {out / 'nme.png'} and {out / 'landmarks.jpg'} "
         "(the worst 50 images: ground truth green, prediction red)"
@@ -75,6 +83,8 @@ def _eval_dense(args) -> int:
     from pgnface.eval.dense import dense_errors
     from pgnface.io.meshes import read_mesh
 
+    checks.in_range("--crop-radius", args.crop_radius, 1e-9)
+    out = outputs.folder(args.output)
     with input_errors():
         pairs = _mesh_pairs(args.pred, args.gt)
     rows, failures = [], []
@@ -98,7 +108,6 @@ def _eval_dense(args) -> int:
             f"({result.points} points, {result.iterations} ICP iterations)"
         )
     _report_failures("eval dense", failures, rows, "mesh pairs")
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "dense.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -127,14 +136,13 @@ def _report_failures(command: str, failures: list, done: list, what: str) -> Non
 
 def _check_synthetic_options(args) -> None:
     """Raises UsageError for the first invalid option of `eval synthetic`."""
-    if args.num < 1:
-        raise UsageError(f"-n must be at least 1, got {args.num}")
-    if args.size is not None and args.size < 32:
-        raise UsageError(f"--size must be at least 32 pixels, got {args.size}")
-    if not 0 < args.yaw_max <= 90:
+    checks.in_range("-n", args.num, 1)
+    checks.in_range("--size", args.size, *CROP_SIZES, unit=" px")
+    if not (math.isfinite(args.yaw_max) and 0 < args.yaw_max <= 90):
         raise UsageError(f"--yaw-max must be in (0, 90] degrees, got {args.yaw_max}")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    checks.in_range("--batch-size", args.batch_size, 1)
+    checks.device(args.device)
+    outputs.folder(args.output)
 
 
 def _eval_synthetic(args) -> int:
@@ -160,7 +168,7 @@ def _eval_synthetic(args) -> int:
     for path in checkpoints:
         try:
             loaded.append((path, *load_network(path, map_location=args.device)))
-        except (FileNotFoundError, ValueError) as err:
+        except LOAD_ERRORS as err:
             failures.append(f"--checkpoint {path}: {err}")
     _report_failures("eval synthetic", failures, loaded, "checkpoints")
     test_sets, rows, networks = {}, [], []
@@ -247,11 +255,16 @@ def add_parser(subparsers) -> None:
     )
     aflw.add_argument("folder", help="folder of imageXXXXX.jpg + imageXXXXX.mat (pt3d_68, Pose_Para)")
     aflw.add_argument("-o", "--output", default="eval_aflw2000", help="output folder (default ./eval_aflw2000)")
-    aflw.add_argument(
+    network = aflw.add_mutually_exclusive_group()
+    network.add_argument(
         "--checkpoint",
         default=None,
-        help="trained PGN network (pgnface train's model.pt); without it the constant mean-face "
-        "baseline is evaluated (a floor, not a method)",
+        help="trained PGN network (pgnface train's model.pt; default: the bundled reference network)",
+    )
+    network.add_argument(
+        "--mean-face",
+        action="store_true",
+        help="evaluate the constant mean face instead of a network (a floor every method must beat)",
     )
     aflw.add_argument(
         "--morphable", default=None, help="the 3DMM file the checkpoint was trained with (default built-in)"

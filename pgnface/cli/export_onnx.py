@@ -1,11 +1,21 @@
 """`pgnface export-onnx`: the network (CNN and heads) as one ONNX file, checked against PyTorch."""
 
 import logging
-from pathlib import Path
 
-from pgnface.cli.errors import UsageError, input_errors, report
+from pgnface.cli import checks, outputs
+from pgnface.cli.errors import LOAD_ERRORS, UsageError, input_errors, report
 
 TOLERANCE = 1e-3  # max |ONNX - PyTorch| per output, relative to max(1, |PyTorch|)
+# Opsets torch's torch.export-based exporter writes (its ONNX_MAX_OPSET); the written one is checked too.
+OPSETS = (18, 23)
+
+
+def written_opset(path) -> int:
+    """The default-domain opset version an ONNX file declares."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
 
 
 def compare_with_torch(net, path, size: int, batch: int = 3, seed: int = 0):
@@ -35,20 +45,20 @@ def run(args) -> int:
     from pgnface.nn import REFERENCE_CHECKPOINT, load_network
     from pgnface.nn.checkpoint import network_name
 
-    if args.opset < 18:
-        raise UsageError(f"--opset must be at least 18 (the torch.export-based exporter), got {args.opset}")
-    if args.size is not None and args.size < 32:
-        raise UsageError(f"--size must be at least 32 pixels, got {args.size}")
+    checks.in_range("--opset", args.opset, *OPSETS)
+    checks.in_range("--size", args.size, 32, checks.MAX_SIZE, unit=" px")
     checkpoint = args.checkpoint or str(REFERENCE_CHECKPOINT)
-    with input_errors(f"--checkpoint {checkpoint}"):
+    output = outputs.file(args.output or f"{network_name(checkpoint)}.onnx")
+    with input_errors(f"--checkpoint {checkpoint}", kinds=LOAD_ERRORS):
         net, payload = load_network(checkpoint)
     size = int(args.size or payload.get("input_size") or 120)
-    output = Path(args.output or f"{network_name(checkpoint)}.onnx")
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
     try:
         metadata = export_onnx(net, output, size, opset=args.opset)
     except Exception as err:  # the exporter raises many types; say which step failed
         raise UsageError(f"exporting {checkpoint} failed: {type(err).__name__}: {err}") from err
+    if written_opset(output) != args.opset:
+        raise UsageError(f"--opset {args.opset}: the exporter wrote opset {written_opset(output)}; choose another")
     print(
         f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB, opset {args.opset}): "
         f"images [B, 3, {size}, {size}] RGB in [0, 1] -> {metadata['outputs'].replace(',', ', ')} "
@@ -110,7 +120,13 @@ def add_parser(subparsers) -> None:
         metavar="FILE",
         help="the .onnx file (default: ./NAME.onnx, NAME the checkpoint's folder for model.pt, else its stem)",
     )
-    exp.add_argument("--opset", type=int, default=18, metavar="N", help="ONNX opset version, 18 or newer (default 18)")
+    exp.add_argument(
+        "--opset",
+        type=int,
+        default=18,
+        metavar="N",
+        help=f"ONNX opset version, {OPSETS[0]} to {OPSETS[1]} (default 18)",
+    )
     exp.add_argument(
         "--size",
         type=int,

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from pgnface.cli import checks, outputs
 from pgnface.cli.errors import input_errors
 
 
@@ -35,6 +36,10 @@ def run(args) -> int:
     """Runs the probe into args.out and prints its tables."""
     from pgnface.train.probe import format_report, run_probe
 
+    for option in ("batches", "batch_size", "frames"):
+        checks.in_range(f"--{option.replace('_', '-')}", getattr(args, option), 1)
+    checks.in_range("--show", args.show, 0)
+    outputs.folder(args.out, "--out")
     with input_errors():
         report = run_probe(
             args.checkpoint,

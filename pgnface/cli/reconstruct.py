@@ -1,9 +1,11 @@
 """`pgnface reconstruct`: 3D faces from images, a folder, a video or a folder of frames."""
 
-import json
 from pathlib import Path
 
-from pgnface.cli.errors import UsageError, input_errors, report
+from pgnface.cli import checks, outputs
+from pgnface.cli.errors import LOAD_ERRORS, input_errors, report
+
+FPS_RANGE = (0.1, 1000.0)  # frame rates the overlay video writer accepts
 
 
 def _inputs(path: Path, mode: str):
@@ -34,7 +36,6 @@ def _inputs(path: Path, mode: str):
 
 def _run_images(recon, files, boxes, out, report) -> int:
     """Every face of every image; returns the number of faces written."""
-    import cv2
     from tqdm import tqdm
 
     from pgnface.apps.pipeline import output_stems, write_face
@@ -56,7 +57,7 @@ def _run_images(recon, files, boxes, out, report) -> int:
         for j, r in enumerate(results):
             write_face(r, triangles, out, f"{stem}_face{j}")
         written += len(results)
-        cv2.imwrite(str(out / f"{stem}_overlay.png"), recon.overlay(image, results))
+        outputs.write_image(out / f"{stem}_overlay.png", recon.overlay(image, results))
     return written
 
 
@@ -91,27 +92,22 @@ def _run_clip(recon, kind, items, boxes, out, fps, report) -> int:
 
 def run(args) -> int:
     """Reconstructs every input; exit code 0 when at least one face was written, else 1."""
-    from pgnface.apps.clip import check_fps
     from pgnface.apps.pipeline import ReconstructionPipeline
     from pgnface.morphable import MorphableModel
     from pgnface.nn.checkpoint import REFERENCE_CHECKPOINT
 
-    if args.fps is not None and not args.fps > 0:
-        raise UsageError(f"--fps must be positive, got {args.fps}")
-    if args.fps is not None:
-        with input_errors("--fps"):  # before any work: OpenCV's writer hangs on inf, fails on 1e9
-            check_fps(args.fps)
+    checks.in_range("--fps", args.fps, *FPS_RANGE, unit=" frames per second")
+    checks.device(args.device)
+    out = outputs.folder(args.output)
     mode = "video" if args.video else "images" if args.images else "auto"
     with input_errors():
         kind, items = _inputs(Path(args.input), mode)
-    with input_errors(f"--boxes {args.boxes}", kinds=(OSError, ValueError)):
-        boxes = json.loads(Path(args.boxes).read_text()) if args.boxes else {}
-    with input_errors(f"--morphable {args.morphable}"):
+    boxes = checks.boxes_file(args.boxes) if args.boxes else {}
+    with input_errors(f"--morphable {args.morphable}", kinds=LOAD_ERRORS):
         morphable = MorphableModel.load(args.morphable) if args.morphable else None
     checkpoint = args.checkpoint or REFERENCE_CHECKPOINT
-    with input_errors(f"--checkpoint {checkpoint}"):
+    with input_errors(f"--checkpoint {checkpoint}", kinds=LOAD_ERRORS):
         recon = ReconstructionPipeline(checkpoint, morphable, device=args.device)
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     problems = []
 

@@ -1,9 +1,9 @@
 """`pgnface render`: synthetic faces with exact ground truth, written in the 300W-LP layout."""
 
 import time
-from pathlib import Path
 
-from pgnface.cli.errors import UsageError, input_errors
+from pgnface.cli import checks, outputs
+from pgnface.cli.errors import LOAD_ERRORS, UsageError, input_errors
 
 BATCH = 32  # faces rendered per call
 
@@ -40,9 +40,13 @@ def _flat_clips(clips: dict, frames: int) -> dict:
 
 def run(args) -> int:
     """Renders args.num faces into args.output."""
-    if args.num < 1:
-        raise UsageError(f"--num must be at least 1, got {args.num}")
-    import cv2
+    checks.in_range("--num", args.num, 1)
+    checks.in_range("--size", args.size, 8, checks.MAX_SIZE, unit=" px")
+    checks.in_range("--clips", args.clips, 0)
+    checks.in_range("--sheet", args.sheet, 0)
+    checks.device(args.device)
+    out = outputs.folder(args.output)
+    import cv2  # noqa: F401  (the writers need opencv: a missing one names the [app] extra first)
     import torch
     from tqdm import tqdm
 
@@ -51,7 +55,7 @@ def run(args) -> int:
     from pgnface.io.overlays import contact_sheet, draw_landmarks, to_uint8_bgr
     from pgnface.morphable import MorphableModel
 
-    with input_errors():
+    with input_errors(f"--morphable {args.morphable}", kinds=LOAD_ERRORS):
         morphable = MorphableModel.load(args.morphable) if args.morphable else MorphableModel.builtin()
     if morphable.triangles.numel() == 0:
         raise UsageError(f"{args.morphable} has no triangles (a landmark-only 3DMM) and cannot be rendered")
@@ -61,7 +65,6 @@ def run(args) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     morphable = morphable.to(device)
     generator = SyntheticFaces(morphable, config, seed=args.seed)
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     tiles, written, start = [], 0, time.perf_counter()
     with tqdm(total=args.num, desc="rendering", unit="img", disable=args.num < 64) as bar:
@@ -81,7 +84,7 @@ def run(args) -> int:
             written += n
             bar.update(n)
     sheet = out / "contact_sheet.png"
-    cv2.imwrite(str(sheet), contact_sheet(tiles, columns=args.clips or 8))
+    outputs.write_image(sheet, contact_sheet(tiles, columns=args.clips or 8))
     rate = written / (time.perf_counter() - start)
     print(
         f"wrote {written} faces ({morphable.name}, {morphable.units}) to {out} "

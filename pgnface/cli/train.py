@@ -2,6 +2,7 @@
 
 import signal
 
+from pgnface.cli import checks, outputs
 from pgnface.cli.errors import UsageError, input_errors
 
 
@@ -57,12 +58,16 @@ def run(args) -> int:
             f"--resume continues the run in {args.out} with its own config: "
             f"{'--config' if args.config else '--overwrite'} does not go with it"
         )
+    outputs.folder(args.out, "--out", keep=True)  # an interrupted run keeps its checkpoint
     with input_errors():
         base = load_run_config(args.out) if args.resume else None
         if base is None:
             base = TrainConfig.from_json(args.config) if args.config else TrainConfig()
         config = apply_overrides(base, _overrides(args))
         config.validate()
+    checks.in_range("threads", config.threads, 0)
+    checks.device(None if config.device == "auto" else config.device, "device")
+    with input_errors():
         if config.tensorboard:
             import tensorboard  # noqa: F401  (a missing one names the [app] extra before training starts)
         summary = train(config, args.out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
