@@ -256,7 +256,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.out:
         stem = Path(args.out) / f"cpu_{time.strftime('%Y-%m-%d')}_peers"
         stem.parent.mkdir(parents=True, exist_ok=True)
-        text = [f"# pgnface vs peers on the CPU, {machine['date']}", "", "Machine: " + json.dumps(machine), ""]
+        text = [
+            f"# pgnface vs peers on the CPU, {machine['date']}",
+            "",
+            "Machine: " + json.dumps(machine),
+            "",
+            f"Each time is one side's minimum over {args.rounds} calls alternating with the other side's, in one "
+            "process. When the load average above exceeds the core count, other processes shared the cores "
+            "during the run: absolute times are then inflated, ratios less so.",
+            "",
+        ]
         for threads, rows in results.items():
             text += [f"## {threads} thread{'s' if threads > 1 else ''}", "", markdown_table(rows), ""]
         stem.with_suffix(".md").write_text("\n".join(text))
