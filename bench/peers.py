@@ -262,8 +262,13 @@ def main(argv: Optional[List[str]] = None) -> None:
             "Machine: " + json.dumps(machine),
             "",
             f"Each time is one side's minimum over {args.rounds} calls alternating with the other side's, in one "
-            "process. When the load average above exceeds the core count, other processes shared the cores "
-            "during the run: absolute times are then inflated, ratios less so.",
+            "process. "
+            + (
+                "Taken under load: other processes shared the cores during the run (load average above the core "
+                "count), so absolute times are inflated, ratios less so."
+                if max(machine["load_average"]) > (machine["cores"] or 1)
+                else "The machine was otherwise idle (load average below the core count)."
+            ),
             "",
         ]
         for threads, rows in results.items():
