@@ -98,7 +98,7 @@ def test_a_read_only_output_folder_is_refused(read_only, tmp_path, capsys, image
         (["reconstruct", "{image}", "--device", "tpu"], "--device tpu: pgnface runs on cpu or cuda"),
         (["render", "--device", "tpu"], "--device tpu: pgnface runs on cpu or cuda"),
         (["eval", "synthetic", "--device", "xla"], "--device xla"),
-        (["train", "--out", "{tmp}/t", "threads=-3"], "threads must be at least 0"),
+        (["train", "--out", "{tmp}/t", "threads=-3"], "threads must be >= 0"),
         (["reconstruct", "{image}", "--fps", "inf"], "--fps must be at least 0.1 frames per second and at most 1000"),
         (["reconstruct", "{image}", "--fps", "1e9"], "at most 1000"),
         (["reconstruct", "{image}", "--fps", "nan"], "got nan"),
@@ -197,7 +197,7 @@ def test_a_fresh_run_into_a_run_folder_needs_overwrite(tmp_path, capsys):
     err = _fails(capsys, ["train", "--out", tmp_path, "--steps", "1"])
     assert "holds a run (log.jsonl)" in err and "--resume" in err and "--overwrite" in err
     assert (tmp_path / "log.jsonl").read_text() == '{"step": 1}\n'
-    assert "give one of them" in _fails(capsys, ["train", "--out", tmp_path, "--resume", "--overwrite"])
+    assert "does not go with it" in _fails(capsys, ["train", "--out", tmp_path, "--resume", "--overwrite"])
 
 
 def test_messages_give_no_python_arguments(tmp_path, capsys):

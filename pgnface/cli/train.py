@@ -61,8 +61,10 @@ def run(args) -> int:
     outputs.folder(args.out, "--out", keep=True)  # an interrupted run keeps its checkpoint
     with input_errors():
         base = load_run_config(args.out) if args.resume else None
-        if base is None:
+    if base is None:
+        with input_errors(f"--config {args.config}" if args.config else ""):
             base = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    with input_errors():
         config = apply_overrides(base, _overrides(args))
         config.validate()
     checks.in_range("threads", config.threads, 0)
