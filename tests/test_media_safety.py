@@ -112,7 +112,9 @@ def test_huge_photo_is_detected_small_and_rendered_small(recon, photo, monkeypat
     boxes = detect_faces_downscaled(big)
     assert max(seen[0][:2]) == pipeline.DETECTION_MAX_SIDE
     # the same face as on the original photo, in the big photo's pixels
-    np.testing.assert_allclose(boxes[0] / 6, small_boxes[0], atol=4)
+    # (the detector sees each photo at its own scale, so the boxes agree to a few percent of the face)
+    side = small_boxes[0][2] - small_boxes[0][0]
+    np.testing.assert_allclose(boxes[0] / 6, small_boxes[0], atol=0.06 * side)
     faces = recon.faces(big, [boxes[0]])
     overlay = recon.overlay(big, faces)
     assert overlay.shape == big.shape and max(rendered[0]) <= pipeline.OVERLAY_RENDER_MAX_SIDE
@@ -134,4 +136,4 @@ def test_reconstruct_keeps_face_jpg_and_face_png_apart(photo, tmp_path, capsys):
     assert len(list(out.glob("*_face0.obj"))) == 2
     for fps in ("inf", "1e9"):
         assert main(["reconstruct", str(inputs), "-o", str(out), "--fps", fps]) == 2
-        assert "--fps: fps must be in [0.1, 1000]" in capsys.readouterr().err
+        assert "--fps must be at least 0.1 frames per second and at most 1000" in capsys.readouterr().err
