@@ -25,6 +25,19 @@ DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id=
 # (rtol, atol) for comparing a kernel with its reference. float32 kernels sum
 # in a different order than the reference, so they get a few ulps of slack
 # per accumulated term; float64 is held far tighter.
+# Every compute op of the library, forward and backward (the build-metadata ops aside).
+OP_NAMES = (
+    "synthesize",
+    "synthesize_backward",
+    "rasterize",
+    "rasterize_backward",
+    "interpolate",
+    "interpolate_backward",
+    "svd3x3",
+    "svd3x3_backward",
+    "similarity_align",
+    "similarity_align_backward",
+)
 TOLERANCES = {torch.float32: (1e-4, 1e-4), torch.float64: (1e-10, 1e-10)}
 
 

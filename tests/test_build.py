@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from op_harness import OP_NAMES
 
 import pgnface
 import pgnface.ops._native as ext
@@ -29,20 +30,7 @@ def test_build_metadata_are_ops_and_the_module_is_empty():
 
 
 def test_ops_are_registered_in_the_dispatcher():
-    for name in (
-        "synthesize",
-        "synthesize_backward",
-        "rasterize",
-        "rasterize_backward",
-        "interpolate",
-        "interpolate_backward",
-        "svd3x3",
-        "svd3x3_backward",
-        "similarity_align",
-        "similarity_align_backward",
-        "cuda_built",
-        "torch_version_built",
-    ):
+    for name in (*OP_NAMES, "cuda_built", "torch_version_built"):
         assert hasattr(torch.ops.pgnface, name)
 
 

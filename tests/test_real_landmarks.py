@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from op_harness import shared_data_file
+from test_train_realdata import TINY  # the tiny network and batch of the training tests
 
 from pgnface.data.landmarks2d import Landmarks2DFaces
 from pgnface.morphable.ibug68 import IBUG68_MIRROR
@@ -119,19 +120,6 @@ def test_the_shared_300w_and_ytf_faces():
         assert bool(((extent > 0.55) & (extent < 0.9)).all())
         assert float(batch["image"].std()) > 0.1
     assert torch.equal(ytf.batch(2, torch.Generator())["label_weight"], torch.full((2,), 0.5))
-
-
-TINY = [
-    "net.backbone=resnet18",
-    "net.width=0.125",
-    "net.head_hidden=32",
-    "net.fpn_channels=16",
-    "data.size=64",
-    "batch_size=4",
-    "log_every=1",
-    "threads=1",
-    "warmup_steps=1",
-]
 
 
 def test_training_steps_on_real_2d_labels_record_the_terms_of_use(tmp_path):
