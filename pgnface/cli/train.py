@@ -38,6 +38,20 @@ def add_parser(subparsers) -> None:
         metavar="MODEL_PT",
         help="start from this network's weights and architecture (fine-tuning; config key init)",
     )
+    parser.add_argument(
+        "--validate",
+        default=None,
+        metavar="DIR",
+        help="score the network every --validate-every steps on this 300-W-layout folder (pgnface eval 300w's "
+        "protocol), log OUT/val.jsonl and keep the best network as OUT/best.pt; a validation split such as "
+        "300w with --validate-subset helen_test, never a test set",
+    )
+    parser.add_argument(
+        "--validate-subset", default=None, metavar="NAME", help="subset of DIR's landmarks.npz (e.g. helen_test)"
+    )
+    parser.add_argument(
+        "--validate-every", type=int, default=500, metavar="N", help="steps between validations (default 500)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     parser.set_defaults(run=run)
@@ -51,6 +65,7 @@ def _overrides(args) -> list:
 
 def run(args) -> int:
     """Trains into args.out and prints where it got to."""
+    from pgnface.apps.validated_training import train_validated
     from pgnface.train import TrainConfig, apply_overrides, load_run_config, train
 
     if args.resume and (args.config or args.overwrite):
@@ -68,11 +83,25 @@ def run(args) -> int:
         config = apply_overrides(base, _overrides(args))
         config.validate()
     checks.in_range("threads", config.threads, 0)
+    if args.validate is not None:
+        checks.in_range("--validate-every", args.validate_every, 1)
     checks.device(None if config.device == "auto" else config.device, "device")
     with input_errors():
         if config.tensorboard:
             import tensorboard  # noqa: F401  (a missing one names the [app] extra before training starts)
-        summary = train(config, args.out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+        if args.validate is None:
+            summary = train(config, args.out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+        else:
+            summary = train_validated(
+                config,
+                args.out,
+                args.validate,
+                args.validate_subset,
+                args.validate_every,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                progress=not args.quiet,
+            )
     if summary["interrupted"]:  # the trainer said where it stopped and how to resume
         stopped_by = getattr(signal.Signals, summary["interrupted"], signal.SIGINT)
         return 128 + int(stopped_by)
@@ -80,6 +109,12 @@ def run(args) -> int:
         if summary["history"]:
             loss, rate = summary["last"]["loss"], summary["img_per_s"]
             print(f"trained to step {summary['step']}: loss {loss:.4f}, {rate:.1f} img/s; run folder {args.out}")
+        if summary.get("best"):
+            best = summary["best"]
+            print(
+                f"best on {args.validate}: step {best['step']}, "
+                f"NME {best['nme_io_mean']:.2f} % (inter-ocular) -> best.pt"
+            )
         else:
             print(f"nothing to do: {args.out} is already at step {summary['step']} of {config.steps}")
     return 0

@@ -44,7 +44,40 @@ class MeanShapePredictor:
         return self.landmarks.to(crops.device).expand(crops.shape[0], 68, 3)
 
 
-class CheckpointPredictor:
+class NetworkPredictor:
+    """The landmark head of a PGN network in memory, called on crops [B, 3, S, S] -> [B, 68, 3].
+
+    The network runs in eval mode for the call and goes back to the mode it was in,
+    so a training loop can score the network it is training.
+
+    Args:
+        net: a ``pgnface.nn.PGNNetwork``.
+        input_size: crop size S.
+        flip: test-time flip averaging (see ``CheckpointPredictor``).
+    """
+
+    def __init__(self, net: torch.nn.Module, input_size: int, flip: bool = False):
+        self.net = net
+        self.input_size = int(input_size)
+        self.flip = flip
+
+    @torch.no_grad()
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            device = next(self.net.parameters()).device
+            crops = crops.to(device)
+            landmarks = self.net(crops)["landmarks"].float()
+            if self.flip:
+                mirrored = mirror_landmarks(self.net(crops.flip(-1))["landmarks"].float(), crops.shape[-1])
+                landmarks = (landmarks + mirrored) / 2
+            return landmarks
+        finally:
+            self.net.train(was_training)
+
+
+class CheckpointPredictor(NetworkPredictor):
     """The landmark head of a trained PGN reconstructor (``pgnface train``'s model.pt).
 
     Args:
@@ -61,16 +94,5 @@ class CheckpointPredictor:
         self, path, morphable: MorphableModel = None, input_size: int = None, device="cpu", flip: bool = False
     ):
 
-        self.net, payload = load_network(path, morphable, map_location=device)
-        self.input_size = int(input_size or payload.get("input_size") or 120)
-        self.device = torch.device(device)
-        self.flip = flip
-
-    @torch.no_grad()
-    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
-        crops = crops.to(self.device)
-        landmarks = self.net(crops)["landmarks"].float()
-        if self.flip:
-            mirrored = mirror_landmarks(self.net(crops.flip(-1))["landmarks"].float(), crops.shape[-1])
-            landmarks = (landmarks + mirrored) / 2
-        return landmarks
+        net, payload = load_network(path, morphable, map_location=device)
+        super().__init__(net.to(device), int(input_size or payload.get("input_size") or 120), flip)
