@@ -109,12 +109,12 @@ def run(args) -> int:
         if summary["history"]:
             loss, rate = summary["last"]["loss"], summary["img_per_s"]
             print(f"trained to step {summary['step']}: loss {loss:.4f}, {rate:.1f} img/s; run folder {args.out}")
+        else:
+            print(f"nothing to do: {args.out} is already at step {summary['step']} of {config.steps}")
         if summary.get("best"):
             best = summary["best"]
             print(
                 f"best on {args.validate}: step {best['step']}, "
                 f"NME {best['nme_io_mean']:.2f} % (inter-ocular) -> best.pt"
             )
-        else:
-            print(f"nothing to do: {args.out} is already at step {summary['step']} of {config.steps}")
     return 0
