@@ -40,7 +40,7 @@ def model():
 def test_fit_recovers_pose_and_landmarks_of_the_models_own_faces(model):
     lm, gt = _face(model, [-25.0, -5.0, 0.0, 5.0, 20.0, 35.0], seed=1)
     labels = lm[:, model.landmark_ids.argsort()][..., :2]  # iBUG order
-    result = fit_landmarks(model, labels, FitConfig(noise=0.005))
+    result = fit_landmarks(model, labels, FitConfig(iterations=60))
     eyes = (labels[:, 36] - labels[:, 45]).norm(dim=-1)
     # Exact labels: the fit reproduces them to a small fraction of the eye distance ...
     assert float(result.residual_io.max()) < 1.5
@@ -63,7 +63,7 @@ def _outline_labels(model, lm, gt):
     """Labels whose far-side jaw points trace the silhouette, as 300-W labels do."""
     posed = model.vertices(gt["id"], gt["exp"], gt["rotation"], gt["scale"], gt["translation"])
     matcher = ContourMatcher(model)
-    silhouette = matcher.silhouette(posed)
+    silhouette = matcher.facing(posed)[1]
     labels = lm[:, model.landmark_ids.argsort()][..., :2].clone()
     for b in range(len(labels)):
         far = 1 if gt["yaw"][b] > 0 else 0
@@ -90,7 +90,7 @@ def test_jaw_contour_handling(model):
     truth_angles = rotation_to_angles(FRONTAL @ gt["rotation"])
     errors = {}
     for contour in (True, False):
-        result = fit_landmarks(model, labels, FitConfig(noise=0.01, contour=contour))
+        result = fit_landmarks(model, labels, FitConfig(iterations=60, contour=contour))
         errors[contour] = float((result.angles[:, 0] - truth_angles[:, 0]).abs().mean())
         if contour:
             # Far-side jaw labels were matched to vertices other than their landmark vertices.

@@ -13,7 +13,8 @@ of a batch at once:
    coefficients is step 1 again; the jaw correspondences are re-assigned
    between rounds (below).
 3. **Joint refinement**: Adam on all parameters (coefficients, a rotation
-   update, log-scale, translation) through ``ops.synthesize`` and autograd,
+   update, log-scale, translation) through each face's rows of the basis,
+   ``ops.apply_similarity`` and autograd,
    the jaw re-assigned every few steps.
 
 The energy per face is ``sum_k |p_k - y_k|^2 / (noise d)^2 + |a_id|^2 + w_exp |a_exp|^2``:
@@ -47,6 +48,7 @@ from pgnface.morphable import FRONTAL, MorphableModel
 JAW_SIDES = (tuple(range(0, 8)), tuple(range(9, 17)))  # the subject's right (image left when frontal), left
 CHIN = 8
 OUTER_EYE_CORNERS = (36, 45)
+REASSIGN_CHUNK = 64  # faces whose full meshes are posed at once when re-matching the jaw
 
 
 @dataclass
@@ -163,19 +165,30 @@ class ContourMatcher:
         unique, counts = torch.unique(edges, dim=0, return_counts=True)
         self.border = torch.zeros(model.num_vertices, dtype=torch.bool)
         self.border[unique[counts == 1].flatten()] = True
+        # Per side, the triangles around the jaw landmark vertices (to tell the far side from the near one).
+        self.jaw_triangles = []
+        for side in JAW_SIDES:
+            vertices = model.landmark_vertices[[position[k] for k in side]].long()
+            self.jaw_triangles.append(torch.nonzero(torch.isin(self.triangles, vertices).any(1)).flatten())
 
-    def silhouette(self, posed: torch.Tensor) -> torch.Tensor:
-        """[B, N] bool: vertices on the occluding contour of posed image-frame meshes [B, N, 3]."""
+    def facing(self, posed: torch.Tensor):
+        """Triangle orientation and the occluding contour of posed image-frame meshes [B, N, 3].
+
+        Returns:
+            (normal_z [B, T]: z of the unit triangle normals, < 0 facing the camera;
+            silhouette [B, N] bool: vertices shared by triangles facing both ways, or on the border).
+        """
         tris = self.triangles.to(posed.device)
         v0, v1, v2 = posed[:, tris[:, 0]], posed[:, tris[:, 1]], posed[:, tris[:, 2]]
         # Outward normals (counter-clockwise triangles, proper rotation): facing the camera when n_z < 0.
-        facing = (torch.cross(v1 - v0, v2 - v0, dim=-1)[..., 2] < 0).to(posed.dtype)
+        normal_z = torch.nn.functional.normalize(torch.cross(v1 - v0, v2 - v0, dim=-1), dim=-1)[..., 2]
+        facing = (normal_z < 0).to(posed.dtype)
         front = torch.zeros(posed.shape[:2], dtype=posed.dtype, device=posed.device)
         total = torch.zeros(posed.shape[1], dtype=posed.dtype, device=posed.device)
         for k in range(3):
             front = front.index_add(1, tris[:, k], facing)
             total = total.index_add(0, tris[:, k], torch.ones_like(tris[:, k], dtype=posed.dtype))
-        return (front > 0) & ((front < total[None]) | self.border.to(posed.device)[None])
+        return normal_z, (front > 0) & ((front < total[None]) | self.border.to(posed.device)[None])
 
 
 class _Problem:
@@ -202,7 +215,7 @@ class _Problem:
         self.position = {k: i for i, k in enumerate(ids)}
 
 
-def _pose_from_points(model_points, target, weights, rotation, scale, translation, steps: int = 4):
+def _pose_from_points(model_points, target, weights, rotation, scale, translation, steps: int = 30):
     """Weak-perspective pose of model points [B, P, 3] to 2D targets [B, P, 2] (depth from the current pose)."""
     for _ in range(steps):
         depth = ops.apply_similarity(model_points, scale, rotation, translation)[..., 2:]
@@ -235,39 +248,33 @@ def _reassign(problem: _Problem, matcher: ContourMatcher, coeffs, rotation, scal
     """Re-matches the far-side jaw labels to the occluding contour (in place on problem.select)."""
     if not matcher.available:
         return
-    model, B = problem.model, coeffs.shape[0]
+    model = problem.model
     with torch.no_grad():
-        posed = ops.synthesize(model.mean, model.shape_basis, coeffs, rotation, scale, translation)
-        silhouette = matcher.silhouette(posed)
         yaw = ops.rotation_to_angles(FRONTAL.to(rotation) @ rotation)[:, 0]
-        normals_z = []
-        for side in JAW_SIDES:
-            vertices = model.landmark_vertices[[problem.position[k] for k in side]]
-            normals_z.append(_vertex_normal_z(posed, model.triangles, vertices))
-        # The far side is the one whose jaw faces the camera less (larger n_z: n_z < 0 faces the camera).
-        far = torch.stack(normals_z, 1).argmax(1)  # [B]
-        for s, side in enumerate(JAW_SIDES):
-            cols = [problem.position[k] for k in side]
-            start, stop = problem.offsets[s]
-            cand = posed[:, problem.index[start:stop], :2]  # [B, C, 2]
-            on = silhouette[:, problem.index[start:stop]]
-            labels = problem.target[:, cols]  # [B, 8, 2]
-            dist = (labels[:, :, None] - cand[:, None]).norm(dim=-1)  # [B, 8, C]
-            dist = dist.masked_fill(~on[:, None], float("inf"))
-            best, where = dist.min(-1)
-            own = (labels - posed[:, model.landmark_vertices[cols], :2]).norm(dim=-1)
-            use = (far == s)[:, None] & (yaw.abs() > contour_yaw)[:, None] & (best < own)
-            fixed = torch.tensor(cols, device=coeffs.device).expand(B, -1)
-            problem.select[:, cols] = torch.where(use, start + where, fixed)
-
-
-def _vertex_normal_z(posed: torch.Tensor, triangles: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
-    """Mean image-frame normal z of the given vertices: [B]."""
-    tris = triangles.long()
-    v0, v1, v2 = posed[:, tris[:, 0]], posed[:, tris[:, 1]], posed[:, tris[:, 2]]
-    face = torch.nn.functional.normalize(torch.cross(v1 - v0, v2 - v0, dim=-1), dim=-1)
-    touches = (tris[:, :, None] == vertices.to(tris.device)[None, None]).any(1).any(-1)
-    return face[:, touches, 2].mean(1)
+        turned = torch.nonzero(yaw.abs() > contour_yaw).flatten()
+        jaw = torch.tensor([problem.position[k] for k in range(17)], device=coeffs.device)
+        problem.select[:, jaw] = jaw[None]  # every jaw label back on its landmark vertex first
+        for chunk in turned.split(REASSIGN_CHUNK):  # full meshes only for a few faces at a time
+            posed = ops.synthesize(
+                model.mean, model.shape_basis, coeffs[chunk], rotation[chunk], scale[chunk], translation[chunk]
+            )
+            facing_z, silhouette = matcher.facing(posed)
+            # The far side is the one whose jaw faces the camera less (n_z < 0 faces the camera).
+            far = torch.stack([facing_z[:, matcher.jaw_triangles[s]].mean(1) for s in range(2)], 1).argmax(1)
+            for s, side in enumerate(JAW_SIDES):
+                cols = [problem.position[k] for k in side]
+                start, stop = problem.offsets[s]
+                cand = posed[:, problem.index[start:stop], :2]  # [b, C, 2]
+                on = silhouette[:, problem.index[start:stop]]
+                labels = problem.target[chunk][:, cols]  # [b, 8, 2]
+                dist = (labels[:, :, None] - cand[:, None]).norm(dim=-1)  # [b, 8, C]
+                best, where = dist.masked_fill(~on[:, None], float("inf")).min(-1)
+                own = (labels - posed[:, model.landmark_vertices[cols], :2]).norm(dim=-1)
+                use = (far == s)[:, None] & (best < own)
+                fixed = torch.tensor(cols, device=coeffs.device).expand(len(chunk), -1)
+                problem.select[chunk[:, None], torch.tensor(cols, device=coeffs.device)[None]] = torch.where(
+                    use, start + where, fixed
+                )
 
 
 def fit_landmarks(
@@ -314,7 +321,7 @@ def fit_landmarks(
     rotation = FRONTAL.to(labels).repeat(B, 1, 1)
     scale, translation = labels.new_ones(B), labels.new_zeros(B, 3)
     # Start with a frontal scaled pose, then let the Procrustes refine it from the inner points.
-    rotation, scale, translation = _pose_from_points(mean_lm, problem.target, inner, rotation, scale, translation, 6)
+    rotation, scale, translation = _pose_from_points(mean_lm, problem.target, inner, rotation, scale, translation)
     for r in range(config.rounds):
         if config.contour and r > 0:
             _reassign(problem, matcher, coeffs, rotation, scale, translation, config.contour_yaw)
@@ -333,7 +340,7 @@ def fit_landmarks(
 
 
 def _refine(problem: _Problem, matcher, config: FitConfig, coeffs, rotation, scale, translation, progress):
-    """Joint Adam refinement of all parameters through synthesize and autograd."""
+    """Joint Adam refinement of all parameters (each face's basis rows, apply_similarity, autograd)."""
     model = problem.model
     if config.iterations == 0:
         return rotation, scale, translation, coeffs
@@ -357,17 +364,20 @@ def _refine(problem: _Problem, matcher, config: FitConfig, coeffs, rotation, sca
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * step / config.iterations))
     )
     for step in range(config.iterations):
-        if config.contour and step % config.reassign_every == 0:
+        if step % config.reassign_every == 0:
             with torch.no_grad():
-                R, t = _skew_exp(omega) @ R0, t_origin + t_param * t_unit
-                full_t = torch.cat([t, tz], 1)
-                _reassign(problem, matcher, c.detach(), R, log_s.exp(), full_t, config.contour_yaw)
+                if config.contour:
+                    R, t = _skew_exp(omega) @ R0, t_origin + t_param * t_unit
+                    full_t = torch.cat([t, tz], 1)
+                    _reassign(problem, matcher, c.detach(), R, log_s.exp(), full_t, config.contour_yaw)
+            # Each face's own correspondences (landmark or contour vertices): its rows of the basis.
+            vertex = problem.index[problem.select]
+            mean_rows, basis_rows = model.mean[vertex], model.shape_basis[vertex]  # [B, L, 3], [B, L, 3, K]
         optimiser.zero_grad(set_to_none=True)
         R = _skew_exp(omega) @ R0
         t = t_origin + t_param * t_unit
-        full_t = torch.cat([t, tz], 1)
-        posed = ops.synthesize(model.mean, model.shape_basis, c, R, log_s.exp(), full_t, index=problem.index)
-        points = torch.gather(posed, 1, problem.select[..., None].expand(-1, -1, 3))[..., :2]
+        shape = mean_rows + torch.einsum("bljk,bk->blj", basis_rows, c)
+        points = ops.apply_similarity(shape, log_s.exp(), R, torch.cat([t, tz], 1))[..., :2]
         data = ((points - problem.target) / sigma[..., None]).square().sum(-1)
         energy = (problem.weights * data).sum(1) + (prior * c.square()).sum(1)
         energy.sum().backward()
