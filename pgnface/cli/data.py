@@ -234,7 +234,9 @@ def run_profile(args) -> int:
             if len(tiles) < args.sheet:
                 import cv2
 
-                tile = draw_landmarks(np.ascontiguousarray(face.image[..., ::-1]), face.landmarks3d, face.visible, 2)
+                defined = np.isfinite(face.landmarks3d).all(1)
+                bgr = np.ascontiguousarray(face.image[..., ::-1])
+                tile = draw_landmarks(bgr, face.landmarks3d[defined, :2], face.visible[defined], 2)
                 tiles.append(cv2.resize(tile, (192, 192), interpolation=cv2.INTER_AREA))
     (out / "profiling.json").write_text(
         json.dumps(
