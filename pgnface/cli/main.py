@@ -1,6 +1,6 @@
 """The `pgnface` command line: the subcommands of pgnface.cli, one module each, assembled here.
 
-    pgnface render | train | eval | reconstruct | demo | export-onnx | probe | bench ...
+    pgnface render | train | eval | reconstruct | demo | export-onnx | probe | data | bench ...
 
 `pgnface COMMAND --help` describes each one. Every failure of a command is one
 line on stderr and exit code 2; an interrupted command exits with 130. Either
@@ -10,11 +10,11 @@ way the outputs it claimed (pgnface.cli.outputs) lose what it wrote.
 import argparse
 import sys
 
-from pgnface.cli import bench, demo, export_onnx, outputs, probe, reconstruct, render, train
+from pgnface.cli import bench, data, demo, export_onnx, outputs, probe, reconstruct, render, train
 from pgnface.cli import eval as evaluate
 from pgnface.cli.errors import UsageError, missing_dependency, report, write_failure
 
-COMMANDS = (render, train, evaluate, reconstruct, demo, export_onnx, probe, bench)
+COMMANDS = (render, train, evaluate, reconstruct, demo, export_onnx, probe, data, bench)
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C (128 + SIGINT)
 
 
