@@ -44,6 +44,21 @@ COLUMNS = [
 ]
 
 
+# Workloads whose name ends so run under torch.use_deterministic_algorithms(True), which switches
+# the rasterizer's backward passes from atomics to their sorted gather.
+DETERMINISTIC = " (deterministic)"
+
+
+def call_workload(emu, name, op, args, **kwargs):
+    """Runs one workload through the emulator (emu.call), in deterministic mode where its name asks for it."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(name.endswith(DETERMINISTIC) or before)
+    try:
+        return emu.call(op, *args, **kwargs)
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
 def surrey_model(dtype):
     """The Surrey model's mean, basis and triangles from the shared data, else a random stand-in of its size."""
     from op_harness import shared_data_dir
@@ -122,6 +137,7 @@ def workloads(dtype, small=False):
             [torch.randn(2, H, W, 3, generator=g, dtype=dtype), colours, tri_id, bary, tris],
         ),
     ]
+    runs += [(name + DETERMINISTIC, op, args) for name, op, args in runs[-3:] if op.endswith("_backward")]
     M = torch.randn(40 if small else 256, 3, 3, generator=g, dtype=dtype)
     U, S, V = torch.ops.pgnface.svd3x3(M)
     runs += [
@@ -189,8 +205,8 @@ def main(argv=None):
 
     emu.clear_counters()
     runs = workloads(dtype)
-    for _, op, op_args in runs:
-        emu.call(op, *op_args, schedule="forward", counters=True)
+    for name, op, op_args in runs:
+        call_workload(emu, name, op, op_args, schedule="forward", counters=True)
     rows = rows_from(emu.counters())
     print(f"CUDA kernel counters from emulation, {args.dtype}; workloads: " + "; ".join(n for n, _, _ in runs))
     print(format_table(rows, COLUMNS))

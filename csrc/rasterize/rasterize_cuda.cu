@@ -6,9 +6,18 @@
 //      key into a z-buffer; the minimum is the same whatever the thread order.
 //   2. resolve: one thread per pixel decodes the winning triangle and computes
 //      its perspective-correct barycentrics and depth.
-// Backward: one thread per pixel, gradients scattered into [B,N,4] with
-// atomicAdd. All per-pixel math comes from rasterize_kernel.h, the code the CPU
-// twin runs.
+// Backward, two paths:
+//   - fast (default): one thread per pixel, gradients scattered into [B,N,4]
+//     (interpolate: [Ba,N,C]) with float atomicAdd, so the order of the sums,
+//     and their rounding, changes from run to run.
+//   - deterministic (torch.use_deterministic_algorithms(True)): each pixel
+//     writes its contributions and their vertex keys; the entries are sorted by
+//     key (stable: one vertex's entries stay in pixel order) and one thread per
+//     output element sums its vertex's entries in that order. Every sum has a
+//     fixed order, so the result is bitwise reproducible, and it is the CPU
+//     twin's order (pixels in row-major order per batch item).
+// All per-pixel math comes from rasterize_kernel.h, the code the CPU twin runs.
+#include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/library.h>
 
@@ -22,7 +31,9 @@ namespace {
 
 constexpr int kThreads = 256;
 
-int64_t blocks_for(int64_t work) { return (work + kThreads - 1) / kThreads; }
+dim3 blocks_for(int64_t work) { return grid_for("rasterize", work, kThreads); }
+
+bool deterministic() { return at::globalContext().deterministicAlgorithms(); }
 
 // Accumulators handed to the shared per-pixel code: threads of different
 // triangles or pixels meet in the same slot, so updates are atomic.
@@ -121,6 +132,109 @@ __global__ void interpolate_backward_kernel(
                                      grad_bary + 3 * p, AtomicAdd{});
 }
 
+// --- deterministic backward ------------------------------------------------
+
+// Per pixel: the gradients it sends to its triangle's vertices, as entries
+// 3 * pix + k of contrib [3*B*H*W, 4] keyed by b * N + vertex in keys
+// [3*B*H*W]. Entries of pixels that send nothing get key B * N, past every
+// vertex (their contrib is never read).
+template <typename T>
+__global__ void rasterize_backward_entries_kernel(
+    const T* __restrict__ grad_bary, const T* __restrict__ grad_depth, const T* __restrict__ pos,
+    const int32_t* __restrict__ tris, const int32_t* __restrict__ tri_id, T* __restrict__ contrib,
+    int64_t* __restrict__ keys, int64_t B, int64_t N, int64_t T_count, int H, int W) {
+  const int64_t pix = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t pixels = static_cast<int64_t>(H) * W;
+  if (pix >= B * pixels) return;
+  const int64_t b = pix / pixels, q = pix % pixels;
+  const int row = static_cast<int>(q / W), col = static_cast<int>(q % W);
+  int64_t v[3];
+  T g[3][4];
+  if (!raster::rasterize_backward_contribution(tri_id[pix], grad_bary + 3 * pix, grad_depth + pix,
+                                               pos + b * N * 4, tris, N, T_count, col, row, H, W, v,
+                                               g)) {
+    for (int k = 0; k < 3; ++k) keys[3 * pix + k] = B * N;
+    return;
+  }
+  for (int k = 0; k < 3; ++k) {
+    keys[3 * pix + k] = b * N + v[k];
+    for (int c = 0; c < 4; ++c) contrib[(3 * pix + k) * 4 + c] = g[k][c];
+  }
+}
+
+// out[j, c] = sum of values[order[s], c] for s in [start[j], start[j + 1]),
+// in s order; one thread per output element, segments = j's range.
+template <typename T>
+__global__ void segment_sum_kernel(const T* __restrict__ values, const int64_t* __restrict__ order,
+                                   const int64_t* __restrict__ start, T* __restrict__ out,
+                                   int64_t segments, int64_t width) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= segments * width) return;
+  const int64_t j = i / width, c = i % width;
+  T sum = T(0);
+  for (int64_t s = start[j], end = start[j + 1]; s < end; ++s) sum += values[order[s] * width + c];
+  out[i] = sum;
+}
+
+// Per pixel: grad_bary (written, no scatter) and the keys item * N + vertex of
+// its entries 3 * p + k (Ba * N where the pixel has no valid triangle).
+template <typename T>
+__global__ void interpolate_backward_entries_kernel(
+    const T* __restrict__ grad_out, const T* __restrict__ attr, const int32_t* __restrict__ tri_id,
+    const T* __restrict__ bary, const int32_t* __restrict__ tris, T* __restrict__ grad_bary,
+    int64_t* __restrict__ keys, int64_t total, int64_t pixels, int64_t Ba, int64_t N, int64_t C,
+    int64_t T_count) {
+  const int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (p >= total) return;
+  const int64_t item = Ba == 1 ? 0 : p / pixels;
+  const int32_t* tri = raster::pixel_triangle(tri_id[p], tris, T_count, N);
+  if (tri == nullptr) {
+    for (int k = 0; k < 3; ++k) keys[3 * p + k] = Ba * N;
+    return;
+  }
+  const T* go = grad_out + p * C;
+  for (int k = 0; k < 3; ++k) {
+    keys[3 * p + k] = item * N + tri[k];
+    // The dot product of raster::interpolate_backward_pixel, in its order.
+    const T* ak = attr + (item * N + tri[k]) * C;
+    T dot = T(0);
+    for (int64_t c = 0; c < C; ++c) dot += go[c] * ak[c];
+    grad_bary[3 * p + k] = dot;
+  }
+}
+
+// grad_attr[j, c] = sum of bary[e] * grad_out[e / 3, c] over the entries e =
+// order[s], s in [start[j], start[j + 1]), in s order (the product the fast
+// path adds, so both paths sum the same terms).
+template <typename T>
+__global__ void interpolate_gather_kernel(const T* __restrict__ bary,
+                                          const T* __restrict__ grad_out,
+                                          const int64_t* __restrict__ order,
+                                          const int64_t* __restrict__ start,
+                                          T* __restrict__ grad_attr, int64_t segments, int64_t C) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= segments * C) return;
+  const int64_t j = i / C, c = i % C;
+  T sum = T(0);
+  for (int64_t s = start[j], end = start[j + 1]; s < end; ++s) {
+    const int64_t e = order[s];
+    sum += bary[e] * grad_out[(e / 3) * C + c];
+  }
+  grad_attr[i] = sum;
+}
+
+// Groups entries by key: returns (order, start) with order the entry indices
+// sorted by key, stably, so one key's entries keep their index order, and
+// start [key_count + 1] the first position of each key in that order. Keys
+// equal to key_count (entries that send nothing) sort last and are in no
+// group. Sorting is the deterministic part: torch's stable sort and
+// searchsorted give the same order on every run.
+std::pair<at::Tensor, at::Tensor> group_by_key(const at::Tensor& keys, int64_t key_count) {
+  auto [sorted, order] = keys.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
+  at::Tensor start = at::searchsorted(sorted, at::arange(key_count + 1, keys.options()));
+  return {order, start};
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(const at::Tensor& pos_in,
@@ -166,6 +280,26 @@ at::Tensor rasterize_backward_cuda(const at::Tensor& grad_bary_in, const at::Ten
   at::Tensor grad_pos = at::zeros({B, N, 4}, pos.options());
   if (B == 0 || N == 0) return grad_pos;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (deterministic()) {
+    const int64_t entries = 3 * B * H * W;
+    at::Tensor contrib = at::empty({entries, 4}, pos.options());
+    at::Tensor keys = at::empty({entries}, pos.options().dtype(at::kLong));
+    AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_backward_cuda", [&] {
+      PGN_LAUNCH(blocks_for(B * H * W), kThreads, 0, stream,
+                 rasterize_backward_entries_kernel<scalar_t>)(
+          grad_bary.data_ptr<scalar_t>(), grad_depth.data_ptr<scalar_t>(), pos.data_ptr<scalar_t>(),
+          tris.data_ptr<int32_t>(), tri_id.data_ptr<int32_t>(), contrib.data_ptr<scalar_t>(),
+          keys.data_ptr<int64_t>(), B, N, T_count, H, W);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      const auto [order, start] = group_by_key(keys, B * N);
+      PGN_LAUNCH(blocks_for(B * N * 4), kThreads, 0, stream, segment_sum_kernel<scalar_t>)(
+          contrib.data_ptr<scalar_t>(), order.data_ptr<int64_t>(), start.data_ptr<int64_t>(),
+          grad_pos.data_ptr<scalar_t>(), B * N, 4);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+    return grad_pos;
+  }
+  at::globalContext().alertNotDeterministic("rasterize_backward (CUDA, float atomicAdd)");
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_backward_cuda", [&] {
     PGN_LAUNCH(blocks_for(B * H * W), kThreads, 0, stream, rasterize_backward_kernel<scalar_t>)(
         grad_bary.data_ptr<scalar_t>(), grad_depth.data_ptr<scalar_t>(), pos.data_ptr<scalar_t>(),
@@ -213,6 +347,25 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& g
   const int64_t total = B * H * W;
   if (total == 0) return {grad_attr, grad_bary};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (deterministic()) {
+    at::Tensor keys = at::empty({3 * total}, attr.options().dtype(at::kLong));
+    AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_backward_cuda", [&] {
+      PGN_LAUNCH(blocks_for(total), kThreads, 0, stream,
+                 interpolate_backward_entries_kernel<scalar_t>)(
+          grad_out.data_ptr<scalar_t>(), attr.data_ptr<scalar_t>(), tri_id.data_ptr<int32_t>(),
+          bary.data_ptr<scalar_t>(), tris.data_ptr<int32_t>(), grad_bary.data_ptr<scalar_t>(),
+          keys.data_ptr<int64_t>(), total, H * W, Ba, N, C, tris.size(0));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (N * C == 0) return;
+      const auto [order, start] = group_by_key(keys, Ba * N);
+      PGN_LAUNCH(blocks_for(Ba * N * C), kThreads, 0, stream, interpolate_gather_kernel<scalar_t>)(
+          bary.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), order.data_ptr<int64_t>(),
+          start.data_ptr<int64_t>(), grad_attr.data_ptr<scalar_t>(), Ba * N, C);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+    return {grad_attr, grad_bary};
+  }
+  at::globalContext().alertNotDeterministic("interpolate_backward (CUDA, float atomicAdd)");
   AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_backward_cuda", [&] {
     PGN_LAUNCH(blocks_for(total), kThreads, 0, stream, interpolate_backward_kernel<scalar_t>)(
         grad_out.data_ptr<scalar_t>(), attr.data_ptr<scalar_t>(), tri_id.data_ptr<int32_t>(),

@@ -471,19 +471,37 @@ PGN_HD void cover_triangle(const ScreenVertex<T>& v0, const ScreenVertex<T>& v1,
 // bary (grad_bary[3]) and depth (*grad_depth) into grad_pos [N,4] of that
 // image through add(slot, value): += on the CPU, atomicAdd on the GPU.
 // pos [N,4] is the image's clip-space positions, t the pixel's triangle id.
+// The gradient pixel (col, row) sends to the vertices v[0..2] of its triangle
+// t: g[k][0..3] for vertex v[k] (pos and grad_pos offset to the pixel's batch
+// item). Returns false where the pixel sends nothing (no valid triangle, or a
+// zero upstream gradient), leaving v and g unset.
+template <typename T>
+PGN_HD bool rasterize_backward_contribution(int32_t t, const T* grad_bary, const T* grad_depth,
+                                            const T* pos, const int32_t* tris, int64_t N,
+                                            int64_t T_count, int col, int row, int H, int W,
+                                            int64_t v[3], T g[3][4]) {
+  const int32_t* tri = pixel_triangle(t, tris, T_count, N);
+  if (tri == nullptr) return false;
+  const T gb[3] = {grad_bary[0], grad_bary[1], grad_bary[2]};
+  const T gd = *grad_depth;
+  if (gb[0] == T(0) && gb[1] == T(0) && gb[2] == T(0) && gd == T(0)) return false;
+  for (int k = 0; k < 3; ++k) v[k] = tri[k];  // 4 * index overflows int32 past 2^29 vertices
+  const T* p[3] = {pos + 4 * v[0], pos + 4 * v[1], pos + 4 * v[2]};
+  for (int k = 0; k < 3; ++k)
+    for (int c = 0; c < 4; ++c) g[k][c] = T(0);
+  resolve_pixel_backward(p, col, row, H, W, gb, gd, g);
+  return true;
+}
+
 template <typename T, typename Add>
 PGN_HD void rasterize_backward_pixel(int32_t t, const T* grad_bary, const T* grad_depth,
                                      const T* pos, const int32_t* tris, int64_t N, int64_t T_count,
                                      int col, int row, int H, int W, T* grad_pos, Add add) {
-  const int32_t* tri = pixel_triangle(t, tris, T_count, N);
-  if (tri == nullptr) return;
-  const T gb[3] = {grad_bary[0], grad_bary[1], grad_bary[2]};
-  const T gd = *grad_depth;
-  if (gb[0] == T(0) && gb[1] == T(0) && gb[2] == T(0) && gd == T(0)) return;
-  const int64_t v[3] = {tri[0], tri[1], tri[2]};  // 4 * index overflows int32 past 2^29 vertices
-  const T* p[3] = {pos + 4 * v[0], pos + 4 * v[1], pos + 4 * v[2]};
-  T g[3][4] = {};
-  resolve_pixel_backward(p, col, row, H, W, gb, gd, g);
+  int64_t v[3];
+  T g[3][4];
+  if (!rasterize_backward_contribution(t, grad_bary, grad_depth, pos, tris, N, T_count, col, row, H,
+                                       W, v, g))
+    return;
   for (int k = 0; k < 3; ++k)
     for (int c = 0; c < 4; ++c) add(grad_pos + 4 * v[k] + c, g[k][c]);
 }

@@ -23,7 +23,9 @@ namespace {
 
 constexpr int kWarps = 4;  // batch items per block
 
-int64_t blocks_for(int64_t work, int per_block) { return (work + per_block - 1) / per_block; }
+dim3 blocks_for(int64_t work, int per_block) {
+  return grid_for("similarity_align", work, per_block);
+}
 
 // Sums v over the warp; every lane receives the totals.
 template <typename T, int N>

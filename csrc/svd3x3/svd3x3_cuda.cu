@@ -17,7 +17,7 @@ namespace {
 
 constexpr int kSvdThreads = 128;  // matrices per block
 
-int64_t blocks_for(int64_t work, int per_block) { return (work + per_block - 1) / per_block; }
+dim3 blocks_for(int64_t work, int per_block) { return grid_for("svd3x3", work, per_block); }
 
 // Copies n * width contiguous values global -> shared (or back) with all threads.
 template <typename T>

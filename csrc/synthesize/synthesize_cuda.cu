@@ -9,6 +9,14 @@
 // batch items: the basis is read once per batch tile, never once per item.
 // Per-element math (pose transform, shape gradient, pose partial sums) comes
 // from synthesize_kernel.h, the same code the CPU twin runs.
+//
+// Determinism: no kernel here uses atomics, and every sum has an order fixed
+// by the shapes alone (never by the device: the backward split into vertex
+// blocks is a constant, and the partial sums are added by sum_slices_kernel,
+// not by a torch reduction whose split may follow the device). So gradients
+// are bitwise reproducible on one GPU model, with or without
+// torch.use_deterministic_algorithms, and the sums are grouped the same way
+// on every model.
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/library.h>
 
@@ -216,6 +224,36 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// out[i] = sum over s in [0, slices) of part[s * count + i], in s order.
+template <typename T>
+__global__ void sum_slices_kernel(const T* __restrict__ part, T* __restrict__ out, int64_t slices,
+                                  int64_t count) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= count) return;
+  T sum = T(0);
+  for (int64_t s = 0; s < slices; ++s) sum += part[s * count + i];
+  out[i] = sum;
+}
+
+// grad_basis[r, k] = sum over b of grad_shape[b, r] * coeffs[b, k], r in
+// [0, 3N), in b order. An own kernel rather than cuBLAS (at::mm): cuBLAS
+// computes float32 products in TF32 when the user enables
+// torch.backends.cuda.matmul.allow_tf32 (10-bit mantissas), and its split of
+// the batch sum depends on the device and the library version. (No test can
+// set TF32 on the emulator, which runs on CPU tensors without cuBLAS; the
+// guarantee is that this file calls no cuBLAS routine. tests/test_cuda_emu_ops
+// holds this kernel to the CPU twin.)
+template <typename T>
+__global__ void basis_grad_kernel(const T* __restrict__ grad_shape, const T* __restrict__ coeffs,
+                                  T* __restrict__ grad_basis, int64_t B, int64_t rows, int64_t K) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows * K) return;
+  const int64_t r = i / K, k = i % K;
+  T sum = T(0);
+  for (int64_t b = 0; b < B; ++b) sum += grad_shape[b * rows + r] * coeffs[b * K + k];
+  grad_basis[i] = sum;
+}
+
 template <typename T>
 __global__ void finish_pose_grad_kernel(const T* __restrict__ pose, const T* __restrict__ rotation,
                                         const T* __restrict__ scale, T* __restrict__ grad_rotation,
@@ -241,6 +279,24 @@ __global__ void shape_grad_kernel(const T* __restrict__ grad_out, const T* __res
 
 int64_t blocks_for(int64_t work, int threads) { return (work + threads - 1) / threads; }
 
+// The backward pass splits the vertex tiles among about this many blocks (over
+// all batch tiles): enough to fill a large GPU a few times over (an H100 has
+// 132 SMs), while each block walks several tiles so the partial buffers stay
+// small. A constant, not a function of multiProcessorCount: the split fixes
+// how the partial sums are grouped, so it must not change with the device.
+constexpr int64_t kBackwardBlocks = 512;
+
+// Sums part [slices, count] over its first axis into out [count] (sum_slices_kernel).
+template <typename T>
+void sum_slices(const at::Tensor& part, at::Tensor& out, int64_t slices, int64_t count,
+                cudaStream_t stream) {
+  constexpr int threads = 256;
+  if (count == 0) return;
+  PGN_LAUNCH(grid_for("synthesize_backward", count, threads), threads, 0, stream,
+             sum_slices_kernel<T>)(part.data_ptr<T>(), out.data_ptr<T>(), slices, count);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 // Batch tiles run along grid.y, which CUDA caps at 65535.
 int64_t batch_tiles_for(int64_t B, int tile) {
   const int64_t tiles = blocks_for(B, tile);
@@ -256,7 +312,7 @@ struct Launcher {
                       const at::Tensor& rotation, const at::Tensor& scale,
                       const at::Tensor& translation, at::Tensor& out, cudaStream_t stream) {
     const int64_t B = coeffs.size(0), N = mean.size(0), K = basis.size(2);
-    const dim3 grid(blocks_for(N, kTileV), batch_tiles_for(B, TB));
+    const dim3 grid = launch_grid("synthesize", blocks_for(N, kTileV), batch_tiles_for(B, TB));
     PGN_LAUNCH(grid, dim3(kTileV, kThreadsY), 0, stream, synthesize_forward_kernel<T, TB, BPT>)(
         mean.data_ptr<T>(), basis.data_ptr<T>(), coeffs.data_ptr<T>(), rotation.data_ptr<T>(),
         scale.data_ptr<T>(), translation.data_ptr<T>(), out.data_ptr<T>(), B, N, K);
@@ -272,26 +328,39 @@ struct Launcher {
     const int64_t B = coeffs.size(0), N = mean.size(0), K = basis.size(2);
     const int64_t tiles = blocks_for(N, kTileV);
     const int64_t batch_tiles = batch_tiles_for(B, TB);
-    // Enough blocks to fill the device a few times over; each walks several
-    // vertex tiles so the per-block partial buffers stay small.
-    const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-    const int64_t want_blocks = std::max<int64_t>(1, 4 * sms / batch_tiles);
+    const int64_t want_blocks = std::max<int64_t>(1, kBackwardBlocks / batch_tiles);
     const int64_t tiles_per_block =
         blocks_for(tiles, static_cast<int>(std::min(tiles, want_blocks)));
     const int64_t vertex_blocks = blocks_for(tiles, static_cast<int>(tiles_per_block));
     at::Tensor pose_part = at::zeros({vertex_blocks, B, morphable::kPoseGradSize}, mean.options());
     at::Tensor coeff_part = at::zeros({vertex_blocks, B, K}, mean.options());
-    const dim3 grid(vertex_blocks, batch_tiles);
+    const dim3 grid = launch_grid("synthesize_backward", vertex_blocks, batch_tiles);
     PGN_LAUNCH(grid, dim3(kTileV, kThreadsY), 0, stream, synthesize_backward_kernel<T, TB, BPT>)(
         grad_out.data_ptr<T>(), mean.data_ptr<T>(), basis.data_ptr<T>(), coeffs.data_ptr<T>(),
         rotation.data_ptr<T>(), scale.data_ptr<T>(), pose_part.data_ptr<T>(),
         coeff_part.data_ptr<T>(), B, N, K, tiles_per_block);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return {pose_part.sum(0), coeff_part.sum(0)};
+    at::Tensor pose = at::empty({B, morphable::kPoseGradSize}, mean.options());
+    at::Tensor grad_coeffs = at::empty({B, K}, mean.options());
+    sum_slices<T>(pose_part, pose, vertex_blocks, B * morphable::kPoseGradSize, stream);
+    sum_slices<T>(coeff_part, grad_coeffs, vertex_blocks, B * K, stream);
+    return {pose, grad_coeffs};
   }
 };
 
 // Small batches use narrower batch tiles so fewer threads idle.
+//
+// Registers (nvcc 13.0 -O3, sm_90, `-Xptxas -v`): forward 55-72 (float) and
+// 56-128 (double); backward 62-128 (float) and 72-168 (double), the most for
+// TB = 32 in double, whose 8 x 3 double accumulators alone take 48. At 168 x
+// 128 threads three blocks (12 warps) fit an SM; shared memory (42 KB a block)
+// would allow five. Left as is: the tile keeps the basis read once per 32
+// items (the register tile is what makes that possible), and capping registers
+// (__launch_bounds__ min-blocks) would trade that for spills, unmeasured
+// without a GPU. ptxas also reports small spills, 4-16 bytes of stack (up to
+// 48 bytes of spill loads in backward<float, 16, 4>), at 55-72 registers, far
+// below the 255 cap: not register pressure but ptxas keeping one or two
+// values on the stack; left until a GPU profile shows them on the hot path.
 template <typename T, typename F>
 void with_batch_tile(int64_t B, F&& f) {
   if (B <= 4) {
@@ -354,27 +423,37 @@ synthesize_backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& mean_i
     with_batch_tile<scalar_t>(B, [&](auto launcher) {
       auto [pose_sum, coeff_sum] =
           decltype(launcher)::backward(grad_out, mean, basis, coeffs, rotation, scale, stream);
-      pose = pose_sum.contiguous();
+      pose = pose_sum;
       grad_coeffs = coeff_sum;
     });
     constexpr int threads = 128;
-    PGN_LAUNCH(blocks_for(B, threads), threads, 0, stream, finish_pose_grad_kernel<scalar_t>)(
+    PGN_LAUNCH(grid_for("synthesize_backward", B, threads), threads, 0, stream,
+               finish_pose_grad_kernel<scalar_t>)(
         pose.data_ptr<scalar_t>(), rotation.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
         grad_rotation.data_ptr<scalar_t>(), grad_scale.data_ptr<scalar_t>(),
         grad_translation.data_ptr<scalar_t>(), B);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (need_model_grad) {
       // Rare path (learning the model itself): materialise s R^T g once and
-      // let cuBLAS do the two reductions over the batch.
+      // reduce it over the batch in fixed order (basis_grad_kernel says why
+      // not cuBLAS).
       at::Tensor grad_shape = at::empty({B, N, 3}, opts);
       constexpr int eltwise_threads = 256;
-      PGN_LAUNCH(blocks_for(B * N, eltwise_threads), eltwise_threads, 0, stream,
-                 shape_grad_kernel<scalar_t>)(
+      PGN_LAUNCH(grid_for("synthesize_backward", B * N, eltwise_threads), eltwise_threads, 0,
+                 stream, shape_grad_kernel<scalar_t>)(
           grad_out.data_ptr<scalar_t>(), rotation.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
           grad_shape.data_ptr<scalar_t>(), B, N);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      grad_mean = grad_shape.sum(0);
-      grad_basis = at::mm(grad_shape.view({B, N * 3}).t(), coeffs).view({N, 3, K});
+      grad_mean = at::empty({N, 3}, opts);
+      sum_slices<scalar_t>(grad_shape, grad_mean, B, N * 3, stream);
+      grad_basis = at::empty({N, 3, K}, opts);
+      if (K > 0) {
+        PGN_LAUNCH(grid_for("synthesize_backward", N * 3 * K, eltwise_threads), eltwise_threads, 0,
+                   stream, basis_grad_kernel<scalar_t>)(
+            grad_shape.data_ptr<scalar_t>(), coeffs.data_ptr<scalar_t>(),
+            grad_basis.data_ptr<scalar_t>(), B, N * 3, K);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
     }
   });
   return {grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation};

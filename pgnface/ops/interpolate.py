@@ -7,6 +7,7 @@ barycentrics, back into ``rasterize`` and so to the vertex positions.
 
 import torch
 
+from pgnface.ops._autocast import float32_under_autocast
 from pgnface.ops._checks import require_float, require_like, require_shape, require_supported_device, require_tensor
 from pgnface.ops._first_order import first_order_only
 from pgnface.ops.rasterize import Fragments, check_triangles
@@ -34,6 +35,9 @@ def interpolate(
         ValueError: wrong shapes or devices, and (with check_values) out-of-range triangle indices.
         RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
+    (attr,) = float32_under_autocast(attr)
+    if isinstance(fragments, tuple) and len(fragments) == 3:
+        fragments = float32_under_autocast(*fragments)
     require_tensor(attr, "attr")
     require_float(attr, "attr")
     require_supported_device(attr, "attr")

@@ -9,6 +9,7 @@ from typing import NamedTuple, Sequence, Tuple, Union
 
 import torch
 
+from pgnface.ops._autocast import float32_under_autocast
 from pgnface.ops._checks import (
     require_finite,
     require_float,
@@ -151,6 +152,7 @@ def rasterize(
             non-finite positions.
         RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
+    (pos,) = float32_under_autocast(pos)
     require_tensor(pos, "pos")
     require_float(pos, "pos")
     require_supported_device(pos, "pos")

@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from pgnface.ops._autocast import float32_under_autocast
 from pgnface.ops._checks import (
     require_finite,
     require_float,
@@ -68,6 +69,7 @@ def similarity_align(
             non-finite values or negative weights.
         RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
+    src, dst, weights = float32_under_autocast(src, dst, weights)
     require_tensor(src, "src")
     require_tensor(dst, "dst")
     require_float(src, "src")

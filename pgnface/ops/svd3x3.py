@@ -9,6 +9,7 @@ from typing import Tuple
 
 import torch
 
+from pgnface.ops._autocast import float32_under_autocast
 from pgnface.ops._checks import (
     require_finite,
     require_float,
@@ -56,6 +57,7 @@ def svd3x3(M: torch.Tensor, *, check_values: bool = True) -> Tuple[torch.Tensor,
         ValueError: M is not [B, 3, 3], or holds NaN/Inf (with check_values).
         RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
+    (M,) = float32_under_autocast(M)
     require_tensor(M, "M")
     require_float(M, "M")
     require_supported_device(M, "M")

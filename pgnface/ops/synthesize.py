@@ -9,6 +9,7 @@ from typing import Optional, Union
 
 import torch
 
+from pgnface.ops._autocast import float32_under_autocast
 from pgnface.ops._checks import (
     require_finite,
     require_float,
@@ -69,6 +70,9 @@ def synthesize(
             values or out-of-range indices (with check_values).
         RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
+    mean, basis, coeffs, rotation, scale, translation = float32_under_autocast(
+        mean, basis, coeffs, rotation, scale, translation
+    )
     for name, x in (("mean", mean), ("basis", basis), ("coeffs", coeffs)):
         require_tensor(x, name)
     require_float(mean, "mean")

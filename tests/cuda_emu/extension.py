@@ -82,3 +82,8 @@ def counters() -> dict:
 
 def clear_counters() -> None:
     library().cuda_emu_counters_clear()
+
+
+def set_multiprocessors(count: int) -> None:
+    """Sets the SM count the emulated device reports (getCurrentDeviceProperties()->multiProcessorCount)."""
+    library().cuda_emu_set_multiprocessors(count)

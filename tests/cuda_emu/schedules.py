@@ -20,6 +20,8 @@ def declare_control(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.cuda_emu_launches.restype = ctypes.c_ulonglong
     lib.cuda_emu_track.argtypes = [ctypes.c_void_p, ctypes.c_ulonglong]
     lib.cuda_emu_untrack.argtypes = [ctypes.c_void_p]
+    lib.cuda_emu_set_multiprocessors.argtypes = [ctypes.c_int]
+    lib.cuda_emu_set_multiprocessors.restype = None
     return lib
 
 

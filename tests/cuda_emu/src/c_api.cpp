@@ -43,4 +43,8 @@ const char* cuda_emu_counters_json() {
 
 void cuda_emu_counters_clear() { counters_clear(); }
 
+// The SM count the emulated device reports (132 by default), so tests can
+// show that results do not depend on it.
+void cuda_emu_set_multiprocessors(int count) { cuda_emu::mutable_device_properties().multiProcessorCount = count; }
+
 }  // extern "C"

@@ -354,10 +354,12 @@ cudaStream_t current_stream() {
   return reinterpret_cast<cudaStream_t>(&token);
 }
 
-const cudaDeviceProp* device_properties() {
-  static const cudaDeviceProp props{"cuda_emu (H100-like)", 132, 1024, 32, kStaticSharedLimit, kOptinSharedLimit};
-  return &props;
+cudaDeviceProp& mutable_device_properties() {
+  static cudaDeviceProp props{"cuda_emu (H100-like)", 132, 1024, 32, kStaticSharedLimit, kOptinSharedLimit};
+  return props;
 }
+
+const cudaDeviceProp* device_properties() { return &mutable_device_properties(); }
 
 void guard_enter() { ++state().guard_depth; }
 void guard_exit() { --state().guard_depth; }

@@ -99,6 +99,7 @@ T* dynamic_shared() {
 // Host side: streams, device guards, launch checks, allocations.
 cudaStream_t current_stream();
 const cudaDeviceProp* device_properties();
+cudaDeviceProp& mutable_device_properties();  // for the control surface (src/c_api.cpp)
 void guard_enter();
 void guard_exit();
 void launch_check();
