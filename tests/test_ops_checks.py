@@ -229,3 +229,60 @@ def test_check_values_false_lets_values_through_under_compile():
     compiled = _compiled(lambda M: ops.svd3x3(M, check_values=False)[1])
     S = compiled(_nan_at(torch.randn(3, 3, 3), 0))
     assert torch.isnan(S[0]).all() and torch.isfinite(S[1:]).all()
+
+
+# --- CUDA: no host synchronisation, capturable (needs a GPU and a CUDA build) -----------------------
+
+needs_cuda = pytest.mark.skipif(
+    not (torch.cuda.is_available() and ops.cuda_built()), reason="needs a GPU and a CUDA build of pgnface"
+)
+
+
+def _cuda_calls():
+    args = {k: v.cuda() for k, v in _synthesize_inputs().items()}
+    pos, tris = (x.cuda() for x in _scene())
+    src, dst, w = (x.cuda() for x in _alignment())
+    M = torch.randn(64, 3, 3, device="cuda")
+    attr = torch.randn(10, 3, device="cuda")
+    index = torch.tensor([0, 3, 7], device="cuda")
+    wide = tris.long()
+    return [
+        lambda: ops.synthesize(**args),
+        lambda: ops.synthesize(**args, index=index),
+        lambda: ops.interpolate(attr, ops.rasterize(pos, tris, 8), tris),
+        lambda: ops.interpolate(attr, ops.rasterize(pos, wide, 8), wide),
+        lambda: ops.svd3x3(M),
+        lambda: ops.similarity_align(src, dst, w),
+    ]
+
+
+@needs_cuda
+def test_default_checks_never_synchronise_on_cuda():
+    calls = _cuda_calls()
+    for call in calls:
+        call()  # warm-up: first calls may initialise (and synchronise) the allocator and kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for call in calls:
+            call()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+
+
+@needs_cuda
+def test_default_checks_are_captured_in_cuda_graphs():
+    calls = _cuda_calls()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for call in calls:
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    graph.replay()
+    torch.cuda.synchronize()

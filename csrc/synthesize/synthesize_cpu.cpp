@@ -267,8 +267,6 @@ PreparedInputs<T> prepare(const at::Tensor& mean, const at::Tensor& basis, const
   return p;
 }
 
-// Vertices per backward chunk: depends on N only (never on the thread count),
-// so the reduction order and hence the result is reproducible.
 // The value check of synthesize: the per-item inputs are B (K + 13) values
 // that every vertex tile reads again, so the CPU twin checks them once up front
 // (raising before any work); the CUDA kernel splits the same check over its
@@ -285,6 +283,8 @@ void check_item_inputs(const at::Tensor& coeffs, const at::Tensor& rotation,
   });
 }
 
+// Vertices per backward chunk: depends on N only (never on the thread count),
+// so the reduction order and hence the result is reproducible.
 int64_t backward_chunk_verts(int64_t N) {
   const int64_t target_chunks = 64;
   int64_t verts = std::clamp<int64_t>((N + target_chunks - 1) / target_chunks, 64, 1024);
