@@ -47,21 +47,18 @@ struct Add {
 };
 
 // The value checks of rasterize and interpolate: pos and tris are small next
-// to the images, so the CPU twin reads them once, in parallel, before the
-// kernel (the CUDA kernels split the same checks over their launch).
+// to the images, so the CPU twin reads them once before the kernel, on the
+// calling thread (a parallel region of its own cost more than the scan when
+// the cores are shared); the CUDA kernels split the same checks over their launch.
 void check_index(const at::Tensor& tris, int64_t N, int32_t* status, int32_t bit) {
-  const int32_t* t = tris.data_ptr<int32_t>();
-  at::parallel_for(0, tris.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
-    if (!index_share_in_range(t + begin, end - begin, N, 0, 1)) flag_status(status, bit);
-  });
+  if (!index_share_in_range(tris.data_ptr<int32_t>(), tris.numel(), N, 0, 1)) {
+    flag_status(status, bit);
+  }
 }
 
 void check_inputs(const at::Tensor& pos, const at::Tensor& tris, int64_t N, int32_t* status) {
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_check", [&] {
-    const scalar_t* p = pos.data_ptr<scalar_t>();
-    at::parallel_for(0, pos.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
-      if (!finite_share(p + begin, end - begin, 0, 1)) flag_status(status, 1);
-    });
+    if (!finite_share(pos.data_ptr<scalar_t>(), pos.numel(), 0, 1)) flag_status(status, 1);
   });
   check_index(tris, N, status, 2);
 }

@@ -16,7 +16,7 @@ from pgnface.ops._checks import (
     require_tensor,
 )
 from pgnface.ops._first_order import first_order_only
-from pgnface.ops.rasterize import Fragments, check_triangles
+from pgnface.ops.rasterize import Fragments, check_triangles, check_unread_triangles
 
 
 def interpolate(
@@ -64,6 +64,8 @@ def interpolate(
     elif attr.dim() != 3 or attr.shape[0] not in (1, sizes["B"]):
         raise ValueError(f"attr must have shape [N, C] or [B, N, C] with B = {sizes['B']}, got {list(attr.shape)}")
     tris = check_triangles(tris, attr.shape[1], attr.device, check_values)
+    if check_values and tri_id.numel() == 0:
+        check_unread_triangles(tris, attr.shape[1])
     out, _ = torch.ops.pgnface.interpolate(attr, tri_id, bary, tris, check_mode(check_values))
     return out
 

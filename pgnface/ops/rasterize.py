@@ -10,6 +10,7 @@ from typing import NamedTuple, Sequence, Tuple, Union
 import torch
 
 from pgnface.ops._checks import (
+    assert_index_async,
     check_mode,
     host_values_readable,
     index_range_message,
@@ -97,6 +98,26 @@ def check_triangles(tris: torch.Tensor, num_vertices: int, device: torch.device,
     return tris.to(torch.int32).contiguous()
 
 
+def check_unread_triangles(tris: torch.Tensor, num_vertices: int) -> None:
+    """Range-checks tris where the kernels read nothing (an empty batch or image), so no status bit is set.
+
+    Args:
+        tris: [T, 3] int32 indices, as check_triangles returns them.
+        num_vertices: N.
+
+    Raises:
+        ValueError: (CPU) an index outside [0, N - 1]; elsewhere an asynchronous assertion fails instead.
+    """
+    if not tris.numel():
+        return
+    if host_values_readable(tris):
+        lo, hi = int(tris.min()), int(tris.max())
+        if lo < 0 or hi >= num_vertices:
+            raise ValueError(index_range_message("tris", num_vertices, lo, hi, "vertices"))
+    else:
+        assert_index_async(tris, "tris", num_vertices)
+
+
 def _int32_message(lo, hi) -> str:
     found = "" if lo is None else f", got indices in [{lo}, {hi}]"
     return f"tris must hold int32 vertex indices (the kernels index at most 2**31 - 1 vertices){found}"
@@ -167,6 +188,8 @@ def rasterize(
     if cull not in CULL_MODES:
         raise ValueError(f"cull must be one of {sorted(CULL_MODES)}, got {cull!r}")
     tris = check_triangles(tris, pos.shape[1], pos.device, check_values)
+    if check_values and pos.shape[0] == 0:
+        check_unread_triangles(tris, pos.shape[1])
     bary, depth, tri_id, _ = torch.ops.pgnface.rasterize(
         pos, tris, height, width, CULL_MODES[cull], check_mode(check_values)
     )
