@@ -1,6 +1,6 @@
 """What the default value checks (``check_values=True``) cost each op, against ``check_values=False``.
 
-    python -m bench.checks_cost [--device cpu|cuda] [--dtype float32] [--rounds N] [--quick] [--json FILE]
+    python -m bench.checks_cost [--device cpu|cuda] [--threads N] [--rounds N] [--quick] [--json FILE]
 
 The checks are fused into the kernels (csrc/common/status.h): each forward op
 tests the values it reads and fills a status word, which the op then acts on
@@ -98,7 +98,10 @@ def main(argv=None) -> None:
     parser = device_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=30, help="alternating calls per setting")
     parser.add_argument("--quick", action="store_true", help="leave out B = 65536")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device, ops.cuda_built())
     dtype = getattr(torch, args.dtype)
     rows: List[Dict[str, object]] = []
