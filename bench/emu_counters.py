@@ -115,7 +115,7 @@ def workloads(dtype, small=False):
         -1,
     )
     pos = ops.clip_from_pixels(pixels.double(), (H, W), depth_scale=-1e-3)[None].to(dtype).repeat(2, 1, 1)
-    bary, depth, tri_id = torch.ops.pgnface.rasterize(pos, tris, H, W, 0)
+    bary, depth, tri_id, _ = torch.ops.pgnface.rasterize(pos, tris, H, W, 0)
     colours = torch.rand(1, mean.shape[0], 3, generator=g, dtype=dtype)
     runs += [
         ("rasterize 2x64x64", "rasterize", [pos, tris, H, W, 0]),
@@ -139,7 +139,7 @@ def workloads(dtype, small=False):
     ]
     runs += [(name + DETERMINISTIC, op, args) for name, op, args in runs[-3:] if op.endswith("_backward")]
     M = torch.randn(40 if small else 256, 3, 3, generator=g, dtype=dtype)
-    U, S, V = torch.ops.pgnface.svd3x3(M)
+    U, S, V, _ = torch.ops.pgnface.svd3x3(M)
     runs += [
         ("svd3x3 B=256", "svd3x3", [M]),
         (

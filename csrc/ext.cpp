@@ -35,10 +35,15 @@ TORCH_LIBRARY(pgnface, m) {
   m.def("cuda_built() -> bool", &cuda_built);
   m.def("torch_version_built() -> str", &torch_version_built);
 
+  // Every forward op takes `check` (0 off, 1 record, 2 raise / assert; see
+  // csrc/common/status.h) and returns its status word last: an int32 [1]
+  // tensor whose bits name the inputs that failed the value checks.
+
   // s * R (mean + basis @ c) + t -> [B,N,3]; see pgnface/ops/synthesize.py.
+  // Status bits: 1 coeffs, 2 rotation, 4 scale, 8 translation non-finite.
   m.def(
       "synthesize(Tensor mean, Tensor basis, Tensor coeffs, Tensor rotation, Tensor scale, "
-      "Tensor translation) -> Tensor");
+      "Tensor translation, int check=2) -> (Tensor, Tensor status)");
   // Returns (grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale,
   // grad_translation); the first two are empty unless need_model_grad.
   m.def(
@@ -48,30 +53,36 @@ TORCH_LIBRARY(pgnface, m) {
 
   // Rasterizes clip-space triangles: (bary [B,H,W,3], depth [B,H,W],
   // tri_id [B,H,W] int32); cull: 0 none, 1 back, 2 front. See pgnface/ops/rasterize.py.
+  // Status bits: 1 pos non-finite, 2 tris out of [0, N - 1].
   m.def(
-      "rasterize(Tensor pos, Tensor tris, int height, int width, int cull) -> "
-      "(Tensor, Tensor, Tensor)");
+      "rasterize(Tensor pos, Tensor tris, int height, int width, int cull, int check=2) -> "
+      "(Tensor, Tensor, Tensor, Tensor status)");
   // Gradient w.r.t. pos [B,N,4] from the gradients of bary and depth.
   m.def(
       "rasterize_backward(Tensor grad_bary, Tensor grad_depth, Tensor pos, Tensor tris, "
       "Tensor tri_id) -> Tensor");
   // Interpolates per-vertex attributes [Ba,N,C] (Ba = 1 or B) -> [B,H,W,C].
-  m.def("interpolate(Tensor attr, Tensor tri_id, Tensor bary, Tensor tris) -> Tensor");
+  // Status bits: 1 tris out of [0, N - 1].
+  m.def(
+      "interpolate(Tensor attr, Tensor tri_id, Tensor bary, Tensor tris, int check=2) -> "
+      "(Tensor, Tensor status)");
   // Returns (grad_attr shaped like attr, grad_bary [B,H,W,3]).
   m.def(
       "interpolate_backward(Tensor grad_out, Tensor attr, Tensor tri_id, Tensor bary, "
       "Tensor tris) -> (Tensor, Tensor)");
 
   // M [B,3,3] -> (U, S, V), M = U diag(S) V^T; see pgnface/ops/svd3x3.py.
-  m.def("svd3x3(Tensor M) -> (Tensor U, Tensor S, Tensor V)");
+  // Status bits: 1 M non-finite.
+  m.def("svd3x3(Tensor M, int check=2) -> (Tensor U, Tensor S, Tensor V, Tensor status)");
   // Returns grad_M from the gradients of U, S, V and the forward's outputs.
   m.def(
       "svd3x3_backward(Tensor grad_U, Tensor grad_S, Tensor grad_V, Tensor U, Tensor S, "
       "Tensor V) -> Tensor");
   // Weighted Umeyama alignment dst ~ scale R src + t; see pgnface/ops/similarity_align.py.
+  // Status bits: 1 src, 2 dst, 4 weights non-finite, 8 weights negative.
   m.def(
-      "similarity_align(Tensor src, Tensor dst, Tensor? weights, bool estimate_scale) -> "
-      "(Tensor scale, Tensor R, Tensor t)");
+      "similarity_align(Tensor src, Tensor dst, Tensor? weights, bool estimate_scale, "
+      "int check=2) -> (Tensor scale, Tensor R, Tensor t, Tensor status)");
   // Returns (grad_src, grad_dst, grad_weights); grad_weights is empty without weights.
   m.def(
       "similarity_align_backward(Tensor grad_scale, Tensor grad_R, Tensor grad_t, Tensor src, "

@@ -72,7 +72,8 @@ def test_cmake_cpu_only_build_loads_and_runs(tmp_path):
         assert torch.ops.pgnface.torch_version_built() == torch.__version__
         mean, basis, c = torch.randn(50, 3), torch.randn(50, 3, 4), torch.randn(3, 4)
         R, s, t = torch.eye(3).expand(3, 3, 3).contiguous(), torch.ones(3), torch.zeros(3, 3)
-        out = torch.ops.pgnface.synthesize(mean, basis, c, R, s, t)
+        out, status = torch.ops.pgnface.synthesize(mean, basis, c, R, s, t)
+        assert status.tolist() == [0]
         ref = mean + torch.einsum("ndk,bk->bnd", basis, c)
         torch.testing.assert_close(out, ref)
         print("ok")

@@ -97,7 +97,8 @@ SYNTH_CASES = [(1, 1, 1), (3, 33, 70), (7, 64, 33), (40, 45, 5), (0, 5, 3)]
 @pytest.mark.parametrize("B,N,K", SYNTH_CASES)
 def test_synthesize(B, N, K, dtype):
     args = synthesize_args(B, N, K, dtype, noncontiguous=(B == 3))
-    (out,) = check_op("synthesize", args)
+    out, status = check_op("synthesize", args)
+    assert status.tolist() == [0]
     torch.testing.assert_close(
         out, ops.reference.synthesize(*args), rtol=tolerances(dtype)[0], atol=tolerances(dtype)[1]
     )
@@ -123,7 +124,7 @@ def test_synthesize_on_the_surrey_model():
 
 def fragments_and_grads(pos, tris, H, W, C=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    bary, depth, tri_id = torch.ops.pgnface.rasterize(pos, tris, H, W, 0)
+    bary, depth, tri_id, _ = torch.ops.pgnface.rasterize(pos, tris, H, W, 0)
     B, N = pos.shape[:2]
     attr = torch.randn(B, N, C, generator=g, dtype=pos.dtype)
     return bary, depth, tri_id, attr, g
@@ -133,7 +134,8 @@ def fragments_and_grads(pos, tris, H, W, C=3, seed=0):
 @pytest.mark.parametrize("cull", [0, 1, 2])
 def test_rasterize_is_bit_exact(dtype, cull):
     pos, tris = random_scene(2, 30, 40, seed=cull, dtype=dtype)
-    bary, depth, tri_id = check_op("rasterize", [pos, tris, 17, 23, cull], exact=(0, 1, 2))
+    bary, depth, tri_id, status = check_op("rasterize", [pos, tris, 17, 23, cull], exact=(0, 1, 2))
+    assert status.tolist() == [0]
     fragments = SimpleNamespace(bary=bary, depth=depth, tri_id=tri_id)
     assert_fragments_equal_reference(fragments, pos, tris, (17, 23), ["none", "back", "front"][cull])
 
@@ -147,7 +149,8 @@ def test_rasterize_backward_and_interpolate(dtype):
     grad_depth = torch.randn(depth.shape, generator=g, dtype=dtype)
     # Float atomics: the sums' order depends on the schedule (not bit-identical across schedules).
     check_op("rasterize_backward", [grad_bary, grad_depth, pos, tris, tri_id], deterministic=False)
-    (image,) = check_op("interpolate", [attr, tri_id, bary, tris])
+    image, status = check_op("interpolate", [attr, tri_id, bary, tris])
+    assert status.tolist() == [0]
     torch.testing.assert_close(image, ops.reference.interpolate(attr, tri_id, bary, tris))
     check_op("interpolate", [attr[:1].transpose(1, 2).contiguous().transpose(1, 2), tri_id, bary, tris])
     grad_out = torch.randn(*tri_id.shape, attr.shape[2], generator=g, dtype=dtype)
@@ -165,7 +168,7 @@ def test_rasterize_empty_inputs():
 def test_rasterize_the_bfm_mesh():
     H = W = 40
     pos, tris = bfm_noneck_clip((H, W))
-    bary, depth, tri_id = check_op("rasterize", [pos, tris, H, W, 0], exact=(0, 1, 2), schedules=SCHEDULES[:2])
+    bary, depth, tri_id, _ = check_op("rasterize", [pos, tris, H, W, 0], exact=(0, 1, 2), schedules=SCHEDULES[:2])
     assert (tri_id >= 0).float().mean() > 0.3
     g = torch.Generator().manual_seed(0)
     check_op(
@@ -193,7 +196,8 @@ SPECIAL_MATRICES = [
 def test_svd3x3(B, dtype):
     g = torch.Generator().manual_seed(B)
     M = torch.randn(B, 3, 3, generator=g, dtype=dtype)
-    U, S, V = check_op("svd3x3", [M], rtol_scale=10)
+    U, S, V, status = check_op("svd3x3", [M], rtol_scale=10)
+    assert status.tolist() == [0]
     torch.testing.assert_close(
         S, ops.reference.svd3x3(M)[1], rtol=tolerances(dtype, 10)[0], atol=tolerances(dtype, 10)[1]
     )
@@ -206,10 +210,10 @@ def test_svd3x3_degenerate_matrices(dtype):
     # Repeated or zero singular values leave U and V free within a subspace, and FMA contraction
     # in the CPU twin's build may pick another basis: hold S to the twin and U, V to the definition.
     M = torch.stack(SPECIAL_MATRICES).to(dtype)
-    _, S_cpu, _ = torch.ops.pgnface.svd3x3(M)
+    _, S_cpu, _, _ = torch.ops.pgnface.svd3x3(M)
     rtol, atol = tolerances(dtype, 10)
     for schedule in SCHEDULES:
-        U, S, V = emu.call("svd3x3", M, schedule=schedule)
+        U, S, V, _ = emu.call("svd3x3", M, schedule=schedule)
         torch.testing.assert_close(S, S_cpu, rtol=rtol, atol=atol)
         torch.testing.assert_close(U @ torch.diag_embed(S) @ V.mT, M, rtol=rtol, atol=atol)
         eye = torch.eye(3, dtype=dtype).expand_as(M)
@@ -233,7 +237,8 @@ def alignment_args(B, P, dtype, weighted, seed=0):
 )
 def test_similarity_align(B, P, weighted, estimate_scale, dtype):
     src, dst, weights = alignment_args(B, P, dtype, weighted)
-    out = check_op("similarity_align", [src, dst, weights, estimate_scale], rtol_scale=10)
+    *out, status = check_op("similarity_align", [src, dst, weights, estimate_scale], rtol_scale=10)
+    assert status.tolist() == [0]
     rtol, atol = tolerances(dtype, 100)
     for got, want in zip(out, ops.reference.similarity_align(src, dst, weights, estimate_scale)):
         torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
@@ -246,6 +251,98 @@ def test_similarity_align_noncontiguous_and_empty():
     src, dst, weights = alignment_args(4, 40, torch.float64, True)
     check_op("similarity_align", [src.transpose(0, 1).contiguous().transpose(0, 1), dst, weights, True])
     check_op("similarity_align", [src[:0], dst[:0], None, True])
+
+
+# --- value checks: the kernels' status word (csrc/common/status.h) ------------------------------
+
+RECORD, RAISE = 1, 2  # the forward ops' `check` argument
+
+
+def status_of(name, args, bits):
+    """Runs pgnface_emu::<name> (check=record) in every schedule; its status word must be the CPU twin's and bits."""
+    # deterministic=False: outputs hold NaN, which torch.equal never matches; each schedule's outputs
+    # and status word are still held to the CPU twin's.
+    statuses = {check_op(name, args, deterministic=False)[-1].item()}
+    assert statuses == {bits}, f"{name}: status {statuses}, expected {bits}"
+
+
+def with_nan(x, index):
+    x = x.clone(memory_format=torch.contiguous_format)
+    x.view(-1)[index] = float("nan")
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_synthesize_status_names_each_non_finite_input(dtype):
+    args = synthesize_args(37, 70, 9, dtype)
+    status_of("synthesize", [*args, RECORD], 0)
+    for position, bit in ((2, 1), (3, 2), (4, 4), (5, 8)):  # coeffs, rotation, scale, translation
+        bad = list(args)
+        bad[position] = with_nan(bad[position], -1)  # the last item: a tail batch tile
+        status_of("synthesize", [*bad, RECORD], bit)
+    bad = list(args)
+    bad[2], bad[5] = with_nan(bad[2], 0), bad[5].clone().fill_(float("inf"))
+    status_of("synthesize", [*bad, RECORD], 1 | 8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rasterize_and_interpolate_status(dtype):
+    pos, tris = random_scene(2, 30, 40, seed=4, dtype=dtype)
+    status_of("rasterize", [pos, tris, 9, 11, 0, RECORD], 0)
+    status_of("rasterize", [with_nan(pos, 4 * 30 + 7), tris, 9, 11, 0, RECORD], 1)
+    far = tris.clone()
+    far[-1, 2] = 30  # one past the last vertex
+    status_of("rasterize", [pos, far, 9, 11, 0, RECORD], 2)
+    status_of("rasterize", [with_nan(pos, 0), far, 9, 11, 0, RECORD], 3)
+    # More triangle indices than threads in the launch (one 1 x 1 image): the grid-stride check covers all.
+    pos1, many = random_scene(1, 30, 400, seed=5, dtype=dtype)
+    many[-1, 1] = -7
+    status_of("rasterize", [pos1, many, 1, 1, 0, RECORD], 2)
+    status_of("rasterize", [with_nan(pos1, 4 * 29 + 3), many.clamp(0, 29), 1, 1, 0, RECORD], 1)
+    bary, depth, tri_id, attr, g = fragments_and_grads(pos, tris, 9, 11)
+    status_of("interpolate", [attr, tri_id, bary, tris, RECORD], 0)
+    neg = tris.clone()
+    neg[0, 0] = -1
+    status_of("interpolate", [attr, tri_id, bary, neg, RECORD], 1)
+    last = tris.clone()
+    last[-1, 0] = 29
+    status_of("interpolate", [attr[:, :29], tri_id[:, :1, :1], bary[:, :1, :1], last, RECORD], 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_svd3x3_status(dtype):
+    M = torch.randn(130, 3, 3, dtype=dtype)
+    status_of("svd3x3", [M, RECORD], 0)
+    status_of("svd3x3", [with_nan(M, 9 * 129 + 4), RECORD], 1)
+    inf = M.clone()
+    inf[3, 1, 1] = float("-inf")
+    status_of("svd3x3", [inf, RECORD], 1)
+    status_of("svd3x3", [torch.zeros(5, 3, 3, dtype=dtype), RECORD], 0)  # zero is not non-finite
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_similarity_align_status(dtype):
+    src, dst, weights = alignment_args(9, 40, dtype, True)
+    status_of("similarity_align", [src, dst, weights, True, RECORD], 0)
+    status_of("similarity_align", [with_nan(src, 3 * 40 * 8 + 3 * 39 + 2), dst, weights, True, RECORD], 1)
+    status_of("similarity_align", [src, with_nan(dst, 5), None, True, RECORD], 2)
+    status_of("similarity_align", [src, dst, with_nan(weights, 40 * 2 + 33), True, RECORD], 4)
+    neg = weights.clone()
+    neg[4, 17] = -0.5
+    status_of("similarity_align", [src, dst, neg, False, RECORD], 8)
+    inf_w = weights.clone()
+    inf_w[1, 0] = float("inf")  # Inf weight with finite points: the sums alone are not enough to say which
+    status_of("similarity_align", [src, with_nan(dst, 3 * 40 * 6), inf_w, True, RECORD], 2 | 4)
+
+
+def test_emulated_entry_points_raise_on_bad_values():
+    # check=raise acts on the status word as the CPU twin does (on a GPU: an asynchronous assertion).
+    M = with_nan(torch.randn(4, 3, 3), 7)
+    with pytest.raises(ValueError, match="M contains 1 non-finite"):
+        emu.call("svd3x3", M, RAISE)
+    src, dst, _ = alignment_args(3, 10, torch.float32, False)
+    with pytest.raises(ValueError, match="dst contains 1 non-finite"):
+        emu.call("similarity_align", src, with_nan(dst, 4), None, True, RAISE)
 
 
 # --- the op entry points' own checks run in emulation too ---------------------------------------

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "../common/check.h"
+#include "../common/status_host.h"
 #include "rasterize_kernel.h"
 
 namespace pgnface {
@@ -119,6 +120,28 @@ InterpolateCall interpolate_backward_prologue(const at::Tensor& grad_out, const 
   PGN_CHECK_LIKE(grad_out, attr);
   call.grad_out = grad_out.contiguous();
   return call;
+}
+
+void rasterize_act_on_status(const at::Tensor& status, int64_t check, const RasterizeCall& call) {
+  act_on_status(status, check, "rasterize",
+                {{.bit = 2,
+                  .name = "tris",
+                  .kind = StatusBit::kIndex,
+                  .value = call.tris,
+                  .size = call.N,
+                  .of = "vertices"},
+                 {.bit = 1, .name = "pos", .kind = StatusBit::kFinite, .value = call.pos}});
+}
+
+void interpolate_act_on_status(const at::Tensor& status, int64_t check,
+                               const InterpolateCall& call) {
+  act_on_status(status, check, "interpolate",
+                {{.bit = 1,
+                  .name = "tris",
+                  .kind = StatusBit::kIndex,
+                  .value = call.tris,
+                  .size = call.N,
+                  .of = "vertices"}});
 }
 
 }  // namespace pgnface

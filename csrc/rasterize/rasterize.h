@@ -49,19 +49,26 @@ InterpolateCall interpolate_backward_prologue(const at::Tensor& grad_out, const 
                                               const at::Tensor& tri_id, const at::Tensor& bary,
                                               const at::Tensor& tris);
 
-// Returns (bary, depth, tri_id).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(const at::Tensor& pos,
-                                                             const at::Tensor& tris, int64_t height,
-                                                             int64_t width, int64_t cull);
+// Returns (bary, depth, tri_id, status); status bits (common/status.h):
+// 1 pos non-finite, 2 tris outside [0, N - 1].
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(
+    const at::Tensor& pos, const at::Tensor& tris, int64_t height, int64_t width, int64_t cull,
+    int64_t check);
+
+// Act on the status words of rasterize and interpolate (common/status_host.h).
+void rasterize_act_on_status(const at::Tensor& status, int64_t check, const RasterizeCall& call);
+void interpolate_act_on_status(const at::Tensor& status, int64_t check,
+                               const InterpolateCall& call);
 
 // Returns grad_pos [B,N,4].
 at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary, const at::Tensor& grad_depth,
                                   const at::Tensor& pos, const at::Tensor& tris,
                                   const at::Tensor& tri_id);
 
-// Returns [B,H,W,C].
-at::Tensor interpolate_cpu(const at::Tensor& attr, const at::Tensor& tri_id, const at::Tensor& bary,
-                           const at::Tensor& tris);
+// Returns ([B,H,W,C], status); status bit 1: tris outside [0, N - 1].
+std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& attr, const at::Tensor& tri_id,
+                                                   const at::Tensor& bary, const at::Tensor& tris,
+                                                   int64_t check);
 
 // Returns (grad_attr shaped like attr, grad_bary [B,H,W,3]).
 std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& grad_out,

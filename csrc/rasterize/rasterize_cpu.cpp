@@ -12,6 +12,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../common/status.h"
+#include "../common/status_host.h"
+
 #include <algorithm>
 #include <vector>
 
@@ -42,6 +45,23 @@ struct Add {
     *slot += value;
   }
 };
+
+// The value checks of rasterize and interpolate: pos and tris are small next
+// to the images, so the CPU twin reads them once before the kernel, on the
+// calling thread (a parallel region of its own cost more than the scan when
+// the cores are shared); the CUDA kernels split the same checks over their launch.
+void check_index(const at::Tensor& tris, int64_t N, int32_t* status, int32_t bit) {
+  if (!index_share_in_range(tris.data_ptr<int32_t>(), tris.numel(), N, 0, 1)) {
+    flag_status(status, bit);
+  }
+}
+
+void check_inputs(const at::Tensor& pos, const at::Tensor& tris, int64_t N, int32_t* status) {
+  AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_check", [&] {
+    if (!finite_share(pos.data_ptr<scalar_t>(), pos.numel(), 0, 1)) flag_status(status, 1);
+  });
+  check_index(tris, N, status, 2);
+}
 
 template <typename T>
 using ScreenVertices = std::vector<raster::ScreenVertex<T>>;
@@ -105,16 +125,17 @@ void rasterize_backward_band(const T* grad_bary, const T* grad_depth, const T* p
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(const at::Tensor& pos_in,
-                                                             const at::Tensor& tris_in,
-                                                             int64_t height, int64_t width,
-                                                             int64_t cull) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(
+    const at::Tensor& pos_in, const at::Tensor& tris_in, int64_t height, int64_t width,
+    int64_t cull, int64_t check) {
   const auto call = rasterize_prologue(pos_in, tris_in, height, width, cull);
   const at::Tensor &pos = call.pos, &tris = call.tris;
   const at::Tensor &tri_id = call.tri_id, &bary = call.bary, &depth = call.depth;
   const int64_t B = call.B, N = call.N, T_count = call.T_count;
   const int H = call.H, W = call.W;
-  if (B == 0) return {bary, depth, tri_id};
+  const at::Tensor status = new_status(pos_in, check);
+  if (B == 0) return {bary, depth, tri_id, status};
+  if (check != kCheckOff) check_inputs(pos, tris, N, status.data_ptr<int32_t>());
   // The result is exact and order-independent, so the forward pass may split
   // work by thread count: whole images per task when the batch fills the
   // threads, otherwise triangles split across private z-buffers merged by min.
@@ -167,7 +188,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(const at::Tensor& p
       });
     }
   });
-  return {bary, depth, tri_id};
+  rasterize_act_on_status(status, check, call);
+  return {bary, depth, tri_id, status};
 }
 
 at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tensor& grad_depth_in,
@@ -205,13 +227,19 @@ at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tens
   return bands == 1 ? partial[0] : partial.sum(0);
 }
 
-at::Tensor interpolate_cpu(const at::Tensor& attr_in, const at::Tensor& tri_id_in,
-                           const at::Tensor& bary_in, const at::Tensor& tris_in) {
+std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& attr_in,
+                                                   const at::Tensor& tri_id_in,
+                                                   const at::Tensor& bary_in,
+                                                   const at::Tensor& tris_in, int64_t check) {
   const auto call = interpolate_prologue(attr_in, tri_id_in, bary_in, tris_in);
   const at::Tensor &attr = call.attr, &tri_id = call.tri_id, &bary = call.bary, &tris = call.tris;
   const int64_t B = call.B, H = call.H, W = call.W;
   const int64_t Ba = call.Ba, N = call.N, C = call.C, T_count = call.T_count;
   at::Tensor out = at::empty({B, H, W, C}, attr.options());
+  const at::Tensor status = new_status(attr_in, check);
+  if (check != kCheckOff && B * H * W > 0) {
+    check_index(tris, N, status.data_ptr<int32_t>(), 1);
+  }
   AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_cpu", [&] {
     const scalar_t* attr_ptr = attr.data_ptr<scalar_t>();
     const int32_t* tri_ptr = tri_id.data_ptr<int32_t>();
@@ -227,7 +255,8 @@ at::Tensor interpolate_cpu(const at::Tensor& attr_in, const at::Tensor& tri_id_i
       }
     });
   });
-  return out;
+  interpolate_act_on_status(status, check, call);
+  return {out, status};
 }
 
 std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& grad_out_in,

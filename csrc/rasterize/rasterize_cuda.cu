@@ -23,6 +23,8 @@
 
 #include "../common/cuda_guard.h"
 #include "../common/launch.h"
+#include "../common/status.h"
+#include "../common/status_host.h"
 #include "rasterize.h"
 #include "rasterize_kernel.h"
 
@@ -72,9 +74,15 @@ template <typename T>
 __global__ void resolve_kernel(const T* __restrict__ pos, const int32_t* __restrict__ tris,
                                const unsigned long long* __restrict__ zbuf,
                                int32_t* __restrict__ tri_id, T* __restrict__ bary,
-                               T* __restrict__ depth, int64_t B, int64_t N, int H, int W) {
+                               T* __restrict__ depth, int64_t B, int64_t N, int64_t T_count, int H,
+                               int W, int32_t* __restrict__ status) {
   const int64_t pix = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t pixels = static_cast<int64_t>(H) * W;
+  if (status) {  // the value check, split over the launch: status bits 1 pos, 2 tris
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    if (!finite_share(pos, B * N * 4, pix, stride)) flag_status(status, 1);
+    if (!index_share_in_range(tris, T_count * 3, N, pix, stride)) flag_status(status, 2);
+  }
   if (pix >= B * pixels) return;
   const unsigned long long key = zbuf[pix];
   T* bp = bary + 3 * pix;
@@ -111,8 +119,13 @@ template <typename T>
 __global__ void interpolate_kernel(const T* __restrict__ attr, const int32_t* __restrict__ tri_id,
                                    const T* __restrict__ bary, const int32_t* __restrict__ tris,
                                    T* __restrict__ out, int64_t total, int64_t pixels, int64_t Ba,
-                                   int64_t N, int64_t C, int64_t T_count) {
+                                   int64_t N, int64_t C, int64_t T_count,
+                                   int32_t* __restrict__ status) {
   const int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (status) {  // the value check, split over the launch: status bit 1 tris
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+    if (!index_share_in_range(tris, T_count * 3, N, p, stride)) flag_status(status, 1);
+  }
   if (p >= total) return;
   const T* a = attr + (Ba == 1 ? 0 : p / pixels) * N * C;
   raster::interpolate_at(tri_id[p], tris, T_count, a, N, C, bary + 3 * p, out + p * C);
@@ -237,17 +250,17 @@ std::pair<at::Tensor, at::Tensor> group_by_key(const at::Tensor& keys, int64_t k
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(const at::Tensor& pos_in,
-                                                              const at::Tensor& tris_in,
-                                                              int64_t height, int64_t width,
-                                                              int64_t cull) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(
+    const at::Tensor& pos_in, const at::Tensor& tris_in, int64_t height, int64_t width,
+    int64_t cull, int64_t check) {
   const auto call = rasterize_prologue(pos_in, tris_in, height, width, cull);
   const c10::cuda::CUDAGuard guard = cuda_entry_guard(pos_in, "rasterize");
   const at::Tensor &pos = call.pos, &tris = call.tris;
   const at::Tensor &tri_id = call.tri_id, &bary = call.bary, &depth = call.depth;
   const int64_t B = call.B, N = call.N, T_count = call.T_count;
   const int H = call.H, W = call.W;
-  if (B == 0) return {bary, depth, tri_id};
+  const at::Tensor status = new_status(pos_in, check);
+  if (B == 0) return {bary, depth, tri_id, status};
   // All bits set = kEmptyKey, the largest key.
   at::Tensor zbuf = at::full({B, H, W}, -1, pos.options().dtype(at::kLong));
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
@@ -261,10 +274,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(const at::Tensor& 
     }
     PGN_LAUNCH(blocks_for(B * H * W), kThreads, 0, stream, resolve_kernel<scalar_t>)(
         pos.data_ptr<scalar_t>(), tris.data_ptr<int32_t>(), z, tri_id.data_ptr<int32_t>(),
-        bary.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(), B, N, H, W);
+        bary.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(), B, N, T_count, H, W,
+        check == kCheckOff ? nullptr : status.data_ptr<int32_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {bary, depth, tri_id};
+  rasterize_act_on_status(status, check, call);
+  return {bary, depth, tri_id, status};
 }
 
 at::Tensor rasterize_backward_cuda(const at::Tensor& grad_bary_in, const at::Tensor& grad_depth_in,
@@ -310,24 +325,29 @@ at::Tensor rasterize_backward_cuda(const at::Tensor& grad_bary_in, const at::Ten
   return grad_pos;
 }
 
-at::Tensor interpolate_cuda(const at::Tensor& attr_in, const at::Tensor& tri_id_in,
-                            const at::Tensor& bary_in, const at::Tensor& tris_in) {
+std::tuple<at::Tensor, at::Tensor> interpolate_cuda(const at::Tensor& attr_in,
+                                                    const at::Tensor& tri_id_in,
+                                                    const at::Tensor& bary_in,
+                                                    const at::Tensor& tris_in, int64_t check) {
   const auto call = interpolate_prologue(attr_in, tri_id_in, bary_in, tris_in);
   const c10::cuda::CUDAGuard guard = cuda_entry_guard(attr_in, "interpolate");
   const at::Tensor &attr = call.attr, &tri_id = call.tri_id, &bary = call.bary, &tris = call.tris;
   const int64_t B = call.B, H = call.H, W = call.W;
   const int64_t Ba = call.Ba, N = call.N, C = call.C;
   at::Tensor out = at::empty({B, H, W, C}, attr.options());
+  const at::Tensor status = new_status(attr_in, check);
   const int64_t total = B * H * W;
-  if (total == 0) return out;
+  if (total == 0) return {out, status};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_cuda", [&] {
     PGN_LAUNCH(blocks_for(total), kThreads, 0, stream, interpolate_kernel<scalar_t>)(
         attr.data_ptr<scalar_t>(), tri_id.data_ptr<int32_t>(), bary.data_ptr<scalar_t>(),
-        tris.data_ptr<int32_t>(), out.data_ptr<scalar_t>(), total, H * W, Ba, N, C, tris.size(0));
+        tris.data_ptr<int32_t>(), out.data_ptr<scalar_t>(), total, H * W, Ba, N, C, tris.size(0),
+        check == kCheckOff ? nullptr : status.data_ptr<int32_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out;
+  interpolate_act_on_status(status, check, call);
+  return {out, status};
 }
 
 std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& grad_out_in,

@@ -4,6 +4,7 @@
 #include "similarity_align.h"
 
 #include "../common/check.h"
+#include "../common/status_host.h"
 
 namespace pgnface {
 namespace {
@@ -70,6 +71,16 @@ SimilarityAlignBackwardCall similarity_align_backward_prologue(
   call.grad_weights =
       weights.has_value() ? at::empty({call.B, call.P}, opts) : at::empty({0}, opts);
   return call;
+}
+
+void similarity_align_act_on_status(const at::Tensor& status, int64_t check,
+                                    const SimilarityAlignCall& call) {
+  const at::Tensor& w = call.weights;
+  act_on_status(status, check, "similarity_align",
+                {{.bit = 1, .name = "src", .kind = StatusBit::kFinite, .value = call.src},
+                 {.bit = 2, .name = "dst", .kind = StatusBit::kFinite, .value = call.dst},
+                 {.bit = 4, .name = "weights", .kind = StatusBit::kFinite, .value = w},
+                 {.bit = 8, .name = "weights", .kind = StatusBit::kNonNegative, .value = w}});
 }
 
 }  // namespace pgnface

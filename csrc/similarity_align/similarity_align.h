@@ -37,11 +37,16 @@ SimilarityAlignBackwardCall similarity_align_backward_prologue(
     const at::Tensor& grad_scale, const at::Tensor& grad_R, const at::Tensor& grad_t,
     const at::Tensor& src, const at::Tensor& dst, const std::optional<at::Tensor>& weights);
 
-// Returns (scale [B], R [B,3,3], t [B,3]) minimising
+// Returns (scale [B], R [B,3,3], t [B,3], status) minimising
 // sum_i w_i |scale R src_i + t - dst_i|^2; weights absent means all ones.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
+// Status bits (common/status.h): 1 src, 2 dst, 4 weights non-finite, 8 weights negative.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
     const at::Tensor& src, const at::Tensor& dst, const std::optional<at::Tensor>& weights,
-    bool estimate_scale);
+    bool estimate_scale, int64_t check);
+
+// Acts on the status word of a similarity_align call (common/status_host.h).
+void similarity_align_act_on_status(const at::Tensor& status, int64_t check,
+                                    const SimilarityAlignCall& call);
 
 // Returns (grad_src [B,P,3], grad_dst [B,P,3], grad_weights [B,P], or an empty
 // tensor when weights is absent).

@@ -10,6 +10,8 @@
 #include <algorithm>
 
 #include "../common/cpu_simd.h"
+#include "../common/status.h"
+#include "../common/status_host.h"
 #include "similarity_align.h"
 #include "similarity_align_kernel.h"
 
@@ -41,13 +43,26 @@ PGN_ALWAYS_INLINE T weight_at(const ItemPoints<T>& p, int64_t i) {
   }
 }
 
-// Both reductions over the item's points, then the per-item solve.
+// Both reductions over the item's points, then the per-item solve. With a
+// status word (the forward op's value check) the first pass also checks the
+// values it reads (procrustes::first_pass_status).
 template <bool kWeighted, typename T>
 PGN_ALWAYS_INLINE void align_item(const ItemPoints<T>& p, bool estimate_scale,
-                                  procrustes::Alignment<T>& a) {
+                                  procrustes::Alignment<T>& a, int32_t* status = nullptr) {
   T first[procrustes::kFirstSums] = {};
   for (int64_t i = 0; i < p.P; ++i) {
     procrustes::accumulate_first(p.x + 3 * i, p.y + 3 * i, weight_at<kWeighted>(p, i), first);
+  }
+  if (status) {
+    int32_t bits = procrustes::first_pass_status(first, p.x, p.y, p.w, 0, p.P, 1);
+    if constexpr (kWeighted) {
+      // The item's weights are in L1 now; a separate OR-reduction vectorises, where a
+      // running minimum inside the loop above made the weighted pass 2x slower.
+      bool negative = false;
+      for (int64_t i = 0; i < p.P; ++i) negative |= p.w[i] < T(0);
+      if (negative) bits |= procrustes::kNegativeWeightBit;
+    }
+    if (bits) flag_status(status, bits);
   }
   T mu_x[3], mu_y[3];
   procrustes::centroids(first, mu_x, mu_y);
@@ -68,11 +83,11 @@ struct AlignArgs {
 
 template <bool kWeighted, typename T>
 PGN_CPU_CLONES void align_range(const AlignArgs<T>& args, T* scale, T* R, T* t, int64_t begin,
-                                int64_t end) {
+                                int64_t end, int32_t* status) {
   for (int64_t b = begin; b < end; ++b) {
     procrustes::Alignment<T> a;
     align_item<kWeighted>(item_points(args.src, args.dst, args.weights, b, args.P),
-                          args.estimate_scale, a);
+                          args.estimate_scale, a, status);
     scale[b] = a.scale;
     for (int e = 0; e < 9; ++e) R[9 * b + e] = a.R[e];
     for (int i = 0; i < 3; ++i) t[3 * b + i] = a.t[i];
@@ -109,10 +124,12 @@ int64_t align_grain(int64_t P) { return std::max<int64_t>(1, 4096 / std::max<int
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
     const at::Tensor& src_in, const at::Tensor& dst_in, const std::optional<at::Tensor>& weights_in,
-    bool estimate_scale) {
+    bool estimate_scale, int64_t check) {
   const auto call = similarity_align_prologue(src_in, dst_in, weights_in);
+  const at::Tensor status = new_status(src_in, check);
+  int32_t* st = check == kCheckOff ? nullptr : status.data_ptr<int32_t>();
   const at::Tensor &src = call.src, &dst = call.dst, &weights = call.weights;
   const at::Tensor &scale = call.scale, &R = call.R, &t = call.t;
   const int64_t B = call.B, P = call.P;
@@ -122,13 +139,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
              *tr = t.data_ptr<scalar_t>();
     at::parallel_for(0, B, align_grain(P), [&](int64_t begin, int64_t end) {
       if (args.weights) {
-        align_range<true>(args, s, r, tr, begin, end);
+        align_range<true>(args, s, r, tr, begin, end, st);
       } else {
-        align_range<false>(args, s, r, tr, begin, end);
+        align_range<false>(args, s, r, tr, begin, end, st);
       }
     });
   });
-  return {scale, R, t};
+  similarity_align_act_on_status(status, check, call);
+  return {scale, R, t, status};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cpu(

@@ -15,6 +15,8 @@
 
 #include "../common/cuda_guard.h"
 #include "../common/launch.h"
+#include "../common/status.h"
+#include "../common/status_host.h"
 #include "similarity_align.h"
 #include "similarity_align_kernel.h"
 
@@ -49,17 +51,26 @@ struct AlignArgs {
 // The whole warp solves item b (both passes over its points).
 template <typename T>
 __device__ __forceinline__ void align_item_warp(const AlignArgs<T>& args, int64_t b, int lane,
-                                                procrustes::Alignment<T>& a) {
+                                                procrustes::Alignment<T>& a,
+                                                int32_t* status = nullptr) {
   const T* x = args.src + b * args.P * 3;
   const T* y = args.dst + b * args.P * 3;
   const T* w = args.weights ? args.weights + b * args.P : nullptr;
   T first[procrustes::kFirstSums];
 #pragma unroll
   for (int e = 0; e < procrustes::kFirstSums; ++e) first[e] = T(0);
+  T w_min = T(0);
   for (int64_t i = lane; i < args.P; i += 32) {
-    procrustes::accumulate_first(x + 3 * i, y + 3 * i, w ? w[i] : T(1), first);
+    const T wi = w ? w[i] : T(1);
+    procrustes::accumulate_first(x + 3 * i, y + 3 * i, wi, first);
+    w_min = wi < w_min ? wi : w_min;
   }
   warp_allreduce(first);
+  if (status) {  // the value check, fused into the first pass (each lane its own points)
+    const int32_t bits = procrustes::first_pass_status(first, x, y, w, lane, args.P, 32) |
+                         (w_min < T(0) ? procrustes::kNegativeWeightBit : 0);
+    if (bits) flag_status(status, bits);
+  }
   T mu_x[3], mu_y[3];
   procrustes::centroids(first, mu_x, mu_y);
   T second[procrustes::kSecondSums];
@@ -75,12 +86,12 @@ __device__ __forceinline__ void align_item_warp(const AlignArgs<T>& args, int64_
 template <typename T>
 __global__ void __launch_bounds__(32 * kWarps)
     similarity_align_kernel(AlignArgs<T> args, T* __restrict__ scale, T* __restrict__ R,
-                            T* __restrict__ t) {
+                            T* __restrict__ t, int32_t* __restrict__ status) {
   const int64_t b = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.y;
   if (b >= args.B) return;  // uniform across the warp
   const int lane = threadIdx.x;
   procrustes::Alignment<T> a;
-  align_item_warp(args, b, lane, a);
+  align_item_warp(args, b, lane, a, status);
   if (lane == 0) {
     scale[b] = a.scale;
 #pragma unroll
@@ -128,24 +139,27 @@ AlignArgs<T> align_args(const at::Tensor& src, const at::Tensor& dst, const at::
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> similarity_align_cuda(
     const at::Tensor& src_in, const at::Tensor& dst_in, const std::optional<at::Tensor>& weights_in,
-    bool estimate_scale) {
+    bool estimate_scale, int64_t check) {
   const auto call = similarity_align_prologue(src_in, dst_in, weights_in);
   const c10::cuda::CUDAGuard guard = cuda_entry_guard(src_in, "similarity_align");
   const at::Tensor &src = call.src, &dst = call.dst, &weights = call.weights;
   const at::Tensor &scale = call.scale, &R = call.R, &t = call.t;
+  const at::Tensor status = new_status(src_in, check);
   const int64_t B = call.B;
-  if (B == 0) return {scale, R, t};
+  if (B == 0) return {scale, R, t, status};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_cuda", [&] {
     const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
     PGN_LAUNCH(blocks_for(B, kWarps), dim3(32, kWarps), 0, stream,
-               similarity_align_kernel<scalar_t>)(args, scale.data_ptr<scalar_t>(),
-                                                  R.data_ptr<scalar_t>(), t.data_ptr<scalar_t>());
+               similarity_align_kernel<scalar_t>)(
+        args, scale.data_ptr<scalar_t>(), R.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(),
+        check == kCheckOff ? nullptr : status.data_ptr<int32_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {scale, R, t};
+  similarity_align_act_on_status(status, check, call);
+  return {scale, R, t, status};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cuda(

@@ -20,6 +20,7 @@
 #include "../common/hostdevice.h"
 #include "../common/mat3.h"
 #include "../common/scalar_math.h"
+#include "../common/status.h"
 #include "../svd3x3/svd3x3_kernel.h"
 
 namespace pgnface {
@@ -39,6 +40,31 @@ PGN_HD void accumulate_first(const T* x, const T* y, T w, T* acc) {
     acc[4 + d] += w * y[d];
   }
 }
+
+// The value check of similarity_align, fused into the first pass. Its sums
+// are finite unless an input is NaN or Inf (0 * Inf is NaN too) or a sum
+// overflowed: only then are the item's points read again (points begin,
+// begin + step, ... < end: a lane's share on CUDA) to tell which argument is
+// at fault. Returns the status bits: 1 src, 2 dst, 4 weights (w may be null).
+template <typename T>
+PGN_HD int32_t first_pass_status(const T* first, const T* x, const T* y, const T* w, int64_t begin,
+                                 int64_t end, int64_t step) {
+  T probe = T(0);
+  PGN_UNROLL
+  for (int e = 0; e < kFirstSums; ++e) probe += finite_probe(first[e]);
+  if (sum_is_finite(probe)) return 0;
+  T px = T(0), py = T(0), pw = T(0);
+  for (int64_t i = begin; i < end; i += step) {
+    px += finite_probe(x[3 * i]) + finite_probe(x[3 * i + 1]) + finite_probe(x[3 * i + 2]);
+    py += finite_probe(y[3 * i]) + finite_probe(y[3 * i + 1]) + finite_probe(y[3 * i + 2]);
+    if (w) pw += finite_probe(w[i]);
+  }
+  return (sum_is_finite(px) ? 0 : 1) | (sum_is_finite(py) ? 0 : 2) | (sum_is_finite(pw) ? 0 : 4);
+}
+
+// Status bit 8 of similarity_align: a negative weight (w_min is the smallest
+// weight the first pass read; NaN weights are bit 4's).
+constexpr int32_t kNegativeWeightBit = 8;
 
 // Centroids from the first-pass sums; zero when W = 0.
 template <typename T>

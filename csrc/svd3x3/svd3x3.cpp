@@ -4,6 +4,7 @@
 #include "svd3x3.h"
 
 #include "../common/check.h"
+#include "../common/status_host.h"
 
 namespace pgnface {
 namespace {
@@ -51,6 +52,11 @@ Svd3x3BackwardCall svd3x3_backward_prologue(const at::Tensor& grad_U, const at::
           .V = V.contiguous(),
           .grad_M = at::empty({B, 3, 3}, U.options()),
           .B = B};
+}
+
+void svd3x3_act_on_status(const at::Tensor& status, int64_t check, const at::Tensor& M) {
+  act_on_status(status, check, "svd3x3",
+                {{.bit = 1, .name = "M", .kind = StatusBit::kFinite, .value = M}});
 }
 
 }  // namespace pgnface

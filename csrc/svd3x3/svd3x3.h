@@ -28,8 +28,13 @@ Svd3x3BackwardCall svd3x3_backward_prologue(const at::Tensor& grad_U, const at::
                                             const at::Tensor& grad_V, const at::Tensor& U,
                                             const at::Tensor& S, const at::Tensor& V);
 
-// Returns (U, S, V) with M = U diag(S) V^T, S descending and non-negative.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> svd3x3_cpu(const at::Tensor& M);
+// Returns (U, S, V, status) with M = U diag(S) V^T, S descending and
+// non-negative; status bit 1: M holds NaN or Inf (see common/status.h).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> svd3x3_cpu(const at::Tensor& M,
+                                                                      int64_t check);
+
+// Acts on the status word of an svd3x3 call (common/status_host.h).
+void svd3x3_act_on_status(const at::Tensor& status, int64_t check, const at::Tensor& M);
 
 // Returns dL/dM [B,3,3] from dL/dU, dL/dS, dL/dV and the forward's outputs.
 at::Tensor svd3x3_backward_cpu(const at::Tensor& grad_U, const at::Tensor& grad_S,

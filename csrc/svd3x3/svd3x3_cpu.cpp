@@ -7,6 +7,8 @@
 #include <torch/library.h>
 
 #include "../common/cpu_simd.h"
+#include "../common/status.h"
+#include "../common/status_host.h"
 #include "svd3x3.h"
 #include "svd3x3_kernel.h"
 
@@ -44,22 +46,38 @@ PGN_CPU_CLONES void svd_backward_range(const T* gU, const T* gS, const T* gV, co
   }
 }
 
+// The value check: svd_begin's probe (M - M summed) turns a non-finite M's S
+// into NaN, and only then, so testing the S just written (in cache) names
+// every such matrix without reading M again.
+template <typename T>
+void check_range(const T* S, int64_t begin, int64_t end, int32_t* status) {
+  bool bad = false;
+  for (int64_t b = begin; b < end; ++b) bad |= S[3 * b] != S[3 * b];
+  if (bad) flag_status(status, 1);
+}
+
 // Matrices per parallel chunk: a few microseconds of work each.
 constexpr int64_t kSvdGrain = 1024;
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> svd3x3_cpu(const at::Tensor& M_in) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> svd3x3_cpu(const at::Tensor& M_in,
+                                                                      int64_t check) {
   const auto call = svd3x3_prologue(M_in);
+  const at::Tensor status = new_status(M_in, check);
+  int32_t* st = check == kCheckOff ? nullptr : status.data_ptr<int32_t>();
   const at::Tensor &M = call.M, &U = call.U, &S = call.S, &V = call.V;
   const int64_t B = call.B;
   AT_DISPATCH_FLOATING_TYPES(M.scalar_type(), "svd3x3_cpu", [&] {
     const scalar_t* m = M.data_ptr<scalar_t>();
     scalar_t *u = U.data_ptr<scalar_t>(), *s = S.data_ptr<scalar_t>(), *v = V.data_ptr<scalar_t>();
-    at::parallel_for(0, B, kSvdGrain,
-                     [&](int64_t begin, int64_t end) { svd_range(m, u, s, v, begin, end); });
+    at::parallel_for(0, B, kSvdGrain, [&](int64_t begin, int64_t end) {
+      svd_range(m, u, s, v, begin, end);
+      if (st) check_range(s, begin, end, st);
+    });
   });
-  return {U, S, V};
+  svd3x3_act_on_status(status, check, call.M);
+  return {U, S, V, status};
 }
 
 at::Tensor svd3x3_backward_cpu(const at::Tensor& grad_U_in, const at::Tensor& grad_S_in,

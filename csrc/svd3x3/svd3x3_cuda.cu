@@ -9,6 +9,8 @@
 
 #include "../common/cuda_guard.h"
 #include "../common/launch.h"
+#include "../common/status.h"
+#include "../common/status_host.h"
 #include "svd3x3.h"
 #include "svd3x3_kernel.h"
 
@@ -29,7 +31,7 @@ __device__ __forceinline__ void copy_tile(const T* __restrict__ from, T* __restr
 template <typename T>
 __global__ void __launch_bounds__(kSvdThreads)
     svd3x3_kernel(const T* __restrict__ M, T* __restrict__ U, T* __restrict__ S, T* __restrict__ V,
-                  int64_t B) {
+                  int64_t B, int32_t* __restrict__ status) {
   __shared__ T m_s[kSvdThreads * 9];
   __shared__ T u_s[kSvdThreads * 9];
   __shared__ T v_s[kSvdThreads * 9];
@@ -44,6 +46,8 @@ __global__ void __launch_bounds__(kSvdThreads)
 #pragma unroll
     for (int e = 0; e < 9; ++e) m[e] = m_s[9 * k + e];
     procrustes::svd3x3(m, u, s, v);
+    // The value check: svd_begin's probe makes S NaN exactly when M is non-finite.
+    if (status && s[0] != s[0]) flag_status(status, 1);
 #pragma unroll
     for (int e = 0; e < 9; ++e) {
       u_s[9 * k + e] = u[e];
@@ -85,20 +89,23 @@ __global__ void svd3x3_backward_kernel(const T* __restrict__ gU, const T* __rest
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> svd3x3_cuda(const at::Tensor& M_in) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> svd3x3_cuda(const at::Tensor& M_in,
+                                                                       int64_t check) {
   const auto call = svd3x3_prologue(M_in);
   const c10::cuda::CUDAGuard guard = cuda_entry_guard(M_in, "svd3x3");
   const at::Tensor &M = call.M, &U = call.U, &S = call.S, &V = call.V;
+  const at::Tensor status = new_status(M_in, check);
   const int64_t B = call.B;
-  if (B == 0) return {U, S, V};
+  if (B == 0) return {U, S, V, status};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(M.scalar_type(), "svd3x3_cuda", [&] {
     PGN_LAUNCH(blocks_for(B, kSvdThreads), kSvdThreads, 0, stream, svd3x3_kernel<scalar_t>)(
         M.data_ptr<scalar_t>(), U.data_ptr<scalar_t>(), S.data_ptr<scalar_t>(),
-        V.data_ptr<scalar_t>(), B);
+        V.data_ptr<scalar_t>(), B, check == kCheckOff ? nullptr : status.data_ptr<int32_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {U, S, V};
+  svd3x3_act_on_status(status, check, M);
+  return {U, S, V, status};
 }
 
 at::Tensor svd3x3_backward_cuda(const at::Tensor& grad_U_in, const at::Tensor& grad_S_in,

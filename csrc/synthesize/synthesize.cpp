@@ -4,6 +4,7 @@
 #include "synthesize.h"
 
 #include "../common/check.h"
+#include "../common/status_host.h"
 
 namespace pgnface {
 namespace {
@@ -78,6 +79,15 @@ SynthesizeBackwardCall synthesize_backward_prologue(const at::Tensor& grad_out,
   call.grad_scale = at::zeros({call.B}, opts);
   call.grad_translation = at::zeros({call.B, 3}, opts);
   return call;
+}
+
+void synthesize_act_on_status(const at::Tensor& status, int64_t check, const SynthesizeCall& call) {
+  act_on_status(
+      status, check, "synthesize",
+      {{.bit = 1, .name = "coeffs", .kind = StatusBit::kFinite, .value = call.coeffs},
+       {.bit = 2, .name = "rotation", .kind = StatusBit::kFinite, .value = call.rotation},
+       {.bit = 4, .name = "scale", .kind = StatusBit::kFinite, .value = call.scale},
+       {.bit = 8, .name = "translation", .kind = StatusBit::kFinite, .value = call.translation}});
 }
 
 }  // namespace pgnface

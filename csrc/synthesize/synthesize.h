@@ -37,10 +37,16 @@ SynthesizeBackwardCall synthesize_backward_prologue(const at::Tensor& grad_out,
                                                     const at::Tensor& scale,
                                                     const at::Tensor& translation);
 
-// Returns s * R (mean + basis @ c) + t as [B,N,3].
-at::Tensor synthesize_cpu(const at::Tensor& mean, const at::Tensor& basis, const at::Tensor& coeffs,
-                          const at::Tensor& rotation, const at::Tensor& scale,
-                          const at::Tensor& translation);
+// Returns (s * R (mean + basis @ c) + t as [B,N,3], status); status bits
+// (common/status.h): 1 coeffs, 2 rotation, 4 scale, 8 translation non-finite.
+std::tuple<at::Tensor, at::Tensor> synthesize_cpu(const at::Tensor& mean, const at::Tensor& basis,
+                                                  const at::Tensor& coeffs,
+                                                  const at::Tensor& rotation,
+                                                  const at::Tensor& scale,
+                                                  const at::Tensor& translation, int64_t check);
+
+// Acts on the status word of a synthesize call (common/status_host.h).
+void synthesize_act_on_status(const at::Tensor& status, int64_t check, const SynthesizeCall& call);
 
 // Returns (grad_mean [N,3], grad_basis [N,3,K], grad_coeffs [B,K],
 // grad_rotation [B,3,3], grad_scale [B], grad_translation [B,3]).

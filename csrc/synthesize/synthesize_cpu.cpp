@@ -13,6 +13,8 @@
 #include <algorithm>
 
 #include "../common/cpu_simd.h"
+#include "../common/status.h"
+#include "../common/status_host.h"
 #include "synthesize.h"
 #include "synthesize_cpu_small_batch.h"
 #include "synthesize_kernel.h"
@@ -265,6 +267,22 @@ PreparedInputs<T> prepare(const at::Tensor& mean, const at::Tensor& basis, const
   return p;
 }
 
+// The value check of synthesize: the per-item inputs are B (K + 13) values
+// that every vertex tile reads again, so the CPU twin checks them once up front
+// (raising before any work); the CUDA kernel splits the same check over its
+// first vertex tile. Status bits 1 coeffs, 2 rotation, 4 scale, 8 translation.
+void check_item_inputs(const at::Tensor& coeffs, const at::Tensor& rotation,
+                       const at::Tensor& scale, const at::Tensor& translation, int32_t* status) {
+  AT_DISPATCH_FLOATING_TYPES(coeffs.scalar_type(), "synthesize_check", [&] {
+    int32_t bits = 0;
+    const at::Tensor* inputs[4] = {&coeffs, &rotation, &scale, &translation};
+    for (int i = 0; i < 4; ++i) {
+      if (!finite_share(inputs[i]->data_ptr<scalar_t>(), inputs[i]->numel(), 0, 1)) bits |= 1 << i;
+    }
+    if (bits) flag_status(status, bits);
+  });
+}
+
 // Vertices per backward chunk: depends on N only (never on the thread count),
 // so the reduction order and hence the result is reproducible.
 int64_t backward_chunk_verts(int64_t N) {
@@ -275,19 +293,27 @@ int64_t backward_chunk_verts(int64_t N) {
 
 }  // namespace
 
-at::Tensor synthesize_cpu(const at::Tensor& mean_in, const at::Tensor& basis_in,
-                          const at::Tensor& coeffs_in, const at::Tensor& rotation_in,
-                          const at::Tensor& scale_in, const at::Tensor& translation_in) {
+std::tuple<at::Tensor, at::Tensor> synthesize_cpu(const at::Tensor& mean_in,
+                                                  const at::Tensor& basis_in,
+                                                  const at::Tensor& coeffs_in,
+                                                  const at::Tensor& rotation_in,
+                                                  const at::Tensor& scale_in,
+                                                  const at::Tensor& translation_in, int64_t check) {
   const auto call =
       synthesize_prologue(mean_in, basis_in, coeffs_in, rotation_in, scale_in, translation_in);
   const at::Tensor &mean = call.mean, &basis = call.basis, &coeffs = call.coeffs,
                    &rotation = call.rotation, &scale = call.scale, &translation = call.translation;
   const int64_t B = call.B, N = call.N;
   at::Tensor out = call.out;
-  if (B == 0 || N == 0) return out;
+  const at::Tensor status = new_status(mean_in, check);
+  if (B == 0 || N == 0) return {out, status};
+  if (check != kCheckOff) {
+    check_item_inputs(coeffs, rotation, scale, translation, status.data_ptr<int32_t>());
+    synthesize_act_on_status(status, check, call);
+  }
   if (B <= morphable_cpu::kSmallBatch) {
     morphable_cpu::synthesize_small_batch(mean, basis, coeffs, rotation, scale, translation, out);
-    return out;
+    return {out, status};
   }
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_cpu", [&] {
     const auto prepared = prepare<scalar_t>(mean, basis, coeffs, rotation, scale, translation);
@@ -297,7 +323,7 @@ at::Tensor synthesize_cpu(const at::Tensor& mean_in, const at::Tensor& basis_in,
       forward_tiles(prepared.args, out_ptr, begin, end);
     });
   });
-  return out;
+  return {out, status};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

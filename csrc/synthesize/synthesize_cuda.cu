@@ -24,6 +24,8 @@
 
 #include "../common/cuda_guard.h"
 #include "../common/launch.h"
+#include "../common/status.h"
+#include "../common/status_host.h"
 #include "synthesize.h"
 #include "synthesize_kernel.h"
 
@@ -113,10 +115,22 @@ __global__ void __launch_bounds__(kThreads)
     synthesize_forward_kernel(const T* __restrict__ mean, const T* __restrict__ basis,
                               const T* __restrict__ coeffs, const T* __restrict__ rotation,
                               const T* __restrict__ scale, const T* __restrict__ translation,
-                              T* __restrict__ out, int64_t B, int64_t N, int64_t K) {
+                              T* __restrict__ out, int64_t B, int64_t N, int64_t K,
+                              int32_t* __restrict__ status) {
   __shared__ Stage<T, TB> stage;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kTileV;
   const int64_t b0 = static_cast<int64_t>(blockIdx.y) * TB;
+  if (status && blockIdx.x == 0) {
+    // The value check: the first vertex tile's blocks read their batch tile's
+    // coefficients and pose once. Status bits 1 coeffs, 2 rotation, 4 scale, 8 translation.
+    const int tid = threadIdx.y * kTileV + threadIdx.x;
+    const int64_t nb = B - b0 < TB ? B - b0 : TB;
+    const int32_t bits = (finite_share(coeffs + b0 * K, nb * K, tid, kThreads) ? 0 : 1) |
+                         (finite_share(rotation + b0 * 9, nb * 9, tid, kThreads) ? 0 : 2) |
+                         (finite_share(scale + b0, nb, tid, kThreads) ? 0 : 4) |
+                         (finite_share(translation + b0 * 3, nb * 3, tid, kThreads) ? 0 : 8);
+    if (bits) flag_status(status, bits);
+  }
   T acc[BPT][3];
   contract_basis_tile<T, TB, BPT>(stage, basis, coeffs, B, N, K, n0, b0, acc);
   const int64_t n = n0 + threadIdx.x;
@@ -310,12 +324,13 @@ template <typename T, int TB, int BPT>
 struct Launcher {
   static void forward(const at::Tensor& mean, const at::Tensor& basis, const at::Tensor& coeffs,
                       const at::Tensor& rotation, const at::Tensor& scale,
-                      const at::Tensor& translation, at::Tensor& out, cudaStream_t stream) {
+                      const at::Tensor& translation, at::Tensor& out, int32_t* status,
+                      cudaStream_t stream) {
     const int64_t B = coeffs.size(0), N = mean.size(0), K = basis.size(2);
     const dim3 grid = launch_grid("synthesize", blocks_for(N, kTileV), batch_tiles_for(B, TB));
     PGN_LAUNCH(grid, dim3(kTileV, kThreadsY), 0, stream, synthesize_forward_kernel<T, TB, BPT>)(
         mean.data_ptr<T>(), basis.data_ptr<T>(), coeffs.data_ptr<T>(), rotation.data_ptr<T>(),
-        scale.data_ptr<T>(), translation.data_ptr<T>(), out.data_ptr<T>(), B, N, K);
+        scale.data_ptr<T>(), translation.data_ptr<T>(), out.data_ptr<T>(), B, N, K, status);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
@@ -374,9 +389,10 @@ void with_batch_tile(int64_t B, F&& f) {
 
 }  // namespace
 
-at::Tensor synthesize_cuda(const at::Tensor& mean_in, const at::Tensor& basis_in,
-                           const at::Tensor& coeffs_in, const at::Tensor& rotation_in,
-                           const at::Tensor& scale_in, const at::Tensor& translation_in) {
+std::tuple<at::Tensor, at::Tensor> synthesize_cuda(
+    const at::Tensor& mean_in, const at::Tensor& basis_in, const at::Tensor& coeffs_in,
+    const at::Tensor& rotation_in, const at::Tensor& scale_in, const at::Tensor& translation_in,
+    int64_t check) {
   const auto call =
       synthesize_prologue(mean_in, basis_in, coeffs_in, rotation_in, scale_in, translation_in);
   const c10::cuda::CUDAGuard guard = cuda_entry_guard(mean_in, "synthesize");
@@ -384,14 +400,18 @@ at::Tensor synthesize_cuda(const at::Tensor& mean_in, const at::Tensor& basis_in
                    &rotation = call.rotation, &scale = call.scale, &translation = call.translation;
   const int64_t B = call.B, N = call.N;
   at::Tensor out = call.out;
-  if (B == 0 || N == 0) return out;
+  const at::Tensor status = new_status(mean_in, check);
+  if (B == 0 || N == 0) return {out, status};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  int32_t* st = check == kCheckOff ? nullptr : status.data_ptr<int32_t>();
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_cuda", [&] {
     with_batch_tile<scalar_t>(B, [&](auto launcher) {
-      decltype(launcher)::forward(mean, basis, coeffs, rotation, scale, translation, out, stream);
+      decltype(launcher)::forward(mean, basis, coeffs, rotation, scale, translation, out, st,
+                                  stream);
     });
   });
-  return out;
+  synthesize_act_on_status(status, check, call);
+  return {out, status};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

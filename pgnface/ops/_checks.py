@@ -1,8 +1,16 @@
 """Argument validation shared by the op wrappers.
 
-Every wrapper checks its arguments here before any kernel sees them, and
-raises TypeError (wrong type / dtype) or ValueError (wrong shape, device,
-value) naming the argument and what was expected.
+Every wrapper checks types, shapes and devices here before any kernel sees
+them, and raises TypeError (wrong type / dtype) or ValueError (wrong shape,
+device) naming the argument and what was expected.
+
+Value checks (``check_values``: NaN / Inf, index ranges, signs) are not done
+here: the kernels do them as they first read the data and report through a
+status word that each op returns (csrc/common/status.h). On CPU the op then
+raises ValueError naming the argument; on CUDA it enqueues an asynchronous
+device-side assertion, so there is no host synchronisation, and the checks
+stay on under torch.compile and CUDA graph capture. :func:`check_mode` turns
+``check_values`` into the ops' ``check`` argument.
 """
 
 from typing import Dict, Sequence, Union
@@ -12,6 +20,21 @@ import torch
 from pgnface.ops._native import check_device_supported
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
+
+# The ``check`` argument of the forward ops (csrc/common/status.h).
+CHECK_OFF, CHECK_RECORD, CHECK_RAISE = 0, 1, 2
+
+
+def check_mode(check_values: bool) -> int:
+    """The ops' ``check`` argument for a wrapper's ``check_values``.
+
+    Args:
+        check_values: the wrapper's flag.
+
+    Returns:
+        CHECK_RAISE (the kernels check; CPU raises, CUDA asserts asynchronously) or CHECK_OFF.
+    """
+    return CHECK_RAISE if check_values else CHECK_OFF
 
 
 def require_tensor(x, name: str) -> torch.Tensor:
@@ -111,7 +134,7 @@ def require_supported_device(x: torch.Tensor, name: str) -> None:
 
 
 def values_checkable() -> bool:
-    """Whether data-dependent checks may run: not while tracing or capturing a CUDA graph.
+    """Whether data-dependent Python checks may run: not while tracing or capturing a CUDA graph.
 
     Returns:
         False under torch.compile and during CUDA graph capture.
@@ -123,8 +146,50 @@ def values_checkable() -> bool:
     return True
 
 
+def host_values_readable(x: torch.Tensor) -> bool:
+    """Whether x's values can be read in Python at no synchronisation cost.
+
+    Args:
+        x: the tensor.
+
+    Returns:
+        True for a CPU tensor outside torch.compile tracing.
+    """
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def index_range_message(name: str, size: int, lo: int, hi: int, of: str = "") -> str:
+    """The error for indices outside [0, size - 1] (the same words the kernels' status check uses).
+
+    Args:
+        name: the argument.
+        size: length of the indexed axis.
+        lo: smallest index found.
+        hi: largest index found.
+        of: what the axis holds ("vertices"), or "" for plain values.
+
+    Returns:
+        The one-line message.
+    """
+    must, got = (f"index {of} in", "indices") if of else ("lie in", "values")
+    return f"{name} must {must} [0, {size - 1}], got {got} in [{lo}, {hi}]"
+
+
+def assert_index_async(index: torch.Tensor, name: str, size: int) -> None:
+    """Asserts 0 <= index < size without reading the values on the host (no sync, traceable).
+
+    Args:
+        index: the integer tensor.
+        name: its name, for the message.
+        size: length of the indexed axis.
+    """
+    if index.numel():
+        inside = ((index >= 0) & (index < size)).all()
+        torch._assert_async(inside, f"{name} must lie in [0, {size - 1}]")
+
+
 def require_finite(x: torch.Tensor, name: str) -> None:
-    """Requires finite values (one device sync for CUDA tensors).
+    """Requires finite values (one device sync for CUDA tensors; for the ops, the kernels check).
 
     Args:
         x: the tensor.
@@ -179,6 +244,5 @@ def require_index(
     if check_values and index.numel() and values_checkable():
         lo, hi = int(index.min()), int(index.max())
         if lo < 0 or hi >= size:
-            must, got = (f"index {of} in", "indices") if of else ("lie in", "values")
-            raise ValueError(f"{name} must {must} [0, {size - 1}], got {got} in [{lo}, {hi}]")
+            raise ValueError(index_range_message(name, size, lo, hi, of))
     return index

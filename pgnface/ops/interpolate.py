@@ -8,9 +8,16 @@ barycentrics, back into ``rasterize`` and so to the vertex positions.
 import torch
 
 from pgnface.ops._autocast import float32_under_autocast
-from pgnface.ops._checks import require_float, require_like, require_shape, require_supported_device, require_tensor
+from pgnface.ops._checks import (
+    check_mode,
+    require_float,
+    require_like,
+    require_shape,
+    require_supported_device,
+    require_tensor,
+)
 from pgnface.ops._first_order import first_order_only
-from pgnface.ops.rasterize import Fragments, check_triangles
+from pgnface.ops.rasterize import Fragments, check_triangles, check_unread_triangles
 
 
 def interpolate(
@@ -25,7 +32,9 @@ def interpolate(
         attr: [B, N, C] per-vertex attributes, or [N, C] shared by the batch.
         fragments: the output of :func:`pgnface.ops.rasterize` for the same tris.
         tris: [T, 3] int32/int64 triangle list used for rasterizing.
-        check_values: validate the triangle indices against N (see rasterize).
+        check_values: refuse triangle indices outside [0, N - 1], checked by
+            the kernel as for :func:`rasterize` (CPU: ValueError; CUDA: an
+            asynchronous device-side assertion, no host synchronisation).
 
     Returns:
         [B, H, W, C], differentiable w.r.t. attr and fragments.bary.
@@ -59,13 +68,16 @@ def interpolate(
     elif attr.dim() != 3 or attr.shape[0] not in (1, sizes["B"]):
         raise ValueError(f"attr must have shape [N, C] or [B, N, C] with B = {sizes['B']}, got {list(attr.shape)}")
     tris = check_triangles(tris, attr.shape[1], attr.device, check_values)
-    return torch.ops.pgnface.interpolate(attr, tri_id, bary, tris)
+    if check_values and tri_id.numel() == 0:
+        check_unread_triangles(tris, attr.shape[1])
+    out, _ = torch.ops.pgnface.interpolate(attr, tri_id, bary, tris, check_mode(check_values))
+    return out
 
 
 @torch.library.register_fake("pgnface::interpolate")
-def _interpolate_fake(attr, tri_id, bary, tris):
+def _interpolate_fake(attr, tri_id, bary, tris, check=2):
     B, H, W = tri_id.shape
-    return attr.new_empty((B, H, W, attr.shape[2]))
+    return attr.new_empty((B, H, W, attr.shape[2])), attr.new_empty((1,), dtype=torch.int32)
 
 
 @torch.library.register_fake("pgnface::interpolate_backward")
@@ -74,15 +86,16 @@ def _interpolate_backward_fake(grad_out, attr, tri_id, bary, tris):
 
 
 def _setup_context(ctx, inputs, output):
-    attr, tri_id, bary, tris = inputs
+    attr, tri_id, bary, tris, _ = inputs
+    ctx.mark_non_differentiable(output[1])
     ctx.save_for_backward(attr, tri_id, bary, tris)
 
 
-def _backward(ctx, grad_out):
+def _backward(ctx, grad_out, grad_status):
     attr, tri_id, bary, tris = ctx.saved_tensors
     grad_attr, grad_bary = torch.ops.pgnface.interpolate_backward(grad_out.contiguous(), attr, tri_id, bary, tris)
     grad_attr, grad_bary = first_order_only("interpolate", (grad_attr, grad_bary), (grad_out, attr, bary))
-    return grad_attr, None, grad_bary, None
+    return grad_attr, None, grad_bary, None, None
 
 
 torch.library.register_autograd("pgnface::interpolate", _backward, setup_context=_setup_context)

@@ -11,13 +11,15 @@ import torch
 
 from pgnface.ops._autocast import float32_under_autocast
 from pgnface.ops._checks import (
-    require_finite,
+    assert_index_async,
+    check_mode,
+    host_values_readable,
+    index_range_message,
     require_float,
     require_index,
     require_shape,
     require_supported_device,
     require_tensor,
-    values_checkable,
 )
 from pgnface.ops._first_order import first_order_only
 
@@ -63,15 +65,17 @@ def check_triangles(tris: torch.Tensor, num_vertices: int, device: torch.device,
 
     The kernels index vertices with int32, so an int64 list must fit int32
     whatever `check_values` says: converting it would otherwise turn 2**32 + 3
-    into vertex 3. Where no value can be read (torch.compile, CUDA graph
-    capture), an asynchronous assertion refuses such a list instead and its
-    out-of-range entries become -1, which the kernels skip.
+    into vertex 3. A CPU list is read here (no synchronisation); elsewhere
+    (CUDA, torch.compile) an asynchronous assertion refuses such a list and
+    its out-of-range entries become -1, which the kernels skip (and, with
+    check_values, report). The range [0, N - 1] itself is checked by the
+    kernels (see :func:`rasterize`).
 
     Args:
         tris: [T, 3] int32 or int64 vertex indices.
         num_vertices: N, the number of vertices the triangles index.
         device: the device of the vertex tensor.
-        check_values: check the index range.
+        check_values: check the index range (of an int64 CPU list here, else in the kernels).
 
     Returns:
         [T, 3] contiguous int32.
@@ -81,15 +85,38 @@ def check_triangles(tris: torch.Tensor, num_vertices: int, device: torch.device,
         ValueError: tris is not [T, 3], not on `device`, holds int64 values beyond int32,
             or (with check_values) indexes outside [0, N - 1].
     """
-    tris = require_index(tris, "tris", num_vertices, device, check_values, shape=("T", 3), of="vertices")
+    tris = require_index(tris, "tris", num_vertices, device, False, shape=("T", 3), of="vertices")
     if tris.dtype == torch.int64:
-        if not values_checkable():
+        if not host_values_readable(tris):
             return _narrow_traced(tris)
-        if not check_values and tris.numel():  # with check_values the range check above covers it
+        if tris.numel():
+            # The int64 values, before narrowing, name what is wrong.
             lo, hi = int(tris.min()), int(tris.max())
+            if check_values and (lo < 0 or hi >= num_vertices):
+                raise ValueError(index_range_message("tris", num_vertices, lo, hi, "vertices"))
             if lo < INT32_MIN or hi > INT32_MAX:
                 raise ValueError(_int32_message(lo, hi))
     return tris.to(torch.int32).contiguous()
+
+
+def check_unread_triangles(tris: torch.Tensor, num_vertices: int) -> None:
+    """Range-checks tris where the kernels read nothing (an empty batch or image), so no status bit is set.
+
+    Args:
+        tris: [T, 3] int32 indices, as check_triangles returns them.
+        num_vertices: N.
+
+    Raises:
+        ValueError: (CPU) an index outside [0, N - 1]; elsewhere an asynchronous assertion fails instead.
+    """
+    if not tris.numel():
+        return
+    if host_values_readable(tris):
+        lo, hi = int(tris.min()), int(tris.max())
+        if lo < 0 or hi >= num_vertices:
+            raise ValueError(index_range_message("tris", num_vertices, lo, hi, "vertices"))
+    else:
+        assert_index_async(tris, "tris", num_vertices)
 
 
 def _int32_message(lo, hi) -> str:
@@ -134,10 +161,12 @@ def rasterize(
         resolution: (height, width), or one int for a square image.
         cull: "none", "back" or "front". Front-facing triangles are
             counter-clockwise as seen in the output image (row 0 at the top).
-        check_values: raise ValueError on out-of-range triangle indices and
-            non-finite positions (one device sync on CUDA; skipped under
-            torch.compile and CUDA graph capture). Without the check, triangles
-            with out-of-range indices or non-finite vertices are skipped; the
+        check_values: refuse out-of-range triangle indices and non-finite
+            positions. The kernels check them as they read them: on CPU a
+            ValueError is raised, on CUDA an asynchronous device-side
+            assertion fails (no host synchronisation); on under torch.compile
+            and CUDA graph capture too. Without the check, triangles with
+            out-of-range indices or non-finite vertices are skipped; the
             kernels never read out of bounds. int64 indices beyond int32 are
             refused either way (see check_triangles).
 
@@ -161,9 +190,11 @@ def rasterize(
     if cull not in CULL_MODES:
         raise ValueError(f"cull must be one of {sorted(CULL_MODES)}, got {cull!r}")
     tris = check_triangles(tris, pos.shape[1], pos.device, check_values)
-    if check_values and values_checkable():
-        require_finite(pos, "pos")
-    bary, depth, tri_id = torch.ops.pgnface.rasterize(pos, tris, height, width, CULL_MODES[cull])
+    if check_values and pos.shape[0] == 0:
+        check_unread_triangles(tris, pos.shape[1])
+    bary, depth, tri_id, _ = torch.ops.pgnface.rasterize(
+        pos, tris, height, width, CULL_MODES[cull], check_mode(check_values)
+    )
     return Fragments(tri_id, bary, depth)
 
 
@@ -201,12 +232,13 @@ def clip_from_pixels(
 
 
 @torch.library.register_fake("pgnface::rasterize")
-def _rasterize_fake(pos, tris, height, width, cull):
+def _rasterize_fake(pos, tris, height, width, cull, check=2):
     B = pos.shape[0]
     return (
         pos.new_empty((B, height, width, 3)),
         pos.new_empty((B, height, width)),
         pos.new_empty((B, height, width), dtype=torch.int32),
+        pos.new_empty((1,), dtype=torch.int32),
     )
 
 
@@ -216,13 +248,13 @@ def _rasterize_backward_fake(grad_bary, grad_depth, pos, tris, tri_id):
 
 
 def _setup_context(ctx, inputs, output):
-    pos, tris, _, _, _ = inputs
-    _, _, tri_id = output
-    ctx.mark_non_differentiable(tri_id)
+    pos, tris = inputs[:2]
+    _, _, tri_id, status = output
+    ctx.mark_non_differentiable(tri_id, status)
     ctx.save_for_backward(pos, tris, tri_id)
 
 
-def _backward(ctx, grad_bary, grad_depth, grad_tri_id):
+def _backward(ctx, grad_bary, grad_depth, grad_tri_id, grad_status):
     pos, tris, tri_id = ctx.saved_tensors
     B, H, W = tri_id.shape
     if grad_bary is None:
@@ -231,7 +263,7 @@ def _backward(ctx, grad_bary, grad_depth, grad_tri_id):
         grad_depth = pos.new_zeros((B, H, W))
     grad_pos = torch.ops.pgnface.rasterize_backward(grad_bary.contiguous(), grad_depth.contiguous(), pos, tris, tri_id)
     (grad_pos,) = first_order_only("rasterize", (grad_pos,), (grad_bary, grad_depth, pos))
-    return grad_pos, None, None, None, None
+    return grad_pos, None, None, None, None, None
 
 
 torch.library.register_autograd("pgnface::rasterize", _backward, setup_context=_setup_context)

@@ -12,13 +12,12 @@ import torch
 
 from pgnface.ops._autocast import float32_under_autocast
 from pgnface.ops._checks import (
-    require_finite,
+    check_mode,
     require_float,
     require_like,
     require_shape,
     require_supported_device,
     require_tensor,
-    values_checkable,
 )
 from pgnface.ops._first_order import first_order_only
 
@@ -56,9 +55,11 @@ def similarity_align(
         dst: [B, P, 3] target points (e.g. predicted landmarks).
         weights: [B, P] non-negative point weights, or None for all ones.
         estimate_scale: fit the scale; with False, scale is 1.
-        check_values: raise ValueError on NaN/Inf in src, dst, weights and on
-            negative weights (one device sync on CUDA; skipped under
-            torch.compile and CUDA graph capture).
+        check_values: refuse NaN/Inf in src, dst, weights and negative
+            weights. The kernel checks them in its first pass over the
+            points: on CPU a ValueError is raised, on CUDA an asynchronous
+            device-side assertion fails (no host synchronisation); on under
+            torch.compile and CUDA graph capture too.
 
     Returns:
         (scale [B], R [B, 3, 3], t [B, 3]), dtype and device of src.
@@ -88,20 +89,15 @@ def similarity_align(
         require_shape(weights, "weights", ("B", "P"), sizes)
     if not isinstance(estimate_scale, bool):
         raise TypeError(f"estimate_scale must be a bool, got {type(estimate_scale).__name__}")
-    if check_values and values_checkable():
-        require_finite(src, "src")
-        require_finite(dst, "dst")
-        if weights is not None:
-            require_finite(weights, "weights")
-            if weights.numel() and bool((weights < 0).any()):
-                raise ValueError(f"weights must be non-negative, got minimum {float(weights.min())}")
-    return torch.ops.pgnface.similarity_align(src, dst, weights, estimate_scale)
+    scale, R, t, _ = torch.ops.pgnface.similarity_align(src, dst, weights, estimate_scale, check_mode(check_values))
+    return scale, R, t
 
 
 @torch.library.register_fake("pgnface::similarity_align")
-def _similarity_align_fake(src, dst, weights, estimate_scale):
+def _similarity_align_fake(src, dst, weights, estimate_scale, check=2):
     B = src.shape[0]
-    return src.new_empty((B,)), src.new_empty((B, 3, 3)), src.new_empty((B, 3))
+    status = src.new_empty((1,), dtype=torch.int32)
+    return src.new_empty((B,)), src.new_empty((B, 3, 3)), src.new_empty((B, 3)), status
 
 
 @torch.library.register_fake("pgnface::similarity_align_backward")
@@ -112,12 +108,13 @@ def _similarity_align_backward_fake(grad_scale, grad_R, grad_t, src, dst, weight
 
 
 def _setup_context(ctx, inputs, output):
-    src, dst, weights, estimate_scale = inputs
+    src, dst, weights, estimate_scale, _ = inputs
+    ctx.mark_non_differentiable(output[3])
     ctx.save_for_backward(src, dst, weights)
     ctx.estimate_scale = estimate_scale
 
 
-def _backward(ctx, grad_scale, grad_R, grad_t):
+def _backward(ctx, grad_scale, grad_R, grad_t, grad_status):
     src, dst, weights = ctx.saved_tensors
     B = src.shape[0]
     # Outputs that took no part in the loss may arrive as None.
@@ -130,7 +127,7 @@ def _backward(ctx, grad_scale, grad_R, grad_t):
     if weights is None:
         grad_w = None
     sources = (grad_scale, grad_R, grad_t, src, dst, weights)
-    return (*first_order_only("similarity_align", (grad_src, grad_dst, grad_w), sources), None)
+    return (*first_order_only("similarity_align", (grad_src, grad_dst, grad_w), sources), None, None)
 
 
 torch.library.register_autograd("pgnface::similarity_align", _backward, setup_context=_setup_context)

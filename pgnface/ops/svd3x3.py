@@ -11,12 +11,11 @@ import torch
 
 from pgnface.ops._autocast import float32_under_autocast
 from pgnface.ops._checks import (
-    require_finite,
+    check_mode,
     require_float,
     require_shape,
     require_supported_device,
     require_tensor,
-    values_checkable,
 )
 from pgnface.ops._first_order import first_order_only
 
@@ -43,9 +42,11 @@ def svd3x3(M: torch.Tensor, *, check_values: bool = True) -> Tuple[torch.Tensor,
 
     Args:
         M: [B, 3, 3] float32 or float64 matrices, CPU or CUDA, any strides.
-        check_values: raise ValueError on NaN/Inf in M (one device sync on
-            CUDA; skipped under torch.compile and CUDA graph capture). Without
-            the check, a non-finite matrix gives NaN in its own U, S, V only.
+        check_values: refuse NaN/Inf in M. The kernel checks M as it reads
+            it: on CPU a ValueError is raised, on CUDA an asynchronous
+            device-side assertion fails (no host synchronisation); on under
+            torch.compile and CUDA graph capture too. Without the check, a
+            non-finite matrix gives NaN in its own U, S, V only.
 
     Returns:
         (U [B, 3, 3], S [B, 3], V [B, 3, 3]): S descending and non-negative;
@@ -62,15 +63,15 @@ def svd3x3(M: torch.Tensor, *, check_values: bool = True) -> Tuple[torch.Tensor,
     require_float(M, "M")
     require_supported_device(M, "M")
     require_shape(M, "M", ("B", 3, 3), {})
-    if check_values and values_checkable():
-        require_finite(M, "M")
-    return torch.ops.pgnface.svd3x3(M)
+    U, S, V, _ = torch.ops.pgnface.svd3x3(M, check_mode(check_values))
+    return U, S, V
 
 
 @torch.library.register_fake("pgnface::svd3x3")
-def _svd3x3_fake(M):
+def _svd3x3_fake(M, check=2):
     B = M.shape[0]
-    return M.new_empty((B, 3, 3)), M.new_empty((B, 3)), M.new_empty((B, 3, 3))
+    status = M.new_empty((1,), dtype=torch.int32)
+    return M.new_empty((B, 3, 3)), M.new_empty((B, 3)), M.new_empty((B, 3, 3)), status
 
 
 @torch.library.register_fake("pgnface::svd3x3_backward")
@@ -79,17 +80,18 @@ def _svd3x3_backward_fake(grad_U, grad_S, grad_V, U, S, V):
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*output)
+    ctx.mark_non_differentiable(output[3])
+    ctx.save_for_backward(*output[:3])
 
 
-def _backward(ctx, grad_U, grad_S, grad_V):
+def _backward(ctx, grad_U, grad_S, grad_V, grad_status):
     U, S, V = ctx.saved_tensors
     # Outputs that took no part in the loss may arrive as None.
     grad_U = torch.zeros_like(U) if grad_U is None else grad_U
     grad_S = torch.zeros_like(S) if grad_S is None else grad_S
     grad_V = torch.zeros_like(V) if grad_V is None else grad_V
     grad_M = torch.ops.pgnface.svd3x3_backward(grad_U, grad_S, grad_V, U, S, V)
-    return first_order_only("svd3x3", (grad_M,), (grad_U, grad_S, grad_V, U, S, V))[0]
+    return first_order_only("svd3x3", (grad_M,), (grad_U, grad_S, grad_V, U, S, V))[0], None
 
 
 torch.library.register_autograd("pgnface::svd3x3", _backward, setup_context=_setup_context)

@@ -11,14 +11,15 @@ import torch
 
 from pgnface.ops._autocast import float32_under_autocast
 from pgnface.ops._checks import (
-    require_finite,
+    assert_index_async,
+    check_mode,
+    host_values_readable,
     require_float,
     require_index,
     require_like,
     require_shape,
     require_supported_device,
     require_tensor,
-    values_checkable,
 )
 from pgnface.ops._first_order import first_order_only
 
@@ -55,10 +56,12 @@ def synthesize(
         index: optional [L] int vertex indices: synthesize only those vertices
             (e.g. the 68 landmarks) without touching the rest of the mesh. The
             result is then [B, L, 3].
-        check_values: raise ValueError on NaN/Inf in coeffs and the pose and on
-            out-of-range indices. Costs one device sync on CUDA; skipped under
-            torch.compile and CUDA graph capture. With False (or when skipped),
-            non-finite inputs propagate NaN/Inf into the affected batch items only.
+        check_values: refuse NaN/Inf in coeffs and the pose and out-of-range
+            indices. The kernel checks the values as it reads them: on CPU a
+            ValueError is raised, on CUDA an asynchronous device-side
+            assertion fails (no host synchronisation); on under torch.compile
+            and CUDA graph capture too. With False, non-finite inputs
+            propagate NaN/Inf into the affected batch items only.
 
     Returns:
         [B, N, 3] (or [B, L, 3] with ``index``) tensor with the dtype and device of mean.
@@ -105,20 +108,23 @@ def synthesize(
     require_shape(scale, "scale", ("B",), sizes)
     require_shape(translation, "translation", ("B", 3), sizes)
 
-    if check_values and values_checkable():
-        for name, x in (("coeffs", coeffs), ("rotation", rotation), ("scale", scale), ("translation", translation)):
-            require_finite(x, name)
-
     if index is not None:
-        index = require_index(index, "index", sizes["N"], mean.device, check_values).long()
+        # CPU indices are read in Python (no sync); elsewhere the check is an asynchronous
+        # assertion (index_select would otherwise fail without naming the argument).
+        readable = host_values_readable(index)
+        index = require_index(index, "index", sizes["N"], mean.device, check_values and readable)
+        if check_values and not readable:
+            assert_index_async(index, "index", sizes["N"])
+        index = index.long()
         mean = mean.index_select(0, index)
         basis = basis.index_select(0, index)
-    return torch.ops.pgnface.synthesize(mean, basis, coeffs, rotation, scale, translation)
+    out, _ = torch.ops.pgnface.synthesize(mean, basis, coeffs, rotation, scale, translation, check_mode(check_values))
+    return out
 
 
 @torch.library.register_fake("pgnface::synthesize")
-def _synthesize_fake(mean, basis, coeffs, rotation, scale, translation):
-    return mean.new_empty((coeffs.shape[0], mean.shape[0], 3))
+def _synthesize_fake(mean, basis, coeffs, rotation, scale, translation, check=2):
+    return mean.new_empty((coeffs.shape[0], mean.shape[0], 3)), mean.new_empty((1,), dtype=torch.int32)
 
 
 @torch.library.register_fake("pgnface::synthesize_backward")
@@ -135,11 +141,12 @@ def _synthesize_backward_fake(grad_out, mean, basis, coeffs, rotation, scale, tr
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(*inputs[:6])
     ctx.need_model_grad = bool(ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
 
 
-def _backward(ctx, grad_out):
+def _backward(ctx, grad_out, grad_status):
     mean, basis, coeffs, rotation, scale, translation = ctx.saved_tensors
     grads = torch.ops.pgnface.synthesize_backward(
         grad_out.contiguous(), mean, basis, coeffs, rotation, scale, translation, ctx.need_model_grad
@@ -148,7 +155,7 @@ def _backward(ctx, grad_out):
     if not ctx.need_model_grad:
         grad_mean = grad_basis = None
     grads = (grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation)
-    return first_order_only("synthesize", grads, (grad_out, *ctx.saved_tensors))
+    return (*first_order_only("synthesize", grads, (grad_out, *ctx.saved_tensors)), None)
 
 
 torch.library.register_autograd("pgnface::synthesize", _backward, setup_context=_setup_context)

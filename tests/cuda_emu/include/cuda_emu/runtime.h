@@ -272,6 +272,7 @@ PGN_EMU_ATOMIC(atomicAdd, double, old + val)
 PGN_EMU_ATOMIC_ALL_INTS(atomicMin, val < old ? val : old)
 PGN_EMU_ATOMIC_ALL_INTS(atomicMax, old < val ? val : old)
 PGN_EMU_ATOMIC_ALL_INTS(atomicExch, val)
+PGN_EMU_ATOMIC_ALL_INTS(atomicOr, old | val)
 PGN_EMU_ATOMIC(atomicExch, float, val)
 PGN_EMU_ATOMIC(atomicExch, double, val)
 #undef PGN_EMU_ATOMIC_ALL_INTS
