@@ -82,3 +82,21 @@ def counters() -> dict:
 
 def clear_counters() -> None:
     library().cuda_emu_counters_clear()
+
+
+def thread_work(clear: bool = True) -> dict[str, int]:
+    """Per kernel, the most global and shared accesses one thread made since the last clear.
+
+    Always recorded (unlike `counters`): an atomic or a load is one access, so a
+    thread that depth-tests n pixels makes at least n accesses.
+
+    Args:
+        clear: forget the record afterwards.
+    Returns:
+        {"kernel [dtype]": accesses}.
+    """
+    lib = library()
+    work = json.loads(lib.cuda_emu_thread_work_json().decode())
+    if clear:
+        lib.cuda_emu_thread_work_clear()
+    return work

@@ -43,4 +43,19 @@ const char* cuda_emu_counters_json() {
 
 void cuda_emu_counters_clear() { counters_clear(); }
 
+// Per kernel, the most global and shared accesses (atomics included) one
+// thread made in any launch since the last clear: {"kernel [dtype]": n, ...}.
+const char* cuda_emu_thread_work_json() {
+  static std::string json;
+  json = "{";
+  for (const auto& [name, n] : state().max_thread_accesses) {
+    if (json.size() > 1) json += ",";
+    json += "\"" + name + "\":" + std::to_string(n);
+  }
+  json += "}";
+  return json.c_str();
+}
+
+void cuda_emu_thread_work_clear() { state().max_thread_accesses.clear(); }
+
 }  // extern "C"
