@@ -181,7 +181,7 @@ def large_triangle_scene(H, W, dtype=torch.float32):
 
     A screen-filling quad (two triangles) with a depth gradient, a triangle larger than the
     screen behind it that wins where the quad's depth is larger, slivers along both diagonals
-    (half a pixel wide, both windings), a one-pixel-high horizontal and a vertical sliver, and
+    (under a pixel wide, both windings), a one-pixel-high horizontal and a vertical sliver, and
     a few pixel-sized triangles on the fast path. Vertices are in pixels; returns clip-space
     positions [1, N, 4] and triangles [T, 3].
     """
@@ -195,13 +195,13 @@ def large_triangle_scene(H, W, dtype=torch.float32):
         (-W, -H, 0.5),
         (3 * W, -H, 0.5),
         (-W, 3 * H, 0.5),
-        # diagonal slivers, nearest of all
+        # diagonal slivers (under a pixel wide), nearer
         (0.3, 0.1, 0.1),
         (W - 0.2, H - 0.4, 0.1),
-        (W - 0.7, H - 0.4, 0.1),
+        (W - 1.1, H - 0.4, 0.1),
         (W - 0.1, 0.2, 0.05),
         (0.4, H - 0.3, 0.05),
-        (0.9, H - 0.3, 0.05),
+        (1.6, H - 0.3, 0.05),
         # horizontal and vertical slivers, one pixel thick
         (0.1, H / 2 + 0.1, 0.0),
         (W - 0.1, H / 2 + 0.1, 0.0),
