@@ -241,7 +241,7 @@ TILE_ACCESSES = 16 * 16 + 64
 
 def coverage_work():
     work = emu.thread_work()
-    return {k.split(" ")[0]: v for k, v in work.items() if k.startswith("coverage")}
+    return {k.split("<")[0].split(" ")[0]: v for k, v in work.items() if k.startswith("coverage")}
 
 
 @pytest.mark.parametrize("size", [224, 1024])
