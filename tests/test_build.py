@@ -80,3 +80,34 @@ def test_cmake_cpu_only_build_loads_and_runs(tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+
+
+def test_sync_debug_mode_covers_each_op_its_checks_and_its_backward(monkeypatch):
+    # PGNFACE_SYNC_DEBUG (scripts/gpu_check.sh): every pgnface op runs under
+    # torch.cuda.set_sync_debug_mode, backward included; here the mode is faked (no GPU needed).
+    import conftest
+
+    state = {"mode": 0}
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: state["mode"])
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", lambda mode: state.update(mode=mode))
+    seen = []
+
+    def spy(name):
+        op = getattr(torch.ops.pgnface, name)
+
+        def call(*args, **kwargs):
+            seen.append((name, state["mode"]))
+            return op(*args, **kwargs)
+
+        return call
+
+    for name in ("rasterize", "rasterize_backward"):
+        monkeypatch.setattr(torch.ops.pgnface, name, spy(name))
+    conftest.install_sync_debug("error", set_attr=monkeypatch.setattr)
+    assert torch.ops.pgnface.rasterize_backward.__name__ == "call"
+    pos = torch.tensor([[[-1.0, -1.0, 0.5, 1.0], [1.0, -1.0, 0.5, 1.0], [-1.0, 1.0, 0.5, 1.0]]], requires_grad=True)
+    fragments = pgnface.ops.rasterize(pos, torch.tensor([[0, 1, 2]]), (8, 8))
+    assert state["mode"] == 0
+    fragments.bary.sum().backward()
+    assert seen == [("rasterize", "error"), ("rasterize_backward", "error")]
+    assert state["mode"] == 0 and pos.grad is not None

@@ -179,6 +179,110 @@ def test_rasterize_the_bfm_mesh():
     )
 
 
+def large_triangle_scene(H, W, dtype=torch.float32):
+    """Triangles whose pixel boxes span the image, for the coverage pass's work items.
+
+    A screen-filling quad (two triangles) with a depth gradient, a triangle larger than the
+    screen behind it that wins where the quad's depth is larger, slivers along both diagonals
+    (under a pixel wide, both windings), a one-pixel-high horizontal and a vertical sliver, and
+    a few pixel-sized triangles on the fast path. Vertices are in pixels; returns clip-space
+    positions [1, N, 4] and triangles [T, 3].
+    """
+    px = [
+        # quad over the whole screen: depth 0.2 .. 0.8 from left to right
+        (0, 0, 0.2),
+        (W, 0, 0.8),
+        (W, H, 0.8),
+        (0, H, 0.2),
+        # a triangle beyond the screen at depth 0.5
+        (-W, -H, 0.5),
+        (3 * W, -H, 0.5),
+        (-W, 3 * H, 0.5),
+        # diagonal slivers (under a pixel wide), nearer
+        (0.3, 0.1, 0.1),
+        (W - 0.2, H - 0.4, 0.1),
+        (W - 1.1, H - 0.4, 0.1),
+        (W - 0.1, 0.2, 0.05),
+        (0.4, H - 0.3, 0.05),
+        (1.6, H - 0.3, 0.05),
+        # horizontal and vertical slivers, one pixel thick
+        (0.1, H / 2 + 0.1, 0.0),
+        (W - 0.1, H / 2 + 0.1, 0.0),
+        (0.1, H / 2 + 1.1, 0.0),
+        (W / 3 + 0.1, 0.1, 0.0),
+        (W / 3 + 1.1, 0.1, 0.0),
+        (W / 3 + 0.1, H - 0.1, 0.0),
+        # small triangles
+        (5.2, 7.7, -0.1),
+        (9.6, 8.1, -0.1),
+        (6.3, 12.9, -0.1),
+        (W - 20.5, H - 18.2, -0.1),
+        (W - 3.1, H - 17.9, -0.1),
+        (W - 11.4, H - 2.2, -0.1),
+    ]
+    tris = [
+        (0, 1, 2),
+        (0, 2, 3),
+        (4, 5, 6),
+        (7, 8, 9),
+        (10, 12, 11),
+        (13, 14, 15),
+        (16, 17, 18),
+        (19, 20, 21),
+        (22, 24, 23),
+    ]
+    pixels = torch.tensor(px, dtype=torch.float64)
+    pos = ops.clip_from_pixels(pixels, (H, W))[None].to(dtype)
+    return pos, torch.tensor(tris, dtype=torch.int32)
+
+
+# The coverage kernels' accesses per depth-tested tile (16 x 16 pixels, one atomic each) plus its
+# setup (triangle, vertices, binary search), with room to spare; the old one-thread-per-triangle
+# kernel made one access per covered pixel: H * W for a screen-filling triangle.
+TILE_ACCESSES = 16 * 16 + 64
+
+
+def coverage_work():
+    work = emu.thread_work()
+    return {k.split("<")[0].split(" ")[0]: v for k, v in work.items() if k.startswith("coverage")}
+
+
+@pytest.mark.parametrize("size", [224, 1024])
+def test_rasterize_large_triangles_and_slivers(size):
+    pos, tris = large_triangle_scene(size, size)
+    emu.thread_work()  # clears the record
+    schedules = SCHEDULES if size < 1024 else SCHEDULES[:1]
+    bary, depth, tri_id = check_op("rasterize", [pos, tris, size, size, 0], exact=(0, 1, 2), schedules=schedules)
+    drawn = set(tri_id.unique().tolist())
+    assert {0, 1, 2, 3, 4, 5, 6, 7, 8} <= drawn, f"every triangle wins somewhere, got {sorted(drawn)}"
+    # Work per thread is bounded by the large triangles per image, not by their size: each of the
+    # 7 large triangles adds at most one tile per thread of the tile kernel (one per screen tile).
+    work = coverage_work()
+    assert max(work.values()) <= 7 * TILE_ACCESSES, work
+    for cull in (1, 2):
+        check_op("rasterize", [pos, tris, size, size, cull], exact=(0, 1, 2), schedules=SCHEDULES[:1])
+
+
+def test_rasterize_one_thread_per_tile_of_a_screen_filling_triangle():
+    pos = torch.tensor([[[-1.0, -1.0, 0.5, 1.0], [3.0, -1.0, 0.5, 1.0], [-1.0, 3.0, 0.5, 1.0]]])
+    tris = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    emu.thread_work()
+    for size in (224, 1024):
+        check_op("rasterize", [pos, tris, size, size, 0], exact=(0, 1, 2), schedules=SCHEDULES[:1])
+        work = coverage_work()
+        assert work["coverage_tiles_kernel"] <= TILE_ACCESSES, work
+        assert work["coverage_setup_kernel"] <= 64, work
+
+
+@pytest.mark.parametrize("size", [224, 1024])
+def test_rasterize_the_bfm_mesh_at_full_resolution(size):
+    pos, tris = bfm_noneck_clip((size, size))
+    emu.thread_work()
+    bary, depth, tri_id = check_op("rasterize", [pos, tris, size, size, 0], exact=(0, 1, 2), schedules=SCHEDULES[:1])
+    assert (tri_id >= 0).float().mean() > 0.3
+    assert max(coverage_work().values()) <= TILE_ACCESSES
+
+
 # --- svd3x3 and similarity_align ----------------------------------------------------------------
 
 

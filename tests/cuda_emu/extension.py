@@ -87,3 +87,21 @@ def clear_counters() -> None:
 def set_multiprocessors(count: int) -> None:
     """Sets the SM count the emulated device reports (getCurrentDeviceProperties()->multiProcessorCount)."""
     library().cuda_emu_set_multiprocessors(count)
+
+
+def thread_work(clear: bool = True) -> dict[str, int]:
+    """Per kernel, the most global and shared accesses one thread made since the last clear.
+
+    Always recorded (unlike `counters`): an atomic or a load is one access, so a
+    thread that depth-tests n pixels makes at least n accesses.
+
+    Args:
+        clear: forget the record afterwards.
+    Returns:
+        {"kernel [dtype]": accesses}.
+    """
+    lib = library()
+    work = json.loads(lib.cuda_emu_thread_work_json().decode())
+    if clear:
+        lib.cuda_emu_thread_work_clear()
+    return work

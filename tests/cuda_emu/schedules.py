@@ -18,6 +18,8 @@ def declare_control(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.cuda_emu_counters_json.restype = ctypes.c_char_p
     lib.cuda_emu_counters_clear.restype = None
     lib.cuda_emu_launches.restype = ctypes.c_ulonglong
+    lib.cuda_emu_thread_work_json.restype = ctypes.c_char_p
+    lib.cuda_emu_thread_work_clear.restype = None
     lib.cuda_emu_track.argtypes = [ctypes.c_void_p, ctypes.c_ulonglong]
     lib.cuda_emu_untrack.argtypes = [ctypes.c_void_p]
     lib.cuda_emu_set_multiprocessors.argtypes = [ctypes.c_int]

@@ -47,4 +47,19 @@ void cuda_emu_counters_clear() { counters_clear(); }
 // show that results do not depend on it.
 void cuda_emu_set_multiprocessors(int count) { cuda_emu::mutable_device_properties().multiProcessorCount = count; }
 
+// Per kernel, the most global and shared accesses (atomics included) one
+// thread made in any launch since the last clear: {"kernel [dtype]": n, ...}.
+const char* cuda_emu_thread_work_json() {
+  static std::string json;
+  json = "{";
+  for (const auto& [name, n] : state().max_thread_accesses) {
+    if (json.size() > 1) json += ",";
+    json += "\"" + name + "\":" + std::to_string(n);
+  }
+  json += "}";
+  return json.c_str();
+}
+
+void cuda_emu_thread_work_clear() { state().max_thread_accesses.clear(); }
+
 }  // extern "C"

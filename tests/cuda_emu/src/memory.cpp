@@ -294,6 +294,7 @@ void on_access(const void* p, size_t size, Access kind, const void* pc) {
   const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
   const uintptr_t stack = reinterpret_cast<uintptr_t>(t->stack);
   if (addr >= stack && addr < stack + kStackBytes) return;  // the thread's own locals
+  if (addr < s.params_begin || addr >= s.params_end) ++t->accesses;
   const uintptr_t arena = reinterpret_cast<uintptr_t>(s.arena.data());
   if (addr >= arena && addr < arena + s.arena.size()) {
     shared_access(addr, size, kind, *t);

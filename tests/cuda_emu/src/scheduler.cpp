@@ -204,6 +204,7 @@ void run_block() {
                   static_cast<unsigned>(i / (b.x * b.y))};
     t.state = ThreadState::kReady;
     t.runtime_depth = 0;
+    t.accesses = 0;
     getcontext(&t.context);
     t.context.uc_stack.ss_sp = t.stack;
     t.context.uc_stack.ss_size = kStackBytes;
@@ -250,6 +251,8 @@ void run_block() {
     ++s.block_epoch;
     for (int i = 0; i < s.threads_per_block; ++i) s.threads[i].state = ThreadState::kReady;
   }
+  for (int i = 0; i < s.threads_per_block; ++i)
+    s.launch_max_accesses = std::max(s.launch_max_accesses, s.threads[i].accesses);
   if (s.counters_on) counters_end_block();
 }
 
@@ -400,6 +403,7 @@ void launch(const LaunchSpec& spec) {
   s.rng.seed(s.seed * 0x9E3779B97F4A7C15ull + s.launch_serial);
   reset_arena_for_launch();
   if (s.counters_on) counters_begin_launch();
+  s.launch_max_accesses = 0;
 
   const dim3 g = spec.grid;
   const int64_t blocks = static_cast<int64_t>(g.x) * g.y * g.z;
@@ -413,6 +417,10 @@ void launch(const LaunchSpec& spec) {
                     static_cast<unsigned>(linear / (static_cast<int64_t>(g.x) * g.y))};
     run_block();
   }
+  std::string name = s.spec->name;
+  if (*s.spec->dtype) name += std::string(" [") + s.spec->dtype + "]";
+  uint64_t& most = s.max_thread_accesses[name];
+  most = std::max(most, s.launch_max_accesses);
   if (s.counters_on) counters_end_launch();
 }
 

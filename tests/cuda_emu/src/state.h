@@ -52,6 +52,9 @@ struct Thread {
   // through library templates that the linker took from an instrumented
   // translation unit) are not the kernel's and are not checked.
   int runtime_depth = 0;
+  // Global and shared accesses of this thread in the running block (the
+  // per-thread work the launch's report holds the maximum of).
+  uint64_t accesses = 0;
 };
 
 // Marks the emulator's code running on the current fiber (see runtime_depth).
@@ -143,6 +146,12 @@ struct State {
   std::vector<std::pair<uintptr_t, uintptr_t>> image;  // loaded segments of this library
 
   Counters* counters = nullptr;  // created on first use, lives as long as the process
+
+  // Per-thread work, always on: the most global and shared accesses one
+  // thread made, in the running launch and per kernel name since the last
+  // clear.
+  uint64_t launch_max_accesses = 0;
+  std::map<std::string, uint64_t> max_thread_accesses;
 };
 
 State& state();
