@@ -1,6 +1,6 @@
 """pgnface's CPU ops side by side with their peers, in one process.
 
-    python -m bench.peers [--threads 1,2] [--rounds 9] [--quick] [--out bench/results]
+    python -m bench.peers [--threads 1,2] [--rounds 9] [--quick] [--ops rasterize,...] [--out bench/results]
 
 Peers (each skipped with a message when it is not importable):
 - svd3x3: ``torch.linalg.svd``;
@@ -146,7 +146,7 @@ def raster_cases(quick: bool) -> List[Case]:
     size = 224
     colours = torch.rand(verts.shape[0], 3, generator=torch.Generator().manual_seed(2))
     cases = []
-    for B in (1, 16) if not quick else (1,):
+    for B in (1, 16, 64) if not quick else (1,):
         pos = frontal_clip(verts, size, B, torch.device("cpu"))
 
         def render(p, c):
@@ -243,10 +243,20 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--rounds", type=int, default=9, help="alternating calls per side (default: 9)")
     parser.add_argument("--quick", action="store_true", help="smaller batches, for a smoke test")
     parser.add_argument("--out", default=None, help="folder for the .md and .json results (default: print only)")
+    parser.add_argument(
+        "--ops",
+        default="svd3x3,similarity_align,rasterize,synthesize",
+        help="comma-separated ops to compare (default: all four)",
+    )
     args = parser.parse_args(argv)
     machine = machine_description()
     print("machine:", json.dumps(machine))
-    cases = svd_cases(args.quick) + align_cases(args.quick) + raster_cases(args.quick) + synthesize_cases(args.quick)
+    makers = dict(svd3x3=svd_cases, similarity_align=align_cases, rasterize=raster_cases, synthesize=synthesize_cases)
+    wanted = [op.strip() for op in args.ops.split(",") if op.strip()]
+    unknown = sorted(set(wanted) - set(makers))
+    if unknown:
+        parser.error(f"--ops must name ops among {sorted(makers)}, got {unknown}")
+    cases = [case for op in wanted for case in makers[op](args.quick)]
     results = {}
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
@@ -254,7 +264,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         results[threads] = run_cases(cases, args.rounds)
     machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if args.out:
-        stem = Path(args.out) / f"cpu_{time.strftime('%Y-%m-%d')}_peers"
+        subset = "" if len(wanted) == len(makers) else "_" + "-".join(wanted)
+        stem = Path(args.out) / f"cpu_{time.strftime('%Y-%m-%d')}_peers{subset}"
         stem.parent.mkdir(parents=True, exist_ok=True)
         text = [
             f"# pgnface vs peers on the CPU, {machine['date']}",

@@ -227,6 +227,90 @@ def test_gradients_match_reference(device):
     assert p1.grad.abs().sum() > 0
 
 
+def tiny_triangle_scene(seed, dtype, snap):
+    """Thousands of sub-pixel and pixel-sized triangles, many with vertices, edges or bounding
+    boxes exactly on pixel centres (snap: positions on a 1/2, 1/4 or 1/256 pixel grid), plus
+    zero-area, edge-on (collinear), off-screen, behind-the-camera and out-of-range triangles."""
+    H, W = 40, 36
+    g = torch.Generator().manual_seed(seed)
+    N, T = 1500, 3000
+    centre = torch.rand(T, 1, 2, generator=g, dtype=torch.float64) * torch.tensor([W + 4.0, H + 4.0]) - 2
+    size = torch.rand(T, 1, 1, generator=g, dtype=torch.float64).square() * 10.0
+    pix = centre + (torch.rand(T, 3, 2, generator=g, dtype=torch.float64) - 0.5) * size
+    pix = torch.round(pix * snap) / snap
+    pix[::9, 2] = (pix[::9, 0] + pix[::9, 1]) / 2  # edge-on: the third vertex on the first edge
+    pix[1::9, 2] = pix[1::9, 1]  # two vertices coincide
+    z = torch.rand(T, 3, 1, generator=g, dtype=torch.float64)
+    w = torch.where(
+        torch.rand(T, 3, 1, generator=g) < 0.5, 1.0, torch.rand(T, 3, 1, generator=g, dtype=torch.float64) + 0.5
+    )
+    pos = ops.clip_from_pixels(torch.cat([pix, z], -1), (H, W)) * w
+    pos[5::97, 1, 3] = -1.0  # behind the camera
+    pos[7::97, 0, 0] = 3e6  # beyond the guard band
+    pos = pos.reshape(1, 3 * T, 4)[:, : N * 3]
+    # Triangles past N repeat earlier ones under higher ids: exact depth ties.
+    tris = torch.arange(3 * T, dtype=torch.int32).reshape(T, 3) % (3 * N)
+    tris[11::97, 1] = 5 * N  # out of range (check_values=False skips them)
+    return pos.to(dtype), tris, (H, W)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("snap", [2, 4, 256])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_bounding_box_prepass_keeps_every_covering_triangle(dtype, snap, threads):
+    # The CPU twin rejects triangles whose fixed-point bounding box holds no pixel
+    # centre before setting them up, and splits small batches into bands of rows per
+    # thread: the fragments must still be the reference's, pixel for pixel.
+    pos, tris, res = tiny_triangle_scene(snap, dtype, snap)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for cull in ("none", "back"):
+            frag = ops.rasterize(pos, tris, res, cull=cull, check_values=False)
+            assert frag.mask.sum() > 150 and torch.unique(frag.tri_id).numel() > 150
+            valid = (tris < pos.shape[1]).all(1)
+            keep = torch.nonzero(valid).squeeze(1)
+            expected = ref.rasterize(pos, tris[valid], res, cull)
+            mapped = torch.where(expected[0] >= 0, keep[expected[0].clamp(min=0).long()].int(), -1)
+            assert torch.equal(frag.tri_id, mapped), "tri_id differs from the reference"
+            mask = mapped >= 0
+            torch.testing.assert_close(frag.bary[mask], expected[1][mask], rtol=0, atol=1e-4)
+            # Split differently (whole images per thread, one or three images): the same bits.
+            three = ops.rasterize(pos.expand(3, -1, -1).contiguous(), tris, res, cull=cull, check_values=False)
+            for item in range(3):
+                assert torch.equal(three.tri_id[item], frag.tri_id[0])
+                assert torch.equal(three.bary[item], frag.bary[0])
+                assert torch.equal(three.depth[item], frag.depth[0])
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_banded_backward_matches_reference_whatever_the_thread_count():
+    # One image of 64 rows takes four bands of rows, each accumulating into a buffer of only
+    # the vertices its pixels reach; the sum over bands is fixed, whatever the thread count.
+    pos, tris = random_scene(1, 60, 90, seed=3, dtype=torch.float64)
+    g = torch.Generator().manual_seed(4)
+    gb = torch.randn(1, 64, 48, 3, generator=g, dtype=torch.float64)
+    gd = torch.randn(1, 64, 48, generator=g, dtype=torch.float64)
+    before = torch.get_num_threads()
+    grads = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            p = pos.clone().requires_grad_(True)
+            frag = ops.rasterize(p, tris, (64, 48))
+            ((frag.bary * gb).sum() + torch.where(frag.mask, frag.depth * gd, 0).sum()).backward()
+            grads.append(p.grad)
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(grads[0], other) for other in grads[1:])
+    p2 = pos.clone().requires_grad_(True)
+    tri_id, bary, depth = ref.rasterize(p2, tris, (64, 48))
+    ((bary * gb).sum() + torch.where(tri_id >= 0, depth * gd, 0).sum()).backward()
+    torch.testing.assert_close(grads[0], p2.grad, rtol=1e-9, atol=1e-9)
+    assert (grads[0] != 0).sum() > 100
+
+
 def well_separated_scene(device, seed=7):
     """Two triangles covering > 25% of a small image whose edges stay > 0.01 px from
     every pixel centre, so finite differences never change coverage."""

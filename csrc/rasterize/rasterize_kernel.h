@@ -338,18 +338,25 @@ PGN_HD uint64_t depth_key(T depth, int32_t tri) {
          static_cast<uint32_t>(tri);
 }
 
-// Depth of the triangle at pixel (col, row), or false if it has none (float
-// degenerate). Used by the coverage pass for the depth test.
+// Depth and screen barycentrics lam[3] of the triangle at pixel (col, row),
+// or false if it has none (float degenerate). The coverage pass uses the depth
+// for the depth test; the CPU twin keeps lam of the winner so that resolving
+// the pixel does not compute it again (resolve_screen_pixel gets the same lam).
 template <typename T>
 PGN_HD bool pixel_depth(const ScreenVertex<T>& v0, const ScreenVertex<T>& v1,
-                        const ScreenVertex<T>& v2, int col, int row, T& depth) {
+                        const ScreenVertex<T>& v2, int col, int row, T& depth, T lam[3]) {
   const T X[3] = {v0.X, v1.X, v2.X}, Y[3] = {v0.Y, v1.Y, v2.Y};
   const T zeta[3] = {v0.zeta, v1.zeta, v2.zeta};
-  T lam[3];
   if (!screen_barycentrics(X, Y, static_cast<T>(col) + T(0.5), static_cast<T>(row) + T(0.5), lam))
     return false;
   depth = interpolate_depth(lam, zeta);
   return is_finite(depth);
+}
+template <typename T>
+PGN_HD bool pixel_depth(const ScreenVertex<T>& v0, const ScreenVertex<T>& v1,
+                        const ScreenVertex<T>& v2, int col, int row, T& depth) {
+  T lam[3];
+  return pixel_depth(v0, v1, v2, col, row, depth, lam);
 }
 
 // Outputs of one covered pixel from its triangle's projected vertices and
