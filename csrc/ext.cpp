@@ -9,6 +9,7 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <string>
 
 #ifndef PGN_TORCH_VERSION
@@ -27,13 +28,26 @@ bool cuda_built() {
 
 std::string torch_version_built() { return PGN_TORCH_VERSION; }
 
+std::atomic<bool> cpu_simd_on{true};
+
+// Switches the CPU twins' SIMD-across-the-batch paths on or off; returns the
+// previous setting. Off, they run the scalar per-element code (what CUDA runs),
+// which the tests compare the SIMD paths with.
+bool set_cpu_simd(bool enabled) { return cpu_simd_on.exchange(enabled); }
+
 }  // namespace
+
+namespace pgnface {
+bool cpu_simd_enabled() { return cpu_simd_on.load(std::memory_order_relaxed); }
+}  // namespace pgnface
 
 TORCH_LIBRARY(pgnface, m) {
   // Build metadata: whether the CUDA kernels were compiled in, and the torch
   // version this library was compiled against.
   m.def("cuda_built() -> bool", &cuda_built);
   m.def("torch_version_built() -> str", &torch_version_built);
+  // Test control: SIMD paths of the CPU twins on (the default) or off.
+  m.def("set_cpu_simd(bool enabled) -> bool", &set_cpu_simd);
 
   // Every forward op takes `check` (0 off, 1 record, 2 raise / assert; see
   // csrc/common/status.h) and returns its status word last: an int32 [1]

@@ -5,6 +5,7 @@ against its pure-PyTorch reference in pgnface.ops.reference, for values and
 for gradients under the same random upstream gradient.
 """
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional
@@ -39,6 +40,16 @@ OP_NAMES = (
     "similarity_align_backward",
 )
 TOLERANCES = {torch.float32: (1e-4, 1e-4), torch.float64: (1e-10, 1e-10)}
+
+
+@contextlib.contextmanager
+def cpu_simd(enabled: bool):
+    """Runs the block with the CPU twins' SIMD-across-the-batch paths on or off (scalar code when off)."""
+    previous = torch.ops.pgnface.set_cpu_simd(enabled)
+    try:
+        yield
+    finally:
+        torch.ops.pgnface.set_cpu_simd(previous)
 
 
 def tolerances(dtype: torch.dtype, scale: float = 1.0):

@@ -7,6 +7,7 @@ from op_harness import (
     DEVICES,
     DTYPES,
     assert_matches_reference,
+    cpu_simd,
     requires_cuda,
     shared_data_file,
     tolerances,
@@ -401,3 +402,60 @@ def test_torch_export():
     exported = torch.export.export(PoseHead(), (prob["src"], prob["dst"]))
     for a, b in zip(exported.module()(prob["src"], prob["dst"]), PoseHead()(prob["src"], prob["dst"])):
         torch.testing.assert_close(a, b)
+
+
+# --- SIMD path (points and items in lanes) against the scalar path (what CUDA runs per item) ----
+
+
+def adversarial_problem(dtype, B, P, seed):
+    """src, dst, weights mixing well-posed, degenerate, huge, tiny and non-finite items."""
+    prob = make_problem(B, P, torch.float64, noise=0.05, seed=seed)
+    src, dst, w = prob["src"], prob["dst"], prob["weights"]
+    big, small = (1e25, 1e-25) if dtype == torch.float64 else (1e12, 1e-12)
+    w[0] = 0.0  # no weight at all
+    src[1] = src[1, :1]  # all src points coincide
+    w[2, 1:] = 0.0  # one effective point
+    src[3] = src[3, :1] * torch.linspace(-1, 1, P, dtype=torch.float64)[:, None]  # collinear
+    dst[4] = dst[4, :1]  # dst collapses to a point
+    src[5], dst[5] = src[5] * big, dst[5] * big
+    src[6], dst[6] = src[6] * small, dst[6] * small
+    src[7] = src[7] + 1e4  # far from the origin
+    dst[8] = dst[8] * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)  # best fitted by a reflection
+    src[9, 2, 1] = float("nan")
+    return src.to(dtype), dst.to(dtype), w.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,P", [(13, 11), (21, 68), (10, 5)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_simd_path_matches_scalar_path(dtype, B, P, weighted):
+    src, dst, w = adversarial_problem(dtype, B, P, seed=40 + P)
+    w = w if weighted else None
+    g = torch.Generator().manual_seed(41)
+    upstream = [torch.randn(shape, generator=g, dtype=torch.float64).to(dtype) for shape in ((B,), (B, 3, 3), (B, 3))]
+
+    def run():
+        leaves = [x.clone().requires_grad_(True) if x is not None else None for x in (src, dst, w)]
+        out = ops.similarity_align(*leaves, check_values=False)
+        sum((u * o).sum() for u, o in zip(upstream, out)).backward()
+        return [*out, *(x.grad for x in leaves if x is not None)]
+
+    with cpu_simd(False):
+        scalar = run()
+    with cpu_simd(True):
+        simd = run()
+    # The item with a NaN gives NaN in exactly the same places; every other item is finite in both.
+    for a, b in zip(simd, scalar):
+        assert torch.equal(a.isnan(), b.isnan())
+        assert a[torch.arange(B) != 9].isfinite().all()
+    # Sums over points run in another order: values agree to rounding, relative to each item's size.
+    # (Collinear src and collapsed dst leave R free about an axis; both paths are right and differ.)
+    eps = torch.finfo(dtype).eps
+    ok = (torch.arange(B) != 9) & (torch.arange(B) != 3) & (torch.arange(B) != 4)
+    for a, b in zip(simd, scalar):
+        a, b = a[ok].double(), b[ok].double()
+        size = b.abs().reshape(b.shape[0], -1).amax(dim=1).clamp_min(1e-300).view(-1, *[1] * (b.dim() - 1))
+        # Item 7 sits 1e4 from the origin: its centred points carry rounding of 1e4 eps.
+        far = (torch.arange(B)[ok] == 7).to(torch.float64) * 99 + 1
+        tol = 1e4 * eps * size * far.view(-1, *[1] * (b.dim() - 1))
+        assert ((a - b).abs() <= tol).all(), ((a - b).abs() / size).max()

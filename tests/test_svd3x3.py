@@ -9,7 +9,7 @@ Stated tolerances, relative to max|M_ij| of each matrix:
 import numpy as np
 import pytest
 import torch
-from op_harness import DEVICES, DTYPES, requires_cuda
+from op_harness import DEVICES, DTYPES, cpu_simd, requires_cuda
 
 import pgnface.ops as ops
 
@@ -306,3 +306,89 @@ def test_cuda_graph_capture():
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+# --- SIMD path (one matrix per lane) against the scalar path (what CUDA runs) ------------------
+
+
+def adversarial_matrices(dtype):
+    """A [B, 3, 3] batch of hard matrices at unit, huge and tiny scales, in an order that mixes them within lanes."""
+    base = torch.cat(list(hard_matrices(21).values()))
+    big, small = (1e30, 1e-30) if dtype == torch.float64 else (1e18, 1e-18)
+    g = torch.Generator().manual_seed(22)
+    M = torch.cat([base, base * big, base * small]).to(dtype)
+    return M[torch.randperm(M.shape[0], generator=g)]
+
+
+def separated(S, rel):
+    """[B, 3] mask of singular values at least rel * S[0] away from both neighbours."""
+    gap = torch.full_like(S, float("inf"))
+    diff = (S[:, :-1] - S[:, 1:]).abs()
+    gap[:, :-1] = diff
+    gap[:, 1:] = torch.minimum(gap[:, 1:], diff)
+    return gap > rel * S[:, :1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_simd_path_matches_scalar_path(dtype):
+    M = adversarial_matrices(dtype)
+    with cpu_simd(False):
+        U0, S0, V0 = ops.svd3x3(M)
+    with cpu_simd(True):
+        U1, S1, V1 = ops.svd3x3(M)
+    check_svd(M, U1, S1, V1)
+    size = M.double().abs().amax(dim=(1, 2), keepdim=True)[:, :, 0]
+    eps = torch.finfo(dtype).eps
+    # Same arithmetic per lane; only where the compiler fuses a multiply-add differs.
+    assert ((S1.double() - S0.double()).abs() <= 16 * eps * size).all()
+    # Singular vectors are unique up to sign only for separated values (and the sign of a vector
+    # whose value is 0 is rounding noise): compare their projectors u u^T, v v^T there.
+    sep = separated(S0.double() / size.clamp_min(1e-300), 1e-3)
+    for a, b in ((U0, U1), (V0, V1)):
+        a, b = a.double(), b.double()
+        err = (a[:, :, None, :] * a[:, None, :, :] - b[:, :, None, :] * b[:, None, :, :]).abs().amax(dim=(1, 2))
+        assert (err[sep] <= 1e3 * eps).all(), err[sep].max()
+    # Zero matrices are exact in both paths.
+    zero = (M == 0).flatten(1).all(dim=1)
+    assert zero.any() and torch.equal(U1[zero], U0[zero]) and torch.equal(S1[zero], S0[zero])
+
+
+def test_simd_path_non_finite_and_ragged_batches():
+    M = hard_matrices(23)["random"][:21].float()
+    M[3, 1, 2] = float("nan")
+    M[12, 0, 0] = float("inf")
+    bad = torch.zeros(21, dtype=torch.bool)
+    bad[[3, 12]] = True
+    for B in (1, 3, 8, 9, 16, 17, 21):
+        U, S, V = ops.svd3x3(M[:B], check_values=False)
+        for out in (U, S, V):
+            flat = out.flatten(1)
+            assert flat[bad[:B]].isnan().all() and flat[~bad[:B]].isfinite().all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_simd_lanes_are_independent(dtype):
+    # Each matrix's result, bit for bit, whatever shares its SIMD group (position, neighbours, batch size).
+    M = adversarial_matrices(dtype)[:45]
+    U, S, V = ops.svd3x3(M)
+    perm = torch.randperm(45, generator=torch.Generator().manual_seed(24))
+    Up, Sp, Vp = ops.svd3x3(M[perm])
+    assert torch.equal(Up, U[perm]) and torch.equal(Sp, S[perm]) and torch.equal(Vp, V[perm])
+    for i in (0, 7, 44):
+        Ui, Si, Vi = ops.svd3x3(M[i : i + 1])
+        assert torch.equal(Ui[0], U[i]) and torch.equal(Si[0], S[i]) and torch.equal(Vi[0], V[i])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_simd_backward_matches_scalar_path(dtype):
+    M = with_singular_values([3.0, 1.0, 0.2], 37, 25).to(dtype)
+    M = torch.cat([M, with_singular_values([2.0, 2.0, 1.0], 11, 26).to(dtype), torch.zeros(2, 3, 3, dtype=dtype)])
+    U, S, V = ops.svd3x3(M)
+    g = torch.Generator().manual_seed(27)
+    grads = [torch.randn(x.shape, generator=g, dtype=torch.float64).to(dtype) for x in (U, S, V)]
+    with cpu_simd(False):
+        g0 = torch.ops.pgnface.svd3x3_backward(*grads, U, S, V)
+    with cpu_simd(True):
+        g1 = torch.ops.pgnface.svd3x3_backward(*grads, U, S, V)
+    scale = g0.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1.0)
+    assert ((g1 - g0).abs() <= 64 * torch.finfo(dtype).eps * scale).all()

@@ -43,6 +43,30 @@ PGN_HD void pgn_swap(T& a, T& b) {
   b = tmp;
 }
 
+// Lane types. The shared per-element math is written for a lane type L that
+// holds either one value (L = float or double: CUDA threads and the CPU's
+// scalar path) or one value of each of several independent problems (a SIMD
+// vector type of common/cpu_simd.h, whose overloads of the functions below
+// are found by argument-dependent lookup). Branches on data become selects
+// (lane_select), and early exits test lane_any, which for a scalar lane is the
+// original branch: scalar code keeps its control flow and arithmetic.
+template <typename L>
+struct LaneTraits {
+  using scalar = L;  // the floating type of one lane
+};
+template <typename L>
+using lane_scalar_t = typename LaneTraits<L>::scalar;
+// What comparing two L gives: bool for scalar lanes, a lane mask otherwise.
+template <typename L>
+using lane_mask_t = decltype(L() < L());
+
+PGN_HD bool lane_any(bool m) { return m; }
+PGN_HD bool lane_all(bool m) { return m; }
+template <typename T>
+PGN_HD T lane_select(bool m, T a, T b) {
+  return m ? a : b;
+}
+
 // Machine epsilon of float / double as compile-time constants,
 template <typename T>
 struct Eps;

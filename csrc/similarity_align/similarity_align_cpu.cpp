@@ -2,13 +2,20 @@
 //
 // Scheduling: at::parallel_for over batch items; each item is solved by the
 // same per-item code the CUDA kernels run (similarity_align_kernel.h,
-// svd3x3_kernel.h), its points reduced in a plain loop. The loops are compiled
-// for baseline x86-64 and x86-64-v3 (FMA), picked at load time.
+// svd3x3_kernel.h). The SIMD path (the default) reduces each item's points
+// Simd<T>::width at a time (one point per lane, then a sum across lanes) and
+// solves Simd<T>::width items at once, one per lane of the lane-type
+// instantiation of the per-item code; the backward pass forms the points'
+// gradients a lane of points at a time too. The scalar path (what CUDA runs
+// per item, reachable with torch.ops.pgnface.set_cpu_simd(False)) reduces in
+// a plain loop. The loops are compiled for baseline x86-64 and x86-64-v3
+// (AVX2 + FMA), picked at load time.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 
+#include "../common/cpu_lanes.h"
 #include "../common/cpu_simd.h"
 #include "../common/status.h"
 #include "../common/status_host.h"
@@ -113,11 +120,204 @@ PGN_CPU_CLONES void align_backward_range(const AlignArgs<T>& args, const T* g_sc
   }
 }
 
+// --- SIMD path ------------------------------------------------------------------
+
+// Points i .. i + n - 1 (n <= width) of a [P,3] array as three lane vectors
+// (x, y, z); lanes past n hold 0.
+template <typename T>
+PGN_ALWAYS_INLINE void load_points(const T* p, int n, LaneVec<T>* out) {
+  constexpr int W = Simd<T>::width;
+  if (n == W) {
+    for (int l = 0; l < W; ++l) {
+      for (int d = 0; d < 3; ++d) out[d].v[l] = p[3 * l + d];
+    }
+    return;
+  }
+  for (int d = 0; d < 3; ++d) out[d] = LaneVec<T>(T(0));
+  for (int l = 0; l < n; ++l) {
+    for (int d = 0; d < 3; ++d) out[d].v[l] = p[3 * l + d];
+  }
+}
+
+template <typename T>
+PGN_ALWAYS_INLINE void store_points(const LaneVec<T>* in, int n, T* p) {
+  for (int l = 0; l < n; ++l) {
+    for (int d = 0; d < 3; ++d) p[3 * l + d] = in[d].v[l];
+  }
+}
+
+// Weights of points i .. i + n - 1: w[i..], or ones; lanes past n hold 0.
+template <bool kWeighted, typename T>
+PGN_ALWAYS_INLINE LaneVec<T> load_weights(const ItemPoints<T>& p, int64_t i, int n) {
+  constexpr int W = Simd<T>::width;
+  if constexpr (kWeighted) {
+    if (n == W) return LaneVec<T>::load(p.w + i);
+  }
+  LaneVec<T> w(T(0));
+  for (int l = 0; l < n; ++l) w.v[l] = kWeighted ? p.w[i + l] : T(1);
+  return w;
+}
+
+// The first and second sums of one item, its points a lane vector at a time.
+template <bool kWeighted, typename T>
+PGN_ALWAYS_INLINE void item_sums_simd(const ItemPoints<T>& p, T* first, T* second) {
+  using L = LaneVec<T>;
+  constexpr int W = L::width;
+  L f[procrustes::kFirstSums];
+  for (auto& x : f) x = L(T(0));
+  int64_t i = 0;
+  for (; i + W <= p.P; i += W) {
+    L x[3], y[3];
+    load_points(p.x + 3 * i, W, x);
+    load_points(p.y + 3 * i, W, y);
+    // Unweighted: w is the constant 1 and its products fold away.
+    const L w = kWeighted ? L::load(p.w + i) : L(T(1));
+    procrustes::accumulate_first(x, y, w, f);
+  }
+  if (i < p.P) {
+    const int n = static_cast<int>(p.P - i);
+    L x[3], y[3];
+    load_points(p.x + 3 * i, n, x);
+    load_points(p.y + 3 * i, n, y);
+    procrustes::accumulate_first(x, y, load_weights<kWeighted>(p, i, n), f);
+  }
+  for (int k = 0; k < procrustes::kFirstSums; ++k) first[k] = lane_sum(f[k]);
+  T mu_x[3], mu_y[3];
+  procrustes::centroids(first, mu_x, mu_y);
+  const L mx[3] = {L(mu_x[0]), L(mu_x[1]), L(mu_x[2])};
+  const L my[3] = {L(mu_y[0]), L(mu_y[1]), L(mu_y[2])};
+  L sec[procrustes::kSecondSums];
+  for (auto& x : sec) x = L(T(0));
+  for (i = 0; i + W <= p.P; i += W) {
+    L x[3], y[3];
+    load_points(p.x + 3 * i, W, x);
+    load_points(p.y + 3 * i, W, y);
+    const L w = kWeighted ? L::load(p.w + i) : L(T(1));
+    procrustes::accumulate_second(x, y, w, mx, my, sec);
+  }
+  if (i < p.P) {
+    const int n = static_cast<int>(p.P - i);
+    L x[3], y[3];
+    load_points(p.x + 3 * i, n, x);
+    load_points(p.y + 3 * i, n, y);
+    procrustes::accumulate_second(x, y, load_weights<kWeighted>(p, i, n), mx, my, sec);
+  }
+  for (int k = 0; k < procrustes::kSecondSums; ++k) second[k] = lane_sum(sec[k]);
+}
+
+// Solves items b .. b + n - 1 (n <= width), one per lane; lanes past n
+// repeat item b + n - 1.
+template <bool kWeighted, typename T>
+PGN_ALWAYS_INLINE void align_lanes(const AlignArgs<T>& args, int64_t b, int n,
+                                   procrustes::Alignment<LaneVec<T>>& a) {
+  using L = LaneVec<T>;
+  constexpr int W = L::width;
+  L first[procrustes::kFirstSums], second[procrustes::kSecondSums];
+  for (int l = 0; l < W; ++l) {
+    T f[procrustes::kFirstSums], sec[procrustes::kSecondSums];
+    if (l < n) {
+      item_sums_simd<kWeighted>(item_points(args.src, args.dst, args.weights, b + l, args.P), f,
+                                sec);
+    } else {
+      for (int k = 0; k < procrustes::kFirstSums; ++k) f[k] = first[k][n - 1];
+      for (int k = 0; k < procrustes::kSecondSums; ++k) sec[k] = second[k][n - 1];
+    }
+    for (int k = 0; k < procrustes::kFirstSums; ++k) first[k].set(l, f[k]);
+    for (int k = 0; k < procrustes::kSecondSums; ++k) second[k].set(l, sec[k]);
+  }
+  procrustes::solve_alignment(first, second, args.estimate_scale, a);
+}
+
+template <bool kWeighted, typename T>
+PGN_CPU_CLONES PGN_FLATTEN void align_range_simd(const AlignArgs<T>& args, T* scale, T* R, T* t,
+                                                 int64_t begin, int64_t end) {
+  using L = LaneVec<T>;
+  constexpr int W = L::width;
+  for (int64_t b = begin; b < end; b += W) {
+    const int n = static_cast<int>(std::min<int64_t>(W, end - b));
+    procrustes::Alignment<L> a;
+    align_lanes<kWeighted>(args, b, n, a);
+    store_lanes<1>(&a.scale, n, scale + b);
+    store_lanes<9>(a.R, n, R + 9 * b);
+    store_lanes<3>(a.t, n, t + 3 * b);
+  }
+}
+
+template <bool kWeighted, typename T>
+PGN_CPU_CLONES PGN_FLATTEN void align_backward_range_simd(const AlignArgs<T>& args,
+                                                          const T* g_scale, const T* g_R,
+                                                          const T* g_t, T* g_src, T* g_dst, T* g_w,
+                                                          int64_t begin, int64_t end) {
+  using L = LaneVec<T>;
+  constexpr int W = L::width;
+  for (int64_t b = begin; b < end; b += W) {
+    const int n = static_cast<int>(std::min<int64_t>(W, end - b));
+    procrustes::Alignment<L> a;
+    align_lanes<kWeighted>(args, b, n, a);
+    L gs, gR[9], gt[3];
+    load_lanes<1>(g_scale + b, n, &gs);
+    load_lanes<9>(g_R + 9 * b, n, gR);
+    load_lanes<3>(g_t + 3 * b, n, gt);
+    procrustes::AlignmentGrad<L> g;
+    procrustes::alignment_backward(a, gs, gR, gt, g);
+    // Each item's points, a lane vector of points at a time, with the item's
+    // coefficients broadcast.
+    for (int l = 0; l < n; ++l) {
+      procrustes::AlignmentGrad<L> gi;
+      for (int e = 0; e < 9; ++e) gi.G[e] = L(g.G[e][l]);
+      gi.gv = L(g.gv[l]);
+      for (int d = 0; d < 3; ++d) {
+        gi.g_mu_x[d] = L(g.g_mu_x[d][l]);
+        gi.g_mu_y[d] = L(g.g_mu_y[d][l]);
+      }
+      gi.inv_w = L(g.inv_w[l]);
+      gi.c0 = L(g.c0[l]);
+      const L mx[3] = {L(a.mu_x[0][l]), L(a.mu_x[1][l]), L(a.mu_x[2][l])};
+      const L my[3] = {L(a.mu_y[0][l]), L(a.mu_y[1][l]), L(a.mu_y[2][l])};
+      const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b + l, args.P);
+      const int64_t base = (b + l) * args.P;
+      for (int64_t i = 0; i < p.P; i += W) {
+        const int m = static_cast<int>(std::min<int64_t>(W, p.P - i));
+        L x[3], y[3], gx[3], gy[3], gw;
+        load_points(p.x + 3 * i, m, x);
+        load_points(p.y + 3 * i, m, y);
+        const L w = load_weights<kWeighted>(p, i, m);
+        procrustes::alignment_point_grad(mx, my, gi, x, y, w, gx, gy, kWeighted ? &gw : nullptr);
+        store_points(gx, m, g_src + 3 * (base + i));
+        store_points(gy, m, g_dst + 3 * (base + i));
+        if constexpr (kWeighted) store_lanes<1>(&gw, m, g_w + base + i);
+      }
+    }
+  }
+}
+
 template <typename T>
 AlignArgs<T> align_args(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& weights,
                         bool estimate_scale) {
   return {src.data_ptr<T>(), dst.data_ptr<T>(), weights.defined() ? weights.data_ptr<T>() : nullptr,
           src.size(1), estimate_scale};
+}
+
+// The value check of the SIMD path: one vectorisable pass over the range's points after the
+// solve, while they are still in cache (x - x is 0 exactly for finite x, NaN otherwise). Only
+// when it finds something are the items re-read by the scalar path, which names the argument.
+template <bool kWeighted, typename T>
+void check_range_values(const AlignArgs<T>& args, int64_t begin, int64_t end, int32_t* status) {
+  const int64_t n = (end - begin) * args.P;
+  const T* x = args.src + begin * args.P * 3;
+  const T* y = args.dst + begin * args.P * 3;
+  bool bad = false;
+  for (int64_t i = 0; i < 3 * n; ++i) bad |= !(x[i] - x[i] == T(0)) | !(y[i] - y[i] == T(0));
+  if constexpr (kWeighted) {
+    const T* w = args.weights + begin * args.P;
+    for (int64_t i = 0; i < n; ++i) bad |= !(w[i] - w[i] == T(0)) | (w[i] < T(0));
+  }
+  if (!bad) return;
+  for (int64_t b = begin; b < end; ++b) {
+    procrustes::Alignment<T> a;
+    align_item<kWeighted>(item_points(args.src, args.dst, args.weights, b, args.P),
+                          args.estimate_scale, a, status);
+  }
 }
 
 int64_t align_grain(int64_t P) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(P, 1)); }
@@ -137,8 +337,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
     const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
     scalar_t *s = scale.data_ptr<scalar_t>(), *r = R.data_ptr<scalar_t>(),
              *tr = t.data_ptr<scalar_t>();
+    const bool simd = cpu_simd_enabled();
     at::parallel_for(0, B, align_grain(P), [&](int64_t begin, int64_t end) {
-      if (args.weights) {
+      if (simd) {
+        if (args.weights) {
+          align_range_simd<true>(args, s, r, tr, begin, end);
+          if (st) check_range_values<true>(args, begin, end, st);
+        } else {
+          align_range_simd<false>(args, s, r, tr, begin, end);
+          if (st) check_range_values<false>(args, begin, end, st);
+        }
+      } else if (args.weights) {
         align_range<true>(args, s, r, tr, begin, end, st);
       } else {
         align_range<false>(args, s, r, tr, begin, end, st);
@@ -164,8 +373,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cpu(
     const scalar_t *gs_p = gs.data_ptr<scalar_t>(), *gR_p = gR.data_ptr<scalar_t>(),
                    *gt_p = gt.data_ptr<scalar_t>();
     scalar_t *gx = g_src.data_ptr<scalar_t>(), *gy = g_dst.data_ptr<scalar_t>();
+    const bool simd = cpu_simd_enabled();
     at::parallel_for(0, B, align_grain(P), [&](int64_t begin, int64_t end) {
-      if (args.weights) {
+      if (simd) {
+        if (args.weights) {
+          align_backward_range_simd<true>(args, gs_p, gR_p, gt_p, gx, gy, g_w.data_ptr<scalar_t>(),
+                                          begin, end);
+        } else {
+          align_backward_range_simd<false>(args, gs_p, gR_p, gt_p, gx, gy,
+                                           static_cast<scalar_t*>(nullptr), begin, end);
+        }
+      } else if (args.weights) {
         align_backward_range<true>(args, gs_p, gR_p, gt_p, gx, gy, g_w.data_ptr<scalar_t>(), begin,
                                    end);
       } else {

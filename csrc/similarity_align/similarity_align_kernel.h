@@ -69,7 +69,7 @@ constexpr int32_t kNegativeWeightBit = 8;
 // Centroids from the first-pass sums; zero when W = 0.
 template <typename T>
 PGN_HD void centroids(const T* first, T* mu_x, T* mu_y) {
-  const T inv = first[0] > T(0) ? T(1) / first[0] : T(0);
+  const T inv = lane_select(first[0] > T(0), T(1) / first[0], T(0));
   PGN_UNROLL
   for (int d = 0; d < 3; ++d) {
     mu_x[d] = first[1 + d] * inv;
@@ -89,64 +89,67 @@ PGN_HD void accumulate_second(const T* x, const T* y, T w, const T* mu_x, const 
   acc[9] += w * dot3(xc, xc);
 }
 
-// Everything the forward pass computes for one item; the backward pass
-// recomputes it from the points instead of storing it.
-template <typename T>
+// Everything the forward pass computes for one item (one per lane of L); the
+// backward pass recomputes it from the points instead of storing it.
+template <typename L>
 struct Alignment {
-  T W;
-  T mu_x[3], mu_y[3];
-  T cov[9];  // C
-  T var_x;
-  T U[9], D[3], V[9];
-  T d;  // +1, or -1 when the reflection is fixed
-  bool degenerate;
+  L W;
+  L mu_x[3], mu_y[3];
+  L cov[9];  // C
+  L var_x;
+  L U[9], D[3], V[9];
+  L d;  // +1, or -1 when the reflection is fixed
+  lane_mask_t<L> degenerate;
   bool estimate_scale;
-  T scale, R[9], t[3];
+  L scale, R[9], t[3];
 };
 
 // Solves one item from its first and second sums.
-template <typename T>
-PGN_HD void solve_alignment(const T* first, const T* second, bool estimate_scale, Alignment<T>& a) {
+template <typename L>
+PGN_HD void solve_alignment(const L* first, const L* second, bool estimate_scale, Alignment<L>& a) {
+  using T = lane_scalar_t<L>;
   a.W = first[0];
   a.estimate_scale = estimate_scale;
   centroids(first, a.mu_x, a.mu_y);
-  const T inv_w = a.W > T(0) ? T(1) / a.W : T(0);
+  const L inv_w = lane_select(a.W > L(0), L(1) / a.W, L(0));
   PGN_UNROLL
   for (int e = 0; e < 9; ++e) a.cov[e] = second[e] * inv_w;
   a.var_x = second[9] * inv_w;
-  T probe = T(0);  // stays 0 unless a sum is NaN or Inf (x - x is then NaN)
+  L probe = L(0);  // stays 0 unless a sum is NaN or Inf (x - x is then NaN)
   PGN_UNROLL
   for (int e = 0; e < kFirstSums; ++e) probe += first[e] - first[e];
   PGN_UNROLL
   for (int e = 0; e < kSecondSums; ++e) probe += second[e] - second[e];
-  if (!(probe == T(0))) {  // non-finite input: NaN results for this item only
-    const T nan = T(NAN);
+  // Non-finite input: NaN results for this item only.
+  const lane_mask_t<L> bad = !(probe == L(0));
+  const L nan = L(T(NAN));
+  if (lane_all(bad)) {
     PGN_UNROLL
     for (int e = 0; e < 9; ++e) a.U[e] = a.V[e] = a.R[e] = a.cov[e] = nan;
     a.D[0] = a.D[1] = a.D[2] = a.t[0] = a.t[1] = a.t[2] = a.scale = a.var_x = a.W = nan;
-    a.d = T(1);
-    a.degenerate = false;
+    a.d = L(1);
+    a.degenerate = !(L(0) == L(0));
     return;
   }
   // Coinciding src points leave centred coordinates at the rounding level of
   // |mu_x| (a few ulps), so var_x at (a few eps |mu_x|)^2.
-  const T noise = T(256) * Eps<T>::value * Eps<T>::value * dot3(a.mu_x, a.mu_x);
-  a.degenerate = !(a.W > T(0)) || !(a.var_x > noise) || !(a.var_x > T(0));
-  if (a.degenerate) {
+  const L noise = L(T(256) * Eps<T>::value * Eps<T>::value) * dot3(a.mu_x, a.mu_x);
+  a.degenerate = !bad && (!(a.W > L(0)) || !(a.var_x > noise) || !(a.var_x > L(0)));
+  if (lane_all(a.degenerate)) {
     PGN_UNROLL
     for (int e = 0; e < 9; ++e) {
-      const T id = (e % 4 == 0) ? T(1) : T(0);
+      const L id = (e % 4 == 0) ? L(1) : L(0);
       a.U[e] = a.V[e] = a.R[e] = id;
     }
-    a.D[0] = a.D[1] = a.D[2] = T(0);
-    a.d = T(1);
-    a.scale = T(1);
+    a.D[0] = a.D[1] = a.D[2] = L(0);
+    a.d = L(1);
+    a.scale = L(1);
     PGN_UNROLL
     for (int i = 0; i < 3; ++i) a.t[i] = a.mu_y[i] - a.mu_x[i];
     return;
   }
   svd3x3(a.cov, a.U, a.D, a.V);
-  a.d = det3(a.U) * det3(a.V) < T(0) ? T(-1) : T(1);
+  a.d = lane_select(det3(a.U) * det3(a.V) < L(0), L(-1), L(1));
   PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
     PGN_UNROLL
@@ -155,11 +158,31 @@ PGN_HD void solve_alignment(const T* first, const T* second, bool estimate_scale
                        a.d * a.U[3 * i + 2] * a.V[3 * j + 2];
     }
   }
-  a.scale = estimate_scale ? (a.D[0] + a.D[1] + a.d * a.D[2]) / a.var_x : T(1);
-  T rmu[3];
+  a.scale = estimate_scale ? (a.D[0] + a.D[1] + a.d * a.D[2]) / a.var_x : L(1);
+  L rmu[3];
   mat3_mul_vec(a.R, a.mu_x, rmu);
   PGN_UNROLL
   for (int i = 0; i < 3; ++i) a.t[i] = a.mu_y[i] - a.scale * rmu[i];
+  if (lane_any(a.degenerate || bad)) {  // only when lanes disagree (never for scalar lanes)
+    const lane_mask_t<L> deg = a.degenerate;
+    PGN_UNROLL
+    for (int e = 0; e < 9; ++e) {
+      const L id = (e % 4 == 0) ? L(1) : L(0);
+      a.U[e] = lane_select(bad, nan, lane_select(deg, id, a.U[e]));
+      a.V[e] = lane_select(bad, nan, lane_select(deg, id, a.V[e]));
+      a.R[e] = lane_select(bad, nan, lane_select(deg, id, a.R[e]));
+      a.cov[e] = lane_select(bad, nan, a.cov[e]);
+    }
+    PGN_UNROLL
+    for (int i = 0; i < 3; ++i) {
+      a.D[i] = lane_select(bad, nan, lane_select(deg, L(0), a.D[i]));
+      a.t[i] = lane_select(bad, nan, lane_select(deg, a.mu_y[i] - a.mu_x[i], a.t[i]));
+    }
+    a.d = lane_select(bad || deg, L(1), a.d);
+    a.scale = lane_select(bad, nan, lane_select(deg, L(1), a.scale));
+    a.var_x = lane_select(bad, nan, a.var_x);
+    a.W = lane_select(bad, nan, a.W);
+  }
 }
 
 // What the backward pass needs per item to form each point's gradient:
@@ -168,78 +191,87 @@ PGN_HD void solve_alignment(const T* first, const T* second, bool estimate_scale
 //   grad w_i = 1 / W (yc_i^T G xc_i + gv |xc_i|^2 + g_mu_x . xc_i + g_mu_y . yc_i - c0)
 // with xc_i = x_i - mu_x, yc_i = y_i - mu_y, G = dL/dC, gv = dL/dvar_x.
 // (The centring itself adds nothing: sum w_i xc_i = sum w_i yc_i = 0.)
-template <typename T>
+template <typename L>
 struct AlignmentGrad {
-  T G[9];
-  T gv;
-  T g_mu_x[3], g_mu_y[3];
-  T inv_w;  // 1 / W, 0 when W = 0 (no point receives gradient)
-  T c0;     // <G, C> + gv var_x
+  L G[9];
+  L gv;
+  L g_mu_x[3], g_mu_y[3];
+  L inv_w;  // 1 / W, 0 when W = 0 (no point receives gradient)
+  L c0;     // <G, C> + gv var_x
 };
 
 // Backpropagates dL/dscale, dL/dR, dL/dt of one item to the per-item
 // coefficients above. The reflection sign d is piecewise constant.
-template <typename T>
-PGN_HD void alignment_backward(const Alignment<T>& a, T g_scale, const T* g_R, const T* g_t,
-                               AlignmentGrad<T>& out) {
-  out.inv_w = a.W > T(0) ? T(1) / a.W : T(0);
+template <typename L>
+PGN_HD void alignment_backward(const Alignment<L>& a, L g_scale, const L* g_R, const L* g_t,
+                               AlignmentGrad<L>& out) {
+  out.inv_w = lane_select(a.W > L(0), L(1) / a.W, L(0));
   PGN_UNROLL
   for (int i = 0; i < 3; ++i) out.g_mu_y[i] = g_t[i];
-  if (a.degenerate) {  // t = mu_y - mu_x; R and scale are constants
+  if (lane_all(a.degenerate)) {  // t = mu_y - mu_x; R and scale are constants
     PGN_UNROLL
-    for (int e = 0; e < 9; ++e) out.G[e] = T(0);
-    out.gv = T(0);
+    for (int e = 0; e < 9; ++e) out.G[e] = L(0);
+    out.gv = L(0);
     PGN_UNROLL
     for (int i = 0; i < 3; ++i) out.g_mu_x[i] = -g_t[i];
-    out.c0 = T(0);
+    out.c0 = L(0);
     return;
   }
   // t = mu_y - scale R mu_x
-  T rmu[3], rtg[3];
+  L rmu[3], rtg[3];
   mat3_mul_vec(a.R, a.mu_x, rmu);
   mat3_tmul_vec(a.R, g_t, rtg);
   PGN_UNROLL
   for (int i = 0; i < 3; ++i) out.g_mu_x[i] = -a.scale * rtg[i];
-  T gR[9];
+  L gR[9];
   PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
     PGN_UNROLL
     for (int j = 0; j < 3; ++j) gR[3 * i + j] = g_R[3 * i + j] - a.scale * g_t[i] * a.mu_x[j];
   }
   // scale = tau / var_x, tau = D_0 + D_1 + d D_2
-  T g_tau = T(0);
-  out.gv = T(0);
+  L g_tau = L(0);
+  out.gv = L(0);
   if (a.estimate_scale) {
-    const T g_c = g_scale - dot3(g_t, rmu);
+    const L g_c = g_scale - dot3(g_t, rmu);
     g_tau = g_c / a.var_x;
     out.gv = -g_c * a.scale / a.var_x;
   }
-  const T g_D[3] = {g_tau, g_tau, a.d * g_tau};
+  const L g_D[3] = {g_tau, g_tau, a.d * g_tau};
   // R = U diag(1, 1, d) V^T: gU = gR V diag(1,1,d), gV = gR^T U diag(1,1,d)
-  T gU[9], gV[9];
+  L gU[9], gV[9];
   PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
     PGN_UNROLL
     for (int k = 0; k < 3; ++k) {
-      const T dk = k == 2 ? a.d : T(1);
+      const L dk = k == 2 ? a.d : L(1);
       gU[3 * i + k] =
           dk * (gR[3 * i] * a.V[k] + gR[3 * i + 1] * a.V[3 + k] + gR[3 * i + 2] * a.V[6 + k]);
       gV[3 * i + k] = dk * (gR[i] * a.U[k] + gR[3 + i] * a.U[3 + k] + gR[6 + i] * a.U[6 + k]);
     }
   }
   svd3x3_backward(a.U, a.D, a.V, gU, g_D, gV, out.G);
-  T c0 = out.gv * a.var_x;
+  L c0 = out.gv * a.var_x;
   PGN_UNROLL
   for (int e = 0; e < 9; ++e) c0 += out.G[e] * a.cov[e];
   out.c0 = c0;
+  if (lane_any(a.degenerate)) {  // only when lanes disagree (never for scalar lanes)
+    const lane_mask_t<L> deg = a.degenerate;
+    PGN_UNROLL
+    for (int e = 0; e < 9; ++e) out.G[e] = lane_select(deg, L(0), out.G[e]);
+    out.gv = lane_select(deg, L(0), out.gv);
+    PGN_UNROLL
+    for (int i = 0; i < 3; ++i) out.g_mu_x[i] = lane_select(deg, -g_t[i], out.g_mu_x[i]);
+    out.c0 = lane_select(deg, L(0), out.c0);
+  }
 }
 
-// One point's gradients from the per-item coefficients. gw may be null.
+// One point's gradients from the item's centroids and coefficients. gw may be null.
 template <typename T>
-PGN_HD void alignment_point_grad(const Alignment<T>& a, const AlignmentGrad<T>& g, const T* x,
-                                 const T* y, T w, T* gx, T* gy, T* gw) {
-  const T xc[3] = {x[0] - a.mu_x[0], x[1] - a.mu_x[1], x[2] - a.mu_x[2]};
-  const T yc[3] = {y[0] - a.mu_y[0], y[1] - a.mu_y[1], y[2] - a.mu_y[2]};
+PGN_HD void alignment_point_grad(const T* mu_x, const T* mu_y, const AlignmentGrad<T>& g,
+                                 const T* x, const T* y, T w, T* gx, T* gy, T* gw) {
+  const T xc[3] = {x[0] - mu_x[0], x[1] - mu_x[1], x[2] - mu_x[2]};
+  const T yc[3] = {y[0] - mu_y[0], y[1] - mu_y[1], y[2] - mu_y[2]};
   T Gx[3], Gty[3];
   mat3_mul_vec(g.G, xc, Gx);
   mat3_tmul_vec(g.G, yc, Gty);
@@ -253,6 +285,13 @@ PGN_HD void alignment_point_grad(const Alignment<T>& a, const AlignmentGrad<T>& 
     *gw = g.inv_w *
           (dot3(yc, Gx) + g.gv * dot3(xc, xc) + dot3(g.g_mu_x, xc) + dot3(g.g_mu_y, yc) - g.c0);
   }
+}
+
+// The same from the item's solve.
+template <typename T>
+PGN_HD void alignment_point_grad(const Alignment<T>& a, const AlignmentGrad<T>& g, const T* x,
+                                 const T* y, T w, T* gx, T* gy, T* gw) {
+  alignment_point_grad(a.mu_x, a.mu_y, g, x, y, w, gx, gy, gw);
 }
 
 }  // namespace procrustes

@@ -1,11 +1,18 @@
 // CPU twin of svd3x3.
 //
 // Scheduling: at::parallel_for over matrices; each matrix is solved by the
-// same per-matrix code the CUDA kernels run (svd3x3_kernel.h). The loops are
-// compiled for baseline x86-64 and x86-64-v3 (FMA), picked at load time.
+// same per-matrix code the CUDA kernels run (svd3x3_kernel.h), instantiated
+// for a SIMD lane type: Simd<T>::width matrices at a time, one per lane (8
+// floats / 4 doubles with AVX2), transposed into lanes on load and back on
+// store. The loops are compiled for baseline x86-64 and x86-64-v3 (AVX2 +
+// FMA), picked at load time. The scalar instantiation (what CUDA runs) stays
+// reachable for the tests: torch.ops.pgnface.set_cpu_simd(False).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
+#include "../common/cpu_lanes.h"
 #include "../common/cpu_simd.h"
 #include "../common/status.h"
 #include "../common/status_host.h"
@@ -35,6 +42,61 @@ PGN_CPU_CLONES void svd_range(const T* M, T* U, T* S, T* V, int64_t begin, int64
     }
   }
   for (; b < end; ++b) procrustes::svd3x3(M + 9 * b, U + 9 * b, S + 3 * b, V + 9 * b);
+}
+
+// Lane groups decomposed in lockstep, for the same reason as kInterleave.
+constexpr int kLaneGroups = 2;
+
+template <typename T>
+PGN_CPU_CLONES PGN_FLATTEN void svd_range_simd(const T* M, T* U, T* S, T* V, int64_t begin,
+                                               int64_t end) {
+  using L = LaneVec<T>;
+  constexpr int W = L::width;
+  for (int64_t b = begin; b < end; b += kLaneGroups * W) {
+    procrustes::SvdState<L> st[kLaneGroups];
+    int n[kLaneGroups];
+    for (int g = 0; g < kLaneGroups; ++g) {
+      const int64_t first = std::min(b + g * W, end - 1);  // a spare group repeats the last
+      n[g] = static_cast<int>(std::clamp<int64_t>(end - (b + g * W), 0, W));
+      L m[9];
+      load_lanes<9>(M + 9 * first, std::max(n[g], 1), m);
+      procrustes::svd_begin(m, st[g]);
+    }
+    for (int sweep = 0; sweep < procrustes::SvdConfig<T>::kMaxSweeps; ++sweep) {
+      bool any = false;
+      for (int g = 0; g < kLaneGroups; ++g) any = procrustes::svd_sweep(st[g]) || any;
+      if (!any) break;
+    }
+    for (int g = 0; g < kLaneGroups; ++g) {
+      if (n[g] == 0) continue;
+      const int64_t first = b + g * W;
+      L u[9], s[3], v[9];
+      procrustes::svd_end(st[g], u, s, v);
+      store_lanes<9>(u, n[g], U + 9 * first);
+      store_lanes<3>(s, n[g], S + 3 * first);
+      store_lanes<9>(v, n[g], V + 9 * first);
+    }
+  }
+}
+
+template <typename T>
+PGN_CPU_CLONES PGN_FLATTEN void svd_backward_range_simd(const T* gU, const T* gS, const T* gV,
+                                                        const T* U, const T* S, const T* V, T* gM,
+                                                        int64_t begin, int64_t end) {
+  using L = LaneVec<T>;
+  constexpr int W = L::width;
+  for (int64_t b = begin; b < end; b += W) {
+    const int n = static_cast<int>(std::min<int64_t>(W, end - b));
+    L u[9], s[3], v[9], gu[9], gs[3], gv[9], gm[9];
+    load_lanes<9>(U + 9 * b, n, u);
+    load_lanes<3>(S + 3 * b, n, s);
+    load_lanes<9>(V + 9 * b, n, v);
+    load_lanes<9>(gU + 9 * b, n, gu);
+    load_lanes<3>(gS + 3 * b, n, gs);
+    load_lanes<9>(gV + 9 * b, n, gv);
+    procrustes::svd3x3_backward(u, s, v, gu, gs, gv, gm);
+    store_lanes<9>(gm, n, gM + 9 * b);
+  }
 }
 
 template <typename T>
@@ -71,8 +133,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> svd3x3_cpu(const at::
   AT_DISPATCH_FLOATING_TYPES(M.scalar_type(), "svd3x3_cpu", [&] {
     const scalar_t* m = M.data_ptr<scalar_t>();
     scalar_t *u = U.data_ptr<scalar_t>(), *s = S.data_ptr<scalar_t>(), *v = V.data_ptr<scalar_t>();
+    const bool simd = cpu_simd_enabled();
     at::parallel_for(0, B, kSvdGrain, [&](int64_t begin, int64_t end) {
-      svd_range(m, u, s, v, begin, end);
+      if (simd) {
+        svd_range_simd(m, u, s, v, begin, end);
+      } else {
+        svd_range(m, u, s, v, begin, end);
+      }
       if (st) check_range(s, begin, end, st);
     });
   });
@@ -88,10 +155,17 @@ at::Tensor svd3x3_backward_cpu(const at::Tensor& grad_U_in, const at::Tensor& gr
                    &S = call.S, &V = call.V, &gM = call.grad_M;
   const int64_t B = call.B;
   AT_DISPATCH_FLOATING_TYPES(U.scalar_type(), "svd3x3_backward_cpu", [&] {
+    const bool simd = cpu_simd_enabled();
     at::parallel_for(0, B, kSvdGrain, [&](int64_t begin, int64_t end) {
-      svd_backward_range(gU.data_ptr<scalar_t>(), gS.data_ptr<scalar_t>(), gV.data_ptr<scalar_t>(),
-                         U.data_ptr<scalar_t>(), S.data_ptr<scalar_t>(), V.data_ptr<scalar_t>(),
-                         gM.data_ptr<scalar_t>(), begin, end);
+      const scalar_t *gu = gU.data_ptr<scalar_t>(), *gs = gS.data_ptr<scalar_t>(),
+                     *gv = gV.data_ptr<scalar_t>(), *u = U.data_ptr<scalar_t>(),
+                     *s = S.data_ptr<scalar_t>(), *v = V.data_ptr<scalar_t>();
+      scalar_t* gm = gM.data_ptr<scalar_t>();
+      if (simd) {
+        svd_backward_range_simd(gu, gs, gv, u, s, v, gm, begin, end);
+      } else {
+        svd_backward_range(gu, gs, gv, u, s, v, gm, begin, end);
+      }
     });
   });
   return gM;

@@ -52,194 +52,216 @@ PGN_HD T det3(const T* m) {
 }
 
 // One Jacobi rotation of columns P and Q of a (and of v) that makes them
-// orthogonal. Columns are stored as a[col][row]. Returns whether it rotated:
+// orthogonal. Columns are stored as a[col][row]. Returns which lanes rotated:
 // columns already orthogonal to working precision (or NaN) are left alone.
-template <int P, int Q, typename T>
-PGN_HD bool jacobi_rotate(T (&a)[3][3], T (&v)[3][3]) {
-  const T alpha = dot3(a[P], a[P]);
-  const T beta = dot3(a[Q], a[Q]);
-  const T gamma = dot3(a[P], a[Q]);
+template <int P, int Q, typename L>
+PGN_HD lane_mask_t<L> jacobi_rotate(L (&a)[3][3], L (&v)[3][3]) {
+  using T = lane_scalar_t<L>;
+  const L alpha = dot3(a[P], a[P]);
+  const L beta = dot3(a[Q], a[Q]);
+  const L gamma = dot3(a[P], a[Q]);
   // |gamma| <= eps sqrt(alpha beta): orthogonal to working precision. (Should
   // alpha beta underflow, both columns are below 1e-19 of the largest entry
   // and rotating them would not change the result.)
   constexpr T eps2 = Eps<T>::value * Eps<T>::value;
-  if (!(gamma * gamma > eps2 * alpha * beta)) return false;
+  const lane_mask_t<L> rotate = gamma * gamma > L(eps2) * alpha * beta;
+  if (!lane_any(rotate)) return rotate;
   // tan of the rotation angle: the smaller root of t^2 + 2 zeta t - 1 = 0,
   // zeta = (beta - alpha) / (2 gamma), written without forming zeta (one
   // division fewer on the critical path). No overflow: the columns are
-  // normalised, and gamma^2 > 0 keeps the denominator positive.
-  const T diff = beta - alpha;
-  const T g2 = T(2) * gamma;
-  T t = g2 / (pgn_abs(diff) + pgn_sqrt(diff * diff + g2 * g2));
-  if (diff < T(0)) t = -t;
-  const T c = T(1) / pgn_sqrt(T(1) + t * t);
-  const T s = c * t;
+  // normalised, and gamma^2 > 0 keeps the denominator positive. (Lanes that
+  // do not rotate may compute NaN here; the selects below discard it.)
+  const L diff = beta - alpha;
+  const L g2 = L(2) * gamma;
+  L t = g2 / (pgn_abs(diff) + pgn_sqrt(diff * diff + g2 * g2));
+  t = lane_select(diff < L(0), -t, t);
+  const L c = L(1) / pgn_sqrt(L(1) + t * t);
+  const L s = c * t;
   PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
-    const T ap = a[P][i], aq = a[Q][i];
-    a[P][i] = c * ap - s * aq;
-    a[Q][i] = s * ap + c * aq;
-    const T vp = v[P][i], vq = v[Q][i];
-    v[P][i] = c * vp - s * vq;
-    v[Q][i] = s * vp + c * vq;
+    const L ap = a[P][i], aq = a[Q][i];
+    a[P][i] = lane_select(rotate, c * ap - s * aq, ap);
+    a[Q][i] = lane_select(rotate, s * ap + c * aq, aq);
+    const L vp = v[P][i], vq = v[Q][i];
+    v[P][i] = lane_select(rotate, c * vp - s * vq, vp);
+    v[Q][i] = lane_select(rotate, s * vp + c * vq, vq);
   }
-  return true;
+  return rotate;
 }
 
 // Swaps columns i and j of a and v and their squared norms when norm j is larger.
-template <int I, int J, typename T>
-PGN_HD void sort_pair(T (&a)[3][3], T (&v)[3][3], T (&n2)[3]) {
-  if (n2[I] < n2[J]) {
-    pgn_swap(n2[I], n2[J]);
-    PGN_UNROLL
-    for (int r = 0; r < 3; ++r) {
-      pgn_swap(a[I][r], a[J][r]);
-      pgn_swap(v[I][r], v[J][r]);
-    }
+template <int I, int J, typename L>
+PGN_HD void sort_pair(L (&a)[3][3], L (&v)[3][3], L (&n2)[3]) {
+  const lane_mask_t<L> swap = n2[I] < n2[J];
+  if (!lane_any(swap)) return;
+  const L ni = n2[I], nj = n2[J];
+  n2[I] = lane_select(swap, nj, ni);
+  n2[J] = lane_select(swap, ni, nj);
+  PGN_UNROLL
+  for (int r = 0; r < 3; ++r) {
+    const L ai = a[I][r], aj = a[J][r], vi = v[I][r], vj = v[J][r];
+    a[I][r] = lane_select(swap, aj, ai);
+    a[J][r] = lane_select(swap, ai, aj);
+    v[I][r] = lane_select(swap, vj, vi);
+    v[J][r] = lane_select(swap, vi, vj);
   }
 }
 
 // A unit vector orthogonal to the unit vector u: the coordinate axis least
 // aligned with u, with its u component removed.
 // (No indexing by the data-dependent k, so u stays in registers on CUDA.)
-template <typename T>
-PGN_HD void any_orthogonal(const T* u, T* out) {
-  const T a0 = pgn_abs(u[0]), a1 = pgn_abs(u[1]), a2 = pgn_abs(u[2]);
-  const bool k0 = a0 <= a1 && a0 <= a2;
-  const bool k1 = !k0 && a1 <= a2;
-  const bool k2 = !k0 && !k1;
-  const T uk = k0 ? u[0] : (k1 ? u[1] : u[2]);
-  out[0] = (k0 ? T(1) : T(0)) - uk * u[0];
-  out[1] = (k1 ? T(1) : T(0)) - uk * u[1];
-  out[2] = (k2 ? T(1) : T(0)) - uk * u[2];
-  const T inv = T(1) / pgn_sqrt(dot3(out, out));  // >= sqrt(2/3): u[k]^2 <= 1/3
+template <typename L>
+PGN_HD void any_orthogonal(const L* u, L* out) {
+  const L a0 = pgn_abs(u[0]), a1 = pgn_abs(u[1]), a2 = pgn_abs(u[2]);
+  const lane_mask_t<L> k0 = a0 <= a1 && a0 <= a2;
+  const lane_mask_t<L> k1 = !k0 && a1 <= a2;
+  const lane_mask_t<L> k2 = !k0 && !k1;
+  const L uk = lane_select(k0, u[0], lane_select(k1, u[1], u[2]));
+  out[0] = lane_select(k0, L(1), L(0)) - uk * u[0];
+  out[1] = lane_select(k1, L(1), L(0)) - uk * u[1];
+  out[2] = lane_select(k2, L(1), L(0)) - uk * u[2];
+  const L inv = L(1) / pgn_sqrt(dot3(out, out));  // >= sqrt(2/3): u[k]^2 <= 1/3
   out[0] *= inv;
   out[1] *= inv;
   out[2] *= inv;
 }
 
-// Working state of one decomposition, split into stages (svd_begin, then up
-// to kMaxSweeps svd_sweep calls, then svd_end) so that the CPU twin can
-// interleave several independent matrices: each sweep is a long chain of
-// dependent divisions and square roots, and interleaving hides its latency.
-template <typename T>
+// Working state of one decomposition (one per lane), split into stages
+// (svd_begin, then up to kMaxSweeps svd_sweep calls, then svd_end) so that the
+// CPU twin can interleave several independent matrices: each sweep is a long
+// chain of dependent divisions and square roots, and interleaving hides its
+// latency.
+template <typename L>
 struct SvdState {
-  T a[3][3];     // columns of A V: a[j][i] = (A V)[i][j]
-  T v[3][3];     // columns of V
-  T scale;       // max |M_ij|; A = M / scale
-  bool trivial;  // zero or non-finite M: nothing to iterate
+  L a[3][3];               // columns of A V: a[j][i] = (A V)[i][j]
+  L v[3][3];               // columns of V
+  L scale;                 // max |M_ij|; A = M / scale
+  lane_mask_t<L> trivial;  // zero or non-finite M: nothing to iterate
 };
 
-// Normalises M into the state. Returns false when M is zero or non-finite
-// (svd_end then writes U = V = I, S = 0, or NaN everywhere).
-template <typename T>
-PGN_HD bool svd_begin(const T* M, SvdState<T>& st) {
-  T scale = T(0);
-  T probe = T(0);  // stays 0 unless an entry is NaN or Inf (x - x is then NaN)
+// Normalises M into the state. Returns false when M is zero or non-finite in
+// every lane (svd_end then writes U = V = I, S = 0, or NaN everywhere).
+template <typename L>
+PGN_HD bool svd_begin(const L* M, SvdState<L>& st) {
+  using T = lane_scalar_t<L>;
+  L scale = L(0);
+  L probe = L(0);  // stays 0 unless an entry is NaN or Inf (x - x is then NaN)
   PGN_UNROLL
   for (int e = 0; e < 9; ++e) {
     scale = pgn_max(scale, pgn_abs(M[e]));
     probe += M[e] - M[e];
   }
-  if (!(probe == T(0))) scale = T(NAN);
+  scale = lane_select(!(probe == L(0)), L(T(NAN)), scale);
   st.scale = scale;
-  st.trivial = !(scale > T(0)) || !(scale - scale == T(0));  // zero, NaN or Inf
-  const T inv_scale = T(1) / scale;
+  st.trivial = !(scale > L(0)) || !(scale - scale == L(0));  // zero, NaN or Inf
+  const L inv_scale = L(1) / scale;
   // Divide instead when 1/scale overflowed (subnormal scale) or is itself
   // subnormal (scale near the largest finite value): both would lose bits.
-  const bool divide = !(inv_scale - inv_scale == T(0)) || inv_scale < Eps<T>::min_normal;
+  const lane_mask_t<L> divide =
+      !(inv_scale - inv_scale == L(0)) || inv_scale < L(Eps<T>::min_normal);
+  const bool any_divide = lane_any(divide);
   PGN_UNROLL
   for (int j = 0; j < 3; ++j) {
     PGN_UNROLL
     for (int i = 0; i < 3; ++i) {
-      st.a[j][i] = divide ? M[3 * i + j] / scale : M[3 * i + j] * inv_scale;
-      st.v[j][i] = i == j ? T(1) : T(0);
+      const L m = M[3 * i + j];
+      st.a[j][i] = any_divide ? lane_select(divide, m / scale, m * inv_scale) : m * inv_scale;
+      st.v[j][i] = i == j ? L(1) : L(0);
     }
   }
-  return !st.trivial;
+  return !lane_all(st.trivial);
 }
 
-// One cyclic sweep of rotations (0,1), (0,2), (1,2). Returns whether any
+// One cyclic sweep of rotations (0,1), (0,2), (1,2). Returns whether any lane
 // rotated; once none does, further sweeps change nothing.
-template <typename T>
-PGN_HD bool svd_sweep(SvdState<T>& st) {
-  bool rotated = jacobi_rotate<0, 1>(st.a, st.v);
-  rotated = jacobi_rotate<0, 2>(st.a, st.v) || rotated;
-  rotated = jacobi_rotate<1, 2>(st.a, st.v) || rotated;
-  return rotated;
+template <typename L>
+PGN_HD bool svd_sweep(SvdState<L>& st) {
+  const lane_mask_t<L> r01 = jacobi_rotate<0, 1>(st.a, st.v);
+  const lane_mask_t<L> r02 = jacobi_rotate<0, 2>(st.a, st.v);
+  const lane_mask_t<L> r12 = jacobi_rotate<1, 2>(st.a, st.v);
+  return lane_any(r01 || r02 || r12);
 }
 
 // Sorts, completes U by QR of A V and writes M = U diag(S) V^T.
-template <typename T>
-PGN_HD void svd_end(SvdState<T>& st, T* U, T* S, T* V) {
-  if (st.trivial) {
-    const T fill = st.scale == T(0) ? T(0) : T(NAN);
+template <typename L>
+PGN_HD void svd_end(SvdState<L>& st, L* U, L* S, L* V) {
+  using T = lane_scalar_t<L>;
+  // Trivial lanes: U = V = I, S = 0 for a zero M, NaN everywhere otherwise.
+  const lane_mask_t<L> zero = st.scale == L(0);
+  const L fill = lane_select(zero, L(0), L(T(NAN)));
+  if (lane_all(st.trivial)) {
     PGN_UNROLL
     for (int e = 0; e < 9; ++e) {
-      const T id = (e % 4 == 0) ? T(1) : T(0);
-      U[e] = st.scale == T(0) ? id : fill;
+      const L id = (e % 4 == 0) ? L(1) : L(0);
+      U[e] = lane_select(zero, id, fill);
       V[e] = U[e];
     }
     S[0] = S[1] = S[2] = fill;
     return;
   }
-  T(&a)[3][3] = st.a;
-  T(&v)[3][3] = st.v;
-  T n2[3] = {dot3(a[0], a[0]), dot3(a[1], a[1]), dot3(a[2], a[2])};
+  L(&a)[3][3] = st.a;
+  L(&v)[3][3] = st.v;
+  L n2[3] = {dot3(a[0], a[0]), dot3(a[1], a[1]), dot3(a[2], a[2])};
   sort_pair<0, 1>(a, v, n2);
   sort_pair<0, 2>(a, v, n2);
   sort_pair<1, 2>(a, v, n2);
 
   // QR of A V = [a0 a1 a2]: the columns are orthogonal up to rounding, so R is
   // diagonal up to rounding and its diagonal holds the singular values.
-  T u[3][3];
-  const T s0 = pgn_sqrt(n2[0]);  // >= 1/sqrt(3): |A|_F >= max|A_ij| = 1
-  const T inv_s0 = T(1) / s0;
+  L u[3][3];
+  const L s0 = pgn_sqrt(n2[0]);  // >= 1/sqrt(3): |A|_F >= max|A_ij| = 1
+  const L inv_s0 = L(1) / s0;
   PGN_UNROLL
   for (int i = 0; i < 3; ++i) u[0][i] = a[0][i] * inv_s0;
-  const T p = dot3(u[0], a[1]);
-  T w[3] = {a[1][0] - p * u[0][0], a[1][1] - p * u[0][1], a[1][2] - p * u[0][2]};
-  T s1 = pgn_sqrt(dot3(w, w));
-  if (s1 > T(4) * Eps<T>::value * s0) {
-    const T inv_s1 = T(1) / s1;
+  const L p = dot3(u[0], a[1]);
+  const L w[3] = {a[1][0] - p * u[0][0], a[1][1] - p * u[0][1], a[1][2] - p * u[0][2]};
+  L s1 = pgn_sqrt(dot3(w, w));
+  const lane_mask_t<L> full = s1 > L(T(4) * Eps<T>::value) * s0;
+  if (lane_any(full)) {
+    const L inv_s1 = L(1) / s1;
     PGN_UNROLL
     for (int i = 0; i < 3; ++i) u[1][i] = w[i] * inv_s1;
-  } else {  // rank 1 (or zero beyond rounding): any direction completes U
-    any_orthogonal(u[0], u[1]);
+  }
+  if (!lane_all(full)) {  // rank 1 (or zero beyond rounding): any direction completes U
+    L o[3];
+    any_orthogonal(u[0], o);
+    PGN_UNROLL
+    for (int i = 0; i < 3; ++i) u[1][i] = lane_all(!full) ? o[i] : lane_select(full, u[1][i], o[i]);
   }
   cross3(u[0], u[1], u[2]);
-  T s2 = dot3(u[2], a[2]);
-  if (s2 < T(0)) {
-    s2 = -s2;
-    u[2][0] = -u[2][0];
-    u[2][1] = -u[2][1];
-    u[2][2] = -u[2][2];
-  }
+  L s2 = dot3(u[2], a[2]);
+  const lane_mask_t<L> flip = s2 < L(0);
+  s2 = lane_select(flip, -s2, s2);
+  PGN_UNROLL
+  for (int i = 0; i < 3; ++i) u[2][i] = lane_select(flip, -u[2][i], u[2][i]);
   // Rounding can leave a repeated value an ulp out of order.
   s1 = pgn_min(s1, s0);
   s2 = pgn_min(s2, s1);
-  const T scale = st.scale;
-  S[0] = s0 * scale;
-  S[1] = s1 * scale;
-  S[2] = s2 * scale;
+  const L scale = st.scale;
+  const lane_mask_t<L> trivial = st.trivial;
+  S[0] = lane_select(trivial, fill, s0 * scale);
+  S[1] = lane_select(trivial, fill, s1 * scale);
+  S[2] = lane_select(trivial, fill, s2 * scale);
   PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
     PGN_UNROLL
     for (int j = 0; j < 3; ++j) {
-      U[3 * i + j] = u[j][i];
-      V[3 * i + j] = v[j][i];
+      const L id = i == j ? L(1) : L(0);
+      const L fill_ij = lane_select(zero, id, fill);
+      U[3 * i + j] = lane_select(trivial, fill_ij, u[j][i]);
+      V[3 * i + j] = lane_select(trivial, fill_ij, v[j][i]);
     }
   }
 }
 
 // M = U diag(S) V^T with S[0] >= S[1] >= S[2] >= 0 and U, V orthogonal
 // (either determinant). A zero M gives U = V = I, S = 0; a non-finite M gives
-// NaN everywhere.
-template <typename T>
-PGN_HD void svd3x3(const T* M, T* U, T* S, T* V) {
-  SvdState<T> st;
+// NaN everywhere. L is a lane type (see common/scalar_math.h).
+template <typename L>
+PGN_HD void svd3x3(const L* M, L* U, L* S, L* V) {
+  SvdState<L> st;
   if (svd_begin(M, st)) {
-    for (int sweep = 0; sweep < SvdConfig<T>::kMaxSweeps; ++sweep) {
+    for (int sweep = 0; sweep < SvdConfig<lane_scalar_t<L>>::kMaxSweeps; ++sweep) {
       if (!svd_sweep(st)) break;
     }
   }
@@ -265,10 +287,11 @@ PGN_HD T soft_inverse(T x, T eps) {
 // singular value (e.g. the polar factor U V^T) the first numerator vanishes,
 // so the gradient stays exact at repeated values; otherwise the gradient of an
 // ill-defined quantity is damped to a finite value instead of Inf/NaN.
-template <typename T>
-PGN_HD void svd3x3_backward(const T* U, const T* S, const T* V, const T* gU, const T* gS,
-                            const T* gV, T* gM) {
-  T J[9], K[9];  // U^T gU, V^T gV
+template <typename L>
+PGN_HD void svd3x3_backward(const L* U, const L* S, const L* V, const L* gU, const L* gS,
+                            const L* gV, L* gM) {
+  using T = lane_scalar_t<L>;
+  L J[9], K[9];  // U^T gU, V^T gV
   PGN_UNROLL
   for (int j = 0; j < 3; ++j) {
     PGN_UNROLL
@@ -277,12 +300,13 @@ PGN_HD void svd3x3_backward(const T* U, const T* S, const T* V, const T* gU, con
       K[3 * j + k] = V[j] * gV[k] + V[3 + j] * gV[3 + k] + V[6 + j] * gV[6 + k];
     }
   }
-  T G[9];
-  const T s_max = S[0];
+  L G[9];
+  const L s_max = S[0];
   // Gaps are measured relative to s_max so that 1e-20 and 1e20 scales neither
   // underflow nor overflow: 1/x = (1/s_max) / (x/s_max).
-  const T inv_max = s_max > T(0) ? T(1) / s_max : T(0);
-  const T eps = SvdConfig<T>::kGapEps;
+  const lane_mask_t<L> nonzero = s_max > L(0);
+  const L inv_max = lane_select(nonzero, L(1) / s_max, L(0));
+  const L eps = L(SvdConfig<T>::kGapEps);
   PGN_UNROLL
   for (int j = 0; j < 3; ++j) {
     PGN_UNROLL
@@ -291,19 +315,17 @@ PGN_HD void svd3x3_backward(const T* U, const T* S, const T* V, const T* gU, con
         G[3 * j + k] = gS[j];
         continue;
       }
-      if (!(s_max > T(0))) {  // zero matrix: only the singular values move
-        G[3 * j + k] = T(0);
-        continue;
-      }
-      const T skewJ = J[3 * j + k] - J[3 * k + j];
-      const T skewK = K[3 * j + k] - K[3 * k + j];
-      const T minus = soft_inverse((S[k] - S[j]) * inv_max, eps) * inv_max;
-      const T plus = soft_inverse((S[k] + S[j]) * inv_max, eps) * inv_max;
-      G[3 * j + k] = T(0.5) * (skewJ + skewK) * minus + T(0.5) * (skewJ - skewK) * plus;
+      const L skewJ = J[3 * j + k] - J[3 * k + j];
+      const L skewK = K[3 * j + k] - K[3 * k + j];
+      const L minus = soft_inverse((S[k] - S[j]) * inv_max, eps) * inv_max;
+      const L plus = soft_inverse((S[k] + S[j]) * inv_max, eps) * inv_max;
+      // zero matrix: only the singular values move
+      G[3 * j + k] = lane_select(
+          nonzero, L(0.5) * (skewJ + skewK) * minus + L(0.5) * (skewJ - skewK) * plus, L(0));
     }
   }
   // gM = U G V^T
-  T UG[9];
+  L UG[9];
   PGN_UNROLL
   for (int a = 0; a < 3; ++a) {
     PGN_UNROLL

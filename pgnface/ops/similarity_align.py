@@ -1,7 +1,7 @@
 """Differentiable weighted similarity alignment (Umeyama / Procrustes with scale).
 
-The op is ``torch.ops.pgnface.similarity_align`` (CPU: csrc/procrustes/procrustes_cpu.cpp,
-CUDA: csrc/procrustes/procrustes_cuda.cu, math: csrc/procrustes/procrustes_kernel.h).
+The op is ``torch.ops.pgnface.similarity_align`` (CPU: csrc/similarity_align/similarity_align_cpu.cpp,
+CUDA: csrc/similarity_align/similarity_align_cuda.cu, math: csrc/similarity_align/similarity_align_kernel.h).
 This module validates arguments and registers the fake kernel and the autograd
 formula (an analytic backward op that recomputes the per-item solve).
 """

@@ -1,7 +1,7 @@
 """Batched 3x3 singular value decomposition with a gradient that survives repeated values.
 
-The op is ``torch.ops.pgnface.svd3x3`` (CPU: csrc/procrustes/procrustes_cpu.cpp,
-CUDA: csrc/procrustes/procrustes_cuda.cu, math: csrc/procrustes/svd3x3.h). This
+The op is ``torch.ops.pgnface.svd3x3`` (CPU: csrc/svd3x3/svd3x3_cpu.cpp,
+CUDA: csrc/svd3x3/svd3x3_cuda.cu, math: csrc/svd3x3/svd3x3_kernel.h). This
 module validates arguments and registers the fake kernel and the autograd formula.
 """
 
@@ -18,6 +18,9 @@ from pgnface.ops._checks import (
     require_tensor,
 )
 from pgnface.ops._first_order import first_order_only
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+_svd3x3_op = torch.ops.pgnface.svd3x3.default
 
 
 def svd3x3(M: torch.Tensor, *, check_values: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -59,11 +62,21 @@ def svd3x3(M: torch.Tensor, *, check_values: bool = True) -> Tuple[torch.Tensor,
         RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
     (M,) = float32_under_autocast(M)
-    require_tensor(M, "M")
-    require_float(M, "M")
-    require_supported_device(M, "M")
-    require_shape(M, "M", ("B", 3, 3), {})
-    U, S, V, _ = torch.ops.pgnface.svd3x3(M, check_mode(check_values))
+    # A plain CPU [B, 3, 3] float tensor passes every structural check; testing that directly keeps
+    # the per-call cost of small batches low. Anything else goes through the checks that explain.
+    if not (
+        type(M) is torch.Tensor
+        and M.dtype in _FLOAT_DTYPES
+        and M.dim() == 3
+        and M.shape[1] == 3
+        and M.shape[2] == 3
+        and M.device.type == "cpu"
+    ):
+        require_tensor(M, "M")
+        require_float(M, "M")
+        require_supported_device(M, "M")
+        require_shape(M, "M", ("B", 3, 3), {})
+    U, S, V, _ = _svd3x3_op(M, check_mode(check_values))
     return U, S, V
 
 
