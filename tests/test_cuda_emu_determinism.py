@@ -69,7 +69,7 @@ SCENES = {
 
 
 def rasterize_backward_args(pos, tris, H, W, seed=1):
-    bary, depth, tri_id = torch.ops.pgnface.rasterize(pos, tris, H, W, 0)
+    bary, depth, tri_id, _ = torch.ops.pgnface.rasterize(pos, tris, H, W, 0)
     g = torch.Generator().manual_seed(seed)
     grad_bary = torch.randn(bary.shape, generator=g, dtype=pos.dtype)
     grad_depth = torch.randn(depth.shape, generator=g, dtype=pos.dtype)

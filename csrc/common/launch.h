@@ -7,9 +7,9 @@
 // The kernel comes last so template arguments may contain commas.
 #pragma once
 
-#include <c10/util/Exception.h>
-
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #if defined(__CUDA_EMULATION__)
 #define PGN_LAUNCH(grid, block, shmem, stream, ...) \
@@ -26,10 +26,16 @@ namespace pgnface {
 // op names the op in the error.
 inline dim3 launch_grid(const char* op, int64_t x, int64_t y = 1, int64_t z = 1) {
   constexpr int64_t kMaxX = (int64_t{1} << 31) - 1, kMaxYZ = 65535;
-  TORCH_CHECK(x >= 1 && y >= 1 && z >= 1, op, " (CUDA): empty launch grid ", x, " x ", y, " x ", z);
-  TORCH_CHECK(x <= kMaxX && y <= kMaxYZ && z <= kMaxYZ, op, " (CUDA): the input needs a grid of ",
-              x, " x ", y, " x ", z,
-              " blocks, beyond CUDA's limits (2^31 - 1 x 65535 x 65535); split the batch");
+  const std::string grid =
+      std::to_string(x) + " x " + std::to_string(y) + " x " + std::to_string(z);
+  if (!(x >= 1 && y >= 1 && z >= 1)) {
+    throw std::invalid_argument(std::string(op) + " (CUDA): empty launch grid " + grid);
+  }
+  if (!(x <= kMaxX && y <= kMaxYZ && z <= kMaxYZ)) {
+    throw std::invalid_argument(
+        std::string(op) + " (CUDA): the input needs a grid of " + grid +
+        " blocks, beyond CUDA's limits (2^31 - 1 x 65535 x 65535); split the batch");
+  }
   return dim3(static_cast<unsigned>(x), static_cast<unsigned>(y), static_cast<unsigned>(z));
 }
 
