@@ -252,7 +252,7 @@ def test_rasterize_large_triangles_and_slivers(size):
     pos, tris = large_triangle_scene(size, size)
     emu.thread_work()  # clears the record
     schedules = SCHEDULES if size < 1024 else SCHEDULES[:1]
-    bary, depth, tri_id = check_op("rasterize", [pos, tris, size, size, 0], exact=(0, 1, 2), schedules=schedules)
+    bary, depth, tri_id, _ = check_op("rasterize", [pos, tris, size, size, 0], exact=(0, 1, 2), schedules=schedules)
     drawn = set(tri_id.unique().tolist())
     assert {0, 1, 2, 3, 4, 5, 6, 7, 8} <= drawn, f"every triangle wins somewhere, got {sorted(drawn)}"
     # Work per thread is bounded by the large triangles per image, not by their size: each of the
@@ -278,7 +278,7 @@ def test_rasterize_one_thread_per_tile_of_a_screen_filling_triangle():
 def test_rasterize_the_bfm_mesh_at_full_resolution(size):
     pos, tris = bfm_noneck_clip((size, size))
     emu.thread_work()
-    bary, depth, tri_id = check_op("rasterize", [pos, tris, size, size, 0], exact=(0, 1, 2), schedules=SCHEDULES[:1])
+    bary, depth, tri_id, _ = check_op("rasterize", [pos, tris, size, size, 0], exact=(0, 1, 2), schedules=SCHEDULES[:1])
     assert (tri_id >= 0).float().mean() > 0.3
     assert max(coverage_work().values()) <= TILE_ACCESSES
 
