@@ -30,6 +30,7 @@ def _usage_error(capsys, argv) -> str:
         (["train", "--out", "{tmp}/t", "--config", "{tmp}/none.json"], "none.json does not exist"),
         (["eval", "aflw2000", "{tmp}/none"], "AFLW2000-3D folder not found"),
         (["eval", "aflw2000", "{tmp}", "--flip", "--mean-face"], "--flip does not apply to --mean-face"),
+        (["eval", "aflw2000", "{tmp}", "--landmarks", "recon", "--mean-face"], "--landmarks does not apply"),
         (["eval", "dense", "{tmp}/a.obj", "{tmp}"], "PRED and GT must both be files or both be folders"),
         (["eval", "synthetic", "-n", "0"], "-n must be at least 1"),
         (["eval", "synthetic", "--checkpoint", "{tmp}/" + MISSING], f"--checkpoint {{tmp}}/{MISSING}"),

@@ -135,7 +135,29 @@ def test_the_command_runs_the_bundled_network_and_names_bad_input(tmp_path, caps
     with open(out / "per_image.csv") as f:
         assert [r["name"] for r in csv.DictReader(f)] == ["face_0.jpg", "face_1.jpg"]
     assert (out / "ced.png").is_file() and (out / "summary.json").is_file()
+    assert main(["eval", "300w", str(tmp_path), "--landmarks", "recon", "-o", str(tmp_path / "recon")]) == 0
+    assert "reconstruction's landmarks" in capsys.readouterr().out
     assert main(["eval", "300w", str(tmp_path / "missing"), "-o", str(out)]) == 2
     assert main(["eval", "300w", str(tmp_path), "--subset", "helen_test", "-o", str(out)]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert errors[0].startswith("pgnface eval 300w: 300-W folder not found") and "needs a landmarks.npz" in errors[1]
+
+
+def test_reconstruction_landmarks_follow_the_head_and_the_ibug_order():
+    from pgnface.data import SyntheticConfig, SyntheticFaces
+    from pgnface.eval.predictors import CheckpointPredictor
+    from pgnface.nn import REFERENCE_CHECKPOINT
+
+    if not REFERENCE_CHECKPOINT.is_file():
+        pytest.skip("no bundled reference network in this checkout")
+    face = SyntheticFaces(config=SyntheticConfig(size=120, framing="landmarks"), seed=2).sample(4, seed=0)
+    head = CheckpointPredictor(REFERENCE_CHECKPOINT)(face["image"])
+    recon = CheckpointPredictor(REFERENCE_CHECKPOINT, landmarks="recon")(face["image"])
+    assert head.shape == recon.shape == (4, 68, 3)
+    # The pose is solved from the head's points, so the posed model lands near them, point for point;
+    # a shuffled order would put each point on another one's place, tens of pixels away.
+    gap = (recon[..., :2] - head[..., :2]).norm(dim=-1)
+    assert float(gap.mean()) < 4.0
+    assert float((recon[..., :2] - head[:, torch.randperm(68)][..., :2]).norm(dim=-1).mean()) > 8.0
+    with pytest.raises(ValueError, match="landmarks must be one of head, recon"):
+        CheckpointPredictor(REFERENCE_CHECKPOINT, landmarks="mesh")

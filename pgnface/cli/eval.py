@@ -9,6 +9,24 @@ from pgnface.cli.errors import LOAD_ERRORS, UsageError, input_errors, report
 CROP_SIZES = (32, checks.MAX_SIZE)  # crop sizes a network can be evaluated at, pixels
 
 
+def _network_label(checkpoint, args) -> str:
+    """How a report names the predictor: the checkpoint, its landmark source and flip averaging."""
+    label = f"checkpoint {checkpoint}"
+    if args.landmarks == "recon":
+        label += ", reconstruction's landmarks"
+    return label + (" with flip averaging" if args.flip else "")
+
+
+def _add_landmark_source(parser) -> None:
+    parser.add_argument(
+        "--landmarks",
+        choices=("head", "recon"),
+        default="head",
+        help="which 68 points to score: the landmark head's (default) or the posed 3D "
+        "reconstruction's landmark vertices (its pose counts: what the pose ablation compares)",
+    )
+
+
 def _eval_aflw2000(args) -> int:
     import cv2
     import numpy as np
@@ -21,6 +39,8 @@ def _eval_aflw2000(args) -> int:
 
     if args.flip and args.mean_face:
         raise UsageError("--flip does not apply to --mean-face (the constant mean face has nothing to average)")
+    if args.landmarks != "head" and args.mean_face:
+        raise UsageError("--landmarks does not apply to --mean-face (it has no network)")
     checks.in_range("--size", args.size, *CROP_SIZES, unit=" px")
     checks.device(args.device)
     out = outputs.folder(args.output)
@@ -33,8 +53,10 @@ def _eval_aflw2000(args) -> int:
             predictor, label = MeanShapePredictor(input_size=args.size or 120), "mean-shape baseline"
         else:
             morphable = MorphableModel.load(args.morphable) if args.morphable else None
-            predictor = CheckpointPredictor(checkpoint, morphable, args.size, args.device, flip=args.flip)
-            label = f"checkpoint {checkpoint}" + (" with flip averaging" if args.flip else "")
+            predictor = CheckpointPredictor(
+                checkpoint, morphable, args.size, args.device, flip=args.flip, landmarks=args.landmarks
+            )
+            label = _network_label(checkpoint, args)
     result = evaluate(predictor, samples)
     print(f"AFLW2000-3D protocol, {len(samples)} images, predictor: {label}")
     print(result.format_table())
@@ -220,8 +242,10 @@ def _eval_300w(args) -> int:
     checkpoint = args.checkpoint or REFERENCE_CHECKPOINT
     with input_errors(f"--checkpoint {checkpoint}"):
         morphable = MorphableModel.load(args.morphable) if args.morphable else None
-        predictor = CheckpointPredictor(checkpoint, morphable, args.size, args.device, flip=args.flip)
-    label = f"checkpoint {checkpoint}" + (" with flip averaging" if args.flip else "")
+        predictor = CheckpointPredictor(
+            checkpoint, morphable, args.size, args.device, flip=args.flip, landmarks=args.landmarks
+        )
+    label = _network_label(checkpoint, args)
     result = evaluate(predictor, faces, device=args.device)
     print(f"300-W protocol, {len(faces)} faces, predictor: {label}")
     print(result.format_table())
@@ -282,6 +306,7 @@ def add_parser(subparsers) -> None:
         help="test-time flip averaging: also run the mirrored crop and average the two landmark "
         "sets (the left/right points renamed); off by default, the table reports one pass",
     )
+    _add_landmark_source(aflw)
     aflw.add_argument(
         "--reannotated",
         default=None,
@@ -309,6 +334,7 @@ def add_parser(subparsers) -> None:
     )
     w300.add_argument("--device", default="cpu", help="torch device for the network (default cpu)")
     w300.add_argument("--flip", action="store_true", help="test-time flip averaging (off by default)")
+    _add_landmark_source(w300)
     dense = protocols.add_parser(
         "dense",
         help="dense mesh-to-scan errors (Florence / NoW style)",

@@ -44,8 +44,11 @@ class MeanShapePredictor:
         return self.landmarks.to(crops.device).expand(crops.shape[0], 68, 3)
 
 
+LANDMARK_SOURCES = ("head", "recon")
+
+
 class NetworkPredictor:
-    """The landmark head of a PGN network in memory, called on crops [B, 3, S, S] -> [B, 68, 3].
+    """The landmarks of a PGN network in memory, called on crops [B, 3, S, S] -> [B, 68, 3].
 
     The network runs in eval mode for the call and goes back to the mode it was in,
     so a training loop can score the network it is training.
@@ -54,12 +57,34 @@ class NetworkPredictor:
         net: a ``pgnface.nn.PGNNetwork``.
         input_size: crop size S.
         flip: test-time flip averaging (see ``CheckpointPredictor``).
+        landmarks: ``"head"``, the landmark head's 68 points, or ``"recon"``, the
+            68 landmark vertices of the posed reconstruction (what the 3D face
+            itself says, so its pose counts: the pose ablation scores this one).
+
+    Raises:
+        ValueError: an unknown ``landmarks``, or ``"recon"`` with a 3DMM that does
+            not define all 68 landmarks.
     """
 
-    def __init__(self, net: torch.nn.Module, input_size: int, flip: bool = False):
+    def __init__(self, net: torch.nn.Module, input_size: int, flip: bool = False, landmarks: str = "head"):
+        if landmarks not in LANDMARK_SOURCES:
+            raise ValueError(f"landmarks must be one of {', '.join(LANDMARK_SOURCES)}, got {landmarks!r}")
         self.net = net
         self.input_size = int(input_size)
         self.flip = flip
+        self.source = landmarks
+        self.recon_order = None
+        if landmarks == "recon":
+            ids = getattr(net, "module", net).morphable.landmark_ids
+            if sorted(ids.tolist()) != list(range(68)):
+                raise ValueError("landmarks='recon' needs a 3DMM that defines all 68 landmarks")
+            self.recon_order = torch.argsort(ids)
+
+    def _landmarks(self, crops: torch.Tensor) -> torch.Tensor:
+        out = self.net(crops)
+        if self.recon_order is None:
+            return out["landmarks"].float()
+        return out["landmarks_recon"][:, self.recon_order.to(crops.device)].float()
 
     @torch.no_grad()
     def __call__(self, crops: torch.Tensor) -> torch.Tensor:
@@ -68,9 +93,9 @@ class NetworkPredictor:
         try:
             device = next(self.net.parameters()).device
             crops = crops.to(device)
-            landmarks = self.net(crops)["landmarks"].float()
+            landmarks = self._landmarks(crops)
             if self.flip:
-                mirrored = mirror_landmarks(self.net(crops.flip(-1))["landmarks"].float(), crops.shape[-1])
+                mirrored = mirror_landmarks(self._landmarks(crops.flip(-1)), crops.shape[-1])
                 landmarks = (landmarks + mirrored) / 2
             return landmarks
         finally:
@@ -78,7 +103,7 @@ class NetworkPredictor:
 
 
 class CheckpointPredictor(NetworkPredictor):
-    """The landmark head of a trained PGN reconstructor (``pgnface train``'s model.pt).
+    """The landmarks of a trained PGN reconstructor (``pgnface train``'s model.pt).
 
     Args:
         path: the checkpoint.
@@ -88,11 +113,18 @@ class CheckpointPredictor(NetworkPredictor):
         device: where to run the network.
         flip: test-time flip averaging: the landmarks are the mean of the
             crop's and the mirrored crop's (mirrored back, left and right renamed).
+        landmarks: ``"head"`` or ``"recon"`` (see ``NetworkPredictor``).
     """
 
     def __init__(
-        self, path, morphable: MorphableModel = None, input_size: int = None, device="cpu", flip: bool = False
+        self,
+        path,
+        morphable: MorphableModel = None,
+        input_size: int = None,
+        device="cpu",
+        flip: bool = False,
+        landmarks: str = "head",
     ):
 
         net, payload = load_network(path, morphable, map_location=device)
-        super().__init__(net.to(device), int(input_size or payload.get("input_size") or 120), flip)
+        super().__init__(net.to(device), int(input_size or payload.get("input_size") or 120), flip, landmarks)
