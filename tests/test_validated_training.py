@@ -61,5 +61,22 @@ def test_the_train_command_validates(tmp_path, capsys):
     lines = (tmp_path / "run" / "val.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2]
     assert torch.is_tensor(next(iter(read_checkpoint(tmp_path / "run" / "best.pt")["state_dict"].values())))
+    # A finished run resumed without new steps has nothing to do, and says so.
+    assert main(args + ["--resume", "--validate-every", "1"] + TINY) == 0
+    assert "nothing to do" in capsys.readouterr().out
     assert main(args + ["--overwrite", "--validate-every", "0"] + TINY) == 2
     assert "--validate-every" in capsys.readouterr().err
+
+
+def test_a_fresh_run_never_inherits_an_old_best_network(tmp_path, capsys):
+    val = tmp_path / "val"
+    val.mkdir()
+    fake_folder(val)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"another run's network")
+    args = ["train", "--out", str(run), "--steps", "1", "--quiet", "--validate", str(val)] + TINY
+    assert main(args) == 2  # refused: the folder holds a run's work
+    assert "best.pt" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    assert read_checkpoint(run / "best.pt")["step"] == 1

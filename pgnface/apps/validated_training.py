@@ -23,7 +23,15 @@ from pgnface.train import TrainConfig, Trainer
 
 
 def validation_record(step: int, summary: Dict[str, Dict[str, float]]) -> Dict[str, Any]:
-    """One val.jsonl line: the step and the protocol's summary, flattened (percent)."""
+    """One val.jsonl line: the step and the protocol's summary, flattened (percent).
+
+    Args:
+        step: the training step the network was scored at.
+        summary: ``Face300WResult.summary()``: {normaliser: {statistic: value}}.
+
+    Returns:
+        {"step": step, "<normaliser>_<statistic>": value, ...}, e.g. ``nme_io_mean``.
+    """
     record: Dict[str, Any] = {"step": int(step)}
     for norm, row in summary.items():
         for key, value in row.items():
@@ -32,7 +40,14 @@ def validation_record(step: int, summary: Dict[str, Dict[str, float]]) -> Dict[s
 
 
 def read_validation_log(path) -> List[Dict[str, Any]]:
-    """The records of a val.jsonl (empty if there is none)."""
+    """The records of a val.jsonl (empty if there is none).
+
+    Args:
+        path: the val.jsonl file.
+
+    Returns:
+        Its records, one dict per line (``validation_record``'s), in file order.
+    """
     path = Path(path)
     if not path.is_file():
         return []
@@ -70,15 +85,23 @@ def train_validated(
     if not faces:
         raise ValueError(f"the validation folder {folder} holds no labelled faces")
     trainer = Trainer(config, out_dir, resume=resume, progress=progress, overwrite=overwrite)
+    # A fresh run never meets an old val.jsonl or best.pt: the trainer refuses the folder or,
+    # asked to overwrite, clears them with the rest of the run (pgnface.train.run_folder).
     log_path = Path(out_dir) / "val.jsonl"
-    if not resume:
-        log_path.unlink(missing_ok=True)
     history = read_validation_log(log_path)
     best = min(history, key=lambda r: r["nme_io_mean"], default=None)
     written = []
     try:
         steps = trainer.config.steps
-        summary: Dict[str, Any] = {"step": trainer.step, "interrupted": None}
+        # A finished run resumed without new steps runs no leg: the summary says nothing was done.
+        summary: Dict[str, Any] = {
+            "step": trainer.step,
+            "rank": trainer.info.rank,
+            "last": {},
+            "history": [],
+            "interrupted": None,
+            "img_per_s": 0.0,
+        }
         while trainer.step < steps:
             summary = trainer.run(min(steps, (trainer.step // every + 1) * every))
             if summary["interrupted"]:
@@ -101,7 +124,15 @@ def train_validated(
 
 
 def _validate(trainer: Trainer, faces) -> Dict[str, Any]:
-    """Scores the trainer's network on `faces` with the 300-W protocol."""
+    """Scores the trainer's network on `faces` with the 300-W protocol.
+
+    Args:
+        trainer: the Trainer whose network is scored (in eval mode, then back to training).
+        faces: ``load_300w``'s faces.
+
+    Returns:
+        The step's ``validation_record``.
+    """
     net = trainer.net.module if hasattr(trainer.net, "module") else trainer.net
     predictor = NetworkPredictor(net, trainer.config.data.size)
     result = evaluate(predictor, faces, device=trainer.device)

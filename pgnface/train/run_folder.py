@@ -1,6 +1,7 @@
 """What may happen to a run folder: a fresh run never replaces one, a resumed run keeps its meaning.
 
-A run folder holds the work of a run (checkpoint.pt, model.pt, log.jsonl). A
+A run folder holds the work of a run (checkpoint.pt, model.pt, log.jsonl, and with
+validation val.jsonl and best.pt). A
 fresh run into such a folder is refused unless it is asked to overwrite. A
 resumed run continues with the configuration saved in its checkpoint; a
 change that only affects how long it runs or how it reports (``steps``,
@@ -12,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from pgnface.train.config import TrainConfig
 
-RUN_FILES = ("checkpoint.pt", "model.pt", "log.jsonl")
+RUN_FILES = ("checkpoint.pt", "model.pt", "log.jsonl", "val.jsonl", "best.pt")
 # Fields a resumed run may change: they decide how long it runs, how it reports and where it
 # computes, not what it learns.
 RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every", "tensorboard", "threads", "device")
@@ -42,7 +43,7 @@ def check_fresh_run(out_dir, overwrite: bool) -> None:
 
 
 def clear_run(out_dir) -> None:
-    """Deletes a run's checkpoint, network and log (in `out_dir`, a Path), so nothing of it mixes with the next."""
+    """Deletes a run's files (RUN_FILES, in `out_dir`, a Path), so nothing of it mixes with the next."""
     for name in run_files(out_dir):
         (out_dir / name).unlink()
 
