@@ -15,7 +15,7 @@
 #      float32 and with --amp),
 # and writes everything under bench/results/<device>_<date>/ (or $1).
 # Budget: under 10 minutes on an H100/H200-class machine (the caps below add up
-# to 590 s). Each step has a time
+# to 580 s). Each step has a time
 # cap in seconds (scaled by $STEP_TIME_SCALE, default 1); a step past its cap
 # is stopped and reported as failed. Exits non-zero if any step failed; later
 # steps still run.

@@ -78,11 +78,10 @@ class FitConfig:
 
     def validate(self) -> None:
         """Raises ValueError naming the first setting out of range."""
-        for key in ("rounds", "iterations", "reassign_every"):
-            if int(getattr(self, key)) < (1 if key == "reassign_every" else 0):
-                raise ValueError(
-                    f"{key} must be a non-negative integer (reassign_every >= 1), got {getattr(self, key)}"
-                )
+        for key, least in (("rounds", 0), ("iterations", 0), ("reassign_every", 1)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{key} must be an integer >= {least}, got {value!r}")
         for key in ("lr", "noise", "exp_prior"):
             if not float(getattr(self, key)) > 0:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
@@ -120,7 +119,7 @@ class FitResult:
     residual_io: torch.Tensor
 
     def arrays(self) -> Dict[str, np.ndarray]:
-        """Every field as a float32 / int64 numpy array, keyed by name."""
+        """Every field as a numpy array (the dtypes of the fit: the model's float type, int64 ids), keyed by name."""
         return {k: v.detach().cpu().numpy() for k, v in vars(self).items()}
 
 
@@ -216,7 +215,18 @@ class _Problem:
 
 
 def _pose_from_points(model_points, target, weights, rotation, scale, translation, steps: int = 30):
-    """Weak-perspective pose of model points [B, P, 3] to 2D targets [B, P, 2] (depth from the current pose)."""
+    """Weak-perspective pose of model points to 2D targets, the targets' depth taken from the current pose.
+
+    Args:
+        model_points: [B, P, 3] model-space points.
+        target: [B, P, 2] image points they should project to.
+        weights: [B, P] per-point weights of the alignment.
+        rotation, scale, translation: [B, 3, 3], [B], [B, 3] the pose to start from.
+        steps: alternations of depth lifting and similarity alignment.
+
+    Returns:
+        (rotation [B, 3, 3], scale [B], translation [B, 3]).
+    """
     for _ in range(steps):
         depth = ops.apply_similarity(model_points, scale, rotation, translation)[..., 2:]
         dst = torch.cat([target, depth], -1)
@@ -245,7 +255,15 @@ def _solve_coefficients(problem: _Problem, rotation, scale, translation, noise: 
 
 
 def _reassign(problem: _Problem, matcher: ContourMatcher, coeffs, rotation, scale, translation, contour_yaw: float):
-    """Re-matches the far-side jaw labels to the occluding contour (in place on problem.select)."""
+    """Re-matches the far-side jaw labels to the occluding contour (in place on problem.select).
+
+    Args:
+        problem: the fit's labels and correspondences; ``select`` [B, L] changes.
+        matcher: the model's occluding-contour candidates.
+        coeffs: [B, Ki + Ke] current coefficients.
+        rotation, scale, translation: [B, 3, 3], [B], [B, 3] current pose.
+        contour_yaw: faces turned by more than this (degrees) get their far-side jaw re-matched.
+    """
     if not matcher.available:
         return
     model = problem.model
@@ -340,7 +358,19 @@ def fit_landmarks(
 
 
 def _refine(problem: _Problem, matcher, config: FitConfig, coeffs, rotation, scale, translation, progress):
-    """Joint Adam refinement of all parameters (each face's basis rows, apply_similarity, autograd)."""
+    """Joint Adam refinement of all parameters (each face's basis rows, apply_similarity, autograd).
+
+    Args:
+        problem: the fit's labels and correspondences.
+        matcher: the occluding-contour candidates (jaw labels re-matched every ``reassign_every`` steps).
+        config: the fit's settings (iterations, lr, priors, noise).
+        coeffs: [B, Ki + Ke] starting coefficients.
+        rotation, scale, translation: [B, 3, 3], [B], [B, 3] starting pose.
+        progress: show a progress bar.
+
+    Returns:
+        (rotation, scale, translation, coeffs), refined, detached.
+    """
     model = problem.model
     if config.iterations == 0:
         return rotation, scale, translation, coeffs
@@ -348,7 +378,7 @@ def _refine(problem: _Problem, matcher, config: FitConfig, coeffs, rotation, sca
     c = coeffs.detach().clone().requires_grad_(True)
     omega = coeffs.new_zeros(B, 3).requires_grad_(True)
     log_s = scale.detach().log().clone().requires_grad_(True)
-    t2 = translation[:, :2].detach().clone()
+    t_origin = translation[:, :2].detach().clone()
     tz = translation[:, 2:].detach()
     R0 = rotation.detach()
     prior = torch.ones(c.shape[1], dtype=c.dtype, device=c.device)
@@ -356,8 +386,7 @@ def _refine(problem: _Problem, matcher, config: FitConfig, coeffs, rotation, sca
     sigma = (config.noise * problem.size)[:, None]
     # Translation moves in pixels: its step is scaled to the face size through the variable's units.
     t_unit = problem.size[:, None].detach() * 0.05
-    t_origin = t2
-    t_param = torch.zeros_like(t2).requires_grad_(True)
+    t_param = torch.zeros_like(t_origin).requires_grad_(True)
     optimiser = torch.optim.Adam([c, omega, log_s, t_param], lr=config.lr)
     # Cosine decay: large steps first, then a settled optimum instead of Adam's jitter around it.
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -392,6 +421,13 @@ def _refine(problem: _Problem, matcher, config: FitConfig, coeffs, rotation, sca
 
 
 def _result(problem: _Problem, coeffs, rotation, scale, translation) -> FitResult:
+    """The fit's outputs: 68 landmarks in 3D and 2D (NaN where the model lacks one), jaw matches, residuals.
+
+    Args:
+        problem: the fit's labels and correspondences.
+        coeffs: [B, Ki + Ke] fitted coefficients.
+        rotation, scale, translation: [B, 3, 3], [B], [B, 3] fitted pose.
+    """
     model, B = problem.model, coeffs.shape[0]
     with torch.no_grad():
         posed = ops.synthesize(model.mean, model.shape_basis, coeffs, rotation, scale, translation, index=problem.index)

@@ -40,9 +40,9 @@ from pgnface import ops
 from pgnface.morphable import FRONTAL, MorphableModel, WeakPerspectiveCamera, vertex_visibility
 
 DATA_TERMS = (
-    "derived from 300-W (iBUG: AFW, HELEN) images and labels: non-commercial research use only, like the source images"
+    "derived from labelled face images (300-W: AFW, HELEN; YouTube Faces) and their labels: "
+    "non-commercial research use only, like the source images"
 )
-VALIDATION_GROUPS = ("helen_test", "test")
 MAX_YAW = 90.0
 
 
@@ -111,7 +111,15 @@ def rotated_poses(rotation: torch.Tensor, yaw_steps: Sequence[float]):
 
 
 def _background(image: np.ndarray, face_mask: np.ndarray) -> np.ndarray:
-    """The image with the face region inpainted and blurred (uint8 RGB)."""
+    """The image with the face region inpainted and blurred.
+
+    Args:
+        image: [H, W, 3] uint8 RGB.
+        face_mask: [H, W] bool, the old face region.
+
+    Returns:
+        [H, W, 3] uint8 RGB.
+    """
     region = cv2.dilate(face_mask.astype(np.uint8) * 255, np.ones((7, 7), np.uint8))
     filled = cv2.inpaint(image, region, 5, cv2.INPAINT_TELEA)
     blurred = cv2.GaussianBlur(filled, (0, 0), 4.0)

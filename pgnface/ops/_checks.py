@@ -188,24 +188,6 @@ def assert_index_async(index: torch.Tensor, name: str, size: int) -> None:
         torch._assert_async(inside, f"{name} must lie in [0, {size - 1}]")
 
 
-def require_finite(x: torch.Tensor, name: str) -> None:
-    """Requires finite values (one device sync for CUDA tensors; for the ops, the kernels check).
-
-    Args:
-        x: the tensor.
-        name: its name, for the error.
-
-    Raises:
-        ValueError: x holds NaN or Inf.
-    """
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(
-            f"{name} contains {bad} non-finite value(s) (NaN or Inf); fix the input, or pass "
-            "check_values=False to let them propagate to the affected outputs"
-        )
-
-
 def require_index(
     index,
     name: str,
