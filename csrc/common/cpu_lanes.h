@@ -58,7 +58,11 @@ struct LaneVec {
   static constexpr int width = Simd<T>::width;
   V v;
 
-  LaneVec() = default;
+  // Zero, not indeterminate: the shared math declares lane arrays it fills
+  // under lane masks (svd3x3_kernel.h's u[1]) and the loaders fill lanes one
+  // at a time, which GCC cannot prove complete (-Wmaybe-uninitialized); the
+  // zeroing of a vector that is then overwritten compiles away.
+  PGN_ALWAYS_INLINE LaneVec() : v{} {}
   // Broadcast (x - 0 is x for every x, -0 included).
   PGN_ALWAYS_INLINE LaneVec(T s) : v(s - V{}) {}
   PGN_ALWAYS_INLINE static LaneVec of(V x) {

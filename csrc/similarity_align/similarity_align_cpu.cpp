@@ -1,6 +1,7 @@
 // CPU twin of similarity_align.
 //
-// Scheduling: at::parallel_for over batch items; each item is solved by the
+// Scheduling: parallel over batch items, pieces handed out dynamically
+// (common/cpu_parallel.h); each item is solved by the
 // same per-item code the CUDA kernels run (similarity_align_kernel.h,
 // svd3x3_kernel.h). The SIMD path (the default) reduces each item's points
 // Simd<T>::width at a time (one point per lane, then a sum across lanes) and
@@ -16,6 +17,7 @@
 #include <algorithm>
 
 #include "../common/cpu_lanes.h"
+#include "../common/cpu_parallel.h"
 #include "../common/cpu_simd.h"
 #include "../common/status.h"
 #include "../common/status_host.h"
@@ -333,7 +335,12 @@ void check_range_values(const AlignArgs<T>& args, int64_t begin, int64_t end, in
   }
 }
 
-int64_t align_grain(int64_t P) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(P, 1)); }
+// Items per piece of the parallel loop: about 4096 points, a whole number of
+// lane groups (8 covers both widths) so that no piece leaves lanes idle.
+int64_t align_grain(int64_t P) {
+  const int64_t items = std::max<int64_t>(1, 4096 / std::max<int64_t>(P, 1));
+  return (items + 7) / 8 * 8;
+}
 
 }  // namespace
 
@@ -351,7 +358,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
     scalar_t *s = scale.data_ptr<scalar_t>(), *r = R.data_ptr<scalar_t>(),
              *tr = t.data_ptr<scalar_t>();
     const bool simd = cpu_simd_enabled();
-    at::parallel_for(0, B, align_grain(P), [&](int64_t begin, int64_t end) {
+    parallel_for_dynamic(B, align_grain(P), [&](int64_t begin, int64_t end) {
       if (simd) {
         if (args.weights) {
           align_range_simd<true>(args, s, r, tr, begin, end);
@@ -387,7 +394,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cpu(
                    *gt_p = gt.data_ptr<scalar_t>();
     scalar_t *gx = g_src.data_ptr<scalar_t>(), *gy = g_dst.data_ptr<scalar_t>();
     const bool simd = cpu_simd_enabled();
-    at::parallel_for(0, B, align_grain(P), [&](int64_t begin, int64_t end) {
+    parallel_for_dynamic(B, align_grain(P), [&](int64_t begin, int64_t end) {
       if (simd) {
         if (args.weights) {
           align_backward_range_simd<true>(args, gs_p, gR_p, gt_p, gx, gy, g_w.data_ptr<scalar_t>(),

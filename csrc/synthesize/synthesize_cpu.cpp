@@ -1,7 +1,8 @@
 // CPU twin of the fused 3DMM vertex synthesis op.
 //
 // Scheduling (batches above synthesize_cpu_small_batch.h's kSmallBatch; smaller
-// ones take the schedule there): parallel over vertices (at::parallel_for).
+// ones take the schedule there): parallel over vertices, pieces handed out
+// dynamically (common/cpu_parallel.h).
 // Batch items are vector lanes: coeffs and the pose are packed once into
 // [K, ld] / [13, ld] lane-major tables (checking their values on the way),
 // each basis element is loaded once per micro-tile of vertices and multiplied
@@ -15,6 +16,7 @@
 
 #include <algorithm>
 
+#include "../common/cpu_parallel.h"
 #include "../common/cpu_simd.h"
 #include "../common/status.h"
 #include "../common/status_host.h"
@@ -331,7 +333,7 @@ std::tuple<at::Tensor, at::Tensor> synthesize_cpu(const at::Tensor& mean_in,
           prepare<scalar_t>(mean, basis, coeffs, rotation, scale, translation, st);
       scalar_t* out_ptr = out.data_ptr<scalar_t>();
       const int64_t blocks = (N + kBlockVerts - 1) / kBlockVerts;
-      at::parallel_for(0, blocks, 16, [&](int64_t begin, int64_t end) {
+      parallel_for_dynamic(blocks, 32, [&](int64_t begin, int64_t end) {
         forward_blocks(prepared.args, out_ptr, begin, end);
       });
     });
@@ -385,8 +387,8 @@ synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in
                                      need_model_grad ? grad_mean.data_ptr<scalar_t>() : nullptr,
                                      need_model_grad ? grad_basis.data_ptr<scalar_t>() : nullptr,
                                      chunk_verts};
-      at::parallel_for(0, chunks, 1,
-                       [&](int64_t begin, int64_t end) { backward_chunks(g, begin, end); });
+      parallel_for_dynamic(chunks, 1,
+                           [&](int64_t begin, int64_t end) { backward_chunks(g, begin, end); });
       grad_coeffs.copy_(coeff_part.sum(0).narrow(1, 0, B).t());
       pose = pose_part.sum(0).narrow(1, 0, B).t().contiguous();
     }

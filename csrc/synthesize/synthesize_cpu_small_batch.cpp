@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "../common/cpu_parallel.h"
 #include "../common/cpu_simd.h"
 #include "../common/status.h"
 #include "synthesize_kernel.h"
@@ -180,7 +181,7 @@ void synthesize_small_batch(const at::Tensor& mean, const at::Tensor& basis,
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_small_batch", [&] {
     const auto a = small_args<scalar_t>(mean, basis, coeffs, rotation, scale, translation);
     scalar_t* out_ptr = out.data_ptr<scalar_t>();
-    at::parallel_for(0, a.N, 64, [&](int64_t begin, int64_t end) {
+    parallel_for_dynamic(a.N, 256, [&](int64_t begin, int64_t end) {
       if (begin == 0 && status != nullptr) check_items(a, status);
       forward_vertices(a, out_ptr, begin, end);
     });
@@ -203,8 +204,8 @@ void synthesize_backward_small_batch(const at::Tensor& grad_out, const at::Tenso
     g.grad_mean = model ? grad_mean.data_ptr<scalar_t>() : nullptr;
     g.grad_basis = model ? grad_basis.data_ptr<scalar_t>() : nullptr;
     g.chunk_verts = chunk_verts;
-    at::parallel_for(0, pose_part.size(0), 1,
-                     [&](int64_t begin, int64_t end) { backward_chunks(g, begin, end); });
+    parallel_for_dynamic(pose_part.size(0), 1,
+                         [&](int64_t begin, int64_t end) { backward_chunks(g, begin, end); });
   });
 }
 
