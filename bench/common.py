@@ -66,6 +66,26 @@ def time_call(
     return statistics.median(times)
 
 
+def min_times_alternating(fns: List[Callable[[], object]], device: torch.device, rounds: int) -> List[float]:
+    """Minimum seconds per call of each of fns, the functions alternating call by call.
+
+    One warm-up call each, then `rounds` rounds of one call per function: load from other
+    processes then inflates no side more than another, and the ratio of the minima is the
+    comparison to report on a shared machine.
+    """
+    for fn in fns:
+        fn()
+    synchronize(device)
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            synchronize(device)
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
 def peak_bandwidth_gbps(device: torch.device) -> Optional[float]:
     """The device's peak memory bandwidth in GB/s, or None when unknown (e.g. CPU)."""
     if device.type != "cuda":

@@ -29,7 +29,7 @@ import torch
 
 import pgnface.ops as ops
 from bench.rasterize import frontal_clip, load_mesh
-from bench.synthesize import forward_backward, make_inputs
+from bench.synthesize import forward_backward, make_inputs, synthesize_matmul
 
 Case = Tuple[str, str, Callable[[], object], str, Callable[[], object]]
 
@@ -160,13 +160,6 @@ def raster_cases(quick: bool) -> List[Case]:
                 ("rasterize + interpolate fwd+bwd", case, backward_of(render, pos, colours), "Sim3DR fwd", peer)
             )
     return cases
-
-
-def synthesize_matmul(mean, basis, coeffs, rotation, scale, translation):
-    """Plain torch: s R (mean + basis c) + t as one addmm and one baddbmm."""
-    N, _, K = basis.shape
-    shape = torch.addmm(mean.reshape(1, -1), coeffs, basis.reshape(-1, K).T).view(-1, N, 3)
-    return torch.baddbmm(translation[:, None, :], shape, rotation.mT * scale[:, None, None])
 
 
 def synthesize_cases(quick: bool) -> List[Case]:

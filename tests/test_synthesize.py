@@ -191,6 +191,26 @@ def test_non_finite_coefficients_rejected_or_propagated_per_item():
         ops.synthesize(**args)
 
 
+# B = 2: the CPU small-batch schedule (checked by its first vertex task); 9 and 20: the
+# lane schedule's narrow and wide batch tiles (checked as coeffs and the pose are packed).
+@pytest.mark.parametrize("B", [2, 9, 20])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_value_check_status_bits_on_every_cpu_schedule(B, dtype):
+    args = make_inputs(B, 13, 11, dtype, "cpu")
+    names = ("coeffs", "rotation", "scale", "translation")
+    assert torch.ops.pgnface.synthesize(*args.values(), 1)[1].tolist() == [0]
+    for bit, name in enumerate(names):
+        for value in (float("nan"), float("-inf")):
+            bad = dict(args, **{name: args[name].clone(memory_format=torch.contiguous_format)})
+            bad[name].view(-1)[-1] = value
+            out, status = torch.ops.pgnface.synthesize(*bad.values(), 1)
+            assert status.tolist() == [1 << bit], (name, value)
+            assert torch.isfinite(out[:-1]).all()  # recorded, then computed as usual
+            with pytest.raises(ValueError, match=f"{name} contains 1 non-finite"):
+                ops.synthesize(**bad)
+            assert torch.ops.pgnface.synthesize(*bad.values(), 0)[1].tolist() == [0]
+
+
 @pytest.mark.parametrize(
     "change, error, message",
     [

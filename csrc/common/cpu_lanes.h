@@ -58,7 +58,11 @@ struct LaneVec {
   static constexpr int width = Simd<T>::width;
   V v;
 
-  LaneVec() = default;
+  // Zero, not indeterminate: the shared math declares lane arrays it fills
+  // under lane masks (svd3x3_kernel.h's u[1]) and the loaders fill lanes one
+  // at a time, which GCC cannot prove complete (-Wmaybe-uninitialized); the
+  // zeroing of a vector that is then overwritten compiles away.
+  PGN_ALWAYS_INLINE LaneVec() : v{} {}
   // Broadcast (x - 0 is x for every x, -0 included).
   PGN_ALWAYS_INLINE LaneVec(T s) : v(s - V{}) {}
   PGN_ALWAYS_INLINE static LaneVec of(V x) {
@@ -112,7 +116,7 @@ PGN_ALWAYS_INLINE bool lane_all(LaneMask<T> m) {
 // std::sqrt would stay scalar: without -ffast-math it may set errno.
 template <typename T>
 PGN_ALWAYS_INLINE LaneVec<T> pgn_sqrt(LaneVec<T> x) {
-  LaneVec<T> r;
+  LaneVec<T> r = x;  // every lane overwritten below
 #if defined(__x86_64__) && defined(__GNUC__)
   typedef T half __attribute__((vector_size(16)));
   half lo, hi;
@@ -158,19 +162,24 @@ PGN_ALWAYS_INLINE T lane_sum(LaneVec<T> x) {
 // Transposes n <= width records of N values (record l at p + N l) into N lane
 // vectors, lane l of out[e] holding record l's value e. Lanes past n repeat
 // record n - 1, so they hold a valid problem whose result is not stored.
+// The lanes are gathered in a scalar buffer and loaded whole, so no vector is
+// ever written lane by lane from an indeterminate value (which GCC reports as
+// -Wmaybe-uninitialized, and which is undefined for a default-built LaneVec).
 template <int N, typename T>
 PGN_ALWAYS_INLINE void load_lanes(const T* p, int n, LaneVec<T>* out) {
   constexpr int W = Simd<T>::width;
+  T buf[N][W];
   if (n == W) {
     for (int l = 0; l < W; ++l) {
-      for (int e = 0; e < N; ++e) out[e].v[l] = p[N * l + e];
+      for (int e = 0; e < N; ++e) buf[e][l] = p[N * l + e];
     }
-    return;
+  } else {
+    for (int l = 0; l < W; ++l) {
+      const T* q = p + N * (l < n ? l : n - 1);
+      for (int e = 0; e < N; ++e) buf[e][l] = q[e];
+    }
   }
-  for (int l = 0; l < W; ++l) {
-    const T* q = p + N * (l < n ? l : n - 1);
-    for (int e = 0; e < N; ++e) out[e].v[l] = q[e];
-  }
+  for (int e = 0; e < N; ++e) out[e] = LaneVec<T>::load(buf[e]);
 }
 
 // The inverse of load_lanes for the first n lanes.

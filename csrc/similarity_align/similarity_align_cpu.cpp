@@ -1,6 +1,7 @@
 // CPU twin of similarity_align.
 //
-// Scheduling: at::parallel_for over batch items; each item is solved by the
+// Scheduling: parallel over batch items, pieces handed out dynamically
+// (common/cpu_parallel.h); each item is solved by the
 // same per-item code the CUDA kernels run (similarity_align_kernel.h,
 // svd3x3_kernel.h). The SIMD path (the default) reduces each item's points
 // Simd<T>::width at a time (one point per lane, then a sum across lanes) and
@@ -16,6 +17,7 @@
 #include <algorithm>
 
 #include "../common/cpu_lanes.h"
+#include "../common/cpu_parallel.h"
 #include "../common/cpu_simd.h"
 #include "../common/status.h"
 #include "../common/status_host.h"
@@ -212,35 +214,49 @@ PGN_ALWAYS_INLINE void align_lanes(const AlignArgs<T>& args, int64_t b, int n,
                                    procrustes::Alignment<LaneVec<T>>& a) {
   using L = LaneVec<T>;
   constexpr int W = L::width;
-  L first[procrustes::kFirstSums], second[procrustes::kSecondSums];
+  // Per-item sums gathered lane-major in scalar buffers, then loaded whole.
+  T f[procrustes::kFirstSums][W], sec[procrustes::kSecondSums][W];
   for (int l = 0; l < W; ++l) {
-    T f[procrustes::kFirstSums], sec[procrustes::kSecondSums];
     if (l < n) {
-      item_sums_simd<kWeighted>(item_points(args.src, args.dst, args.weights, b + l, args.P), f,
-                                sec);
+      T fl[procrustes::kFirstSums], sl[procrustes::kSecondSums];
+      item_sums_simd<kWeighted>(item_points(args.src, args.dst, args.weights, b + l, args.P), fl,
+                                sl);
+      for (int k = 0; k < procrustes::kFirstSums; ++k) f[k][l] = fl[k];
+      for (int k = 0; k < procrustes::kSecondSums; ++k) sec[k][l] = sl[k];
     } else {
-      for (int k = 0; k < procrustes::kFirstSums; ++k) f[k] = first[k][n - 1];
-      for (int k = 0; k < procrustes::kSecondSums; ++k) sec[k] = second[k][n - 1];
+      for (int k = 0; k < procrustes::kFirstSums; ++k) f[k][l] = f[k][n - 1];
+      for (int k = 0; k < procrustes::kSecondSums; ++k) sec[k][l] = sec[k][n - 1];
     }
-    for (int k = 0; k < procrustes::kFirstSums; ++k) first[k].set(l, f[k]);
-    for (int k = 0; k < procrustes::kSecondSums; ++k) second[k].set(l, sec[k]);
   }
+  L first[procrustes::kFirstSums], second[procrustes::kSecondSums];
+  for (int k = 0; k < procrustes::kFirstSums; ++k) first[k] = L::load(f[k]);
+  for (int k = 0; k < procrustes::kSecondSums; ++k) second[k] = L::load(sec[k]);
   procrustes::solve_alignment(first, second, args.estimate_scale, a);
+}
+
+// Solves the items of [begin, end) a lane vector at a time and calls
+// fn(b, n, a) with the alignments a of items b .. b + n - 1 in its lanes.
+template <bool kWeighted, typename T, typename Fn>
+PGN_ALWAYS_INLINE void for_each_lane_group(const AlignArgs<T>& args, int64_t begin, int64_t end,
+                                           Fn&& fn) {
+  constexpr int W = LaneVec<T>::width;
+  for (int64_t b = begin; b < end; b += W) {
+    const int n = static_cast<int>(std::min<int64_t>(W, end - b));
+    procrustes::Alignment<LaneVec<T>> a;
+    align_lanes<kWeighted>(args, b, n, a);
+    fn(b, n, a);
+  }
 }
 
 template <bool kWeighted, typename T>
 PGN_CPU_CLONES PGN_FLATTEN void align_range_simd(const AlignArgs<T>& args, T* scale, T* R, T* t,
                                                  int64_t begin, int64_t end) {
-  using L = LaneVec<T>;
-  constexpr int W = L::width;
-  for (int64_t b = begin; b < end; b += W) {
-    const int n = static_cast<int>(std::min<int64_t>(W, end - b));
-    procrustes::Alignment<L> a;
-    align_lanes<kWeighted>(args, b, n, a);
-    store_lanes<1>(&a.scale, n, scale + b);
-    store_lanes<9>(a.R, n, R + 9 * b);
-    store_lanes<3>(a.t, n, t + 3 * b);
-  }
+  for_each_lane_group<kWeighted>(args, begin, end,
+                                 [&](int64_t b, int n, const procrustes::Alignment<LaneVec<T>>& a) {
+                                   store_lanes<1>(&a.scale, n, scale + b);
+                                   store_lanes<9>(a.R, n, R + 9 * b);
+                                   store_lanes<3>(a.t, n, t + 3 * b);
+                                 });
 }
 
 template <bool kWeighted, typename T>
@@ -250,45 +266,44 @@ PGN_CPU_CLONES PGN_FLATTEN void align_backward_range_simd(const AlignArgs<T>& ar
                                                           int64_t begin, int64_t end) {
   using L = LaneVec<T>;
   constexpr int W = L::width;
-  for (int64_t b = begin; b < end; b += W) {
-    const int n = static_cast<int>(std::min<int64_t>(W, end - b));
-    procrustes::Alignment<L> a;
-    align_lanes<kWeighted>(args, b, n, a);
-    L gs, gR[9], gt[3];
-    load_lanes<1>(g_scale + b, n, &gs);
-    load_lanes<9>(g_R + 9 * b, n, gR);
-    load_lanes<3>(g_t + 3 * b, n, gt);
-    procrustes::AlignmentGrad<L> g;
-    procrustes::alignment_backward(a, gs, gR, gt, g);
-    // Each item's points, a lane vector of points at a time, with the item's
-    // coefficients broadcast.
-    for (int l = 0; l < n; ++l) {
-      procrustes::AlignmentGrad<L> gi;
-      for (int e = 0; e < 9; ++e) gi.G[e] = L(g.G[e][l]);
-      gi.gv = L(g.gv[l]);
-      for (int d = 0; d < 3; ++d) {
-        gi.g_mu_x[d] = L(g.g_mu_x[d][l]);
-        gi.g_mu_y[d] = L(g.g_mu_y[d][l]);
-      }
-      gi.inv_w = L(g.inv_w[l]);
-      gi.c0 = L(g.c0[l]);
-      const L mx[3] = {L(a.mu_x[0][l]), L(a.mu_x[1][l]), L(a.mu_x[2][l])};
-      const L my[3] = {L(a.mu_y[0][l]), L(a.mu_y[1][l]), L(a.mu_y[2][l])};
-      const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b + l, args.P);
-      const int64_t base = (b + l) * args.P;
-      for (int64_t i = 0; i < p.P; i += W) {
-        const int m = static_cast<int>(std::min<int64_t>(W, p.P - i));
-        L x[3], y[3], gx[3], gy[3], gw;
-        load_points(p.x + 3 * i, m, x);
-        load_points(p.y + 3 * i, m, y);
-        const L w = load_weights<kWeighted>(p, i, m);
-        procrustes::alignment_point_grad(mx, my, gi, x, y, w, gx, gy, kWeighted ? &gw : nullptr);
-        store_points(gx, m, g_src + 3 * (base + i));
-        store_points(gy, m, g_dst + 3 * (base + i));
-        if constexpr (kWeighted) store_lanes<1>(&gw, m, g_w + base + i);
-      }
-    }
-  }
+  for_each_lane_group<kWeighted>(
+      args, begin, end, [&](int64_t b, int n, const procrustes::Alignment<L>& a) {
+        L gs, gR[9], gt[3];
+        load_lanes<1>(g_scale + b, n, &gs);
+        load_lanes<9>(g_R + 9 * b, n, gR);
+        load_lanes<3>(g_t + 3 * b, n, gt);
+        procrustes::AlignmentGrad<L> g;
+        procrustes::alignment_backward(a, gs, gR, gt, g);
+        // Each item's points, a lane vector of points at a time, with the item's
+        // coefficients broadcast.
+        for (int l = 0; l < n; ++l) {
+          procrustes::AlignmentGrad<L> gi;
+          for (int e = 0; e < 9; ++e) gi.G[e] = L(g.G[e][l]);
+          gi.gv = L(g.gv[l]);
+          for (int d = 0; d < 3; ++d) {
+            gi.g_mu_x[d] = L(g.g_mu_x[d][l]);
+            gi.g_mu_y[d] = L(g.g_mu_y[d][l]);
+          }
+          gi.inv_w = L(g.inv_w[l]);
+          gi.c0 = L(g.c0[l]);
+          const L mx[3] = {L(a.mu_x[0][l]), L(a.mu_x[1][l]), L(a.mu_x[2][l])};
+          const L my[3] = {L(a.mu_y[0][l]), L(a.mu_y[1][l]), L(a.mu_y[2][l])};
+          const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b + l, args.P);
+          const int64_t base = (b + l) * args.P;
+          for (int64_t i = 0; i < p.P; i += W) {
+            const int m = static_cast<int>(std::min<int64_t>(W, p.P - i));
+            L x[3], y[3], gx[3], gy[3], gw;
+            load_points(p.x + 3 * i, m, x);
+            load_points(p.y + 3 * i, m, y);
+            const L w = load_weights<kWeighted>(p, i, m);
+            procrustes::alignment_point_grad(mx, my, gi, x, y, w, gx, gy,
+                                             kWeighted ? &gw : nullptr);
+            store_points(gx, m, g_src + 3 * (base + i));
+            store_points(gy, m, g_dst + 3 * (base + i));
+            if constexpr (kWeighted) store_lanes<1>(&gw, m, g_w + base + i);
+          }
+        }
+      });
 }
 
 template <typename T>
@@ -320,7 +335,12 @@ void check_range_values(const AlignArgs<T>& args, int64_t begin, int64_t end, in
   }
 }
 
-int64_t align_grain(int64_t P) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(P, 1)); }
+// Items per piece of the parallel loop: about 4096 points, a whole number of
+// lane groups (8 covers both widths) so that no piece leaves lanes idle.
+int64_t align_grain(int64_t P) {
+  const int64_t items = std::max<int64_t>(1, 4096 / std::max<int64_t>(P, 1));
+  return (items + 7) / 8 * 8;
+}
 
 }  // namespace
 
@@ -338,7 +358,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
     scalar_t *s = scale.data_ptr<scalar_t>(), *r = R.data_ptr<scalar_t>(),
              *tr = t.data_ptr<scalar_t>();
     const bool simd = cpu_simd_enabled();
-    at::parallel_for(0, B, align_grain(P), [&](int64_t begin, int64_t end) {
+    parallel_for_dynamic(B, align_grain(P), [&](int64_t begin, int64_t end) {
       if (simd) {
         if (args.weights) {
           align_range_simd<true>(args, s, r, tr, begin, end);
@@ -374,7 +394,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cpu(
                    *gt_p = gt.data_ptr<scalar_t>();
     scalar_t *gx = g_src.data_ptr<scalar_t>(), *gy = g_dst.data_ptr<scalar_t>();
     const bool simd = cpu_simd_enabled();
-    at::parallel_for(0, B, align_grain(P), [&](int64_t begin, int64_t end) {
+    parallel_for_dynamic(B, align_grain(P), [&](int64_t begin, int64_t end) {
       if (simd) {
         if (args.weights) {
           align_backward_range_simd<true>(args, gs_p, gR_p, gt_p, gx, gy, g_w.data_ptr<scalar_t>(),

@@ -1,17 +1,22 @@
 // CPU twin of the fused 3DMM vertex synthesis op.
 //
 // Scheduling (batches above synthesize_cpu_small_batch.h's kSmallBatch; smaller
-// ones take the schedule there): parallel over vertices (at::parallel_for). A micro-tile is two
-// vertices x kLanes batch items; each basis element is loaded once per tile and
-// multiplied against kLanes coefficients held in a [K, B_pad] transposed copy,
-// so the basis streams from memory once for the whole batch and the inner loop
-// vectorises over batch items. The mean add and the pose transform happen in
-// the same pass (synthesize_kernel.h), so no intermediate [B,N,3] is written.
+// ones take the schedule there): parallel over vertices, pieces handed out
+// dynamically (common/cpu_parallel.h).
+// Batch items are vector lanes: coeffs and the pose are packed once into
+// [K, ld] / [13, ld] lane-major tables (checking their values on the way),
+// each basis element is loaded once per micro-tile of vertices and multiplied
+// against a vector or two of batch items, so the basis streams from memory
+// once for the whole batch. The mean add and the pose transform happen in the
+// same pass (synthesize_kernel.h), so no intermediate [B,N,3] is written. The
+// backward recomputes the shape and accumulates the coefficient gradient in
+// one pass over the basis.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 
+#include "../common/cpu_parallel.h"
 #include "../common/cpu_simd.h"
 #include "../common/status.h"
 #include "../common/status_host.h"
@@ -23,10 +28,11 @@ namespace pgnface {
 
 namespace {
 
-// Batch items per micro-tile: two 256-bit vectors' worth.
+// Batch items per vector, and vertices per forward block (the unit of the
+// parallel loop over vertices).
 template <typename T>
-constexpr int kLanes = 2 * Simd<T>::width;
-constexpr int kTileVerts = 2;
+constexpr int kW = Simd<T>::width;
+constexpr int kBlockVerts = 4;
 // Rows of the lane-major pose table: R (9, row-major), s, t (3).
 constexpr int kPoseRows = 13;
 
@@ -40,30 +46,27 @@ struct SynthesizeArgs {
   int64_t B, N, K, ld;
 };
 
-// One micro-tile's batch lanes as kLanes / width vectors.
 template <typename T>
-struct Lanes {
-  using V = typename Simd<T>::type;
-  static constexpr int W = Simd<T>::width;
-  static constexpr int NV = kLanes<T> / W;
-};
+using Vec = typename Simd<T>::type;
 
 // acc[v][d][i] = sum_k basis[n_v, d, k] * coeffs[b0 + lanes of vector i, k]
-// for the two vertex rows of one micro-tile; coeffs_t already points at
-// column b0. The 12 accumulators stay in vector registers.
-template <typename T>
-PGN_ALWAYS_INLINE void contract_basis_tile(const T* const rows[kTileVerts], const T* coeffs_t,
-                                           int64_t ld, int64_t K,
-                                           typename Lanes<T>::V acc[kTileVerts][3][Lanes<T>::NV]) {
-  using V = typename Lanes<T>::V;
-  constexpr int W = Lanes<T>::W, NV = Lanes<T>::NV;
-  for (int v = 0; v < kTileVerts; ++v)
+// for TV vertex rows and NV lane vectors; coeffs_t already points at column b0.
+// Each basis element is loaded once and multiplied against NV vectors of
+// batch items; TV * 3 * NV = 12 accumulators stay in vector registers (TV = 4,
+// NV = 1 for a last, narrow batch tile so that few lanes idle; TV = 2, NV = 2
+// otherwise, which loads fewer basis broadcasts per multiply-add).
+template <typename T, int NV, int TV>
+PGN_ALWAYS_INLINE void contract_basis_tile(const T* const* rows, const T* coeffs_t, int64_t ld,
+                                           int64_t K, Vec<T> acc[TV][3][NV]) {
+  using V = Vec<T>;
+  constexpr int W = kW<T>;
+  for (int v = 0; v < TV; ++v)
     for (int d = 0; d < 3; ++d)
       for (int i = 0; i < NV; ++i) acc[v][d][i] = V{};
   for (int64_t k = 0; k < K; ++k) {
     V c[NV];
     for (int i = 0; i < NV; ++i) c[i] = simd_load(coeffs_t + k * ld + i * W);
-    for (int v = 0; v < kTileVerts; ++v) {
+    for (int v = 0; v < TV; ++v) {
       for (int d = 0; d < 3; ++d) {
         const T w = rows[v][d * K + k];
         for (int i = 0; i < NV; ++i) acc[v][d][i] += w * c[i];
@@ -72,58 +75,59 @@ PGN_ALWAYS_INLINE void contract_basis_tile(const T* const rows[kTileVerts], cons
   }
 }
 
-// Basis rows of the micro-tile starting at vertex n0; a missing second vertex
-// repeats the first (its results are never used).
+// Loads the pose of the lane vector at batch column b from the pose table.
 template <typename T>
-PGN_ALWAYS_INLINE void tile_rows(const SynthesizeArgs<T>& a, int64_t n0, int nv,
-                                 const T* rows[kTileVerts]) {
-  rows[0] = a.basis + n0 * 3 * a.K;
-  rows[1] = a.basis + (n0 + nv - 1) * 3 * a.K;
+PGN_ALWAYS_INLINE void load_pose(const SynthesizeArgs<T>& a, int64_t b, Vec<T> pose[kPoseRows]) {
+  for (int r = 0; r < kPoseRows; ++r) pose[r] = simd_load(a.pose_t + r * a.ld + b);
 }
 
-// Loads the pose of lane vector i of the batch tile at b0 from the pose table.
-template <typename T>
-PGN_ALWAYS_INLINE void load_pose(const SynthesizeArgs<T>& a, int64_t b0, int i,
-                                 typename Lanes<T>::V pose[kPoseRows]) {
-  for (int r = 0; r < kPoseRows; ++r)
-    pose[r] = simd_load(a.pose_t + r * a.ld + b0 + i * Lanes<T>::W);
+// Posed points of nv <= TV vertices from n0 and NV lane vectors from b0.
+template <typename T, int NV, int TV>
+PGN_ALWAYS_INLINE void forward_tile(const SynthesizeArgs<T>& a, const T* const* rows, int64_t n0,
+                                    int nv, int64_t b0, T* out) {
+  using V = Vec<T>;
+  constexpr int W = kW<T>;
+  V acc[TV][3][NV];
+  contract_basis_tile<T, NV, TV>(rows, a.coeffs_t + b0, a.ld, a.K, acc);
+  for (int i = 0; i < NV; ++i) {
+    const int64_t bi = b0 + i * W;
+    if (bi >= a.B) break;
+    V pose[kPoseRows];
+    load_pose(a, bi, pose);
+    const int nb = static_cast<int>(std::min<int64_t>(W, a.B - bi));
+    for (int v = 0; v < nv; ++v) {
+      const int64_t n = n0 + v;
+      const V shape[3] = {a.mean[3 * n] + acc[v][0][i], a.mean[3 * n + 1] + acc[v][1][i],
+                          a.mean[3 * n + 2] + acc[v][2][i]};
+      V posed[3];
+      morphable::transform_point(pose, pose[9], pose + 10, shape, posed);
+      for (int j = 0; j < nb; ++j) {
+        T* o = out + ((bi + j) * a.N + n) * 3;
+        o[0] = posed[0][j];
+        o[1] = posed[1][j];
+        o[2] = posed[2][j];
+      }
+    }
+  }
 }
 
 // Entry points are compiled once per ISA and picked at load time (PGN_CPU_CLONES).
 template <typename T>
-PGN_CPU_CLONES void forward_tiles(const SynthesizeArgs<T>& a, T* out, int64_t tile_begin,
-                                  int64_t tile_end) {
-  using V = typename Lanes<T>::V;
-  constexpr int W = Lanes<T>::W, NV = Lanes<T>::NV;
-  V acc[kTileVerts][3][NV];
-  const T* rows[kTileVerts];
-  for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-    const int64_t n0 = tile * kTileVerts;
-    const int nv = static_cast<int>(std::min<int64_t>(kTileVerts, a.N - n0));
-    tile_rows(a, n0, nv, rows);
-    for (int64_t b0 = 0; b0 < a.B; b0 += kLanes<T>) {
-      contract_basis_tile<T>(rows, a.coeffs_t + b0, a.ld, a.K, acc);
-      for (int i = 0; i < NV; ++i) {
-        const int64_t bi = b0 + i * W;
-        if (bi >= a.B) break;
-        V pose[kPoseRows];
-        load_pose(a, b0, i, pose);
-        const int nb = static_cast<int>(std::min<int64_t>(W, a.B - bi));
-        for (int v = 0; v < nv; ++v) {
-          const int64_t n = n0 + v;
-          const V shape[3] = {a.mean[3 * n] + acc[v][0][i], a.mean[3 * n + 1] + acc[v][1][i],
-                              a.mean[3 * n + 2] + acc[v][2][i]};
-          V posed[3];
-          morphable::transform_point(pose, pose[9], pose + 10, shape, posed);
-          for (int j = 0; j < nb; ++j) {
-            T* o = out + ((bi + j) * a.N + n) * 3;
-            o[0] = posed[0][j];
-            o[1] = posed[1][j];
-            o[2] = posed[2][j];
-          }
-        }
-      }
+PGN_CPU_CLONES void forward_blocks(const SynthesizeArgs<T>& a, T* out, int64_t block_begin,
+                                   int64_t block_end) {
+  constexpr int W = kW<T>;
+  for (int64_t block = block_begin; block < block_end; ++block) {
+    const int64_t n0 = block * kBlockVerts;
+    const int nv = static_cast<int>(std::min<int64_t>(kBlockVerts, a.N - n0));
+    // Rows past the last vertex repeat it (their results are never used).
+    const T* rows[kBlockVerts];
+    for (int v = 0; v < kBlockVerts; ++v) rows[v] = a.basis + (n0 + std::min(v, nv - 1)) * 3 * a.K;
+    int64_t b0 = 0;
+    for (; a.B - b0 >= 2 * W; b0 += 2 * W) {
+      forward_tile<T, 2, 2>(a, rows, n0, std::min(nv, 2), b0, out);
+      if (nv > 2) forward_tile<T, 2, 2>(a, rows + 2, n0 + 2, nv - 2, b0, out);
     }
+    for (; b0 < a.B; b0 += W) forward_tile<T, 1, kBlockVerts>(a, rows, n0, nv, b0, out);
   }
 }
 
@@ -138,84 +142,85 @@ struct SynthesizeGradArgs {
   int64_t chunk_verts;
 };
 
-// One chunk of vertices: recompute the shape tile, turn the upstream gradient
-// into the shape-space gradient gl = s R^T g, and accumulate the chunk's
-// partial sums. Chunks own disjoint partial buffers and vertices, so there are
-// no races and the result does not depend on the thread count.
+// Vertices per backward tile: its 6 shape and 6 shape-gradient vectors, the
+// coefficient and partial-sum vectors and a broadcast fill the 16 vector
+// registers of AVX2.
+constexpr int kGradTileVerts = 2;
+
+// One chunk of vertices: turn the upstream gradient into the shape-space
+// gradient gl = s R^T g (independent of the shape), then, in one pass over the
+// components, recompute the shape and accumulate the coefficient gradient
+// coeff[k] += sum_{v,d} basis[n_v, d, k] gl[v][d], each basis element loaded
+// once for both; then the pose partial sums. Chunks own disjoint partial
+// buffers and vertices, so there are no races and the result does not depend
+// on the thread count.
 template <typename T>
 PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
                                     int64_t chunk_end) {
-  using V = typename Lanes<T>::V;
-  constexpr int W = Lanes<T>::W, NV = Lanes<T>::NV;
+  using V = Vec<T>;
+  constexpr int W = kW<T>, TV = kGradTileVerts;
   const SynthesizeArgs<T>& a = g.in;
   const int64_t K = a.K, ld = a.ld;
-  V acc[kTileVerts][3][NV];
-  V gl[kTileVerts][3][NV];
-  const T* rows[kTileVerts];
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
     T* pose_sum = g.pose_part + chunk * morphable::kPoseGradSize * ld;
     T* coeff = g.coeff_part + chunk * K * ld;
     const int64_t n_end = std::min(a.N, (chunk + 1) * g.chunk_verts);
-    for (int64_t n0 = chunk * g.chunk_verts; n0 < n_end; n0 += kTileVerts) {
-      const int nv = static_cast<int>(std::min<int64_t>(kTileVerts, n_end - n0));
-      tile_rows(a, n0, nv, rows);
-      for (int64_t b0 = 0; b0 < a.B; b0 += kLanes<T>) {
-        contract_basis_tile<T>(rows, a.coeffs_t + b0, ld, K, acc);
-        for (int v = 0; v < kTileVerts; ++v)
-          for (int d = 0; d < 3; ++d)
-            for (int i = 0; i < NV; ++i) gl[v][d][i] = V{};
-        for (int i = 0; i < NV; ++i) {
-          const int64_t bi = b0 + i * W;
-          if (bi >= a.B) break;
-          const int nb = static_cast<int>(std::min<int64_t>(W, a.B - bi));
-          V pose[kPoseRows];
-          load_pose(a, b0, i, pose);
-          V partial[morphable::kPoseGradSize];
-          for (int e = 0; e < morphable::kPoseGradSize; ++e)
-            partial[e] = simd_load(pose_sum + e * ld + bi);
-          for (int v = 0; v < nv; ++v) {
-            const int64_t n = n0 + v;
-            V go[3] = {V{}, V{}, V{}};
+    for (int64_t n0 = chunk * g.chunk_verts; n0 < n_end; n0 += TV) {
+      const int nv = static_cast<int>(std::min<int64_t>(TV, n_end - n0));
+      const T* rows[TV];
+      for (int v = 0; v < TV; ++v) rows[v] = a.basis + (n0 + std::min(v, nv - 1)) * 3 * K;
+      for (int64_t b0 = 0; b0 < a.B; b0 += W) {
+        const int nb = static_cast<int>(std::min<int64_t>(W, a.B - b0));
+        V pose[kPoseRows];
+        load_pose(a, b0, pose);
+        // Missing vertices and padding lanes get g = 0, hence gl = 0: they add nothing.
+        V go[TV][3], gl[TV][3], acc[TV][3];
+        for (int v = 0; v < TV; ++v) {
+          go[v][0] = go[v][1] = go[v][2] = V{};
+          if (v < nv) {
             for (int j = 0; j < nb; ++j) {
-              const T* src = g.grad_out + ((bi + j) * a.N + n) * 3;
-              go[0][j] = src[0];
-              go[1][j] = src[1];
-              go[2][j] = src[2];
+              const T* src = g.grad_out + ((b0 + j) * a.N + n0 + v) * 3;
+              go[v][0][j] = src[0];
+              go[v][1][j] = src[1];
+              go[v][2][j] = src[2];
             }
-            const V shape[3] = {a.mean[3 * n] + acc[v][0][i], a.mean[3 * n + 1] + acc[v][1][i],
-                                a.mean[3 * n + 2] + acc[v][2][i]};
-            V gs[3];
-            morphable::shape_grad(pose, pose[9], go, gs);
-            gl[v][0][i] = gs[0];
-            gl[v][1][i] = gs[1];
-            gl[v][2][i] = gs[2];
-            morphable::accumulate_pose_grad(go, shape, partial);
           }
-          for (int e = 0; e < morphable::kPoseGradSize; ++e)
-            simd_store(pose_sum + e * ld + bi, partial[e]);
+          morphable::shape_grad(pose, pose[9], go[v], gl[v]);
+          acc[v][0] = acc[v][1] = acc[v][2] = V{};
         }
-        // coeff[k][b0 + lanes] += sum_{v,d} basis[n_v, d, k] * gl[v][d]
+        const T* ct = a.coeffs_t + b0;
+        T* cg = coeff + b0;
         for (int64_t k = 0; k < K; ++k) {
-          T* row = coeff + k * ld + b0;
-          V sum[NV];
-          for (int i = 0; i < NV; ++i) sum[i] = simd_load(row + i * W);
-          for (int v = 0; v < kTileVerts; ++v) {
+          const V c = simd_load(ct + k * ld);
+          V sum = simd_load(cg + k * ld);
+          for (int v = 0; v < TV; ++v) {
             for (int d = 0; d < 3; ++d) {
               const T w = rows[v][d * K + k];
-              for (int i = 0; i < NV; ++i) sum[i] += w * gl[v][d][i];
+              acc[v][d] += w * c;
+              sum += w * gl[v][d];
             }
           }
-          for (int i = 0; i < NV; ++i) simd_store(row + i * W, sum[i]);
+          simd_store(cg + k * ld, sum);
         }
+        V partial[morphable::kPoseGradSize];
+        for (int e = 0; e < morphable::kPoseGradSize; ++e)
+          partial[e] = simd_load(pose_sum + e * ld + b0);
+        for (int v = 0; v < nv; ++v) {
+          const int64_t n = n0 + v;
+          const V shape[3] = {a.mean[3 * n] + acc[v][0], a.mean[3 * n + 1] + acc[v][1],
+                              a.mean[3 * n + 2] + acc[v][2]};
+          morphable::accumulate_pose_grad(go[v], shape, partial);
+        }
+        for (int e = 0; e < morphable::kPoseGradSize; ++e)
+          simd_store(pose_sum + e * ld + b0, partial[e]);
         if (g.grad_mean != nullptr) {
           // Model gradients: each vertex is owned by this chunk, so plain adds.
-          const int nb = static_cast<int>(std::min<int64_t>(kLanes<T>, a.B - b0));
           for (int v = 0; v < nv; ++v) {
             const int64_t n = n0 + v;
             for (int j = 0; j < nb; ++j) {
               const T* c = a.coeffs + (b0 + j) * K;
               for (int d = 0; d < 3; ++d) {
-                const T gvd = gl[v][d][j / W][j % W];
+                const T gvd = gl[v][d][j];
                 g.grad_mean[3 * n + d] += gvd;
                 T* gb = g.grad_basis + (3 * n + d) * K;
                 for (int64_t k = 0; k < K; ++k) gb[k] += gvd * c[k];
@@ -228,14 +233,20 @@ PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chun
   }
 }
 
-// [rows, ld] transposed copy of a [B, rows] matrix, zero-padded to a whole
-// number of micro-tile lanes so the vector loops never need a remainder.
-at::Tensor lane_major(const at::Tensor& per_item, int64_t lanes) {
-  const int64_t B = per_item.size(0), rows = per_item.size(1);
-  const int64_t ld = (B + lanes - 1) / lanes * lanes;
-  at::Tensor table = at::zeros({rows, ld}, per_item.options());
-  table.narrow(1, 0, B).copy_(per_item.t());
-  return table;
+// Copies per-item values src [B, rows] (contiguous) transposed into rows
+// [rows, ld] of a lane-major table and returns the sum of their finite probes
+// (common/status.h): the value check rides on this first read of the inputs.
+template <typename T>
+T pack_transposed(const T* src, int64_t B, int64_t rows, T* table, int64_t ld) {
+  T probe = T(0);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const T x = src[b * rows + r];
+      probe += finite_probe(x);
+      table[r * ld + b] = x;
+    }
+  }
+  return probe;
 }
 
 // Holds the lane-major tables the kernels read, and the argument struct.
@@ -245,42 +256,45 @@ struct PreparedInputs {
   SynthesizeArgs<T> args;
 };
 
+// Packs coeffs and the pose into [K, ld] / [13, ld] tables zero-padded to a
+// whole number of vectors (so the vector loops never need a remainder) and,
+// when status is given, ORs the value-check bits 1 coeffs, 2 rotation,
+// 4 scale, 8 translation into it. These per-item inputs are B (K + 13) values
+// that every vertex tile reads again, so they are checked once, here.
 template <typename T>
 PreparedInputs<T> prepare(const at::Tensor& mean, const at::Tensor& basis, const at::Tensor& coeffs,
                           const at::Tensor& rotation, const at::Tensor& scale,
-                          const at::Tensor& translation) {
-  const int64_t B = coeffs.size(0);
+                          const at::Tensor& translation, int32_t* status) {
+  const int64_t B = coeffs.size(0), K = basis.size(2);
+  const int64_t ld = (B + kW<T> - 1) / kW<T> * kW<T>;
   PreparedInputs<T> p;
-  p.coeffs_t = lane_major(coeffs, kLanes<T>);
-  p.pose_t = lane_major(at::cat({rotation.reshape({B, 9}), scale.reshape({B, 1}), translation}, 1),
-                        kLanes<T>);
+  p.coeffs_t = at::zeros({K, ld}, coeffs.options());
+  p.pose_t = at::zeros({kPoseRows, ld}, coeffs.options());
+  T* ct = p.coeffs_t.template data_ptr<T>();
+  T* pt = p.pose_t.template data_ptr<T>();
+  const T probes[4] = {
+      pack_transposed(coeffs.data_ptr<T>(), B, K, ct, ld),
+      pack_transposed(rotation.data_ptr<T>(), B, 9, pt, ld),
+      pack_transposed(scale.data_ptr<T>(), B, 1, pt + 9 * ld, ld),
+      pack_transposed(translation.data_ptr<T>(), B, 3, pt + 10 * ld, ld),
+  };
+  if (status != nullptr) {
+    int32_t bits = 0;
+    for (int i = 0; i < 4; ++i)
+      if (!sum_is_finite(probes[i])) bits |= 1 << i;
+    if (bits) flag_status(status, bits);
+  }
   SynthesizeArgs<T>& args = p.args;
   args.mean = mean.data_ptr<T>();
   args.basis = basis.data_ptr<T>();
   args.coeffs = coeffs.data_ptr<T>();
-  args.coeffs_t = p.coeffs_t.template data_ptr<T>();
-  args.pose_t = p.pose_t.template data_ptr<T>();
+  args.coeffs_t = ct;
+  args.pose_t = pt;
   args.B = B;
   args.N = mean.size(0);
-  args.K = basis.size(2);
-  args.ld = p.coeffs_t.size(1);
+  args.K = K;
+  args.ld = ld;
   return p;
-}
-
-// The value check of synthesize: the per-item inputs are B (K + 13) values
-// that every vertex tile reads again, so the CPU twin checks them once up front
-// (raising before any work); the CUDA kernel splits the same check over its
-// first vertex tile. Status bits 1 coeffs, 2 rotation, 4 scale, 8 translation.
-void check_item_inputs(const at::Tensor& coeffs, const at::Tensor& rotation,
-                       const at::Tensor& scale, const at::Tensor& translation, int32_t* status) {
-  AT_DISPATCH_FLOATING_TYPES(coeffs.scalar_type(), "synthesize_check", [&] {
-    int32_t bits = 0;
-    const at::Tensor* inputs[4] = {&coeffs, &rotation, &scale, &translation};
-    for (int i = 0; i < 4; ++i) {
-      if (!finite_share(inputs[i]->data_ptr<scalar_t>(), inputs[i]->numel(), 0, 1)) bits |= 1 << i;
-    }
-    if (bits) flag_status(status, bits);
-  });
 }
 
 // Vertices per backward chunk: depends on N only (never on the thread count),
@@ -288,7 +302,7 @@ void check_item_inputs(const at::Tensor& coeffs, const at::Tensor& rotation,
 int64_t backward_chunk_verts(int64_t N) {
   const int64_t target_chunks = 64;
   int64_t verts = std::clamp<int64_t>((N + target_chunks - 1) / target_chunks, 64, 1024);
-  return (verts + kTileVerts - 1) / kTileVerts * kTileVerts;
+  return (verts + kGradTileVerts - 1) / kGradTileVerts * kGradTileVerts;
 }
 
 }  // namespace
@@ -307,22 +321,24 @@ std::tuple<at::Tensor, at::Tensor> synthesize_cpu(const at::Tensor& mean_in,
   at::Tensor out = call.out;
   const at::Tensor status = new_status(mean_in, check);
   if (B == 0 || N == 0) return {out, status};
-  if (check != kCheckOff) {
-    check_item_inputs(coeffs, rotation, scale, translation, status.data_ptr<int32_t>());
-    synthesize_act_on_status(status, check, call);
-  }
+  // The value check rides on the kernels' first read of the per-item inputs;
+  // the status word is acted on once they are done.
+  int32_t* st = check == kCheckOff ? nullptr : status.data_ptr<int32_t>();
   if (B <= morphable_cpu::kSmallBatch) {
-    morphable_cpu::synthesize_small_batch(mean, basis, coeffs, rotation, scale, translation, out);
-    return {out, status};
-  }
-  AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_cpu", [&] {
-    const auto prepared = prepare<scalar_t>(mean, basis, coeffs, rotation, scale, translation);
-    scalar_t* out_ptr = out.data_ptr<scalar_t>();
-    const int64_t tiles = (N + kTileVerts - 1) / kTileVerts;
-    at::parallel_for(0, tiles, 16, [&](int64_t begin, int64_t end) {
-      forward_tiles(prepared.args, out_ptr, begin, end);
+    morphable_cpu::synthesize_small_batch(mean, basis, coeffs, rotation, scale, translation, out,
+                                          st);
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_cpu", [&] {
+      const auto prepared =
+          prepare<scalar_t>(mean, basis, coeffs, rotation, scale, translation, st);
+      scalar_t* out_ptr = out.data_ptr<scalar_t>();
+      const int64_t blocks = (N + kBlockVerts - 1) / kBlockVerts;
+      parallel_for_dynamic(blocks, 32, [&](int64_t begin, int64_t end) {
+        forward_blocks(prepared.args, out_ptr, begin, end);
+      });
     });
-  });
+  }
+  if (st != nullptr) synthesize_act_on_status(status, check, call);
   return {out, status};
 }
 
@@ -359,7 +375,8 @@ synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in
   }
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_backward_cpu", [&] {
     if (!pose.defined()) {
-      const auto prepared = prepare<scalar_t>(mean, basis, coeffs, rotation, scale, translation);
+      const auto prepared =
+          prepare<scalar_t>(mean, basis, coeffs, rotation, scale, translation, nullptr);
       const int64_t ld = prepared.args.ld;
       at::Tensor pose_part = at::zeros({chunks, morphable::kPoseGradSize, ld}, opts);
       at::Tensor coeff_part = at::zeros({chunks, K, ld}, opts);
@@ -370,8 +387,8 @@ synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in
                                      need_model_grad ? grad_mean.data_ptr<scalar_t>() : nullptr,
                                      need_model_grad ? grad_basis.data_ptr<scalar_t>() : nullptr,
                                      chunk_verts};
-      at::parallel_for(0, chunks, 1,
-                       [&](int64_t begin, int64_t end) { backward_chunks(g, begin, end); });
+      parallel_for_dynamic(chunks, 1,
+                           [&](int64_t begin, int64_t end) { backward_chunks(g, begin, end); });
       grad_coeffs.copy_(coeff_part.sum(0).narrow(1, 0, B).t());
       pose = pose_part.sum(0).narrow(1, 0, B).t().contiguous();
     }

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 
+#include "../common/cpu_parallel.h"
 #include "../common/cpu_simd.h"
+#include "../common/status.h"
 #include "synthesize_kernel.h"
 
 namespace pgnface {
@@ -13,30 +15,10 @@ namespace morphable_cpu {
 namespace {
 
 template <typename T>
-PGN_ALWAYS_INLINE T dot(const T* a, const T* b, int64_t K) {
-  using V = typename Simd<T>::type;
-  constexpr int W = Simd<T>::width;
-  V acc0{}, acc1{};
-  int64_t k = 0;
-  for (; k + 2 * W <= K; k += 2 * W) {
-    acc0 += simd_load(a + k) * simd_load(b + k);
-    acc1 += simd_load(a + k + W) * simd_load(b + k + W);
-  }
-  for (; k + W <= K; k += W) acc0 += simd_load(a + k) * simd_load(b + k);
-  const V acc = acc0 + acc1;
+PGN_ALWAYS_INLINE T hsum(typename Simd<T>::type v) {
   T sum = T(0);
-  for (int i = 0; i < W; ++i) sum += acc[i];
-  for (; k < K; ++k) sum += a[k] * b[k];
+  for (int i = 0; i < Simd<T>::width; ++i) sum += v[i];
   return sum;
-}
-
-// y += alpha * x over K values.
-template <typename T>
-PGN_ALWAYS_INLINE void axpy(T alpha, const T* x, T* y, int64_t K) {
-  constexpr int W = Simd<T>::width;
-  int64_t k = 0;
-  for (; k + W <= K; k += W) simd_store(y + k, simd_load(y + k) + alpha * simd_load(x + k));
-  for (; k < K; ++k) y[k] += alpha * x[k];
 }
 
 template <typename T>
@@ -45,11 +27,44 @@ struct SmallArgs {
   int64_t B, N, K;
 };
 
-// shape[d] = mean[n, d] + basis[n, d, :] . coeffs[b, :]
+// shape[d] = mean[n, d] + basis[n, d, :] . coeffs[b, :], the three dot
+// products in one pass that loads each coefficient vector once.
 template <typename T>
 PGN_ALWAYS_INLINE void shape_point(const SmallArgs<T>& a, int64_t n, int64_t b, T shape[3]) {
-  for (int d = 0; d < 3; ++d)
-    shape[d] = a.mean[3 * n + d] + dot(a.basis + (3 * n + d) * a.K, a.coeffs + b * a.K, a.K);
+  using V = typename Simd<T>::type;
+  constexpr int W = Simd<T>::width;
+  const int64_t K = a.K;
+  const T* r = a.basis + 3 * n * K;
+  const T* c = a.coeffs + b * K;
+  V acc0{}, acc1{}, acc2{};
+  int64_t k = 0;
+  for (; k + W <= K; k += W) {
+    const V cv = simd_load(c + k);
+    acc0 += simd_load(r + k) * cv;
+    acc1 += simd_load(r + K + k) * cv;
+    acc2 += simd_load(r + 2 * K + k) * cv;
+  }
+  T s0 = hsum<T>(acc0), s1 = hsum<T>(acc1), s2 = hsum<T>(acc2);
+  for (; k < K; ++k) {
+    s0 += r[k] * c[k];
+    s1 += r[K + k] * c[k];
+    s2 += r[2 * K + k] * c[k];
+  }
+  shape[0] = a.mean[3 * n] + s0;
+  shape[1] = a.mean[3 * n + 1] + s1;
+  shape[2] = a.mean[3 * n + 2] + s2;
+}
+
+// The value check (status bits 1 coeffs, 2 rotation, 4 scale, 8 translation)
+// of the B (K + 13) per-item values, made by the task that reads them first.
+template <typename T>
+void check_items(const SmallArgs<T>& a, int32_t* status) {
+  const int64_t sizes[4] = {a.B * a.K, 9 * a.B, a.B, 3 * a.B};
+  const T* values[4] = {a.coeffs, a.rotation, a.scale, a.translation};
+  int32_t bits = 0;
+  for (int i = 0; i < 4; ++i)
+    if (!finite_share(values[i], sizes[i], 0, 1)) bits |= 1 << i;
+  if (bits) flag_status(status, bits);
 }
 
 template <typename T>
@@ -72,6 +87,54 @@ struct SmallGradArgs {
   int64_t chunk_verts;
 };
 
+// One vertex and batch item of the backward: the shape-space gradient
+// gl = s R^T g does not depend on the shape, so one pass over the components
+// recomputes the shape (three dot products) and accumulates the coefficient
+// gradient (and with Model the basis gradient), loading each basis element once.
+template <typename T, bool Model>
+PGN_ALWAYS_INLINE void backward_point(const SmallGradArgs<T>& g, int64_t n, int64_t b, T* pose,
+                                      T* coeff) {
+  using V = typename Simd<T>::type;
+  constexpr int W = Simd<T>::width;
+  const SmallArgs<T>& a = g.in;
+  const int64_t K = a.K;
+  const T* go = g.grad_out + (b * a.N + n) * 3;
+  T gl[3];
+  morphable::shape_grad(a.rotation + 9 * b, a.scale[b], go, gl);
+  const T* r = a.basis + 3 * n * K;
+  const T* c = a.coeffs + b * K;
+  T* gb = Model ? g.grad_basis + 3 * n * K : nullptr;
+  V acc0{}, acc1{}, acc2{};
+  int64_t k = 0;
+  for (; k + W <= K; k += W) {
+    const V cv = simd_load(c + k);
+    const V r0 = simd_load(r + k), r1 = simd_load(r + K + k), r2 = simd_load(r + 2 * K + k);
+    acc0 += r0 * cv;
+    acc1 += r1 * cv;
+    acc2 += r2 * cv;
+    simd_store(coeff + k, simd_load(coeff + k) + gl[0] * r0 + gl[1] * r1 + gl[2] * r2);
+    if constexpr (Model) {
+      for (int d = 0; d < 3; ++d)
+        simd_store(gb + d * K + k, simd_load(gb + d * K + k) + gl[d] * cv);
+    }
+  }
+  T shape[3] = {hsum<T>(acc0), hsum<T>(acc1), hsum<T>(acc2)};
+  for (; k < K; ++k) {
+    shape[0] += r[k] * c[k];
+    shape[1] += r[K + k] * c[k];
+    shape[2] += r[2 * K + k] * c[k];
+    coeff[k] += gl[0] * r[k] + gl[1] * r[K + k] + gl[2] * r[2 * K + k];
+    if constexpr (Model) {
+      for (int d = 0; d < 3; ++d) gb[d * K + k] += gl[d] * c[k];
+    }
+  }
+  for (int d = 0; d < 3; ++d) shape[d] += a.mean[3 * n + d];
+  morphable::accumulate_pose_grad(go, shape, pose);
+  if constexpr (Model) {
+    for (int d = 0; d < 3; ++d) g.grad_mean[3 * n + d] += gl[d];
+  }
+}
+
 template <typename T>
 PGN_CPU_CLONES void backward_chunks(const SmallGradArgs<T>& g, int64_t begin, int64_t end) {
   const SmallArgs<T>& a = g.in;
@@ -82,18 +145,11 @@ PGN_CPU_CLONES void backward_chunks(const SmallGradArgs<T>& g, int64_t begin, in
     const int64_t n_end = std::min(a.N, (chunk + 1) * g.chunk_verts);
     for (int64_t n = chunk * g.chunk_verts; n < n_end; ++n) {
       for (int64_t b = 0; b < a.B; ++b) {
-        T shape[3], gl[3];
-        shape_point(a, n, b, shape);
-        const T* go = g.grad_out + (b * a.N + n) * 3;
-        morphable::shape_grad(a.rotation + 9 * b, a.scale[b], go, gl);
-        morphable::accumulate_pose_grad(go, shape, pose + b * morphable::kPoseGradSize);
-        for (int d = 0; d < 3; ++d) {
-          axpy(gl[d], a.basis + (3 * n + d) * K, coeff + b * K, K);
-          if (g.grad_mean != nullptr) {
-            g.grad_mean[3 * n + d] += gl[d];
-            axpy(gl[d], a.coeffs + b * K, g.grad_basis + (3 * n + d) * K, K);
-          }
-        }
+        T* pose_b = pose + b * morphable::kPoseGradSize;
+        if (g.grad_mean != nullptr)
+          backward_point<T, true>(g, n, b, pose_b, coeff + b * K);
+        else
+          backward_point<T, false>(g, n, b, pose_b, coeff + b * K);
       }
     }
   }
@@ -120,13 +176,15 @@ SmallArgs<T> small_args(const at::Tensor& mean, const at::Tensor& basis, const a
 
 void synthesize_small_batch(const at::Tensor& mean, const at::Tensor& basis,
                             const at::Tensor& coeffs, const at::Tensor& rotation,
-                            const at::Tensor& scale, const at::Tensor& translation,
-                            at::Tensor& out) {
+                            const at::Tensor& scale, const at::Tensor& translation, at::Tensor& out,
+                            int32_t* status) {
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_small_batch", [&] {
     const auto a = small_args<scalar_t>(mean, basis, coeffs, rotation, scale, translation);
     scalar_t* out_ptr = out.data_ptr<scalar_t>();
-    at::parallel_for(0, a.N, 64,
-                     [&](int64_t begin, int64_t end) { forward_vertices(a, out_ptr, begin, end); });
+    parallel_for_dynamic(a.N, 256, [&](int64_t begin, int64_t end) {
+      if (begin == 0 && status != nullptr) check_items(a, status);
+      forward_vertices(a, out_ptr, begin, end);
+    });
   });
 }
 
@@ -146,8 +204,8 @@ void synthesize_backward_small_batch(const at::Tensor& grad_out, const at::Tenso
     g.grad_mean = model ? grad_mean.data_ptr<scalar_t>() : nullptr;
     g.grad_basis = model ? grad_basis.data_ptr<scalar_t>() : nullptr;
     g.chunk_verts = chunk_verts;
-    at::parallel_for(0, pose_part.size(0), 1,
-                     [&](int64_t begin, int64_t end) { backward_chunks(g, begin, end); });
+    parallel_for_dynamic(pose_part.size(0), 1,
+                         [&](int64_t begin, int64_t end) { backward_chunks(g, begin, end); });
   });
 }
 

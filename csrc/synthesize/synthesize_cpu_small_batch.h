@@ -4,7 +4,8 @@
 // there are only a few (single-image fitting is a common case). Here each
 // basis row is contracted with each coefficient vector along K instead:
 // dot products and axpys vectorised over the components, the basis still
-// read once per vertex. The per-element math is the same synthesize_kernel.h.
+// read once per vertex (in the backward once for the shape and the
+// coefficient gradient together). The per-element math is the same synthesize_kernel.h.
 #pragma once
 
 #include <torch/types.h>
@@ -15,10 +16,12 @@ namespace morphable_cpu {
 constexpr int64_t kSmallBatch = 4;
 
 // out [B,N,3] = s R (mean + basis c) + t for contiguous inputs with B <= kSmallBatch.
+// With a status word, the task that reads the per-item inputs first also ORs
+// their value-check bits (1 coeffs, 2 rotation, 4 scale, 8 translation) into it.
 void synthesize_small_batch(const at::Tensor& mean, const at::Tensor& basis,
                             const at::Tensor& coeffs, const at::Tensor& rotation,
-                            const at::Tensor& scale, const at::Tensor& translation,
-                            at::Tensor& out);
+                            const at::Tensor& scale, const at::Tensor& translation, at::Tensor& out,
+                            int32_t* status);
 
 // Per-chunk partial sums of the backward pass for contiguous inputs:
 // pose_part [chunks,B,12] and coeff_part [chunks,B,K] (zero-initialised by
