@@ -52,7 +52,7 @@ def test_the_bench_counts_every_kernel():
     from bench.emu_counters import call_workload, rows_from, workloads
 
     kernels = set()
-    for path in (ROOT / "csrc").rglob("*.cu"):
+    for path in [*(ROOT / "csrc").rglob("*.cu"), *(ROOT / "csrc").rglob("*.h")]:  # shared kernels: common/*.h
         kernels |= set(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)", path.read_text()))
     emu.clear_counters()
     for name, op, args in workloads(torch.float32, small=True):

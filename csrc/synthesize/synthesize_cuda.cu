@@ -23,6 +23,7 @@
 #include <algorithm>
 
 #include "../common/cuda_guard.h"
+#include "../common/fixed_order_sum.h"
 #include "../common/launch.h"
 #include "../common/status.h"
 #include "../common/status_host.h"
@@ -238,16 +239,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// out[i] = sum over s in [0, slices) of part[s * count + i], in s order.
+// Terms of fixed_order_sum_kernel: out[i] = sum over s in [0, slices) of
+// part[s * count + i], in s order.
 template <typename T>
-__global__ void sum_slices_kernel(const T* __restrict__ part, T* __restrict__ out, int64_t slices,
-                                  int64_t count) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= count) return;
-  T sum = T(0);
-  for (int64_t s = 0; s < slices; ++s) sum += part[s * count + i];
-  out[i] = sum;
-}
+struct SliceTerms {
+  const T* part;
+  int64_t slices, count;
+  __device__ int64_t begin(int64_t) const { return 0; }
+  __device__ int64_t end(int64_t) const { return slices; }
+  __device__ T operator()(int64_t i, int64_t, int64_t s) const { return part[s * count + i]; }
+};
 
 // grad_basis[r, k] = sum over b of grad_shape[b, r] * coeffs[b, k], r in
 // [0, 3N), in b order. An own kernel rather than cuBLAS (at::mm): cuBLAS
@@ -300,14 +301,15 @@ int64_t blocks_for(int64_t work, int threads) { return (work + threads - 1) / th
 // how the partial sums are grouped, so it must not change with the device.
 constexpr int64_t kBackwardBlocks = 512;
 
-// Sums part [slices, count] over its first axis into out [count] (sum_slices_kernel).
+// Sums part [slices, count] over its first axis into out [count], in slice order.
 template <typename T>
 void sum_slices(const at::Tensor& part, at::Tensor& out, int64_t slices, int64_t count,
                 cudaStream_t stream) {
   constexpr int threads = 256;
   if (count == 0) return;
   PGN_LAUNCH(grid_for("synthesize_backward", count, threads), threads, 0, stream,
-             sum_slices_kernel<T>)(part.data_ptr<T>(), out.data_ptr<T>(), slices, count);
+             fixed_order_sum_kernel<T, SliceTerms<T>>)(
+      SliceTerms<T>{part.data_ptr<T>(), slices, count}, out.data_ptr<T>(), count, 1);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
