@@ -111,6 +111,31 @@ __device__ __forceinline__ void contract_basis_tile(Stage<T, TB>& stage,
   }
 }
 
+// Loads the three values of each lane's vertex n0 + lane from p = array + 3
+// * n0 of a [*, 3] array, of which `valid` vertices from n0 exist (0 for the
+// rest). A lane reading its own three values would make each request touch
+// three times the sectors it uses; instead the warp reads the 96 contiguous
+// values coalesced (lane l takes l, l + 32, l + 64) and the lanes exchange
+// them by shuffles. Call with the whole warp (blockDim.x = kTileV = 32).
+template <typename T>
+__device__ __forceinline__ void load_vertex_warp(const T* __restrict__ p, int64_t valid, int lane,
+                                                 T (&v)[3]) {
+  T r[3];
+#pragma unroll
+  for (int s = 0; s < 3; ++s) {
+    const int e = lane + 32 * s;
+    r[s] = e < 3 * valid ? p[e] : T(0);
+  }
+#pragma unroll
+  for (int k = 0; k < 3; ++k) {
+    const int e = 3 * lane + k, from = e & 31, slot = e >> 5;
+    const T v0 = __shfl_sync(0xffffffffu, r[0], from);
+    const T v1 = __shfl_sync(0xffffffffu, r[1], from);
+    const T v2 = __shfl_sync(0xffffffffu, r[2], from);
+    v[k] = slot == 0 ? v0 : (slot == 1 ? v1 : v2);
+  }
+}
+
 template <typename T, int TB, int BPT>
 __global__ void __launch_bounds__(kThreads)
     synthesize_forward_kernel(const T* __restrict__ mean, const T* __restrict__ basis,
@@ -135,8 +160,9 @@ __global__ void __launch_bounds__(kThreads)
   T acc[BPT][3];
   contract_basis_tile<T, TB, BPT>(stage, basis, coeffs, B, N, K, n0, b0, acc);
   const int64_t n = n0 + threadIdx.x;
+  T m[3];
+  load_vertex_warp(mean + 3 * n0, N - n0, threadIdx.x, m);
   if (n >= N) return;
-  const T m[3] = {mean[3 * n], mean[3 * n + 1], mean[3 * n + 2]};
 #pragma unroll
   for (int j = 0; j < BPT; ++j) {
     const int64_t b = b0 + threadIdx.y * BPT + j;
@@ -183,12 +209,8 @@ __global__ void __launch_bounds__(kThreads)
     // reduced over the warp's 32 vertices.
     const int64_t n = n0 + x;
     const bool vertex_ok = n < N;
-    T m[3] = {T(0), T(0), T(0)};
-    if (vertex_ok) {
-      m[0] = mean[3 * n];
-      m[1] = mean[3 * n + 1];
-      m[2] = mean[3 * n + 2];
-    }
+    T m[3];
+    load_vertex_warp(mean + 3 * n0, N - n0, x, m);
 #pragma unroll
     for (int j = 0; j < BPT; ++j) {
       const int bb = y * BPT + j;
@@ -197,12 +219,14 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int e = 0; e < morphable::kPoseGradSize; ++e) pose[e] = T(0);
       T gs[3] = {T(0), T(0), T(0)};
-      if (vertex_ok && b < B) {
-        const T shape[3] = {m[0] + acc[j][0], m[1] + acc[j][1], m[2] + acc[j][2]};
-        const T* go = grad_out + (b * N + n) * 3;
-        const T g[3] = {go[0], go[1], go[2]};
-        morphable::shape_grad(rotation + 9 * b, scale[b], g, gs);
-        morphable::accumulate_pose_grad(g, shape, pose);
+      if (b < B) {  // uniform across the warp (one warp per y)
+        T g[3];
+        load_vertex_warp(grad_out + (b * N + n0) * 3, N - n0, x, g);
+        if (vertex_ok) {
+          const T shape[3] = {m[0] + acc[j][0], m[1] + acc[j][1], m[2] + acc[j][2]};
+          morphable::shape_grad(rotation + 9 * b, scale[b], g, gs);
+          morphable::accumulate_pose_grad(g, shape, pose);
+        }
       }
       gl_s[bb][0][x] = gs[0];
       gl_s[bb][1][x] = gs[1];
