@@ -60,6 +60,8 @@ COALESCED = [
     "svd3x3_backward_kernel",
     "similarity_align_kernel",
     "similarity_align_backward_kernel",
+    "synthesize_forward_kernel",
+    "synthesize_backward_kernel",
 ]
 
 
@@ -73,8 +75,12 @@ def test_coalesced_kernels_use_most_of_the_sectors_they_load(dtype):
     dst = 1.2 * src + 0.01 * torch.randn(src.shape, generator=g, dtype=dtype)
     w = torch.rand(9, 68, generator=g, dtype=dtype)
     align_grads = [torch.randn(s, generator=g, dtype=dtype) for s in [(9,), (9, 3, 3), (9, 3)]]
+    args = synthesize_args(40, 70, 45, dtype)  # a partial last vertex tile
+    grad = torch.randn(40, 70, 3, generator=g, dtype=dtype)
     counters = counted(
         [
+            ("synthesize", args),
+            ("synthesize_backward", [grad, *args, False]),
             ("svd3x3", [M]),
             ("svd3x3_backward", [*grads, U, S, V]),
             ("similarity_align", [src, dst, w, True]),

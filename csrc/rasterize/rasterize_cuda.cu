@@ -297,33 +297,34 @@ __global__ void interpolate_backward_kernel(
 
 // --- deterministic backward ------------------------------------------------
 
-// Terms of fixed_order_sum_kernel: out[j, c] = sum of values[order[s], c] for
-// s in [start[j], start[j + 1]), the entries of vertex j in their order.
-template <typename T>
-struct SegmentTerms {
-  const T* values;
+// The entries of key j, in their order: order[s] for s in [start[j],
+// start[j + 1]) (group_by_key); the term ranges of fixed_order_sum_kernel.
+struct Segments {
   const int64_t* order;
   const int64_t* start;
-  int64_t width;
   __device__ int64_t begin(int64_t j) const { return start[j]; }
   __device__ int64_t end(int64_t j) const { return start[j + 1]; }
+};
+
+// Terms of fixed_order_sum_kernel: out[j, c] = sum of values[order[s], c]
+// over the entries of vertex j.
+template <typename T>
+struct SegmentTerms : Segments {
+  const T* values;
+  int64_t width;
   __device__ T operator()(int64_t, int64_t c, int64_t s) const {
     return values[order[s] * width + c];
   }
 };
 
 // Terms of fixed_order_sum_kernel: grad_attr[j, c] = sum of bary[e] *
-// grad_out[e / 3, c] over the entries e = order[s], s in [start[j], start[j +
-// 1]) (the product the fast path adds, so both paths sum the same terms).
+// grad_out[e / 3, c] over the entries e of vertex j (the product the fast
+// path adds, so both paths sum the same terms).
 template <typename T>
-struct GatherTerms {
+struct GatherTerms : Segments {
   const T* bary;
   const T* grad_out;
-  const int64_t* order;
-  const int64_t* start;
   int64_t C;
-  __device__ int64_t begin(int64_t j) const { return start[j]; }
-  __device__ int64_t end(int64_t j) const { return start[j + 1]; }
   __device__ T operator()(int64_t, int64_t c, int64_t s) const {
     const int64_t e = order[s];
     return bary[e] * grad_out[(e / 3) * C + c];
@@ -410,8 +411,8 @@ at::Tensor rasterize_backward_cuda(const at::Tensor& grad_bary_in, const at::Ten
           contrib.data_ptr<scalar_t>(), keys.data_ptr<int64_t>(), B, N, T_count, H, W);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       const auto [order, start] = group_by_key(keys, B * N);
-      const SegmentTerms<scalar_t> terms{contrib.data_ptr<scalar_t>(), order.data_ptr<int64_t>(),
-                                         start.data_ptr<int64_t>(), 4};
+      const SegmentTerms<scalar_t> terms{
+          {order.data_ptr<int64_t>(), start.data_ptr<int64_t>()}, contrib.data_ptr<scalar_t>(), 4};
       PGN_LAUNCH(blocks_for(B * N * 4), kThreads, 0, stream,
                  fixed_order_sum_kernel<scalar_t, SegmentTerms<scalar_t>>)(
           terms, grad_pos.data_ptr<scalar_t>(), B * N, 4);
@@ -483,8 +484,10 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& g
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       if (N * C == 0) return;
       const auto [order, start] = group_by_key(keys, Ba * N);
-      const GatherTerms<scalar_t> terms{bary.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
-                                        order.data_ptr<int64_t>(), start.data_ptr<int64_t>(), C};
+      const GatherTerms<scalar_t> terms{{order.data_ptr<int64_t>(), start.data_ptr<int64_t>()},
+                                        bary.data_ptr<scalar_t>(),
+                                        grad_out.data_ptr<scalar_t>(),
+                                        C};
       PGN_LAUNCH(blocks_for(Ba * N * C), kThreads, 0, stream,
                  fixed_order_sum_kernel<scalar_t, GatherTerms<scalar_t>>)(
           terms, grad_attr.data_ptr<scalar_t>(), Ba * N, C);
