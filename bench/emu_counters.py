@@ -186,7 +186,9 @@ def rows_from(counters):
                 "sectors/req": c["global_sectors"] / gr if gr else 0.0,
                 "ideal/req": c["global_ideal_sectors"] / gr if gr else 0.0,
                 "sector_eff": c["global_ideal_sectors"] / c["global_sectors"] if c["global_sectors"] else 0.0,
-                "load_eff": c["global_load_ideal_sectors"] / c["global_load_sectors"] if c["global_load_sectors"] else 0.0,
+                "load_eff": c["global_load_ideal_sectors"] / c["global_load_sectors"]
+                if c["global_load_sectors"]
+                else 0.0,
                 "shared_req": sr,
                 "wavefronts/req": c["shared_wavefronts"] / sr if sr else 0.0,
                 "ideal_wf/req": c["shared_ideal_wavefronts"] / sr if sr else 0.0,

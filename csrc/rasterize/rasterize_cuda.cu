@@ -29,6 +29,11 @@
 //     fixed order, so the result is bitwise reproducible, and it is the CPU
 //     twin's order (pixels in row-major order per batch item).
 // All per-pixel math comes from rasterize_kernel.h, the code the CPU twin runs.
+// Memory: most global loads here are gathers by index (a pixel's triangle and
+// its vertices, an entry through the sorted order), so the emulator's counters
+// show 20-40 % of each fetched sector used (docs/cuda_emulation.md); only the
+// per-pixel inputs (tri_id, zbuf, grad_depth; bary and grad_bary rows of 3)
+// and the status shares are meant to be coalesced.
 #include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/library.h>
