@@ -225,6 +225,16 @@ void rasterize_backward_band(const T* grad_bary, const T* grad_depth, const T* p
   }
 }
 
+// Whether index[0, n) all lie in [0, size): one unsigned 32-bit compare per
+// index (a negative one wraps past every valid bound) and no branch, so the
+// loop vectorises; interpolate's tasks run it on their shares of tris.
+bool indices_in_range(const int32_t* index, int64_t n, int64_t size) {
+  const uint32_t limit = static_cast<uint32_t>(std::min<int64_t>(size, int64_t{1} << 31));
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>(index[i]) >= limit;
+  return bad == 0;
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(
@@ -399,7 +409,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& attr_in,
         // triangle it shows, so each task also reads its share of tris.
         if (st != nullptr) {
           const int64_t i0 = task * indices / tasks, i1 = (task + 1) * indices / tasks;
-          if (!index_share_in_range(tris_ptr + i0, i1 - i0, N, 0, 1)) flag_status(st, 1);
+          if (!indices_in_range(tris_ptr + i0, i1 - i0, N)) flag_status(st, 1);
         }
         const int64_t b = task / chunks, q0 = (task % chunks) * kGrain;
         const int64_t q1 = std::min(pixels, q0 + kGrain);
