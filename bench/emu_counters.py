@@ -6,7 +6,9 @@ No profiler can run without a GPU; these ncu-like counters come from the
 emulator (tests/cuda_emu), which sees every memory access of every thread:
 
 - sectors/req: 32-byte global-memory sectors per warp request (coalescing;
-  ideal/req is what the request's bytes would need if packed);
+  ideal/req is what the request's bytes would need if packed; sector_eff is
+  their ratio, ideal over actual sectors, 1.0 for perfectly coalesced access;
+  load_eff the same ratio over the global loads only);
 - bank x/req: shared-memory wavefronts per request, over the ideal (1 for
   4-byte, 2 for 8-byte accesses): the excess is the bank conflict;
 - active lanes: the fraction of a warp's 32 lanes a request uses (divergence,
@@ -35,6 +37,8 @@ COLUMNS = [
     "global_req",
     "sectors/req",
     "ideal/req",
+    "sector_eff",
+    "load_eff",
     "shared_req",
     "wavefronts/req",
     "ideal_wf/req",
@@ -181,6 +185,10 @@ def rows_from(counters):
                 "global_req": gr,
                 "sectors/req": c["global_sectors"] / gr if gr else 0.0,
                 "ideal/req": c["global_ideal_sectors"] / gr if gr else 0.0,
+                "sector_eff": c["global_ideal_sectors"] / c["global_sectors"] if c["global_sectors"] else 0.0,
+                "load_eff": c["global_load_ideal_sectors"] / c["global_load_sectors"]
+                if c["global_load_sectors"]
+                else 0.0,
                 "shared_req": sr,
                 "wavefronts/req": c["shared_wavefronts"] / sr if sr else 0.0,
                 "ideal_wf/req": c["shared_ideal_wavefronts"] / sr if sr else 0.0,

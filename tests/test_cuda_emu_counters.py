@@ -47,12 +47,57 @@ def test_svd3x3_staging_is_coalesced():
     assert c["shared_wavefronts"] == c["shared_ideal_wavefronts"], c
 
 
+def load_efficiency(c):
+    """Bytes a kernel's global loads use over the 32-byte sectors they fetch (1.0: perfectly coalesced)."""
+    return c["global_load_ideal_sectors"] / c["global_load_sectors"]
+
+
+# Kernels whose global loads are meant to be coalesced: contiguous per warp, or staged through shared
+# memory where a thread needs a row of several values. The rasterizer's kernels are not among them:
+# their loads are mostly gathers of triangles and vertices by index (see docs/cuda_emulation.md).
+COALESCED = [
+    "svd3x3_kernel",
+    "svd3x3_backward_kernel",
+    "similarity_align_kernel",
+    "similarity_align_backward_kernel",
+    "synthesize_forward_kernel",
+    "synthesize_backward_kernel",
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_coalesced_kernels_use_most_of_the_sectors_they_load(dtype):
+    g = torch.Generator().manual_seed(4)
+    M = torch.randn(200, 3, 3, generator=g, dtype=dtype)  # a partial last block
+    U, S, V, _ = torch.ops.pgnface.svd3x3(M)
+    grads = [torch.randn(x.shape, generator=g, dtype=dtype) for x in (U, S, V)]
+    src = torch.randn(9, 68, 3, generator=g, dtype=dtype)  # 68 points: two full chunks and a partial one
+    dst = 1.2 * src + 0.01 * torch.randn(src.shape, generator=g, dtype=dtype)
+    w = torch.rand(9, 68, generator=g, dtype=dtype)
+    align_grads = [torch.randn(s, generator=g, dtype=dtype) for s in [(9,), (9, 3, 3), (9, 3)]]
+    args = synthesize_args(40, 70, 45, dtype)  # a partial last vertex tile
+    grad = torch.randn(40, 70, 3, generator=g, dtype=dtype)
+    counters = counted(
+        [
+            ("synthesize", args),
+            ("synthesize_backward", [grad, *args, False]),
+            ("svd3x3", [M]),
+            ("svd3x3_backward", [*grads, U, S, V]),
+            ("similarity_align", [src, dst, w, True]),
+            ("similarity_align_backward", [*align_grads, src, dst, w, True]),
+        ]
+    )
+    for kernel in COALESCED:
+        c = kernel_entry(counters, kernel, dtype)
+        assert load_efficiency(c) >= 0.8, (kernel, c)
+
+
 def test_the_bench_counts_every_kernel():
     sys.path.insert(0, str(ROOT))  # bench/ lives next to tests/
     from bench.emu_counters import call_workload, rows_from, workloads
 
     kernels = set()
-    for path in (ROOT / "csrc").rglob("*.cu"):
+    for path in [*(ROOT / "csrc").rglob("*.cu"), *(ROOT / "csrc").rglob("*.h")]:  # shared kernels: common/*.h
         kernels |= set(re.findall(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)", path.read_text()))
     emu.clear_counters()
     for name, op, args in workloads(torch.float32, small=True):

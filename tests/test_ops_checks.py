@@ -83,6 +83,37 @@ def test_rasterize_and_interpolate_status_bits(dtype):
     assert torch.ops.pgnface.interpolate(attr, tri_id, bary, far, RECORD)[1].tolist() == [1]
 
 
+@pytest.mark.parametrize("threads", [1, 4])
+def test_rasterize_and_interpolate_checks_reach_every_value(threads):
+    """The CPU checks ride on the kernels' parallel first reads: vertex projection (in chunks when an
+    image is split into bands of rows, as with fewer images than threads), the bounding-box pass over
+    the triangles (per band), and interpolate's pixel tasks, each with its share of tris. A bad value
+    anywhere is found, whichever task reads it, including a triangle no pixel shows."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(3)
+        N, T, H, W = 5000, 3000, 80, 72  # > 4096 vertices (two projection chunks), > 512 triangles
+        pos = torch.rand(2, N, 4, generator=g) * 1.6 - 0.8
+        pos[..., 3] = 1.0
+        tris = torch.randint(0, N, (T, 3), generator=g, dtype=torch.int32)
+        assert torch.ops.pgnface.rasterize(pos, tris, H, W, 0, RECORD)[3].tolist() == [0]
+        for flat in (0, 4 * 4500 + 2, 4 * N + 7, pos.numel() - 1):
+            assert torch.ops.pgnface.rasterize(_nan_at(pos, flat), tris, H, W, 0, RECORD)[3].tolist() == [1], flat
+        bary, _, tri_id, _ = torch.ops.pgnface.rasterize(pos, tris, H, W, 0)
+        hidden = sorted(set(range(T)) - set(tri_id.unique().tolist()))
+        attr = torch.randn(1, N, 2, generator=g)
+        assert torch.ops.pgnface.interpolate(attr, tri_id, bary, tris, RECORD)[1].tolist() == [0]
+        for t, value in ((0, -1), (1700, N), (T - 1, N + 5), (hidden[0], N), (hidden[-1], -7)):
+            bad = tris.clone()
+            bad[t, t % 3] = value
+            assert torch.ops.pgnface.rasterize(pos, bad, H, W, 0, RECORD)[3].tolist() == [2], t
+            assert torch.ops.pgnface.rasterize(_nan_at(pos, 9), bad, H, W, 0, RECORD)[3].tolist() == [3], t
+            assert torch.ops.pgnface.interpolate(attr, tri_id, bary, bad, RECORD)[1].tolist() == [1], t
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_svd3x3_status_bit(dtype):
     M = torch.randn(2000, 3, 3, dtype=dtype)  # more than one parallel chunk

@@ -122,26 +122,29 @@ InterpolateCall interpolate_backward_prologue(const at::Tensor& grad_out, const 
   return call;
 }
 
+namespace {
+
+// The status bit that tris indexes outside the N vertices (both ops check it).
+StatusBit tris_bit(int32_t bit, const at::Tensor& tris, int64_t N) {
+  return {.bit = bit,
+          .name = "tris",
+          .kind = StatusBit::kIndex,
+          .value = tris,
+          .size = N,
+          .of = "vertices"};
+}
+
+}  // namespace
+
 void rasterize_act_on_status(const at::Tensor& status, int64_t check, const RasterizeCall& call) {
   act_on_status(status, check, "rasterize",
-                {{.bit = 2,
-                  .name = "tris",
-                  .kind = StatusBit::kIndex,
-                  .value = call.tris,
-                  .size = call.N,
-                  .of = "vertices"},
+                {tris_bit(2, call.tris, call.N),
                  {.bit = 1, .name = "pos", .kind = StatusBit::kFinite, .value = call.pos}});
 }
 
 void interpolate_act_on_status(const at::Tensor& status, int64_t check,
                                const InterpolateCall& call) {
-  act_on_status(status, check, "interpolate",
-                {{.bit = 1,
-                  .name = "tris",
-                  .kind = StatusBit::kIndex,
-                  .value = call.tris,
-                  .size = call.N,
-                  .of = "vertices"}});
+  act_on_status(status, check, "interpolate", {tris_bit(1, call.tris, call.N)});
 }
 
 }  // namespace pgnface

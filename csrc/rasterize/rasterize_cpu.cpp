@@ -16,6 +16,11 @@
 // Backward scheduling: (batch item, band of rows) tasks, each with its own
 // gradient buffer; the bands depend on B and H only, never on the thread
 // count, so the gradient sums are reproducible.
+// Value checks (status.h) ride on the first read of each input, in the
+// parallel tasks: projecting the vertices reads every pos value (a finite
+// probe per vertex), the bounding-box pass reads every triangle's indices
+// (its `indexed` test). Each task ORs its bits into the status word only when
+// it found a bad value, so valid input costs no atomic and no extra pass.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -67,29 +72,41 @@ struct Projected {
   explicit Projected(int64_t N) : verts(N), fixed(2 * N) {}
 };
 
+// Status bits of rasterize (csrc/ext.cpp): 1 pos non-finite, 2 tris out of range.
+constexpr int32_t kPosBit = 1, kTrisBit = 2;
+
+// Projects vertices [n_begin, n_end) of one image; flags kPosBit in status
+// (when not null) if one of their values is NaN or Inf.
 template <typename T>
-void project_vertices(const T* pos, int64_t n_begin, int64_t n_end, int H, int W,
-                      Projected<T>& pr) {
+void project_vertices(const T* pos, int64_t n_begin, int64_t n_end, int H, int W, Projected<T>& pr,
+                      int32_t* status) {
+  T probe = T(0);
   for (int64_t n = n_begin; n < n_end; ++n) {
-    const raster::ScreenVertex<T> v = raster::project_vertex(pos + 4 * n, H, W);
+    const T* p = pos + 4 * n;
+    probe += finite_probe(p[0]) + finite_probe(p[1]) + finite_probe(p[2]) + finite_probe(p[3]);
+    const raster::ScreenVertex<T> v = raster::project_vertex(p, H, W);
     pr.verts[n] = v;
     pr.fixed[2 * n] = v.valid ? static_cast<int32_t>(v.fx) : kInvalidFixed;
     pr.fixed[2 * n + 1] = v.valid ? static_cast<int32_t>(v.fy) : kInvalidFixed;
   }
+  if (status != nullptr && !sum_is_finite(probe)) flag_status(status, kPosBit);
 }
 
 // Writes to cand the ids of triangles [t_begin, t_end) whose indices lie in
 // [0, N), whose vertices are valid and whose pixel-centre bounding box (as
 // setup_triangle computes it) meets columns [0, W) and rows [row_lo, row_hi];
-// returns their count. Branch-free: the id is stored unconditionally and the
-// count advances by the test, so sub-pixel triangles cost no mispredictions.
+// returns their count and clears all_indexed if one triangle has an index
+// outside [0, N) (the value check of tris). Branch-free: the id is stored
+// unconditionally and the count advances by the test, so sub-pixel triangles
+// cost no mispredictions.
 PGN_CPU_CLONES int candidate_triangles(const int32_t* fixed, const int32_t* tris, int64_t N,
                                        int64_t t_begin, int64_t t_end, int W, int row_lo,
-                                       int row_hi, int32_t* cand) {
+                                       int row_hi, int32_t* cand, bool& all_indexed) {
   constexpr int32_t bits = raster::kSubpixelBits, half = raster::kSubpixel / 2;
   constexpr int32_t up = raster::kSubpixel - 1 - half;  // ceil((m - half) / S) = (m + up) >> bits
   const uint64_t n_vertices = static_cast<uint64_t>(N);
   int count = 0;
+  bool ok = true;
   for (int64_t t = t_begin; t < t_end; ++t) {
     const int32_t* tri = tris + 3 * t;
     const int64_t a = tri[0], b = tri[1], c = tri[2];
@@ -111,23 +128,29 @@ PGN_CPU_CLONES int candidate_triangles(const int32_t* fixed, const int32_t* tris
         indexed & (minx != kInvalidFixed) & (miny != kInvalidFixed) & (c0 <= c1) & (r0 <= r1);
     cand[count] = static_cast<int32_t>(t);
     count += keep;
+    ok &= indexed;
   }
+  all_indexed &= ok;
   return count;
 }
 
 // Depth-tests every triangle reaching rows [row_lo, row_hi] of one image into
 // those rows of zbuf [H*W]; the winner of each pixel also leaves its screen
-// barycentrics in lam [H*W,3] and its depth in depth [H*W].
+// barycentrics in lam [H*W,3] and its depth in depth [H*W]. Flags kTrisBit
+// in status (when not null) if a triangle indexes outside the vertices.
 template <typename T>
 void cover_triangles(const Projected<T>& pr, const int32_t* tris, int64_t T_count, int H, int W,
-                     int row_lo, int row_hi, int cull, uint64_t* zbuf, T* lam, T* depth) {
+                     int row_lo, int row_hi, int cull, uint64_t* zbuf, T* lam, T* depth,
+                     int32_t* status) {
   const int64_t N = static_cast<int64_t>(pr.verts.size());
   constexpr int64_t kChunk = 512;
   int32_t cand[kChunk];
   raster::TriangleSetup setup;
+  bool all_indexed = true;
   for (int64_t base = 0; base < T_count; base += kChunk) {
-    const int count = candidate_triangles(
-        pr.fixed.data(), tris, N, base, std::min(base + kChunk, T_count), W, row_lo, row_hi, cand);
+    const int count =
+        candidate_triangles(pr.fixed.data(), tris, N, base, std::min(base + kChunk, T_count), W,
+                            row_lo, row_hi, cand, all_indexed);
     for (int i = 0; i < count; ++i) {
       const int32_t t = cand[i];
       const int32_t* tri = tris + 3 * static_cast<int64_t>(t);
@@ -151,6 +174,7 @@ void cover_triangles(const Projected<T>& pr, const int32_t* tris, int64_t T_coun
       }
     }
   }
+  if (status != nullptr && !all_indexed) flag_status(status, kTrisBit);
 }
 
 // Writes the outputs of pixels [p_begin, p_end) of one image from its z-buffer;
@@ -175,15 +199,16 @@ void resolve_pixels(const T* pos, const int32_t* tris, const uint64_t* zbuf, int
   }
 }
 
-// Rasterizes rows [row_lo, row_hi] of one image whose vertices are projected.
+// Rasterizes rows [row_lo, row_hi] of one image whose vertices are projected
+// (status: as cover_triangles).
 template <typename T>
 void rasterize_rows(const Projected<T>& pr, const T* pos, const int32_t* tris, int64_t T_count,
                     int H, int W, int row_lo, int row_hi, int cull, uint64_t* zbuf, int32_t* tri_id,
-                    T* bary, T* depth) {
+                    T* bary, T* depth, int32_t* status) {
   const int64_t p_begin = static_cast<int64_t>(row_lo) * W;
   const int64_t p_end = static_cast<int64_t>(row_hi + 1) * W;
   std::fill(zbuf + p_begin, zbuf + p_end, raster::kEmptyKey);
-  cover_triangles(pr, tris, T_count, H, W, row_lo, row_hi, cull, zbuf, bary, depth);
+  cover_triangles(pr, tris, T_count, H, W, row_lo, row_hi, cull, zbuf, bary, depth, status);
   resolve_pixels(pos, tris, zbuf, p_begin, p_end, tri_id, bary, depth);
 }
 
@@ -200,21 +225,14 @@ void rasterize_backward_band(const T* grad_bary, const T* grad_depth, const T* p
   }
 }
 
-// The value checks of rasterize and interpolate: pos and tris are small next
-// to the images, so the CPU twin reads them once before the kernel, on the
-// calling thread (a parallel region of its own cost more than the scan when
-// the cores are shared); the CUDA kernels split the same checks over their launch.
-void check_index(const at::Tensor& tris, int64_t N, int32_t* status, int32_t bit) {
-  if (!index_share_in_range(tris.data_ptr<int32_t>(), tris.numel(), N, 0, 1)) {
-    flag_status(status, bit);
-  }
-}
-
-void check_inputs(const at::Tensor& pos, const at::Tensor& tris, int64_t N, int32_t* status) {
-  AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_check", [&] {
-    if (!finite_share(pos.data_ptr<scalar_t>(), pos.numel(), 0, 1)) flag_status(status, 1);
-  });
-  check_index(tris, N, status, 2);
+// Whether index[0, n) all lie in [0, size): one unsigned 32-bit compare per
+// index (a negative one wraps past every valid bound) and no branch, so the
+// loop vectorises; interpolate's tasks run it on their shares of tris.
+bool indices_in_range(const int32_t* index, int64_t n, int64_t size) {
+  const uint32_t limit = static_cast<uint32_t>(std::min<int64_t>(size, int64_t{1} << 31));
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>(index[i]) >= limit;
+  return bad == 0;
 }
 
 }  // namespace
@@ -229,7 +247,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(
   const int H = call.H, W = call.W;
   const at::Tensor status = new_status(pos_in, check);
   if (B == 0) return {bary, depth, tri_id, status};
-  if (check != kCheckOff) check_inputs(pos, tris, N, status.data_ptr<int32_t>());
+  int32_t* const st = check == kCheckOff ? nullptr : status.data_ptr<int32_t>();
   // The result is exact and independent of how the work is split, so the
   // split may follow the thread count.
   const int64_t threads = at::get_num_threads();
@@ -247,9 +265,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(
         std::vector<uint64_t> zbuf(pixels);
         for (int64_t b = begin; b < end; ++b) {
           const scalar_t* p = pos_ptr + b * N * 4;
-          project_vertices(p, 0, N, H, W, pr);
+          project_vertices(p, 0, N, H, W, pr, st);
           rasterize_rows(pr, p, tris_ptr, T_count, H, W, 0, H - 1, c, zbuf.data(),
-                         tri_ptr + b * pixels, bary_ptr + 3 * b * pixels, depth_ptr + b * pixels);
+                         tri_ptr + b * pixels, bary_ptr + 3 * b * pixels, depth_ptr + b * pixels,
+                         st);
         }
       });
       return;
@@ -261,14 +280,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(
     for (int64_t b = 0; b < B; ++b) {
       const scalar_t* p = pos_ptr + b * N * 4;
       at::parallel_for(0, N, 4096, [&](int64_t begin, int64_t end) {
-        project_vertices(p, begin, end, H, W, pr);
+        project_vertices(p, begin, end, H, W, pr, st);
       });
       at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
         for (int64_t band = begin; band < end; ++band) {
           const int row_lo = static_cast<int>(band * H / bands);
           const int row_hi = static_cast<int>((band + 1) * H / bands) - 1;
           rasterize_rows(pr, p, tris_ptr, T_count, H, W, row_lo, row_hi, c, zbuf.data(),
-                         tri_ptr + b * pixels, bary_ptr + 3 * b * pixels, depth_ptr + b * pixels);
+                         tri_ptr + b * pixels, bary_ptr + 3 * b * pixels, depth_ptr + b * pixels,
+                         st);
         }
       });
     }
@@ -287,31 +307,13 @@ at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tens
   const int64_t B = call.B, N = call.N, T_count = call.T_count;
   const int H = call.H, W = call.W;
   const int64_t bands = bands_for(B, H);
-  if (B == 0 || N == 0 || bands == 1) {
-    at::Tensor grad_pos = at::zeros({B, N, 4}, pos.options());
-    if (B == 0 || N == 0) return grad_pos;
-    AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_backward_cpu", [&] {
-      const scalar_t* pos_ptr = pos.data_ptr<scalar_t>();
-      const int32_t* tris_ptr = tris.data_ptr<int32_t>();
-      const int32_t* tri_ptr = tri_id.data_ptr<int32_t>();
-      const scalar_t* gb_ptr = grad_bary.data_ptr<scalar_t>();
-      const scalar_t* gd_ptr = grad_depth.data_ptr<scalar_t>();
-      scalar_t* out_ptr = grad_pos.data_ptr<scalar_t>();
-      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          const int64_t img = b * H * W;
-          rasterize_backward_band(gb_ptr + 3 * img, gd_ptr + img, pos_ptr + b * N * 4, tris_ptr,
-                                  tri_ptr + img, N, T_count, H, W, 0, H, out_ptr + b * N * 4);
-        }
-      });
-    });
-    return grad_pos;
-  }
-  // Several bands per image: each band accumulates into its own buffer that
-  // spans only the vertices its pixels reach, and the buffers are added in
-  // band order, so the sums do not depend on the thread count.
-  at::Tensor grad_pos = at::empty({B, N, 4}, pos.options());
-  std::vector<int64_t> lo(B * bands), hi(B * bands);  // vertex range [lo, hi) of each task
+  if (B == 0 || N == 0) return at::zeros({B, N, 4}, pos.options());
+  // One band per image writes grad_pos directly (zeroed); several bands each
+  // accumulate into their own buffer that spans only the vertices their
+  // pixels reach, and the buffers are added in band order, so the sums do not
+  // depend on the thread count.
+  at::Tensor grad_pos =
+      bands == 1 ? at::zeros({B, N, 4}, pos.options()) : at::empty({B, N, 4}, pos.options());
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_backward_cpu", [&] {
     const scalar_t* pos_ptr = pos.data_ptr<scalar_t>();
     const int32_t* tris_ptr = tris.data_ptr<int32_t>();
@@ -319,22 +321,35 @@ at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tens
     const scalar_t* gb_ptr = grad_bary.data_ptr<scalar_t>();
     const scalar_t* gd_ptr = grad_depth.data_ptr<scalar_t>();
     scalar_t* out_ptr = grad_pos.data_ptr<scalar_t>();
+    // Rows [row_begin, row_end) of image b, into buf (indexed by vertex id).
+    auto band = [&](int64_t b, int row_begin, int row_end, scalar_t* buf) {
+      const int64_t img = b * H * W;
+      rasterize_backward_band(gb_ptr + 3 * img, gd_ptr + img, pos_ptr + b * N * 4, tris_ptr,
+                              tri_ptr + img, N, T_count, H, W, row_begin, row_end, buf);
+    };
+    if (bands == 1) {
+      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) band(b, 0, H, out_ptr + b * N * 4);
+      });
+      return;
+    }
+    std::vector<int64_t> lo(B * bands), hi(B * bands);  // vertex range [lo, hi) of each task
     // Indexed by global vertex id; only [lo, hi) is initialised and read.
     std::vector<std::unique_ptr<scalar_t[]>> partial(B * bands);
     at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / bands, band = task % bands;
-        const int row_begin = static_cast<int>(band * H / bands);
-        const int row_end = static_cast<int>((band + 1) * H / bands);
+        const int64_t b = task / bands, k = task % bands;
+        const int row_begin = static_cast<int>(k * H / bands);
+        const int row_end = static_cast<int>((k + 1) * H / bands);
         const int64_t img = b * H * W;
         int64_t vlo = N, vhi = 0;
         for (int64_t pix = img + static_cast<int64_t>(row_begin) * W;
              pix < img + static_cast<int64_t>(row_end) * W; ++pix) {
           const int32_t* tri = raster::pixel_triangle(tri_ptr[pix], tris_ptr, T_count, N);
           if (tri == nullptr) continue;
-          for (int k = 0; k < 3; ++k) {
-            vlo = std::min<int64_t>(vlo, tri[k]);
-            vhi = std::max<int64_t>(vhi, tri[k] + 1);
+          for (int v = 0; v < 3; ++v) {
+            vlo = std::min<int64_t>(vlo, tri[v]);
+            vhi = std::max<int64_t>(vhi, tri[v] + 1);
           }
         }
         lo[task] = vlo;
@@ -343,8 +358,7 @@ at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tens
         partial[task].reset(new scalar_t[4 * vhi]);
         scalar_t* buf = partial[task].get();
         std::fill(buf + 4 * vlo, buf + 4 * vhi, scalar_t(0));
-        rasterize_backward_band(gb_ptr + 3 * img, gd_ptr + img, pos_ptr + b * N * 4, tris_ptr,
-                                tri_ptr + img, N, T_count, H, W, row_begin, row_end, buf);
+        band(b, row_begin, row_end, buf);
       }
     });
     constexpr int64_t kVertsPerTask = 2048;
@@ -355,8 +369,8 @@ at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tens
         const int64_t v1 = std::min(N, v0 + kVertsPerTask);
         scalar_t* out = out_ptr + b * N * 4;
         std::fill(out + 4 * v0, out + 4 * v1, scalar_t(0));
-        for (int64_t band = 0; band < bands; ++band) {
-          const int64_t part = b * bands + band;
+        for (int64_t k = 0; k < bands; ++k) {
+          const int64_t part = b * bands + k;
           const int64_t a = std::max(v0, lo[part]), z = std::min(v1, hi[part]);
           const scalar_t* src = partial[part].get();
           for (int64_t q = 4 * a; q < 4 * z; ++q) out[q] += src[q];
@@ -377,9 +391,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& attr_in,
   const int64_t Ba = call.Ba, N = call.N, C = call.C, T_count = call.T_count;
   at::Tensor out = at::empty({B, H, W, C}, attr.options());
   const at::Tensor status = new_status(attr_in, check);
-  if (check != kCheckOff && B * H * W > 0) {
-    check_index(tris, N, status.data_ptr<int32_t>(), 1);
-  }
+  int32_t* const st = check == kCheckOff ? nullptr : status.data_ptr<int32_t>();
   AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_cpu", [&] {
     const scalar_t* attr_ptr = attr.data_ptr<scalar_t>();
     const int32_t* tri_ptr = tri_id.data_ptr<int32_t>();
@@ -389,8 +401,16 @@ std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& attr_in,
     const int64_t pixels = H * W;
     constexpr int64_t kGrain = 4096;
     const int64_t chunks = (pixels + kGrain - 1) / kGrain;
-    at::parallel_for(0, B * chunks, 1, [&](int64_t begin, int64_t end) {
+    const int64_t tasks = B * chunks, indices = 3 * T_count;
+    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
+        // The value check of tris (status bit 1), split over the tasks as the
+        // CUDA kernel splits it over its threads: a pixel reads only the
+        // triangle it shows, so each task also reads its share of tris.
+        if (st != nullptr) {
+          const int64_t i0 = task * indices / tasks, i1 = (task + 1) * indices / tasks;
+          if (!indices_in_range(tris_ptr + i0, i1 - i0, N)) flag_status(st, 1);
+        }
         const int64_t b = task / chunks, q0 = (task % chunks) * kGrain;
         const int64_t q1 = std::min(pixels, q0 + kGrain);
         const scalar_t* a = attr_ptr + (Ba == 1 ? 0 : b) * N * C;

@@ -29,11 +29,17 @@
 //     fixed order, so the result is bitwise reproducible, and it is the CPU
 //     twin's order (pixels in row-major order per batch item).
 // All per-pixel math comes from rasterize_kernel.h, the code the CPU twin runs.
+// Memory: most global loads here are gathers by index (a pixel's triangle and
+// its vertices, an entry through the sorted order), so the emulator's counters
+// show 20-40 % of each fetched sector used (docs/cuda_emulation.md); only the
+// per-pixel inputs (tri_id, zbuf, grad_depth; bary and grad_bary rows of 3)
+// and the status shares are meant to be coalesced.
 #include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/library.h>
 
 #include "../common/cuda_guard.h"
+#include "../common/fixed_order_sum.h"
 #include "../common/launch.h"
 #include "../common/status.h"
 #include "../common/status_host.h"
@@ -207,21 +213,6 @@ __global__ void resolve_kernel(const T* __restrict__ pos, const int32_t* __restr
 }
 
 template <typename T>
-__global__ void rasterize_backward_kernel(
-    const T* __restrict__ grad_bary, const T* __restrict__ grad_depth, const T* __restrict__ pos,
-    const int32_t* __restrict__ tris, const int32_t* __restrict__ tri_id, T* __restrict__ grad_pos,
-    int64_t B, int64_t N, int64_t T_count, int H, int W) {
-  const int64_t pix = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t pixels = static_cast<int64_t>(H) * W;
-  if (pix >= B * pixels) return;
-  const int64_t b = pix / pixels, q = pix % pixels;
-  const int row = static_cast<int>(q / W), col = static_cast<int>(q % W);
-  raster::rasterize_backward_pixel(tri_id[pix], grad_bary + 3 * pix, grad_depth + pix,
-                                   pos + b * N * 4, tris, N, T_count, col, row, H, W,
-                                   grad_pos + b * N * 4, AtomicAdd{});
-}
-
-template <typename T>
 __global__ void interpolate_kernel(const T* __restrict__ attr, const int32_t* __restrict__ tri_id,
                                    const T* __restrict__ bary, const int32_t* __restrict__ tris,
                                    T* __restrict__ out, int64_t total, int64_t pixels, int64_t Ba,
@@ -237,36 +228,29 @@ __global__ void interpolate_kernel(const T* __restrict__ attr, const int32_t* __
   raster::interpolate_at(tri_id[p], tris, T_count, a, N, C, bary + 3 * p, out + p * C);
 }
 
+// Per pixel of rasterize's backward: the gradients it sends to its
+// triangle's vertices, either added into grad_pos [B,N,4] with atomics (fast
+// path: keys == nullptr) or written as entries 3 * pix + k of contrib
+// [3*B*H*W, 4] keyed by b * N + vertex in keys [3*B*H*W] (deterministic path;
+// entries of pixels that send nothing get key B * N, past every vertex, and
+// their contrib is never read).
 template <typename T>
-__global__ void interpolate_backward_kernel(
-    const T* __restrict__ grad_out, const T* __restrict__ attr, const int32_t* __restrict__ tri_id,
-    const T* __restrict__ bary, const int32_t* __restrict__ tris, T* __restrict__ grad_attr,
-    T* __restrict__ grad_bary, int64_t total, int64_t pixels, int64_t Ba, int64_t N, int64_t C,
-    int64_t T_count) {
-  const int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (p >= total) return;
-  const int64_t item = Ba == 1 ? 0 : p / pixels;
-  raster::interpolate_backward_pixel(tri_id[p], tris, T_count, attr + item * N * C, N, C,
-                                     bary + 3 * p, grad_out + p * C, grad_attr + item * N * C,
-                                     grad_bary + 3 * p, AtomicAdd{});
-}
-
-// --- deterministic backward ------------------------------------------------
-
-// Per pixel: the gradients it sends to its triangle's vertices, as entries
-// 3 * pix + k of contrib [3*B*H*W, 4] keyed by b * N + vertex in keys
-// [3*B*H*W]. Entries of pixels that send nothing get key B * N, past every
-// vertex (their contrib is never read).
-template <typename T>
-__global__ void rasterize_backward_entries_kernel(
+__global__ void rasterize_backward_kernel(
     const T* __restrict__ grad_bary, const T* __restrict__ grad_depth, const T* __restrict__ pos,
-    const int32_t* __restrict__ tris, const int32_t* __restrict__ tri_id, T* __restrict__ contrib,
-    int64_t* __restrict__ keys, int64_t B, int64_t N, int64_t T_count, int H, int W) {
+    const int32_t* __restrict__ tris, const int32_t* __restrict__ tri_id, T* __restrict__ grad_pos,
+    T* __restrict__ contrib, int64_t* __restrict__ keys, int64_t B, int64_t N, int64_t T_count,
+    int H, int W) {
   const int64_t pix = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t pixels = static_cast<int64_t>(H) * W;
   if (pix >= B * pixels) return;
   const int64_t b = pix / pixels, q = pix % pixels;
   const int row = static_cast<int>(q / W), col = static_cast<int>(q % W);
+  if (keys == nullptr) {
+    raster::rasterize_backward_pixel(tri_id[pix], grad_bary + 3 * pix, grad_depth + pix,
+                                     pos + b * N * 4, tris, N, T_count, col, row, H, W,
+                                     grad_pos + b * N * 4, AtomicAdd{});
+    return;
+  }
   int64_t v[3];
   T g[3][4];
   if (!raster::rasterize_backward_contribution(tri_id[pix], grad_bary + 3 * pix, grad_depth + pix,
@@ -281,31 +265,25 @@ __global__ void rasterize_backward_entries_kernel(
   }
 }
 
-// out[j, c] = sum of values[order[s], c] for s in [start[j], start[j + 1]),
-// in s order; one thread per output element, segments = j's range.
+// Per pixel of interpolate's backward: grad_bary (written, no scatter), and
+// either bary[k] * grad_out added into grad_attr with atomics (fast path: keys
+// == nullptr) or the keys item * N + vertex of its entries 3 * p + k
+// (deterministic path; Ba * N where the pixel has no valid triangle).
 template <typename T>
-__global__ void segment_sum_kernel(const T* __restrict__ values, const int64_t* __restrict__ order,
-                                   const int64_t* __restrict__ start, T* __restrict__ out,
-                                   int64_t segments, int64_t width) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= segments * width) return;
-  const int64_t j = i / width, c = i % width;
-  T sum = T(0);
-  for (int64_t s = start[j], end = start[j + 1]; s < end; ++s) sum += values[order[s] * width + c];
-  out[i] = sum;
-}
-
-// Per pixel: grad_bary (written, no scatter) and the keys item * N + vertex of
-// its entries 3 * p + k (Ba * N where the pixel has no valid triangle).
-template <typename T>
-__global__ void interpolate_backward_entries_kernel(
+__global__ void interpolate_backward_kernel(
     const T* __restrict__ grad_out, const T* __restrict__ attr, const int32_t* __restrict__ tri_id,
-    const T* __restrict__ bary, const int32_t* __restrict__ tris, T* __restrict__ grad_bary,
-    int64_t* __restrict__ keys, int64_t total, int64_t pixels, int64_t Ba, int64_t N, int64_t C,
-    int64_t T_count) {
+    const T* __restrict__ bary, const int32_t* __restrict__ tris, T* __restrict__ grad_attr,
+    T* __restrict__ grad_bary, int64_t* __restrict__ keys, int64_t total, int64_t pixels,
+    int64_t Ba, int64_t N, int64_t C, int64_t T_count) {
   const int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (p >= total) return;
   const int64_t item = Ba == 1 ? 0 : p / pixels;
+  if (keys == nullptr) {
+    raster::interpolate_backward_pixel(tri_id[p], tris, T_count, attr + item * N * C, N, C,
+                                       bary + 3 * p, grad_out + p * C, grad_attr + item * N * C,
+                                       grad_bary + 3 * p, AtomicAdd{});
+    return;
+  }
   const int32_t* tri = raster::pixel_triangle(tri_id[p], tris, T_count, N);
   if (tri == nullptr) {
     for (int k = 0; k < 3; ++k) keys[3 * p + k] = Ba * N;
@@ -322,25 +300,41 @@ __global__ void interpolate_backward_entries_kernel(
   }
 }
 
-// grad_attr[j, c] = sum of bary[e] * grad_out[e / 3, c] over the entries e =
-// order[s], s in [start[j], start[j + 1]), in s order (the product the fast
+// --- deterministic backward ------------------------------------------------
+
+// The entries of key j, in their order: order[s] for s in [start[j],
+// start[j + 1]) (group_by_key); the term ranges of fixed_order_sum_kernel.
+struct Segments {
+  const int64_t* order;
+  const int64_t* start;
+  __device__ int64_t begin(int64_t j) const { return start[j]; }
+  __device__ int64_t end(int64_t j) const { return start[j + 1]; }
+};
+
+// Terms of fixed_order_sum_kernel: out[j, c] = sum of values[order[s], c]
+// over the entries of vertex j.
+template <typename T>
+struct SegmentTerms : Segments {
+  const T* values;
+  int64_t width;
+  __device__ T operator()(int64_t, int64_t c, int64_t s) const {
+    return values[order[s] * width + c];
+  }
+};
+
+// Terms of fixed_order_sum_kernel: grad_attr[j, c] = sum of bary[e] *
+// grad_out[e / 3, c] over the entries e of vertex j (the product the fast
 // path adds, so both paths sum the same terms).
 template <typename T>
-__global__ void interpolate_gather_kernel(const T* __restrict__ bary,
-                                          const T* __restrict__ grad_out,
-                                          const int64_t* __restrict__ order,
-                                          const int64_t* __restrict__ start,
-                                          T* __restrict__ grad_attr, int64_t segments, int64_t C) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= segments * C) return;
-  const int64_t j = i / C, c = i % C;
-  T sum = T(0);
-  for (int64_t s = start[j], end = start[j + 1]; s < end; ++s) {
+struct GatherTerms : Segments {
+  const T* bary;
+  const T* grad_out;
+  int64_t C;
+  __device__ T operator()(int64_t, int64_t c, int64_t s) const {
     const int64_t e = order[s];
-    sum += bary[e] * grad_out[(e / 3) * C + c];
+    return bary[e] * grad_out[(e / 3) * C + c];
   }
-  grad_attr[i] = sum;
-}
+};
 
 // Groups entries by key: returns (order, start) with order the entry indices
 // sorted by key, stably, so one key's entries keep their index order, and
@@ -416,16 +410,17 @@ at::Tensor rasterize_backward_cuda(const at::Tensor& grad_bary_in, const at::Ten
     at::Tensor contrib = at::empty({entries, 4}, pos.options());
     at::Tensor keys = at::empty({entries}, pos.options().dtype(at::kLong));
     AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_backward_cuda", [&] {
-      PGN_LAUNCH(blocks_for(B * H * W), kThreads, 0, stream,
-                 rasterize_backward_entries_kernel<scalar_t>)(
+      PGN_LAUNCH(blocks_for(B * H * W), kThreads, 0, stream, rasterize_backward_kernel<scalar_t>)(
           grad_bary.data_ptr<scalar_t>(), grad_depth.data_ptr<scalar_t>(), pos.data_ptr<scalar_t>(),
-          tris.data_ptr<int32_t>(), tri_id.data_ptr<int32_t>(), contrib.data_ptr<scalar_t>(),
-          keys.data_ptr<int64_t>(), B, N, T_count, H, W);
+          tris.data_ptr<int32_t>(), tri_id.data_ptr<int32_t>(), nullptr,
+          contrib.data_ptr<scalar_t>(), keys.data_ptr<int64_t>(), B, N, T_count, H, W);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       const auto [order, start] = group_by_key(keys, B * N);
-      PGN_LAUNCH(blocks_for(B * N * 4), kThreads, 0, stream, segment_sum_kernel<scalar_t>)(
-          contrib.data_ptr<scalar_t>(), order.data_ptr<int64_t>(), start.data_ptr<int64_t>(),
-          grad_pos.data_ptr<scalar_t>(), B * N, 4);
+      const SegmentTerms<scalar_t> terms{
+          {order.data_ptr<int64_t>(), start.data_ptr<int64_t>()}, contrib.data_ptr<scalar_t>(), 4};
+      PGN_LAUNCH(blocks_for(B * N * 4), kThreads, 0, stream,
+                 fixed_order_sum_kernel<scalar_t, SegmentTerms<scalar_t>>)(
+          terms, grad_pos.data_ptr<scalar_t>(), B * N, 4);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     return grad_pos;
@@ -434,8 +429,8 @@ at::Tensor rasterize_backward_cuda(const at::Tensor& grad_bary_in, const at::Ten
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_backward_cuda", [&] {
     PGN_LAUNCH(blocks_for(B * H * W), kThreads, 0, stream, rasterize_backward_kernel<scalar_t>)(
         grad_bary.data_ptr<scalar_t>(), grad_depth.data_ptr<scalar_t>(), pos.data_ptr<scalar_t>(),
-        tris.data_ptr<int32_t>(), tri_id.data_ptr<int32_t>(), grad_pos.data_ptr<scalar_t>(), B, N,
-        T_count, H, W);
+        tris.data_ptr<int32_t>(), tri_id.data_ptr<int32_t>(), grad_pos.data_ptr<scalar_t>(),
+        nullptr, nullptr, B, N, T_count, H, W);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return grad_pos;
@@ -486,17 +481,21 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& g
   if (deterministic()) {
     at::Tensor keys = at::empty({3 * total}, attr.options().dtype(at::kLong));
     AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_backward_cuda", [&] {
-      PGN_LAUNCH(blocks_for(total), kThreads, 0, stream,
-                 interpolate_backward_entries_kernel<scalar_t>)(
+      PGN_LAUNCH(blocks_for(total), kThreads, 0, stream, interpolate_backward_kernel<scalar_t>)(
           grad_out.data_ptr<scalar_t>(), attr.data_ptr<scalar_t>(), tri_id.data_ptr<int32_t>(),
-          bary.data_ptr<scalar_t>(), tris.data_ptr<int32_t>(), grad_bary.data_ptr<scalar_t>(),
-          keys.data_ptr<int64_t>(), total, H * W, Ba, N, C, tris.size(0));
+          bary.data_ptr<scalar_t>(), tris.data_ptr<int32_t>(), nullptr,
+          grad_bary.data_ptr<scalar_t>(), keys.data_ptr<int64_t>(), total, H * W, Ba, N, C,
+          tris.size(0));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       if (N * C == 0) return;
       const auto [order, start] = group_by_key(keys, Ba * N);
-      PGN_LAUNCH(blocks_for(Ba * N * C), kThreads, 0, stream, interpolate_gather_kernel<scalar_t>)(
-          bary.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), order.data_ptr<int64_t>(),
-          start.data_ptr<int64_t>(), grad_attr.data_ptr<scalar_t>(), Ba * N, C);
+      const GatherTerms<scalar_t> terms{{order.data_ptr<int64_t>(), start.data_ptr<int64_t>()},
+                                        bary.data_ptr<scalar_t>(),
+                                        grad_out.data_ptr<scalar_t>(),
+                                        C};
+      PGN_LAUNCH(blocks_for(Ba * N * C), kThreads, 0, stream,
+                 fixed_order_sum_kernel<scalar_t, GatherTerms<scalar_t>>)(
+          terms, grad_attr.data_ptr<scalar_t>(), Ba * N, C);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     return {grad_attr, grad_bary};
@@ -506,7 +505,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& g
     PGN_LAUNCH(blocks_for(total), kThreads, 0, stream, interpolate_backward_kernel<scalar_t>)(
         grad_out.data_ptr<scalar_t>(), attr.data_ptr<scalar_t>(), tri_id.data_ptr<int32_t>(),
         bary.data_ptr<scalar_t>(), tris.data_ptr<int32_t>(), grad_attr.data_ptr<scalar_t>(),
-        grad_bary.data_ptr<scalar_t>(), total, H * W, Ba, N, C, tris.size(0));
+        grad_bary.data_ptr<scalar_t>(), nullptr, total, H * W, Ba, N, C, tris.size(0));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {grad_attr, grad_bary};

@@ -10,6 +10,12 @@
 // gradient coefficients (similarity_align_kernel.h) and each lane writes the
 // gradients of its points. No atomics (deterministic), no host
 // synchronisation (CUDA-graph capturable).
+// Points are [P, 3]: a lane reading its own point's three values would make
+// each warp request span three times the bytes it uses (one sector in three).
+// So each pass walks the points 32 at a time, the warp copying their 96
+// contiguous src and dst values into its shared tile with coalesced loads,
+// and each lane then reads its point from the tile; a lane still takes points
+// lane, lane + 32, ..., so the sums keep their order.
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/library.h>
 
@@ -48,10 +54,34 @@ struct AlignArgs {
   bool estimate_scale;
 };
 
-// The whole warp solves item b (both passes over its points).
+// Points of a warp's pass: 32 at a time.
+constexpr int kChunk = 32;
+
+// The warp's shared copy of kChunk points of src (x) and of dst (y).
+template <typename T>
+struct PointTile {
+  T x[3 * kChunk];
+  T y[3 * kChunk];
+};
+
+// Copies points [i0, min(i0 + kChunk, P)) of x and y into tile, the lanes
+// striding over their contiguous values (coalesced).
+template <typename T>
+__device__ __forceinline__ void stage_points(const T* __restrict__ x, const T* __restrict__ y,
+                                             int64_t i0, int64_t P, int lane, PointTile<T>& tile) {
+  const int n = static_cast<int>(3 * (P - i0 < kChunk ? P - i0 : kChunk));
+  __syncwarp();  // the lanes are done with the previous chunk
+  for (int e = lane; e < n; e += 32) {
+    tile.x[e] = x[3 * i0 + e];
+    tile.y[e] = y[3 * i0 + e];
+  }
+  __syncwarp();
+}
+
+// The whole warp solves item b (both passes over its points, staged through tile).
 template <typename T>
 __device__ __forceinline__ void align_item_warp(const AlignArgs<T>& args, int64_t b, int lane,
-                                                procrustes::Alignment<T>& a,
+                                                PointTile<T>& tile, procrustes::Alignment<T>& a,
                                                 int32_t* status = nullptr) {
   const T* x = args.src + b * args.P * 3;
   const T* y = args.dst + b * args.P * 3;
@@ -60,9 +90,12 @@ __device__ __forceinline__ void align_item_warp(const AlignArgs<T>& args, int64_
 #pragma unroll
   for (int e = 0; e < procrustes::kFirstSums; ++e) first[e] = T(0);
   T w_min = T(0);
-  for (int64_t i = lane; i < args.P; i += 32) {
+  for (int64_t i0 = 0; i0 < args.P; i0 += kChunk) {
+    stage_points(x, y, i0, args.P, lane, tile);
+    const int64_t i = i0 + lane;
+    if (i >= args.P) continue;
     const T wi = w ? w[i] : T(1);
-    procrustes::accumulate_first(x + 3 * i, y + 3 * i, wi, first);
+    procrustes::accumulate_first(tile.x + 3 * lane, tile.y + 3 * lane, wi, first);
     w_min = wi < w_min ? wi : w_min;
   }
   warp_allreduce(first);
@@ -76,8 +109,12 @@ __device__ __forceinline__ void align_item_warp(const AlignArgs<T>& args, int64_
   T second[procrustes::kSecondSums];
 #pragma unroll
   for (int e = 0; e < procrustes::kSecondSums; ++e) second[e] = T(0);
-  for (int64_t i = lane; i < args.P; i += 32) {
-    procrustes::accumulate_second(x + 3 * i, y + 3 * i, w ? w[i] : T(1), mu_x, mu_y, second);
+  for (int64_t i0 = 0; i0 < args.P; i0 += kChunk) {
+    stage_points(x, y, i0, args.P, lane, tile);
+    const int64_t i = i0 + lane;
+    if (i >= args.P) continue;
+    procrustes::accumulate_second(tile.x + 3 * lane, tile.y + 3 * lane, w ? w[i] : T(1), mu_x, mu_y,
+                                  second);
   }
   warp_allreduce(second);
   procrustes::solve_alignment(first, second, args.estimate_scale, a);
@@ -88,10 +125,11 @@ __global__ void __launch_bounds__(32 * kWarps)
     similarity_align_kernel(AlignArgs<T> args, T* __restrict__ scale, T* __restrict__ R,
                             T* __restrict__ t, int32_t* __restrict__ status) {
   const int64_t b = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.y;
+  __shared__ PointTile<T> tiles[kWarps];
   if (b >= args.B) return;  // uniform across the warp
   const int lane = threadIdx.x;
   procrustes::Alignment<T> a;
-  align_item_warp(args, b, lane, a, status);
+  align_item_warp(args, b, lane, tiles[threadIdx.y], a, status);
   if (lane == 0) {
     scale[b] = a.scale;
 #pragma unroll
@@ -108,10 +146,12 @@ __global__ void __launch_bounds__(32 * kWarps)
                                      T* __restrict__ g_src, T* __restrict__ g_dst,
                                      T* __restrict__ g_w) {
   const int64_t b = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.y;
+  __shared__ PointTile<T> tiles[kWarps];
   if (b >= args.B) return;  // uniform across the warp
   const int lane = threadIdx.x;
+  PointTile<T>& tile = tiles[threadIdx.y];
   procrustes::Alignment<T> a;
-  align_item_warp(args, b, lane, a);
+  align_item_warp(args, b, lane, tile, a);
   T gR[9], gt[3];
 #pragma unroll
   for (int e = 0; e < 9; ++e) gR[e] = g_R[9 * b + e];
@@ -120,11 +160,14 @@ __global__ void __launch_bounds__(32 * kWarps)
   procrustes::AlignmentGrad<T> g;
   procrustes::alignment_backward(a, g_scale[b], gR, gt, g);
   const int64_t base = b * args.P;
-  for (int64_t i = lane; i < args.P; i += 32) {
+  for (int64_t i0 = 0; i0 < args.P; i0 += kChunk) {
+    stage_points(args.src + 3 * base, args.dst + 3 * base, i0, args.P, lane, tile);
+    const int64_t i = i0 + lane;
+    if (i >= args.P) continue;
     const int64_t p = base + i;
     const T w = args.weights ? args.weights[p] : T(1);
     T gw;
-    procrustes::alignment_point_grad(a, g, args.src + 3 * p, args.dst + 3 * p, w, g_src + 3 * p,
+    procrustes::alignment_point_grad(a, g, tile.x + 3 * lane, tile.y + 3 * lane, w, g_src + 3 * p,
                                      g_dst + 3 * p, g_w ? &gw : nullptr);
     if (g_w) g_w[p] = gw;
   }

@@ -23,6 +23,7 @@
 #include <algorithm>
 
 #include "../common/cuda_guard.h"
+#include "../common/fixed_order_sum.h"
 #include "../common/launch.h"
 #include "../common/status.h"
 #include "../common/status_host.h"
@@ -110,6 +111,31 @@ __device__ __forceinline__ void contract_basis_tile(Stage<T, TB>& stage,
   }
 }
 
+// Loads the three values of each lane's vertex n0 + lane from p = array + 3
+// * n0 of a [*, 3] array, of which `valid` vertices from n0 exist (0 for the
+// rest). A lane reading its own three values would make each request touch
+// three times the sectors it uses; instead the warp reads the 96 contiguous
+// values coalesced (lane l takes l, l + 32, l + 64) and the lanes exchange
+// them by shuffles. Call with the whole warp (blockDim.x = kTileV = 32).
+template <typename T>
+__device__ __forceinline__ void load_vertex_warp(const T* __restrict__ p, int64_t valid, int lane,
+                                                 T (&v)[3]) {
+  T r[3];
+#pragma unroll
+  for (int s = 0; s < 3; ++s) {
+    const int e = lane + 32 * s;
+    r[s] = e < 3 * valid ? p[e] : T(0);
+  }
+#pragma unroll
+  for (int k = 0; k < 3; ++k) {
+    const int e = 3 * lane + k, from = e & 31, slot = e >> 5;
+    const T v0 = __shfl_sync(0xffffffffu, r[0], from);
+    const T v1 = __shfl_sync(0xffffffffu, r[1], from);
+    const T v2 = __shfl_sync(0xffffffffu, r[2], from);
+    v[k] = slot == 0 ? v0 : (slot == 1 ? v1 : v2);
+  }
+}
+
 template <typename T, int TB, int BPT>
 __global__ void __launch_bounds__(kThreads)
     synthesize_forward_kernel(const T* __restrict__ mean, const T* __restrict__ basis,
@@ -134,8 +160,9 @@ __global__ void __launch_bounds__(kThreads)
   T acc[BPT][3];
   contract_basis_tile<T, TB, BPT>(stage, basis, coeffs, B, N, K, n0, b0, acc);
   const int64_t n = n0 + threadIdx.x;
+  T m[3];
+  load_vertex_warp(mean + 3 * n0, N - n0, threadIdx.x, m);
   if (n >= N) return;
-  const T m[3] = {mean[3 * n], mean[3 * n + 1], mean[3 * n + 2]};
 #pragma unroll
   for (int j = 0; j < BPT; ++j) {
     const int64_t b = b0 + threadIdx.y * BPT + j;
@@ -182,12 +209,8 @@ __global__ void __launch_bounds__(kThreads)
     // reduced over the warp's 32 vertices.
     const int64_t n = n0 + x;
     const bool vertex_ok = n < N;
-    T m[3] = {T(0), T(0), T(0)};
-    if (vertex_ok) {
-      m[0] = mean[3 * n];
-      m[1] = mean[3 * n + 1];
-      m[2] = mean[3 * n + 2];
-    }
+    T m[3];
+    load_vertex_warp(mean + 3 * n0, N - n0, x, m);
 #pragma unroll
     for (int j = 0; j < BPT; ++j) {
       const int bb = y * BPT + j;
@@ -196,12 +219,14 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int e = 0; e < morphable::kPoseGradSize; ++e) pose[e] = T(0);
       T gs[3] = {T(0), T(0), T(0)};
-      if (vertex_ok && b < B) {
-        const T shape[3] = {m[0] + acc[j][0], m[1] + acc[j][1], m[2] + acc[j][2]};
-        const T* go = grad_out + (b * N + n) * 3;
-        const T g[3] = {go[0], go[1], go[2]};
-        morphable::shape_grad(rotation + 9 * b, scale[b], g, gs);
-        morphable::accumulate_pose_grad(g, shape, pose);
+      if (b < B) {  // uniform across the warp (one warp per y)
+        T g[3];
+        load_vertex_warp(grad_out + (b * N + n0) * 3, N - n0, x, g);
+        if (vertex_ok) {
+          const T shape[3] = {m[0] + acc[j][0], m[1] + acc[j][1], m[2] + acc[j][2]};
+          morphable::shape_grad(rotation + 9 * b, scale[b], g, gs);
+          morphable::accumulate_pose_grad(g, shape, pose);
+        }
       }
       gl_s[bb][0][x] = gs[0];
       gl_s[bb][1][x] = gs[1];
@@ -238,16 +263,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// out[i] = sum over s in [0, slices) of part[s * count + i], in s order.
+// Terms of fixed_order_sum_kernel: out[i] = sum over s in [0, slices) of
+// part[s * count + i], in s order.
 template <typename T>
-__global__ void sum_slices_kernel(const T* __restrict__ part, T* __restrict__ out, int64_t slices,
-                                  int64_t count) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= count) return;
-  T sum = T(0);
-  for (int64_t s = 0; s < slices; ++s) sum += part[s * count + i];
-  out[i] = sum;
-}
+struct SliceTerms {
+  const T* part;
+  int64_t slices, count;
+  __device__ int64_t begin(int64_t) const { return 0; }
+  __device__ int64_t end(int64_t) const { return slices; }
+  __device__ T operator()(int64_t i, int64_t, int64_t s) const { return part[s * count + i]; }
+};
 
 // grad_basis[r, k] = sum over b of grad_shape[b, r] * coeffs[b, k], r in
 // [0, 3N), in b order. An own kernel rather than cuBLAS (at::mm): cuBLAS
@@ -300,14 +325,15 @@ int64_t blocks_for(int64_t work, int threads) { return (work + threads - 1) / th
 // how the partial sums are grouped, so it must not change with the device.
 constexpr int64_t kBackwardBlocks = 512;
 
-// Sums part [slices, count] over its first axis into out [count] (sum_slices_kernel).
+// Sums part [slices, count] over its first axis into out [count], in slice order.
 template <typename T>
 void sum_slices(const at::Tensor& part, at::Tensor& out, int64_t slices, int64_t count,
                 cudaStream_t stream) {
   constexpr int threads = 256;
   if (count == 0) return;
   PGN_LAUNCH(grid_for("synthesize_backward", count, threads), threads, 0, stream,
-             sum_slices_kernel<T>)(part.data_ptr<T>(), out.data_ptr<T>(), slices, count);
+             fixed_order_sum_kernel<T, SliceTerms<T>>)(
+      SliceTerms<T>{part.data_ptr<T>(), slices, count}, out.data_ptr<T>(), count, 1);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

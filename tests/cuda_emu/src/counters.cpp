@@ -1,6 +1,8 @@
 // Performance counters from emulation, per kernel: global-memory sectors per
 // warp request (coalescing), shared-memory bank conflicts per request, active
-// lanes per request (divergence), atomics per target address.
+// lanes per request (divergence), atomics per target address. Global loads
+// are also counted apart (global_load_*), so that the coalescing of what a
+// kernel reads is not averaged with its stores and atomics.
 //
 // A warp request is what one instruction issues for the warp: the k-th
 // execution of an instruction by each lane of a warp forms one request (lanes
@@ -26,12 +28,14 @@ struct LaneAccess {
 
 struct Request {
   bool shared;
+  bool load;
   std::vector<LaneAccess> lanes;
 };
 
 struct KernelTotals {
   uint64_t launches = 0;
   uint64_t global_requests = 0, global_sectors = 0, global_ideal_sectors = 0;
+  uint64_t global_load_requests = 0, global_load_sectors = 0, global_load_ideal_sectors = 0;
   uint64_t shared_requests = 0, shared_wavefronts = 0, shared_ideal_wavefronts = 0;
   uint64_t lanes_active = 0, lane_slots = 0;
   uint64_t atomics = 0, atomic_addresses = 0;
@@ -108,6 +112,7 @@ void counters_record(const Thread& t, uintptr_t addr, size_t size, bool shared, 
   const uint32_t k = c.occurrence[(static_cast<uint64_t>(t.tid) << 48) ^ site]++;
   Request& r = c.requests[{t.warp, site, k}];
   r.shared = shared;
+  r.load = kind == Access::kRead;
   r.lanes.push_back(LaneAccess{addr, static_cast<uint32_t>(size), t.lane});
   if (kind == Access::kAtomic) {
     ++c.launch.atomics;
@@ -129,9 +134,15 @@ void counters_end_block() {
       k.shared_wavefronts += w;
       k.shared_ideal_wavefronts += ideal;
     } else {
+      const uint64_t sectors = distinct_sectors(r), ideal = ideal_sectors(r);
       ++k.global_requests;
-      k.global_sectors += distinct_sectors(r);
-      k.global_ideal_sectors += ideal_sectors(r);
+      k.global_sectors += sectors;
+      k.global_ideal_sectors += ideal;
+      if (r.load) {
+        ++k.global_load_requests;
+        k.global_load_sectors += sectors;
+        k.global_load_ideal_sectors += ideal;
+      }
     }
   }
   c.requests.clear();
@@ -150,6 +161,9 @@ void counters_end_launch() {
   t.global_requests += l.global_requests;
   t.global_sectors += l.global_sectors;
   t.global_ideal_sectors += l.global_ideal_sectors;
+  t.global_load_requests += l.global_load_requests;
+  t.global_load_sectors += l.global_load_sectors;
+  t.global_load_ideal_sectors += l.global_load_ideal_sectors;
   t.shared_requests += l.shared_requests;
   t.shared_wavefronts += l.shared_wavefronts;
   t.shared_ideal_wavefronts += l.shared_ideal_wavefronts;
@@ -168,6 +182,9 @@ std::string counters_json() {
         << "\"launches\":" << t.launches << ",\"global_requests\":" << t.global_requests
         << ",\"global_sectors\":" << t.global_sectors
         << ",\"global_ideal_sectors\":" << t.global_ideal_sectors
+        << ",\"global_load_requests\":" << t.global_load_requests
+        << ",\"global_load_sectors\":" << t.global_load_sectors
+        << ",\"global_load_ideal_sectors\":" << t.global_load_ideal_sectors
         << ",\"shared_requests\":" << t.shared_requests
         << ",\"shared_wavefronts\":" << t.shared_wavefronts
         << ",\"shared_ideal_wavefronts\":" << t.shared_ideal_wavefronts
