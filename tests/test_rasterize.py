@@ -196,6 +196,20 @@ def test_empty_batch_and_empty_triangle_list(device):
     assert not frag.mask.any() and torch.isinf(frag.depth).all()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_triangles_over_no_vertices_are_refused_or_skipped(threads):
+    pos, tris = torch.zeros(3, 0, 4), torch.tensor([[0, 1, 2], [2, 1, 0]], dtype=torch.int32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # 1: whole images per thread; 2: bands of rows
+    try:
+        with pytest.raises(ValueError, match="tris"):
+            ops.rasterize(pos, tris, (8, 9))
+        bary, depth, tri_id, status = torch.ops.pgnface.rasterize(pos, tris, 8, 9, 0, 0)
+    finally:
+        torch.set_num_threads(before)
+    assert (tri_id == -1).all() and torch.isinf(depth).all() and status.tolist() == [0]
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_gradients_match_reference(device):
     pos, tris = random_scene(2, 30, 40, seed=5, dtype=torch.float64, device=device)

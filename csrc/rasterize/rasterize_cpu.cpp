@@ -69,7 +69,9 @@ template <typename T>
 struct Projected {
   std::vector<raster::ScreenVertex<T>> verts;
   std::vector<int32_t> fixed;
-  explicit Projected(int64_t N) : verts(N), fixed(2 * N) {}
+  // At least one vertex's worth: the bounding-box pass reads vertex 0 for a
+  // triangle with an index out of range (which it never keeps), also when N == 0.
+  explicit Projected(int64_t N) : verts(N), fixed(2 * std::max<int64_t>(N, 1), kInvalidFixed) {}
 };
 
 // Status bits of rasterize (csrc/ext.cpp): 1 pos non-finite, 2 tris out of range.
