@@ -26,8 +26,9 @@
 //     writes its contributions and their vertex keys; the entries are sorted by
 //     key (stable: one vertex's entries stay in pixel order) and one thread per
 //     output element sums its vertex's entries in that order. Every sum has a
-//     fixed order, so the result is bitwise reproducible, and it is the CPU
-//     twin's order (pixels in row-major order per batch item).
+//     fixed order, so the result is bitwise reproducible. It is the CPU twin's
+//     order (pixels in row-major order per batch item) where the twin sums one
+//     band of rows per image (docs/ops/rasterize.md says when).
 // All per-pixel math comes from rasterize_kernel.h, the code the CPU twin runs.
 // Memory: most global loads here are gathers by index (a pixel's triangle and
 // its vertices, an entry through the sorted order), so the emulator's counters

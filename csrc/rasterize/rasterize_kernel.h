@@ -474,10 +474,6 @@ PGN_HD void cover_triangle(const ScreenVertex<T>& v0, const ScreenVertex<T>& v1,
   }
 }
 
-// Backward of one pixel (col, row) of an image: scatters the gradient of its
-// bary (grad_bary[3]) and depth (*grad_depth) into grad_pos [N,4] of that
-// image through add(slot, value): += on the CPU, atomicAdd on the GPU.
-// pos [N,4] is the image's clip-space positions, t the pixel's triangle id.
 // The gradient pixel (col, row) sends to the vertices v[0..2] of its triangle
 // t: g[k][0..3] for vertex v[k] (pos and grad_pos offset to the pixel's batch
 // item). Returns false where the pixel sends nothing (no valid triangle, or a
@@ -500,6 +496,10 @@ PGN_HD bool rasterize_backward_contribution(int32_t t, const T* grad_bary, const
   return true;
 }
 
+// Backward of one pixel (col, row) of an image: scatters the gradient of its
+// bary (grad_bary[3]) and depth (*grad_depth) into grad_pos [N,4] of that
+// image through add(slot, value): += on the CPU, atomicAdd on the GPU.
+// pos [N,4] is the image's clip-space positions, t the pixel's triangle id.
 template <typename T, typename Add>
 PGN_HD void rasterize_backward_pixel(int32_t t, const T* grad_bary, const T* grad_depth,
                                      const T* pos, const int32_t* tris, int64_t N, int64_t T_count,

@@ -62,8 +62,9 @@ PGN_HD int32_t first_pass_status(const T* first, const T* x, const T* y, const T
   return (sum_is_finite(px) ? 0 : 1) | (sum_is_finite(py) ? 0 : 2) | (sum_is_finite(pw) ? 0 : 4);
 }
 
-// Status bit 8 of similarity_align: a negative weight (w_min is the smallest
-// weight the first pass read; NaN weights are bit 4's).
+// Status bit 8 of similarity_align: a negative weight (on CUDA from w_min, the
+// smallest weight the first pass read; on CPU from the pass over the weights;
+// NaN weights are bit 4's).
 constexpr int32_t kNegativeWeightBit = 8;
 
 // Centroids from the first-pass sums; zero when W = 0.
