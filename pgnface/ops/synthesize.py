@@ -1,7 +1,7 @@
 """Fused 3DMM vertex synthesis: ``s * R (mean + basis @ c) + t`` for a batch.
 
-The op is ``torch.ops.pgnface.synthesize`` (CPU: csrc/morphable/morphable_cpu.cpp,
-CUDA: csrc/morphable/morphable_cuda.cu). This module validates arguments, fills
+The op is ``torch.ops.pgnface.synthesize`` (CPU: csrc/synthesize/synthesize_cpu.cpp,
+CUDA: csrc/synthesize/synthesize_cuda.cu, math: csrc/synthesize/synthesize_kernel.h). This module validates arguments, fills
 the optional pose, and registers the fake kernel and the autograd formula.
 """
 
