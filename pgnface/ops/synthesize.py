@@ -1,8 +1,9 @@
 """Fused 3DMM vertex synthesis: ``s * R (mean + basis @ c) + t`` for a batch.
 
 The op is ``torch.ops.pgnface.synthesize`` (CPU: csrc/synthesize/synthesize_cpu.cpp,
-CUDA: csrc/synthesize/synthesize_cuda.cu, math: csrc/synthesize/synthesize_kernel.h). This module validates arguments, fills
-the optional pose, and registers the fake kernel and the autograd formula.
+CUDA: csrc/synthesize/synthesize_cuda.cu, math: csrc/synthesize/synthesize_kernel.h). This
+module validates arguments, fills the optional pose, and registers the fake kernel and the
+autograd formula.
 """
 
 from typing import Optional, Union
