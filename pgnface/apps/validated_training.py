@@ -113,7 +113,7 @@ def train_validated(
                 written.append(record)
                 if best is None or record["nme_io_mean"] < best["nme_io_mean"]:
                     best = record
-                    payload = network_payload(trainer.net)
+                    payload = network_payload(trainer.exported_net)
                     payload.update(input_size=trainer.config.data.size, step=trainer.step, validation=record)
                     payload.update(trainer.data_terms)
                     atomic_save(payload, Path(out_dir) / "best.pt")
@@ -127,13 +127,13 @@ def _validate(trainer: Trainer, faces) -> Dict[str, Any]:
     """Scores the trainer's network on `faces` with the 300-W protocol.
 
     Args:
-        trainer: the Trainer whose network is scored (in eval mode, then back to training).
+        trainer: the Trainer whose exported network (the weight average, if the run keeps
+            one) is scored in eval mode.
         faces: ``load_300w``'s faces.
 
     Returns:
         The step's ``validation_record``.
     """
-    net = trainer.net.module if hasattr(trainer.net, "module") else trainer.net
-    predictor = NetworkPredictor(net, trainer.config.data.size)
+    predictor = NetworkPredictor(trainer.exported_net, trainer.config.data.size)
     result = evaluate(predictor, faces, device=trainer.device)
     return validation_record(trainer.step, result.summary())

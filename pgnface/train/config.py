@@ -205,6 +205,9 @@ class TrainConfig:
         warmup_steps: linear warm-up, then cosine decay to lr * min_lr_ratio ("cosine")
             or constant ("constant").
         grad_clip: max global gradient norm (0: no clipping).
+        ema_decay: the run exports (model.pt, best.pt) and validates an exponential moving
+            average of its weights with this decay per step (pgnface.train.weight_average);
+            0 exports the trained weights themselves.
         amp: mixed precision (bfloat16 on CPU, float16 + GradScaler on CUDA).
         channels_last: run the CNN in channels-last memory format.
         device: "auto" (CUDA when available), "cpu", "cuda".
@@ -226,6 +229,7 @@ class TrainConfig:
     schedule: str = "cosine"
     min_lr_ratio: float = 0.01
     grad_clip: float = 5.0
+    ema_decay: float = 0.0
     amp: bool = False
     channels_last: bool = False
     device: str = "auto"
@@ -254,6 +258,8 @@ class TrainConfig:
                 raise ValueError(f"{key} must be >= {low}, got {value!r}")
         if self.min_lr_ratio > 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no average), got {self.ema_decay!r}")
         self.net.validate()
         positive = {
             "steps": self.steps,

@@ -45,6 +45,7 @@ from pgnface.train.distributed import DistInfo, init_distributed, shutdown_distr
 from pgnface.train.objective import compute_losses
 from pgnface.train.run_folder import check_fresh_run, clear_run, resumed_config
 from pgnface.train.stop_signals import StopSignals
+from pgnface.train.weight_average import WeightAverage
 
 
 class TrainingDiverged(ValueError):
@@ -210,6 +211,9 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
             self.step = int(payload["step"])
             _set_rng_state(payload["rng"])
+        self.average = WeightAverage(self.net, config.ema_decay) if config.ema_decay > 0 else None
+        if self.average is not None and payload is not None and "weight_average" in payload:
+            self.average.load_state_dict(payload["weight_average"])
         self.batches = TrainBatches(
             self.morphable,
             config.data,
@@ -269,6 +273,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update(self.net)
         record = {"loss": float(total.detach()), "grad_norm": float(grad_norm)}
         record.update({k: float(v) for k, v in terms.items()})
         return record
@@ -305,7 +311,15 @@ class Trainer:
             train_config=self.config.to_dict(),
             **self.data_terms,
         )
+        if self.average is not None:
+            payload["weight_average"] = self.average.state_dict()
         atomic_save(payload, self.checkpoint_path)
+
+    @property
+    def exported_net(self) -> torch.nn.Module:
+        """The network the run writes and validates: the weight average when the config asks for one."""
+        net = self.net.module if hasattr(self.net, "module") else self.net
+        return self.average.module if self.average is not None else net
 
     def _log(self, record: Dict[str, Any]) -> None:
         with open(self.out / "log.jsonl", "a") as f:
@@ -362,7 +376,7 @@ class Trainer:
                 file=sys.stderr,
             )
         if self.info.is_main and summary["history"] and self.step == cfg.steps:
-            payload = network_payload(self.net)
+            payload = network_payload(self.exported_net)
             payload["input_size"] = cfg.data.size  # the crop size the network was trained at
             payload.update(self.data_terms)
             atomic_save(payload, self.out / "model.pt")
