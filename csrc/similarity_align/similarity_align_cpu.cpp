@@ -4,7 +4,9 @@
 // (common/cpu_parallel.h); each item is solved by the
 // same per-item code the CUDA kernels run (similarity_align_kernel.h,
 // svd3x3_kernel.h). The SIMD path (the default) reduces each item's points
-// Simd<T>::width at a time (one point per lane, then a sum across lanes) and
+// Simd<T>::width at a time (one point per lane, loaded from the interleaved
+// [P,3] arrays by common/cpu_points.h's shuffles; then the sums across lanes
+// of a lane group's items at once) and
 // solves Simd<T>::width items at once, one per lane of the lane-type
 // instantiation of the per-item code; the backward pass forms the points'
 // gradients a lane of points at a time too. The scalar path (what CUDA runs
