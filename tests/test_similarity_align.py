@@ -459,3 +459,44 @@ def test_simd_path_matches_scalar_path(dtype, B, P, weighted):
         far = (torch.arange(B)[ok] == 7).to(torch.float64) * 99 + 1
         tol = 1e4 * eps * size * far.view(-1, *[1] * (b.dim() - 1))
         assert ((a - b).abs() <= tol).all(), ((a - b).abs() / size).max()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_simd_fused_check_sets_the_scalar_paths_status_bits(dtype):
+    # B = 19 and P = 11 put bad values in whole lane groups, the ragged last group, whole point
+    # vectors and the ragged last one; each single bad value sets the same bits on both paths.
+    B, P = 19, 11
+    g = torch.Generator().manual_seed(50)
+    src, dst = torch.randn(B, P, 3, generator=g, dtype=dtype), torch.randn(B, P, 3, generator=g, dtype=dtype)
+    w = torch.rand(B, P, generator=g, dtype=dtype)
+    op = torch.ops.pgnface.similarity_align.default
+
+    def status(s, d, ww):
+        words = []
+        for simd in (True, False):
+            with cpu_simd(simd):
+                words.append(int(op(s, d, ww, True, 1)[3]))
+        return words
+
+    assert status(src, dst, w) == [0, 0] and status(src, dst, None) == [0, 0]
+    for b, i in [(0, 0), (7, 10), (8, 3), (18, 10), (18, 0)]:
+        for name, bad, bit in [
+            ("src", float("nan"), 1),
+            ("dst", float("inf"), 2),
+            ("w", float("nan"), 4),
+            ("w", -1.0, 8),
+        ]:
+            s, d, ww = src.clone(), dst.clone(), w.clone()
+            target = dict(src=s, dst=d, w=ww)[name]
+            if name == "w":
+                target[b, i] = bad
+            else:
+                target[b, i, 1] = bad
+            assert status(s, d, ww) == [bit, bit], (name, b, i)
+            if name != "w":
+                assert status(s, d, None) == [bit, bit], (name, b, i)
+    # Finite values whose sums overflow are not bad input.
+    huge = torch.finfo(dtype).max / 4
+    s = src.clone()
+    s[5] = huge
+    assert status(s, dst, w) == [0, 0] and status(s, dst, None) == [0, 0]

@@ -392,3 +392,36 @@ def test_simd_backward_matches_scalar_path(dtype):
         g1 = torch.ops.pgnface.svd3x3_backward(*grads, U, S, V)
     scale = g0.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1.0)
     assert ((g1 - g0).abs() <= 64 * torch.finfo(dtype).eps * scale).all()
+
+
+def test_no_grad_calls_skip_the_python_autograd_layer():
+    # pgnface.ops._no_autograd.call steps below autograd itself only where no gradient can flow.
+    from pgnface.ops._no_autograd import call
+
+    def autograd_excluded(*args):
+        return torch._C._dispatch_tls_is_dispatch_key_excluded(torch._C.DispatchKey.AutogradFunctionality)
+
+    x, w = torch.randn(2, 3, 3), torch.randn(2, 3, 3, requires_grad=True)
+    assert call(autograd_excluded, (x, None))
+    assert not call(autograd_excluded, (x, w))  # a gradient can flow: full dispatch
+    with torch.no_grad():
+        assert call(autograd_excluded, (x, w))
+
+    class Sub(torch.Tensor):
+        pass
+
+    assert not call(autograd_excluded, (x.as_subclass(Sub),))  # a subclass may dispatch anywhere
+
+
+def test_no_grad_and_grad_calls_agree():
+    M = torch.randn(5, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        fast = ops.svd3x3(M)
+    leaf = M.clone().requires_grad_(True)
+    full = ops.svd3x3(leaf)
+    assert all(f.grad_fn is None for f in fast) and all(g.grad_fn is not None for g in full)
+    for f, g in zip(fast, full):
+        assert torch.equal(f, g.detach())
+    with pytest.raises(ValueError, match="M contains 1 non-finite"):
+        with torch.no_grad():
+            ops.svd3x3(torch.tensor([[[float("nan"), 0, 0], [0, 1, 0], [0, 0, 1]]]))

@@ -4,9 +4,9 @@
 // and returns a status word, an int32 tensor [1] on the op's device. The
 // kernels test the values they read anyway, at their first read, and OR a bit
 // per failing argument into the word (bit values are listed per op in
-// csrc/ext.cpp). The one exception is the SIMD CPU path of similarity_align,
-// which scans each range's points once more after the solve, while they are
-// in cache (similarity_align_cpu.cpp, check_range_values). The host side
+// csrc/ext.cpp); the SIMD CPU path of similarity_align tests its first pass's
+// sums and reads only a failing item again, through the scalar path, to name
+// the argument (similarity_align_cpu.cpp, align_lanes). The host side
 // (status_host.h) then raises (CPU) or issues an asynchronous device-side
 // assertion (CUDA): no host synchronisation, no data-dependent Python, so the
 // checks run under torch.compile and CUDA graph capture.

@@ -11,6 +11,11 @@ namespace pgnface {
 at::Tensor new_status(const at::Tensor& like, int64_t check) {
   TORCH_CHECK(check == kCheckOff || check == kCheckRecord || check == kCheckRaise,
               "check must be 0 (off), 1 (record) or 2 (raise), got ", check);
+  if (like.is_cpu()) {  // a store instead of a fill_ call: small batches feel every call
+    at::Tensor status = at::empty({1}, like.options().dtype(at::kInt));
+    *status.data_ptr<int32_t>() = 0;
+    return status;
+  }
   return at::zeros({1}, like.options().dtype(at::kInt));
 }
 
@@ -52,7 +57,7 @@ void act_on_status(const at::Tensor& status, int64_t check, const char* op,
                    std::initializer_list<StatusBit> bits) {
   if (check != kCheckRaise) return;
   if (status.is_cpu()) {
-    const int32_t word = status.item<int32_t>();  // host memory: no synchronisation
+    const int32_t word = *status.const_data_ptr<int32_t>();  // host memory: read it in place
     for (const StatusBit& b : bits) {
       TORCH_CHECK_VALUE(!(word & b.bit), cpu_message(b));
     }

@@ -4,7 +4,9 @@
 // (common/cpu_parallel.h); each item is solved by the
 // same per-item code the CUDA kernels run (similarity_align_kernel.h,
 // svd3x3_kernel.h). The SIMD path (the default) reduces each item's points
-// Simd<T>::width at a time (one point per lane, then a sum across lanes) and
+// Simd<T>::width at a time (one point per lane, loaded from the interleaved
+// [P,3] arrays by common/cpu_points.h's shuffles; then the sums across lanes
+// of a lane group's items at once) and
 // solves Simd<T>::width items at once, one per lane of the lane-type
 // instantiation of the per-item code; the backward pass forms the points'
 // gradients a lane of points at a time too. The scalar path (what CUDA runs
@@ -18,6 +20,7 @@
 
 #include "../common/cpu_lanes.h"
 #include "../common/cpu_parallel.h"
+#include "../common/cpu_points.h"
 #include "../common/cpu_simd.h"
 #include "../common/status.h"
 #include "../common/status_host.h"
@@ -130,9 +133,7 @@ template <typename T>
 PGN_ALWAYS_INLINE void load_points(const T* p, int n, LaneVec<T>* out) {
   constexpr int W = Simd<T>::width;
   if (n == W) {
-    for (int l = 0; l < W; ++l) {
-      for (int d = 0; d < 3; ++d) out[d].v[l] = p[3 * l + d];
-    }
+    load_points3(p, out);
     return;
   }
   for (int d = 0; d < 3; ++d) out[d] = LaneVec<T>(T(0));
@@ -143,6 +144,10 @@ PGN_ALWAYS_INLINE void load_points(const T* p, int n, LaneVec<T>* out) {
 
 template <typename T>
 PGN_ALWAYS_INLINE void store_points(const LaneVec<T>* in, int n, T* p) {
+  if (n == Simd<T>::width) {
+    store_points3(in, p);
+    return;
+  }
   for (int l = 0; l < n; ++l) {
     for (int d = 0; d < 3; ++d) p[3 * l + d] = in[d].v[l];
   }
@@ -160,13 +165,16 @@ PGN_ALWAYS_INLINE LaneVec<T> load_weights(const ItemPoints<T>& p, int64_t i, int
   return w;
 }
 
-// The first and second sums of one item, its points a lane vector at a time.
-template <bool kWeighted, typename T>
-PGN_ALWAYS_INLINE void item_sums_simd(const ItemPoints<T>& p, T* first, T* second) {
+// The first-pass sums of one item as lane vectors of partial sums (lane l
+// sums points l, l + width, ...), its points a lane vector at a time. w_min
+// receives the smallest weight read (kWeighted and kCheck only: the fused
+// value check's test for negative weights).
+template <bool kWeighted, bool kCheck, typename T>
+PGN_ALWAYS_INLINE void item_first_simd(const ItemPoints<T>& p, LaneVec<T>* f, LaneVec<T>& w_min) {
   using L = LaneVec<T>;
   constexpr int W = L::width;
-  L f[procrustes::kFirstSums];
-  for (auto& x : f) x = L(T(0));
+  for (int k = 0; k < procrustes::kFirstSums; ++k) f[k] = L(T(0));
+  w_min = L(T(0));
   int64_t i = 0;
   for (; i + W <= p.P; i += W) {
     L x[3], y[3];
@@ -174,6 +182,7 @@ PGN_ALWAYS_INLINE void item_sums_simd(const ItemPoints<T>& p, T* first, T* secon
     load_points(p.y + 3 * i, W, y);
     // Unweighted: w is the constant 1 and its products fold away.
     const L w = kWeighted ? L::load(p.w + i) : L(T(1));
+    if constexpr (kCheck && kWeighted) w_min = pgn_min(w_min, w);
     procrustes::accumulate_first(x, y, w, f);
   }
   if (i < p.P) {
@@ -181,16 +190,22 @@ PGN_ALWAYS_INLINE void item_sums_simd(const ItemPoints<T>& p, T* first, T* secon
     L x[3], y[3];
     load_points(p.x + 3 * i, n, x);
     load_points(p.y + 3 * i, n, y);
-    procrustes::accumulate_first(x, y, load_weights<kWeighted>(p, i, n), f);
+    const L w = load_weights<kWeighted>(p, i, n);  // 0 past n
+    if constexpr (kCheck && kWeighted) w_min = pgn_min(w_min, w);
+    procrustes::accumulate_first(x, y, w, f);
   }
-  for (int k = 0; k < procrustes::kFirstSums; ++k) first[k] = lane_sum(f[k]);
-  T mu_x[3], mu_y[3];
-  procrustes::centroids(first, mu_x, mu_y);
-  const L mx[3] = {L(mu_x[0]), L(mu_x[1]), L(mu_x[2])};
-  const L my[3] = {L(mu_y[0]), L(mu_y[1]), L(mu_y[2])};
-  L sec[procrustes::kSecondSums];
-  for (auto& x : sec) x = L(T(0));
-  for (i = 0; i + W <= p.P; i += W) {
+}
+
+// The second-pass sums of one item (centroids mx, my broadcast) as lane
+// vectors of partial sums.
+template <bool kWeighted, typename T>
+PGN_ALWAYS_INLINE void item_second_simd(const ItemPoints<T>& p, const LaneVec<T>* mx,
+                                        const LaneVec<T>* my, LaneVec<T>* sec) {
+  using L = LaneVec<T>;
+  constexpr int W = L::width;
+  for (int k = 0; k < procrustes::kSecondSums; ++k) sec[k] = L(T(0));
+  int64_t i = 0;
+  for (; i + W <= p.P; i += W) {
     L x[3], y[3];
     load_points(p.x + 3 * i, W, x);
     load_points(p.y + 3 * i, W, y);
@@ -204,33 +219,63 @@ PGN_ALWAYS_INLINE void item_sums_simd(const ItemPoints<T>& p, T* first, T* secon
     load_points(p.y + 3 * i, n, y);
     procrustes::accumulate_second(x, y, load_weights<kWeighted>(p, i, n), mx, my, sec);
   }
-  for (int k = 0; k < procrustes::kSecondSums; ++k) second[k] = lane_sum(sec[k]);
 }
 
 // Solves items b .. b + n - 1 (n <= width), one per lane; lanes past n
-// repeat item b + n - 1.
+// repeat item b + n - 1. Each item's sums are reduced across their lanes for
+// all items of the group at once (lane_sums), so the centroids, the second
+// pass's input, are lane vectors too. With a status word (the forward op's
+// value check, fused into the first pass: its sums are finite unless an input
+// is NaN or Inf or a sum overflowed), an item that looks bad is read again by
+// the scalar path, which sets the bits naming the argument.
 template <bool kWeighted, typename T>
 PGN_ALWAYS_INLINE void align_lanes(const AlignArgs<T>& args, int64_t b, int n,
-                                   procrustes::Alignment<LaneVec<T>>& a) {
+                                   procrustes::Alignment<LaneVec<T>>& a,
+                                   int32_t* status = nullptr) {
   using L = LaneVec<T>;
   constexpr int W = L::width;
-  // Per-item sums gathered lane-major in scalar buffers, then loaded whole.
-  T f[procrustes::kFirstSums][W], sec[procrustes::kSecondSums][W];
-  for (int l = 0; l < W; ++l) {
-    if (l < n) {
-      T fl[procrustes::kFirstSums], sl[procrustes::kSecondSums];
-      item_sums_simd<kWeighted>(item_points(args.src, args.dst, args.weights, b + l, args.P), fl,
-                                sl);
-      for (int k = 0; k < procrustes::kFirstSums; ++k) f[k][l] = fl[k];
-      for (int k = 0; k < procrustes::kSecondSums; ++k) sec[k][l] = sl[k];
+  constexpr int K1 = procrustes::kFirstSums, K2 = procrustes::kSecondSums;
+  L part[W][K2 > K1 ? K2 : K1];  // per item: its partial sums
+  L w_min[W];
+  for (int l = 0; l < n; ++l) {
+    const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b + l, args.P);
+    if (status) {
+      item_first_simd<kWeighted, true>(p, part[l], w_min[l]);
     } else {
-      for (int k = 0; k < procrustes::kFirstSums; ++k) f[k][l] = f[k][n - 1];
-      for (int k = 0; k < procrustes::kSecondSums; ++k) sec[k][l] = sec[k][n - 1];
+      item_first_simd<kWeighted, false>(p, part[l], w_min[l]);
     }
   }
-  L first[procrustes::kFirstSums], second[procrustes::kSecondSums];
-  for (int k = 0; k < procrustes::kFirstSums; ++k) first[k] = L::load(f[k]);
-  for (int k = 0; k < procrustes::kSecondSums; ++k) second[k] = L::load(sec[k]);
+  for (int l = n; l < W; ++l) {
+    for (int k = 0; k < K1; ++k) part[l][k] = part[n - 1][k];
+  }
+  L first[K1];
+  for (int k = 0; k < K1; ++k) first[k] = lane_sums(part, k);
+  if (status) {
+    L probe(T(0));
+    for (int k = 0; k < K1; ++k) probe += finite_probe(first[k]);
+    for (int l = 0; l < n; ++l) {
+      bool suspect = !sum_is_finite(probe[l]);
+      if constexpr (kWeighted) suspect = suspect || lane_any(w_min[l] < L(T(0)));
+      if (suspect) {
+        procrustes::Alignment<T> scalar;
+        align_item<kWeighted>(item_points(args.src, args.dst, args.weights, b + l, args.P),
+                              args.estimate_scale, scalar, status);
+      }
+    }
+  }
+  L mu_x[3], mu_y[3];
+  procrustes::centroids(first, mu_x, mu_y);
+  for (int l = 0; l < n; ++l) {
+    const L mx[3] = {L(mu_x[0][l]), L(mu_x[1][l]), L(mu_x[2][l])};
+    const L my[3] = {L(mu_y[0][l]), L(mu_y[1][l]), L(mu_y[2][l])};
+    item_second_simd<kWeighted>(item_points(args.src, args.dst, args.weights, b + l, args.P), mx,
+                                my, part[l]);
+  }
+  for (int l = n; l < W; ++l) {
+    for (int k = 0; k < K2; ++k) part[l][k] = part[n - 1][k];
+  }
+  L second[K2];
+  for (int k = 0; k < K2; ++k) second[k] = lane_sums(part, k);
   procrustes::solve_alignment(first, second, args.estimate_scale, a);
 }
 
@@ -238,25 +283,27 @@ PGN_ALWAYS_INLINE void align_lanes(const AlignArgs<T>& args, int64_t b, int n,
 // fn(b, n, a) with the alignments a of items b .. b + n - 1 in its lanes.
 template <bool kWeighted, typename T, typename Fn>
 PGN_ALWAYS_INLINE void for_each_lane_group(const AlignArgs<T>& args, int64_t begin, int64_t end,
-                                           Fn&& fn) {
+                                           Fn&& fn, int32_t* status = nullptr) {
   constexpr int W = LaneVec<T>::width;
   for (int64_t b = begin; b < end; b += W) {
     const int n = static_cast<int>(std::min<int64_t>(W, end - b));
     procrustes::Alignment<LaneVec<T>> a;
-    align_lanes<kWeighted>(args, b, n, a);
+    align_lanes<kWeighted>(args, b, n, a, status);
     fn(b, n, a);
   }
 }
 
 template <bool kWeighted, typename T>
 PGN_CPU_CLONES PGN_FLATTEN void align_range_simd(const AlignArgs<T>& args, T* scale, T* R, T* t,
-                                                 int64_t begin, int64_t end) {
-  for_each_lane_group<kWeighted>(args, begin, end,
-                                 [&](int64_t b, int n, const procrustes::Alignment<LaneVec<T>>& a) {
-                                   store_lanes<1>(&a.scale, n, scale + b);
-                                   store_lanes<9>(a.R, n, R + 9 * b);
-                                   store_lanes<3>(a.t, n, t + 3 * b);
-                                 });
+                                                 int64_t begin, int64_t end, int32_t* status) {
+  for_each_lane_group<kWeighted>(
+      args, begin, end,
+      [&](int64_t b, int n, const procrustes::Alignment<LaneVec<T>>& a) {
+        store_lanes<1>(&a.scale, n, scale + b);
+        store_lanes<9>(a.R, n, R + 9 * b);
+        store_lanes<3>(a.t, n, t + 3 * b);
+      },
+      status);
 }
 
 template <bool kWeighted, typename T>
@@ -313,28 +360,6 @@ AlignArgs<T> align_args(const at::Tensor& src, const at::Tensor& dst, const at::
           src.size(1), estimate_scale};
 }
 
-// The value check of the SIMD path: one vectorisable pass over the range's points after the
-// solve, while they are still in cache (x - x is 0 exactly for finite x, NaN otherwise). Only
-// when it finds something are the items re-read by the scalar path, which names the argument.
-template <bool kWeighted, typename T>
-void check_range_values(const AlignArgs<T>& args, int64_t begin, int64_t end, int32_t* status) {
-  const int64_t n = (end - begin) * args.P;
-  const T* x = args.src + begin * args.P * 3;
-  const T* y = args.dst + begin * args.P * 3;
-  bool bad = false;
-  for (int64_t i = 0; i < 3 * n; ++i) bad |= !(x[i] - x[i] == T(0)) | !(y[i] - y[i] == T(0));
-  if constexpr (kWeighted) {
-    const T* w = args.weights + begin * args.P;
-    for (int64_t i = 0; i < n; ++i) bad |= !(w[i] - w[i] == T(0)) | (w[i] < T(0));
-  }
-  if (!bad) return;
-  for (int64_t b = begin; b < end; ++b) {
-    procrustes::Alignment<T> a;
-    align_item<kWeighted>(item_points(args.src, args.dst, args.weights, b, args.P),
-                          args.estimate_scale, a, status);
-  }
-}
-
 // Items per piece of the parallel loop: about 4096 points, a whole number of
 // lane groups (8 covers both widths) so that no piece leaves lanes idle.
 int64_t align_grain(int64_t P) {
@@ -361,11 +386,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
     parallel_for_dynamic(B, align_grain(P), [&](int64_t begin, int64_t end) {
       if (simd) {
         if (args.weights) {
-          align_range_simd<true>(args, s, r, tr, begin, end);
-          if (st) check_range_values<true>(args, begin, end, st);
+          align_range_simd<true>(args, s, r, tr, begin, end, st);
         } else {
-          align_range_simd<false>(args, s, r, tr, begin, end);
-          if (st) check_range_values<false>(args, begin, end, st);
+          align_range_simd<false>(args, s, r, tr, begin, end, st);
         }
       } else if (args.weights) {
         align_range<true>(args, s, r, tr, begin, end, st);

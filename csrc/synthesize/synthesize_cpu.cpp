@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "../common/cpu_parallel.h"
 #include "../common/cpu_simd.h"
@@ -154,6 +155,26 @@ constexpr int kGradTileVerts = 2;
 // once for both; then the pose partial sums. Chunks own disjoint partial
 // buffers and vertices, so there are no races and the result does not depend
 // on the thread count.
+// Vertices whose upstream gradient is transposed lane-major at a time
+// (transpose_grad_out): a few tens of KB, so the table stays in L1/L2.
+constexpr int64_t kGradBlockVerts = 32;
+static_assert(kGradBlockVerts % kGradTileVerts == 0);
+
+// Copies grad_out[b, n0 .. n0 + nv, :] for every item b into table
+// [nv * 3, ld] (row 3 v + d, lane b). Each item's gradient is read as one
+// contiguous run, which the prefetcher follows; gathering a vector of items
+// per vertex instead touches B cache lines at a stride of N * 3 values, and
+// waiting for them was the backward's largest cost. Lanes past B keep the
+// zeros the table starts with.
+template <typename T>
+PGN_ALWAYS_INLINE void transpose_grad_out(const T* grad_out, int64_t B, int64_t N, int64_t n0,
+                                          int64_t nv, T* table, int64_t ld) {
+  for (int64_t b = 0; b < B; ++b) {
+    const T* src = grad_out + (b * N + n0) * 3;
+    for (int64_t r = 0; r < nv * 3; ++r) table[r * ld + b] = src[r];
+  }
+}
+
 template <typename T>
 PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
                                     int64_t chunk_end) {
@@ -161,12 +182,20 @@ PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chun
   constexpr int W = kW<T>, TV = kGradTileVerts;
   const SynthesizeArgs<T>& a = g.in;
   const int64_t K = a.K, ld = a.ld;
+  std::vector<T> table(kGradBlockVerts * 3 * ld, T(0));  // this task's transposed grad_out
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
     T* pose_sum = g.pose_part + chunk * morphable::kPoseGradSize * ld;
     T* coeff = g.coeff_part + chunk * K * ld;
     const int64_t n_end = std::min(a.N, (chunk + 1) * g.chunk_verts);
+    int64_t block = -1;  // first vertex of the block in table
     for (int64_t n0 = chunk * g.chunk_verts; n0 < n_end; n0 += TV) {
       const int nv = static_cast<int>(std::min<int64_t>(TV, n_end - n0));
+      if (block < 0 || n0 >= block + kGradBlockVerts) {
+        block = n0;
+        transpose_grad_out(g.grad_out, a.B, a.N, block,
+                           std::min<int64_t>(kGradBlockVerts, n_end - block), table.data(), ld);
+      }
+      const T* go_rows = table.data() + (n0 - block) * 3 * ld;
       const T* rows[TV];
       for (int v = 0; v < TV; ++v) rows[v] = a.basis + (n0 + std::min(v, nv - 1)) * 3 * K;
       for (int64_t b0 = 0; b0 < a.B; b0 += W) {
@@ -178,12 +207,7 @@ PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chun
         for (int v = 0; v < TV; ++v) {
           go[v][0] = go[v][1] = go[v][2] = V{};
           if (v < nv) {
-            for (int j = 0; j < nb; ++j) {
-              const T* src = g.grad_out + ((b0 + j) * a.N + n0 + v) * 3;
-              go[v][0][j] = src[0];
-              go[v][1][j] = src[1];
-              go[v][2][j] = src[2];
-            }
+            for (int d = 0; d < 3; ++d) go[v][d] = simd_load(go_rows + (3 * v + d) * ld + b0);
           }
           morphable::shape_grad(pose, pose[9], go[v], gl[v]);
           acc[v][0] = acc[v][1] = acc[v][2] = V{};

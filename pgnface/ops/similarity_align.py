@@ -12,6 +12,8 @@ import torch
 
 from pgnface.ops._autocast import float32_under_autocast
 from pgnface.ops._checks import (
+    CHECK_OFF,
+    CHECK_RAISE,
     check_mode,
     require_float,
     require_like,
@@ -20,6 +22,10 @@ from pgnface.ops._checks import (
     require_tensor,
 )
 from pgnface.ops._first_order import first_order_only
+from pgnface.ops._no_autograd import call
+
+_FLOAT_DTYPES = (torch.float32, torch.float64)
+_similarity_align_op = torch.ops.pgnface.similarity_align.default
 
 
 def similarity_align(
@@ -70,6 +76,17 @@ def similarity_align(
             non-finite values or negative weights.
         RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
+    if _plain_cpu_call(src, dst, weights, estimate_scale):
+        scale, R, t, _ = call(
+            _similarity_align_op,
+            (src, dst, weights),
+            src,
+            dst,
+            weights,
+            estimate_scale,
+            CHECK_RAISE if check_values else CHECK_OFF,
+        )
+        return scale, R, t
     src, dst, weights = float32_under_autocast(src, dst, weights)
     require_tensor(src, "src")
     require_tensor(dst, "dst")
@@ -89,8 +106,41 @@ def similarity_align(
         require_shape(weights, "weights", ("B", "P"), sizes)
     if not isinstance(estimate_scale, bool):
         raise TypeError(f"estimate_scale must be a bool, got {type(estimate_scale).__name__}")
-    scale, R, t, _ = torch.ops.pgnface.similarity_align(src, dst, weights, estimate_scale, check_mode(check_values))
+    scale, R, t, _ = call(
+        _similarity_align_op, (src, dst, weights), src, dst, weights, estimate_scale, check_mode(check_values)
+    )
     return scale, R, t
+
+
+def _plain_cpu_call(src, dst, weights, estimate_scale) -> bool:
+    """Whether the arguments pass every structural check and autocast leaves them alone.
+
+    Plain CPU float32/float64 tensors of one dtype, src and dst [B, P, 3] with P >= 3, weights None
+    or [B, P], estimate_scale a bool: tested directly, this keeps the per-call cost of small batches
+    low. Anything else goes through autocast and the checks that explain.
+    """
+    if not (
+        type(src) is torch.Tensor
+        and type(dst) is torch.Tensor
+        and type(estimate_scale) is bool
+        and src.is_cpu
+        and dst.is_cpu
+        and src.dtype in _FLOAT_DTYPES
+        and dst.dtype == src.dtype
+        and src.dim() == 3
+        and src.shape[2] == 3
+        and src.shape[1] >= 3
+        and dst.shape == src.shape
+    ):
+        return False
+    if weights is None:
+        return True
+    return (
+        type(weights) is torch.Tensor
+        and weights.is_cpu
+        and weights.dtype == src.dtype
+        and weights.shape == src.shape[:2]
+    )
 
 
 @torch.library.register_fake("pgnface::similarity_align")

@@ -11,16 +11,19 @@ import torch
 
 from pgnface.ops._autocast import float32_under_autocast
 from pgnface.ops._checks import (
-    check_mode,
+    CHECK_OFF,
+    CHECK_RAISE,
     require_float,
     require_shape,
     require_supported_device,
     require_tensor,
 )
 from pgnface.ops._first_order import first_order_only
+from pgnface.ops._no_autograd import call
 
 _FLOAT_DTYPES = (torch.float32, torch.float64)
 _svd3x3_op = torch.ops.pgnface.svd3x3.default
+_MATRIX = (3, 3)
 
 
 def svd3x3(M: torch.Tensor, *, check_values: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -61,22 +64,16 @@ def svd3x3(M: torch.Tensor, *, check_values: bool = True) -> Tuple[torch.Tensor,
         ValueError: M is not [B, 3, 3], or holds NaN/Inf (with check_values).
         RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
-    (M,) = float32_under_autocast(M)
-    # A plain CPU [B, 3, 3] float tensor passes every structural check; testing that directly keeps
-    # the per-call cost of small batches low. Anything else goes through the checks that explain.
-    if not (
-        type(M) is torch.Tensor
-        and M.dtype in _FLOAT_DTYPES
-        and M.dim() == 3
-        and M.shape[1] == 3
-        and M.shape[2] == 3
-        and M.device.type == "cpu"
-    ):
+    # A plain CPU [B, 3, 3] float32/float64 tensor passes every structural check and autocast
+    # leaves it alone; testing that directly keeps the per-call cost of small batches low.
+    # Anything else goes through autocast and the checks that explain.
+    if not (type(M) is torch.Tensor and M.dtype in _FLOAT_DTYPES and M.is_cpu and M.shape[1:] == _MATRIX):
+        (M,) = float32_under_autocast(M)
         require_tensor(M, "M")
         require_float(M, "M")
         require_supported_device(M, "M")
         require_shape(M, "M", ("B", 3, 3), {})
-    U, S, V, _ = _svd3x3_op(M, check_mode(check_values))
+    U, S, V, _ = call(_svd3x3_op, (M,), M, CHECK_RAISE if check_values else CHECK_OFF)
     return U, S, V
 
 
