@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import torch
+
 from pgnface.eval.face300w import evaluate, load_300w
 from pgnface.eval.predictors import NetworkPredictor
 from pgnface.nn.checkpoint import network_payload
@@ -106,14 +108,15 @@ def train_validated(
             summary = trainer.run(min(steps, (trainer.step // every + 1) * every))
             if summary["interrupted"]:
                 break
-            record = _validate(trainer, faces)
+            net = trainer.export_network()
+            record = _validate(trainer, net, faces)
             if trainer.info.is_main:
                 with open(log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
                 written.append(record)
                 if best is None or record["nme_io_mean"] < best["nme_io_mean"]:
                     best = record
-                    payload = network_payload(trainer.exported_net)
+                    payload = network_payload(net)
                     payload.update(input_size=trainer.config.data.size, step=trainer.step, validation=record)
                     payload.update(trainer.data_terms)
                     atomic_save(payload, Path(out_dir) / "best.pt")
@@ -123,17 +126,17 @@ def train_validated(
         trainer.close()
 
 
-def _validate(trainer: Trainer, faces) -> Dict[str, Any]:
-    """Scores the trainer's network on `faces` with the 300-W protocol.
+def _validate(trainer: Trainer, net: torch.nn.Module, faces) -> Dict[str, Any]:
+    """Scores a network of the trainer on `faces` with the 300-W protocol.
 
     Args:
-        trainer: the Trainer whose exported network (the weight average, if the run keeps
-            one) is scored in eval mode.
+        trainer: the Trainer (its step, input size and device).
+        net: the network to score (``trainer.export_network()``), in eval mode.
         faces: ``load_300w``'s faces.
 
     Returns:
         The step's ``validation_record``.
     """
-    predictor = NetworkPredictor(trainer.exported_net, trainer.config.data.size)
+    predictor = NetworkPredictor(net, trainer.config.data.size)
     result = evaluate(predictor, faces, device=trainer.device)
     return validation_record(trainer.step, result.summary())

@@ -17,11 +17,9 @@ from pgnface.data.labelled_folder import LabelledFolder
 from pgnface.data.landmarks2d import Landmarks2DFaces
 from pgnface.data.unlabelled import UnlabelledPhotos, VideoClips
 from pgnface.morphable import MorphableModel
-from pgnface.train.config import DataConfig, real_groups
+from pgnface.train.config import KINDS, DataConfig, real_groups
 from pgnface.train.equivariance import random_warps, warp_images
 from pgnface.train.flow import clip_flow
-
-KINDS = ("single", "clip", "folder", "images", "video", "real300w", "ytf")
 
 
 def centre_depth(vertices: torch.Tensor, landmark_vertices: torch.Tensor) -> torch.Tensor:

@@ -193,6 +193,20 @@ class LossWeights:
     landmarks2d: float = 1.0  # real 2D labels (300-W, YouTube Faces), the jaw as an outline
 
 
+# The kinds of training batch (pgnface.train.batches), each drawn with weight data.<kind>_weight.
+KINDS = ("single", "clip", "folder", "images", "video", "real300w", "ytf")
+# The data folder each kind needs ("" for the synthetic kinds).
+KIND_SOURCES = {
+    "single": "",
+    "clip": "",
+    "folder": "folder",
+    "images": "images",
+    "video": "video",
+    "real300w": "real300w",
+    "ytf": "ytf",
+}
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs (saved as config.json and in every checkpoint).
@@ -208,6 +222,10 @@ class TrainConfig:
         ema_decay: the run exports (model.pt, best.pt) and validates an exponential moving
             average of its weights with this decay per step (pgnface.train.weight_average);
             0 exports the trained weights themselves.
+        bn_calibration: a batch kind (KINDS, e.g. "real300w"): the exported network's
+            batch-norm statistics are recomputed on bn_calibration_batches batches of that
+            kind (pgnface.train.batch_norm_calibration); "" keeps the running statistics.
+        bn_calibration_batches: batches of batch_size images for that average.
         amp: mixed precision (bfloat16 on CPU, float16 + GradScaler on CUDA).
         channels_last: run the CNN in channels-last memory format.
         device: "auto" (CUDA when available), "cpu", "cuda".
@@ -230,6 +248,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.01
     grad_clip: float = 5.0
     ema_decay: float = 0.0
+    bn_calibration: str = ""
+    bn_calibration_batches: int = 40
     amp: bool = False
     channels_last: bool = False
     device: str = "auto"
@@ -258,6 +278,16 @@ class TrainConfig:
                 raise ValueError(f"{key} must be >= {low}, got {value!r}")
         if self.min_lr_ratio > 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        if self.bn_calibration:
+            if self.bn_calibration not in KINDS:
+                raise ValueError(f"bn_calibration must be '' or one of {', '.join(KINDS)}, got {self.bn_calibration!r}")
+            source = KIND_SOURCES[self.bn_calibration]
+            if source and not getattr(self.data, source):
+                raise ValueError(
+                    f"bn_calibration={self.bn_calibration} needs data.{source}, the folder its images come from"
+                )
+        if self.bn_calibration_batches <= 0:
+            raise ValueError(f"bn_calibration_batches must be positive, got {self.bn_calibration_batches!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1) (0: no average), got {self.ema_decay!r}")
         self.net.validate()

@@ -39,6 +39,7 @@ from pgnface.nn import (
 )
 from pgnface.nn.checkpoint import build_network, load_weights
 from pgnface.nn.safe_io import remove_stale_temps
+from pgnface.train.batch_norm_calibration import calibrate_batch_norm, calibration_batches
 from pgnface.train.batches import TrainBatches
 from pgnface.train.config import TrainConfig
 from pgnface.train.distributed import DistInfo, init_distributed, shutdown_distributed
@@ -211,6 +212,7 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
             self.step = int(payload["step"])
             _set_rng_state(payload["rng"])
+        self.calibration = calibration_batches(config, self.morphable) if config.bn_calibration else None
         self.average = WeightAverage(self.net, config.ema_decay) if config.ema_decay > 0 else None
         if self.average is not None and payload is not None and "weight_average" in payload:
             self.average.load_state_dict(payload["weight_average"])
@@ -315,11 +317,19 @@ class Trainer:
             payload["weight_average"] = self.average.state_dict()
         atomic_save(payload, self.checkpoint_path)
 
-    @property
-    def exported_net(self) -> torch.nn.Module:
-        """The network the run writes and validates: the weight average when the config asks for one."""
+    def export_network(self) -> torch.nn.Module:
+        """The network the run writes and validates.
+
+        The weight average when the config keeps one (``ema_decay``), else the trained network;
+        with ``bn_calibration``, a copy of it whose batch-norm statistics are recomputed on that
+        kind of batch (pgnface.train.batch_norm_calibration).
+        """
         net = self.net.module if hasattr(self.net, "module") else self.net
-        return self.average.module if self.average is not None else net
+        net = self.average.module if self.average is not None else net
+        if self.calibration is None:
+            return net
+        cfg = self.config
+        return calibrate_batch_norm(net, self.calibration, cfg.bn_calibration_batches, cfg.batch_size, self.device)
 
     def _log(self, record: Dict[str, Any]) -> None:
         with open(self.out / "log.jsonl", "a") as f:
@@ -376,7 +386,7 @@ class Trainer:
                 file=sys.stderr,
             )
         if self.info.is_main and summary["history"] and self.step == cfg.steps:
-            payload = network_payload(self.exported_net)
+            payload = network_payload(self.export_network())
             payload["input_size"] = cfg.data.size  # the crop size the network was trained at
             payload.update(self.data_terms)
             atomic_save(payload, self.out / "model.pt")

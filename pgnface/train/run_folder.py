@@ -14,9 +14,18 @@ from typing import Any, Dict, List, Optional, Tuple
 from pgnface.train.config import TrainConfig
 
 RUN_FILES = ("checkpoint.pt", "model.pt", "log.jsonl", "val.jsonl", "best.pt")
-# Fields a resumed run may change: they decide how long it runs, how it reports and where it
-# computes, not what it learns.
-RESUMABLE_CHANGES = ("steps", "log_every", "checkpoint_every", "tensorboard", "threads", "device")
+# Fields a resumed run may change: they decide how long it runs, how it reports, where it
+# computes and how its network is exported, not what it learns.
+RESUMABLE_CHANGES = (
+    "steps",
+    "log_every",
+    "checkpoint_every",
+    "tensorboard",
+    "threads",
+    "device",
+    "bn_calibration",
+    "bn_calibration_batches",
+)
 
 
 def run_files(out_dir) -> List[str]:
