@@ -10,7 +10,7 @@ import sys
 
 from pgnface.nn import atomic_save, read_checkpoint
 
-KEEP = ("format", "version", "network", "model", "input_size", "data_terms")
+KEEP = ("format", "version", "network", "model", "input_size", "data_terms", "bn_calibration")
 
 
 def main(source: str, target: str) -> None:

@@ -87,8 +87,11 @@ def test_a_frame_folder_keeps_the_largest_face_and_shares_the_identity(checkpoin
     for f, single in enumerate(singles):
         shared = np.load(clip_out / f"frame_{f:03d}_face0_coeffs.npz")
         assert np.allclose(shared["id"], identity["id"])
-        for key in ("exp", "rotation", "scale", "translation"):  # expression and pose stay per frame
-            assert np.allclose(shared[key], single[key], atol=1e-5), key
+        # Expression and pose stay per frame. The clip runs one face per frame, the independent run
+        # two, and the CNN's float32 results differ with the batch size in the last bits, which the
+        # pose solve of an untrained network amplifies to ~1e-5; frames differ by far more.
+        for key in ("exp", "rotation", "scale", "translation"):
+            assert np.allclose(shared[key], single[key], atol=1e-4), (key, np.abs(shared[key] - single[key]).max())
         shape = morphable.vertices(torch.from_numpy(identity["id"])[None], torch.from_numpy(shared["exp"])[None])[0]
         expected = float(shared["scale"]) * shape.double().numpy() @ shared["rotation"].T + shared["translation"]
         verts, _ = read_mesh(clip_out / f"frame_{f:03d}_face0.obj")
