@@ -21,6 +21,15 @@
 // probe per vertex), the bounding-box pass reads every triangle's indices
 // (its `indexed` test). Each task ORs its bits into the status word only when
 // it found a bad value, so valid input costs no atomic and no extra pass.
+// The SIMD path runs the shared float math of rasterize_kernel.h in vector
+// lanes, where nothing else stops the compiler from fusing a product into the
+// add that follows it (FMA, in the AVX2 clone): contraction is off for the
+// whole file, so every lane rounds as the scalar code and the CUDA kernels do.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -28,9 +37,16 @@
 #include "../common/status_host.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <memory>
+#include <utility>
 #include <vector>
 
+#include "../common/cpu_lanes.h"
+#include "../common/cpu_parallel.h"
 #include "../common/cpu_simd.h"
 #include "rasterize.h"
 #include "rasterize_kernel.h"
@@ -214,6 +230,385 @@ void rasterize_rows(const Projected<T>& pr, const T* pos, const int32_t* tris, i
   resolve_pixels(pos, tris, zbuf, p_begin, p_end, tri_id, bary, depth);
 }
 
+// --- SIMD path (the default; set_cpu_simd(False) selects the scalar one) -----
+//
+// Per image: project the vertices into structure-of-arrays form in one
+// branch-free loop; fill the band's outputs with the empty-pixel values; then
+// run over the triangles 8 at a time in int32 lanes. A triangle whose
+// fixed-point box holds exactly one pixel centre (most triangles of a dense
+// mesh) is set up and tested there in the lanes; one whose box holds more
+// goes to a short list that a scalar loop walks pixel by pixel (in int32 while
+// the box is under 2^15 sub-pixels, i.e. 128 pixels, wide and high, where
+// edge_fixed is exact in 32 bits; the 64-bit setup_triangle otherwise). Each
+// covered (triangle, pixel) pair becomes a fragment; fragments are shaded in
+// float lanes (screen barycentrics, depth and perspective barycentrics: the
+// shared math of rasterize_kernel.h instantiated for LaneVec) and depth-tested
+// one by one against the key of what the pixel holds. The winner writes its
+// outputs at once, so there is no z-buffer and no resolve pass.
+
+// Projected vertices of one image in structure-of-arrays form.
+// Left uninitialised (the projection writes every vertex) but for the one
+// vertex an empty table holds, as in Projected.
+template <typename T>
+struct ProjectedSoA {
+  std::unique_ptr<int32_t[]> fx, fy;  // fixed point; kInvalidFixed where the vertex draws nothing
+  std::unique_ptr<T[]> xyzw;  // X, Y, z/w, w per vertex (the fragment shading reads one record)
+  explicit ProjectedSoA(int64_t N)
+      : fx(new int32_t[std::max<int64_t>(N, 1)]),
+        fy(new int32_t[std::max<int64_t>(N, 1)]),
+        xyzw(new T[4 * std::max<int64_t>(N, 1)]) {
+    fx[0] = fy[0] = kInvalidFixed;
+    for (int k = 0; k < 4; ++k) xyzw[k] = T(0);
+  }
+};
+
+// project_vertex of vertices [n_begin, n_end), branch-free so that it
+// vectorises: the guard-band and w tests become selects, llrint becomes
+// rint (both round to nearest even; |X * kSubpixel| <= 2^28 fits int32).
+// Flags kPosBit as project_vertices does.
+template <typename T>
+PGN_CPU_CLONES void project_vertices_soa(const T* pos, int64_t n_begin, int64_t n_end, int H, int W,
+                                         int32_t* fx, int32_t* fy, T* xyzw, int32_t* status) {
+  const T hw = static_cast<T>(W) * T(0.5), hh = static_cast<T>(H) * T(0.5);
+  const T g = static_cast<T>(raster::kGuardBand), lo_w = raster::min_w<T>();
+  const T big = std::numeric_limits<T>::max(), S = static_cast<T>(raster::kSubpixel);
+  int bad = 0;
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    const T x = pos[4 * n], y = pos[4 * n + 1], z = pos[4 * n + 2], w = pos[4 * n + 3];
+    // |v| <= max is false for NaN and +-Inf.
+    const bool finite =
+        (std::abs(x) <= big) & (std::abs(y) <= big) & (std::abs(z) <= big) & (std::abs(w) <= big);
+    bad |= !finite;
+    const T X = (x / w + T(1)) * hw, Y = (y / w + T(1)) * hh;
+    const bool valid = finite & (w >= lo_w) & (X >= -g) & (X <= g) & (Y >= -g) & (Y <= g);
+    const T Xv = valid ? X : T(0), Yv = valid ? Y : T(0);
+    xyzw[4 * n] = Xv;
+    xyzw[4 * n + 1] = Yv;
+    xyzw[4 * n + 2] = valid ? z / w : T(0);
+    xyzw[4 * n + 3] = w;
+    fx[n] = valid ? static_cast<int32_t>(std::rint(Xv * S)) : kInvalidFixed;
+    fy[n] = valid ? static_cast<int32_t>(std::rint(Yv * S)) : kInvalidFixed;
+  }
+  if (status != nullptr && bad) flag_status(status, kPosBit);
+}
+
+// A covered (triangle, pixel) pair awaiting its depth test.
+struct Fragment {
+  int32_t tri;
+  uint16_t col, row;
+};
+
+// Shades fragments [0, count) of one image (their screen barycentrics, depth
+// and perspective barycentrics in lanes, as pixel_depth and
+// perspective_barycentrics compute them one at a time) and depth-tests them in
+// order against what their pixels hold: a fragment wins when its key
+// (depth_key) is below the key of the pixel's current (depth, tri_id), which
+// for an empty pixel (+inf, -1) is above every finite depth's.
+template <typename T>
+PGN_CPU_CLONES PGN_FLATTEN void shade_fragments(const Fragment* frags, int count, const T* xyzw,
+                                                const int32_t* tris, int W, int32_t* tri_id,
+                                                T* bary, T* depth) {
+  using L = LaneVec<T>;
+  constexpr int kL = L::width;
+  for (int i = 0; i < count; i += kL) {
+    // Lanes past count repeat the last fragment (shaded, never tested); built
+    // lane by lane in registers, as in classify_triangles.
+    L X[3], Y[3], zeta[3], w[3], qx, qy, e[3], lam[3], b[3];
+    for (int l = 0; l < kL; ++l) {
+      const Fragment& f = frags[std::min(i + l, count - 1)];
+      const int32_t* tri = tris + 3 * static_cast<int64_t>(f.tri);
+      for (int k = 0; k < 3; ++k) {
+        const T* v = xyzw + 4 * static_cast<int64_t>(tri[k]);
+        X[k].set(l, v[0]);
+        Y[k].set(l, v[1]);
+        zeta[k].set(l, v[2]);
+        w[k].set(l, v[3]);
+      }
+      qx.set(l, static_cast<T>(f.col) + T(0.5));
+      qy.set(l, static_cast<T>(f.row) + T(0.5));
+    }
+    const L area = raster::screen_edges(X, Y, qx, qy, e);
+    for (int k = 0; k < 3; ++k) lam[k] = raster::div_rn(e[k], area);
+    const L d = raster::interpolate_depth(lam, zeta);
+    raster::perspective_barycentrics(lam, w, b);
+    const int lanes = std::min(kL, count - i);
+    for (int l = 0; l < lanes; ++l) {
+      const T dl = d[l];
+      // pixel_depth's tests: a zero float area, a non-finite depth.
+      if (area[l] == T(0) || !(std::abs(dl) <= std::numeric_limits<T>::max())) continue;
+      const Fragment& f = frags[i + l];
+      const int64_t pix = static_cast<int64_t>(f.row) * W + f.col;
+      const uint64_t key = raster::depth_key(dl, f.tri);
+      if (key >= raster::depth_key(depth[pix], tri_id[pix])) continue;
+      tri_id[pix] = f.tri;
+      depth[pix] = dl;
+      bary[3 * pix] = b[0][l];
+      bary[3 * pix + 1] = b[1][l];
+      bary[3 * pix + 2] = b[2][l];
+    }
+  }
+}
+
+// Shades and depth-tests fragments into the outputs of one image.
+template <typename T>
+struct FragmentSink {
+  static constexpr int kCapacity = 2048;
+  static constexpr int kLanes = Simd<T>::width;
+  Fragment frags[kCapacity + 16];  // room for a block of unconditional stores past the count
+  int count = 0;
+  const T* xyzw;
+  const int32_t* tris;
+  int W;
+  int32_t* tri_id;
+  T* bary;
+  T* depth;
+
+  // Appends (tri, col, row) when keep; flushes a full buffer.
+  PGN_ALWAYS_INLINE void push(int32_t t, int col, int row, bool keep) {
+    frags[count] = {t, static_cast<uint16_t>(col), static_cast<uint16_t>(row)};
+    count += keep;
+    if (count >= kCapacity) flush();
+  }
+
+  void flush() {
+    if (count > 0) shade_fragments(frags, count, xyzw, tris, W, tri_id, bary, depth);
+    count = 0;
+  }
+};
+
+// Sets triangles [t_begin, t_end) up 8 at a time in int32 lanes for rows
+// [row_lo, row_hi] of an image: writes a fragment to single[] for each one
+// whose box holds exactly one pixel centre and covers it, and the id of each
+// one whose box holds more (or is too large for 32 bits) to multi[];
+// returns the two counts. Clears all_indexed when an index lies outside [0, N).
+// The box, culling and fill rule are setup_triangle's and covers_pixel's,
+// computed relative to vertex 0 (edge functions are translation invariant),
+// where |coordinates| < 2^15 keeps every product exact in 32 bits.
+PGN_CPU_CLONES std::pair<int, int> classify_triangles(const int32_t* fx, const int32_t* fy,
+                                                      const int32_t* tris, int64_t N,
+                                                      int64_t t_begin, int64_t t_end, int W,
+                                                      int row_lo, int row_hi, int cull,
+                                                      Fragment* single, int32_t* multi,
+                                                      bool& all_indexed) {
+  constexpr int kL = 8;
+  constexpr int32_t bits = raster::kSubpixelBits, half = raster::kSubpixel / 2;
+  constexpr int32_t up = raster::kSubpixel - 1 - half;  // ceil((m - half) / S) = (m + up) >> bits
+  constexpr int32_t kSmall = int32_t(1) << 15;
+  const uint32_t limit = static_cast<uint32_t>(std::min<int64_t>(N, int64_t{1} << 31));
+  int ns = 0, nm = 0;
+  int32_t bad_index = 0;
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += kL) {
+    // Built lane by lane in registers (a vector loaded from scalar stores
+    // would wait for them to retire).
+    i32x8 ax{}, ay{}, bx{}, by{}, cx{}, cy{}, ok{};
+    for (int l = 0; l < kL; ++l) {
+      const bool live = t0 + l < t_end;
+      const int32_t* tri = tris + 3 * (live ? t0 + l : t_begin);
+      const int32_t a = tri[0], b = tri[1], c = tri[2];
+      const bool indexed = (static_cast<uint32_t>(a) < limit) & (static_cast<uint32_t>(b) < limit) &
+                           (static_cast<uint32_t>(c) < limit);
+      bad_index |= live & !indexed;
+      ok[l] = live & indexed ? -1 : 0;
+      const int32_t ia = indexed ? a : 0, ib = indexed ? b : 0, ic = indexed ? c : 0;
+      ax[l] = fx[ia];
+      ay[l] = fy[ia];
+      bx[l] = fx[ib];
+      by[l] = fy[ib];
+      cx[l] = fx[ic];
+      cy[l] = fy[ic];
+    }
+    const i32x8 minx = ax < bx ? (ax < cx ? ax : cx) : (bx < cx ? bx : cx);
+    const i32x8 maxx = ax > bx ? (ax > cx ? ax : cx) : (bx > cx ? bx : cx);
+    const i32x8 miny = ay < by ? (ay < cy ? ay : cy) : (by < cy ? by : cy);
+    const i32x8 maxy = ay > by ? (ay > cy ? ay : cy) : (by > cy ? by : cy);
+    i32x8 c0 = (minx + up) >> bits, c1 = (maxx - half) >> bits;
+    i32x8 r0 = (miny + up) >> bits, r1 = (maxy - half) >> bits;
+    c0 = c0 > 0 ? c0 : 0;
+    c1 = c1 < W - 1 ? c1 : W - 1;
+    r0 = r0 > row_lo ? r0 : row_lo;
+    r1 = r1 < row_hi ? r1 : row_hi;
+    // An invalid vertex sits at kInvalidFixed in x and y, below every valid one.
+    const i32x8 valid =
+        ok & (minx != kInvalidFixed) & (miny != kInvalidFixed) & (c0 <= c1) & (r0 <= r1);
+    const i32x8 small = ((maxx - minx) < kSmall) & ((maxy - miny) < kSmall);
+    const i32x8 one_pixel = (c0 == c1) & (r0 == r1);
+    // Vertices and the pixel centre relative to vertex 0, zero in lanes too
+    // large for 32 bits (their results are not used).
+    const i32x8 zero = {};
+    const i32x8 ux = small ? bx - ax : zero, uy = small ? by - ay : zero;
+    const i32x8 vx = small ? cx - ax : zero, vy = small ? cy - ay : zero;
+    const i32x8 qx = small ? (c0 << bits) + half - ax : zero;
+    const i32x8 qy = small ? (r0 << bits) + half - ay : zero;
+    const i32x8 area = raster::edge_fixed(zero, zero, ux, uy, vx, vy);
+    const i32x8 front = area < 0, back = area > 0;  // front-facing: negative area
+    const i32x8 facing = cull == raster::kCullBack    ? front
+                         : cull == raster::kCullFront ? back
+                                                      : (front | back);
+    // Orient the edges (sign of the area) and apply the fill rule: pixel
+    // centre covered iff each oriented edge value e satisfies e > 0, or e == 0
+    // on an owned edge, i.e. e + (owned ? 0 : -1) >= 0.
+    const i32x8 px[3] = {zero, ux, vx}, py[3] = {zero, uy, vy};
+    i32x8 inside = ~zero;
+    for (int k = 0; k < 3; ++k) {
+      const int a = (k + 1) % 3, b = (k + 2) % 3;
+      const i32x8 e = raster::edge_fixed(px[a], py[a], px[b], py[b], qx, qy);
+      const i32x8 dx = px[b] - px[a], dy = py[b] - py[a];
+      const i32x8 es = (e ^ front) - front, dxs = (dx ^ front) - front, dys = (dy ^ front) - front;
+      const i32x8 owns = (dys > 0) | ((dys == 0) & (dxs > 0));
+      inside &= (es + ~owns) >= 0;
+    }
+    const i32x8 draw_single = valid & small & one_pixel & facing & inside;
+    const i32x8 go_multi = valid & ~(small & one_pixel) & (~small | facing);
+    for (int l = 0; l < kL; ++l) {
+      single[ns] = {static_cast<int32_t>(t0 + l), static_cast<uint16_t>(c0[l]),
+                    static_cast<uint16_t>(r0[l])};
+      ns += draw_single[l] & 1;
+      multi[nm] = static_cast<int32_t>(t0 + l);
+      nm += go_multi[l] & 1;
+    }
+  }
+  if (bad_index) all_indexed = false;
+  return {ns, nm};
+}
+
+// Covers rows [row_lo, row_hi] of an image with triangle t, whose box holds
+// more than one pixel centre, pixel by pixel into sink.
+template <typename T>
+void cover_large_triangle(int32_t t, const int32_t* fx, const int32_t* fy, const int32_t* tris,
+                          int H, int W, int row_lo, int row_hi, int cull, FragmentSink<T>& sink) {
+  constexpr int32_t bits = raster::kSubpixelBits, half = raster::kSubpixel / 2;
+  constexpr int32_t up = raster::kSubpixel - 1 - half;
+  const int32_t* tri = tris + 3 * static_cast<int64_t>(t);
+  const int32_t ax = fx[tri[0]], ay = fy[tri[0]], bx = fx[tri[1]], by = fy[tri[1]];
+  const int32_t cx = fx[tri[2]], cy = fy[tri[2]];
+  const int32_t minx = std::min(ax, std::min(bx, cx)), maxx = std::max(ax, std::max(bx, cx));
+  const int32_t miny = std::min(ay, std::min(by, cy)), maxy = std::max(ay, std::max(by, cy));
+  if (maxx - minx >= (1 << 15) || maxy - miny >= (1 << 15)) {
+    // 64-bit edge functions, as the CUDA kernels run them.
+    raster::ScreenVertex<T> v[3];
+    for (int k = 0; k < 3; ++k) {
+      v[k].X = v[k].Y = v[k].zeta = T(0);  // unused by the setup
+      v[k].fx = fx[tri[k]];
+      v[k].fy = fy[tri[k]];
+      v[k].valid = true;
+    }
+    raster::TriangleSetup s;
+    if (!raster::setup_triangle(v[0], v[1], v[2], H, W, cull, s)) return;
+    for (int row = std::max(s.row0, row_lo); row <= std::min(s.row1, row_hi); ++row)
+      for (int col = s.col0; col <= s.col1; ++col)
+        sink.push(t, col, row, raster::covers_pixel(s, col, row));
+    return;
+  }
+  // 32 bits, relative to vertex 0, as classify_triangles.
+  const int32_t px[3] = {0, bx - ax, cx - ax}, py[3] = {0, by - ay, cy - ay};
+  const int32_t area = raster::edge_fixed(px[0], py[0], px[1], py[1], px[2], py[2]);
+  if (area == 0 || (cull == raster::kCullBack && area > 0) ||
+      (cull == raster::kCullFront && area < 0))
+    return;
+  const int32_t sign = area > 0 ? 1 : -1;
+  int32_t bias[3];
+  for (int k = 0; k < 3; ++k) {
+    const int a = (k + 1) % 3, b = (k + 2) % 3;
+    bias[k] = raster::owns_edge(sign * (px[b] - px[a]), sign * (py[b] - py[a])) ? 0 : -1;
+  }
+  const int c0 = std::max((minx + up) >> bits, 0), c1 = std::min((maxx - half) >> bits, W - 1);
+  const int r0 = std::max((miny + up) >> bits, row_lo);
+  const int r1 = std::min((maxy - half) >> bits, row_hi);
+  for (int row = r0; row <= r1; ++row) {
+    const int32_t qy = (row << bits) + half - ay;
+    for (int col = c0; col <= c1; ++col) {
+      const int32_t qx = (col << bits) + half - ax;
+      int32_t inside = 0;
+      for (int k = 0; k < 3; ++k) {
+        const int a = (k + 1) % 3, b = (k + 2) % 3;
+        inside |= sign * raster::edge_fixed(px[a], py[a], px[b], py[b], qx, qy) + bias[k];
+      }
+      sink.push(t, col, row, inside >= 0);
+    }
+  }
+}
+
+// Rasterizes rows [row_lo, row_hi] of one image whose vertices are projected
+// (status: as cover_triangles).
+template <typename T>
+void rasterize_rows_simd(const ProjectedSoA<T>& pr, const int32_t* tris, int64_t N, int64_t T_count,
+                         int H, int W, int row_lo, int row_hi, int cull, int32_t* tri_id, T* bary,
+                         T* depth, int32_t* status) {
+  const int64_t p_begin = static_cast<int64_t>(row_lo) * W;
+  const int64_t p_end = static_cast<int64_t>(row_hi + 1) * W;
+  std::fill(tri_id + p_begin, tri_id + p_end, -1);
+  std::fill(bary + 3 * p_begin, bary + 3 * p_end, T(0));
+  std::fill(depth + p_begin, depth + p_end, std::numeric_limits<T>::infinity());
+  constexpr int64_t kChunk = 512;
+  // Not value-initialised: the fragment buffer is written before it is read.
+  std::unique_ptr<FragmentSink<T>> sink(new FragmentSink<T>);
+  sink->xyzw = pr.xyzw.get();
+  sink->tris = tris;
+  sink->W = W;
+  sink->tri_id = tri_id;
+  sink->bary = bary;
+  sink->depth = depth;
+  int32_t multi[kChunk + 8];
+  bool all_indexed = true;
+  for (int64_t base = 0; base < T_count; base += kChunk) {
+    if (sink->count > FragmentSink<T>::kCapacity - kChunk - 8) sink->flush();
+    const auto [ns, nm] = classify_triangles(pr.fx.get(), pr.fy.get(), tris, N, base,
+                                             std::min(base + kChunk, T_count), W, row_lo, row_hi,
+                                             cull, sink->frags + sink->count, multi, all_indexed);
+    sink->count += ns;
+    for (int i = 0; i < nm; ++i)
+      cover_large_triangle(multi[i], pr.fx.get(), pr.fy.get(), tris, H, W, row_lo, row_hi, cull,
+                           *sink);
+  }
+  sink->flush();
+  if (status != nullptr && !all_indexed) flag_status(status, kTrisBit);
+}
+
+// The SIMD path's scheduling: whole images per task when there are at least
+// as many as threads, else bands of rows of one image at a time. Tasks take
+// their images or bands from a shared counter (as parallel_for_dynamic), so a
+// thread that another process holds up delays only the piece it holds; the
+// result never depends on the split.
+template <typename T>
+void rasterize_simd(const T* pos, const int32_t* tris, int64_t B, int64_t N, int64_t T_count, int H,
+                    int W, int cull, int32_t* tri_id, T* bary, T* depth, int32_t* status) {
+  const int64_t threads = at::get_num_threads();
+  const int64_t pixels = static_cast<int64_t>(H) * W;
+  auto project = [&](const T* p, int64_t begin, int64_t end, ProjectedSoA<T>& pr) {
+    project_vertices_soa(p, begin, end, H, W, pr.fx.get(), pr.fy.get(), pr.xyzw.get(), status);
+  };
+  if (B >= threads || threads == 1) {
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, std::min(B, threads), 1, [&](int64_t, int64_t) {
+      ProjectedSoA<T> pr(N);
+      for (int64_t b = next.fetch_add(1, std::memory_order_relaxed); b < B;
+           b = next.fetch_add(1, std::memory_order_relaxed)) {
+        project(pos + b * N * 4, 0, N, pr);
+        rasterize_rows_simd(pr, tris, N, T_count, H, W, 0, H - 1, cull, tri_id + b * pixels,
+                            bary + 3 * b * pixels, depth + b * pixels, status);
+      }
+    });
+    return;
+  }
+  // Fewer images than threads: one band of rows per thread. Every band sets up
+  // every triangle (the lanes' pass costs about a third of a frontal 224 x 224
+  // face), so more bands than threads cost more than they balance.
+  const int64_t bands = std::min<int64_t>(threads, H);
+  ProjectedSoA<T> pr(N);
+  for (int64_t b = 0; b < B; ++b) {
+    const T* p = pos + b * N * 4;
+    parallel_for_dynamic(N, 8192, [&](int64_t begin, int64_t end) { project(p, begin, end, pr); });
+    parallel_for_dynamic(bands, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t band = begin; band < end; ++band) {
+        const int row_lo = static_cast<int>(band * H / bands);
+        const int row_hi = static_cast<int>((band + 1) * H / bands) - 1;
+        rasterize_rows_simd(pr, tris, N, T_count, H, W, row_lo, row_hi, cull, tri_id + b * pixels,
+                            bary + 3 * b * pixels, depth + b * pixels, status);
+      }
+    });
+  }
+}
+
 template <typename T>
 void rasterize_backward_band(const T* grad_bary, const T* grad_depth, const T* pos,
                              const int32_t* tris, const int32_t* tri_id, int64_t N, int64_t T_count,
@@ -227,10 +622,61 @@ void rasterize_backward_band(const T* grad_bary, const T* grad_depth, const T* p
   }
 }
 
+// rasterize_backward_band with the pixels' gradients computed in lanes:
+// the pixels that send a gradient (rasterize_backward_contribution's test) are
+// taken kL at a time, clip_pixel_backward runs on them at once, and their
+// contributions are added in pixel order, as the scalar loop adds them.
+template <typename T>
+PGN_CPU_CLONES PGN_FLATTEN void rasterize_backward_band_simd(
+    const T* grad_bary, const T* grad_depth, const T* pos, const int32_t* tris,
+    const int32_t* tri_id, int64_t N, int64_t T_count, int H, int W, int row_begin, int row_end,
+    T* grad_pos) {
+  using L = LaneVec<T>;
+  constexpr int kL = L::width;
+  int64_t pix_of[kL];
+  const int32_t* tri_of[kL];
+  int n = 0;
+  auto run = [&] {
+    // Lanes past n repeat lane n - 1; built lane by lane in registers.
+    L p[3][4], g[3][4], gb[3], gd, qx, qy;
+    for (int l = 0; l < kL; ++l) {
+      const int m = l < n ? l : n - 1;
+      const int64_t pix = pix_of[m];
+      for (int k = 0; k < 3; ++k) {
+        const T* pk = pos + 4 * static_cast<int64_t>(tri_of[m][k]);
+        for (int c = 0; c < 4; ++c) p[k][c].set(l, pk[c]);
+        gb[k].set(l, grad_bary[3 * pix + k]);
+      }
+      gd.set(l, grad_depth[pix]);
+      qx.set(l, static_cast<T>(pix % W) + T(0.5));
+      qy.set(l, static_cast<T>(pix / W) + T(0.5));
+    }
+    raster::clip_pixel_backward(p, qx, qy, H, W, gb, gd, g);
+    for (int l = 0; l < n; ++l) {
+      for (int k = 0; k < 3; ++k) {
+        T* out = grad_pos + 4 * static_cast<int64_t>(tri_of[l][k]);
+        for (int c = 0; c < 4; ++c) out[c] += g[k][c][l];
+      }
+    }
+    n = 0;
+  };
+  for (int64_t pix = static_cast<int64_t>(row_begin) * W; pix < static_cast<int64_t>(row_end) * W;
+       ++pix) {
+    const int32_t* tri = raster::pixel_triangle(tri_id[pix], tris, T_count, N);
+    if (tri == nullptr) continue;
+    const T* gb = grad_bary + 3 * pix;
+    if (gb[0] == T(0) && gb[1] == T(0) && gb[2] == T(0) && grad_depth[pix] == T(0)) continue;
+    pix_of[n] = pix;
+    tri_of[n] = tri;
+    if (++n == kL) run();
+  }
+  if (n > 0) run();
+}
+
 // Whether index[0, n) all lie in [0, size): one unsigned 32-bit compare per
 // index (a negative one wraps past every valid bound) and no branch, so the
 // loop vectorises; interpolate's tasks run it on their shares of tris.
-bool indices_in_range(const int32_t* index, int64_t n, int64_t size) {
+PGN_CPU_CLONES bool indices_in_range(const int32_t* index, int64_t n, int64_t size) {
   const uint32_t limit = static_cast<uint32_t>(std::min<int64_t>(size, int64_t{1} << 31));
   uint32_t bad = 0;
   for (int64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>(index[i]) >= limit;
@@ -261,6 +707,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(
     scalar_t* bary_ptr = bary.data_ptr<scalar_t>();
     scalar_t* depth_ptr = depth.data_ptr<scalar_t>();
     const int c = static_cast<int>(cull);
+    if (cpu_simd_enabled()) {
+      rasterize_simd(pos_ptr, tris_ptr, B, N, T_count, H, W, c, tri_ptr, bary_ptr, depth_ptr, st);
+      return;
+    }
     if (B >= threads || threads == 1) {
       at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
         Projected<scalar_t> pr(N);
@@ -323,11 +773,17 @@ at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tens
     const scalar_t* gb_ptr = grad_bary.data_ptr<scalar_t>();
     const scalar_t* gd_ptr = grad_depth.data_ptr<scalar_t>();
     scalar_t* out_ptr = grad_pos.data_ptr<scalar_t>();
+    const bool simd = cpu_simd_enabled();
     // Rows [row_begin, row_end) of image b, into buf (indexed by vertex id).
     auto band = [&](int64_t b, int row_begin, int row_end, scalar_t* buf) {
       const int64_t img = b * H * W;
-      rasterize_backward_band(gb_ptr + 3 * img, gd_ptr + img, pos_ptr + b * N * 4, tris_ptr,
-                              tri_ptr + img, N, T_count, H, W, row_begin, row_end, buf);
+      if (simd) {
+        rasterize_backward_band_simd(gb_ptr + 3 * img, gd_ptr + img, pos_ptr + b * N * 4, tris_ptr,
+                                     tri_ptr + img, N, T_count, H, W, row_begin, row_end, buf);
+      } else {
+        rasterize_backward_band(gb_ptr + 3 * img, gd_ptr + img, pos_ptr + b * N * 4, tris_ptr,
+                                tri_ptr + img, N, T_count, H, W, row_begin, row_end, buf);
+      }
     };
     if (bands == 1) {
       at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
@@ -465,11 +921,21 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
       for (int64_t b = begin; b < end; ++b) {
         const scalar_t* a = attr_ptr + (Ba == 1 ? 0 : b) * N * C;
         scalar_t* ga = ga_ptr + b * N * C;
-        for (int64_t q = 0; q < pixels; ++q) {
-          const int64_t p = b * pixels + q;
-          raster::interpolate_backward_pixel(tri_ptr[p], tris_ptr, T_count, a, N, C,
-                                             bary_ptr + 3 * p, go_ptr + p * C, ga, gb_ptr + 3 * p,
-                                             Add{});
+        // A constant channel count lets the compiler unroll the common cases.
+        auto run = [&](auto channels) {
+          for (int64_t q = 0; q < pixels; ++q) {
+            const int64_t p = b * pixels + q;
+            raster::interpolate_backward_pixel(tri_ptr[p], tris_ptr, T_count, a, N, channels(),
+                                               bary_ptr + 3 * p, go_ptr + p * channels(), ga,
+                                               gb_ptr + 3 * p, Add{});
+          }
+        };
+        if (C == 3) {
+          run([] { return int64_t(3); });
+        } else if (C == 1) {
+          run([] { return int64_t(1); });
+        } else {
+          run([C] { return C; });
         }
       }
     });

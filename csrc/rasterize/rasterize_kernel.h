@@ -25,6 +25,7 @@
 #include <limits>
 
 #include "../common/hostdevice.h"
+#include "../common/scalar_math.h"
 
 namespace pgnface {
 namespace raster {
@@ -128,6 +129,28 @@ PGN_HD double div_rn(double a, double b) {
   return a / b;
 #endif
 }
+#if !defined(__CUDA_ARCH__)
+// The same for the CPU twin's SIMD lanes (common/cpu_lanes.h LaneVec): one
+// exactly rounded operation per lane. Nothing here keeps a product from being
+// fused into a following add, so the CPU file that runs the lanes compiles
+// without contraction (rasterize_cpu.cpp: fp-contract off).
+template <typename L>
+L mul_rn(L a, L b) {
+  return a * b;
+}
+template <typename L>
+L add_rn(L a, L b) {
+  return a + b;
+}
+template <typename L>
+L sub_rn(L a, L b) {
+  return a - b;
+}
+template <typename L>
+L div_rn(L a, L b) {
+  return a / b;
+}
+#endif
 PGN_HD int64_t round_to_int64(float v) {
 #ifdef __CUDA_ARCH__
   return __float2ll_rn(v);
@@ -196,7 +219,11 @@ PGN_HD ScreenVertex<T> project_vertex(const T* p, int height, int width) {
 // --- exact coverage ----------------------------------------------------------
 
 // Fixed-point edge function of edge a->b at q: twice the signed area of (a, b, q).
-PGN_HD int64_t edge_fixed(int64_t ax, int64_t ay, int64_t bx, int64_t by, int64_t qx, int64_t qy) {
+// I is int64_t (exact for any vertices of the guard band) or, on the CPU, a
+// lane vector of int32 where the coordinate differences are below 2^15 (then
+// every product is below 2^30 and the difference below 2^31: still exact).
+template <typename I>
+PGN_HD I edge_fixed(I ax, I ay, I bx, I by, I qx, I qy) {
   return (bx - ax) * (qy - ay) - (by - ay) * (qx - ax);
 }
 
@@ -286,17 +313,25 @@ PGN_HD T edge_float(T ax, T ay, T bx, T by, T qx, T qy) {
   return sub_rn(mul_rn(sub_rn(bx, ax), sub_rn(qy, ay)), mul_rn(sub_rn(by, ay), sub_rn(qx, ax)));
 }
 
+// The float edge functions e[k] (of the edge opposite vertex k) at q and
+// their sum, twice the float area. T is float, double or a CPU lane vector.
+template <typename T>
+PGN_HD T screen_edges(const T X[3], const T Y[3], T qx, T qy, T e[3]) {
+  e[0] = edge_float(X[1], Y[1], X[2], Y[2], qx, qy);
+  e[1] = edge_float(X[2], Y[2], X[0], Y[0], qx, qy);
+  e[2] = edge_float(X[0], Y[0], X[1], Y[1], qx, qy);
+  return add_rn(add_rn(e[0], e[1]), e[2]);
+}
+
 // Screen-space (linear) barycentrics of q; false when the float area is 0.
 template <typename T>
 PGN_HD bool screen_barycentrics(const T X[3], const T Y[3], T qx, T qy, T lam[3]) {
-  const T e0 = edge_float(X[1], Y[1], X[2], Y[2], qx, qy);
-  const T e1 = edge_float(X[2], Y[2], X[0], Y[0], qx, qy);
-  const T e2 = edge_float(X[0], Y[0], X[1], Y[1], qx, qy);
-  const T area = add_rn(add_rn(e0, e1), e2);
+  T e[3];
+  const T area = screen_edges(X, Y, qx, qy, e);
   if (area == T(0)) return false;
-  lam[0] = div_rn(e0, area);
-  lam[1] = div_rn(e1, area);
-  lam[2] = div_rn(e2, area);
+  lam[0] = div_rn(e[0], area);
+  lam[1] = div_rn(e[1], area);
+  lam[2] = div_rn(e[2], area);
   return true;
 }
 
@@ -392,52 +427,56 @@ PGN_HD void resolve_pixel(const T* p0, const T* p1, const T* p2, int col, int ro
                        project_vertex(p2, height, width), w, col, row, bary, depth);
 }
 
-// Gradient of (bary, depth) at pixel (col, row) w.r.t. the clip-space
-// positions p_k = (x, y, z, w) of the triangle's vertices, given the upstream
-// gradients grad_bary[3] and grad_depth. Adds into grad_p[k][0..3].
+// Gradient of (bary, depth) at the pixel centre (qx, qy) w.r.t. the
+// clip-space positions p[k] = (x, y, z, w) of the triangle's vertices, given
+// the upstream gradients grad_bary[3] and grad_depth. Adds into grad_p[k][0..3]
+// (nothing where the float area is 0). L is float or double, or on the CPU a
+// lane vector (common/cpu_lanes.h) of that many pixels: the same operations in
+// the same order, a zero-area lane adding zeros.
 // (Coverage itself is piecewise constant and has no gradient.)
-template <typename T>
-PGN_HD void resolve_pixel_backward(const T* const p[3], int col, int row, int height, int width,
-                                   const T grad_bary[3], T grad_depth, T grad_p[3][4]) {
-  const T hw = static_cast<T>(width) * T(0.5), hh = static_cast<T>(height) * T(0.5);
-  T X[3], Y[3], zeta[3], w[3];
+template <typename L>
+PGN_HD void clip_pixel_backward(const L p[3][4], L qx, L qy, int height, int width,
+                                const L grad_bary[3], L grad_depth, L grad_p[3][4]) {
+  using S = lane_scalar_t<L>;
+  const L hw = L(static_cast<S>(width) * S(0.5)), hh = L(static_cast<S>(height) * S(0.5));
+  L X[3], Y[3], zeta[3], w[3];
   for (int k = 0; k < 3; ++k) {
     w[k] = p[k][3];
-    X[k] = (p[k][0] / w[k] + T(1)) * hw;
-    Y[k] = (p[k][1] / w[k] + T(1)) * hh;
+    X[k] = (p[k][0] / w[k] + L(S(1))) * hw;
+    Y[k] = (p[k][1] / w[k] + L(S(1))) * hh;
     zeta[k] = p[k][2] / w[k];
   }
-  const T qx = static_cast<T>(col) + T(0.5), qy = static_cast<T>(row) + T(0.5);
-  T e[3];
+  L e[3];
   for (int k = 0; k < 3; ++k) {
     const int a = (k + 1) % 3, b = (k + 2) % 3;
     e[k] = (X[b] - X[a]) * (qy - Y[a]) - (Y[b] - Y[a]) * (qx - X[a]);
   }
-  const T area = e[0] + e[1] + e[2];
-  if (area == T(0)) return;
-  T lam[3], u[3];
+  const L area = e[0] + e[1] + e[2];
+  const auto degenerate = area == L(S(0));
+  if (lane_all(degenerate)) return;
+  L lam[3], u[3];
   for (int k = 0; k < 3; ++k) lam[k] = e[k] / area;
   for (int k = 0; k < 3; ++k) u[k] = lam[k] / w[k];
-  const T usum = u[0] + u[1] + u[2];
-  T bary[3];
+  const L usum = u[0] + u[1] + u[2];
+  L bary[3];
   for (int k = 0; k < 3; ++k) bary[k] = u[k] / usum;
 
   // bary_k = u_k / sum(u)
-  const T gb_dot_b = grad_bary[0] * bary[0] + grad_bary[1] * bary[1] + grad_bary[2] * bary[2];
-  T g_lam[3], g_w[3], g_zeta[3];
+  const L gb_dot_b = grad_bary[0] * bary[0] + grad_bary[1] * bary[1] + grad_bary[2] * bary[2];
+  L g_lam[3], g_w[3], g_zeta[3];
   for (int k = 0; k < 3; ++k) {
-    const T g_u = (grad_bary[k] - gb_dot_b) / usum;
+    const L g_u = (grad_bary[k] - gb_dot_b) / usum;
     // u_k = lam_k / w_k ; depth = sum lam_k zeta_k
     g_lam[k] = g_u / w[k] + grad_depth * zeta[k];
     g_w[k] = -g_u * u[k] / w[k];  // d(lam/w)/dw = -lam/w^2 = -u/w
     g_zeta[k] = grad_depth * lam[k];
   }
   // lam_k = e_k / area, area = sum e
-  const T gl_dot_l = g_lam[0] * lam[0] + g_lam[1] * lam[1] + g_lam[2] * lam[2];
-  T g_e[3];
+  const L gl_dot_l = g_lam[0] * lam[0] + g_lam[1] * lam[1] + g_lam[2] * lam[2];
+  L g_e[3];
   for (int k = 0; k < 3; ++k) g_e[k] = (g_lam[k] - gl_dot_l) / area;
   // e_k = E(a, b, q): dE/dax = by - qy, dE/day = qx - bx, dE/dbx = qy - ay, dE/dby = ax - qx
-  T g_X[3] = {T(0), T(0), T(0)}, g_Y[3] = {T(0), T(0), T(0)};
+  L g_X[3] = {L(S(0)), L(S(0)), L(S(0))}, g_Y[3] = {L(S(0)), L(S(0)), L(S(0))};
   for (int k = 0; k < 3; ++k) {
     const int a = (k + 1) % 3, b = (k + 2) % 3;
     g_X[a] += g_e[k] * (Y[b] - qy);
@@ -446,14 +485,28 @@ PGN_HD void resolve_pixel_backward(const T* const p[3], int col, int row, int he
     g_Y[b] += g_e[k] * (X[a] - qx);
   }
   // X = (x/w + 1) W/2, Y = (y/w + 1) H/2, zeta = z/w
+  const L zero = L(S(0));
   for (int k = 0; k < 3; ++k) {
-    const T inv_w = T(1) / w[k];
-    grad_p[k][0] += g_X[k] * hw * inv_w;
-    grad_p[k][1] += g_Y[k] * hh * inv_w;
-    grad_p[k][2] += g_zeta[k] * inv_w;
-    grad_p[k][3] += g_w[k] - (g_X[k] * hw * p[k][0] + g_Y[k] * hh * p[k][1] + g_zeta[k] * p[k][2]) *
-                                 inv_w * inv_w;
+    const L inv_w = L(S(1)) / w[k];
+    grad_p[k][0] += lane_select(degenerate, zero, g_X[k] * hw * inv_w);
+    grad_p[k][1] += lane_select(degenerate, zero, g_Y[k] * hh * inv_w);
+    grad_p[k][2] += lane_select(degenerate, zero, g_zeta[k] * inv_w);
+    grad_p[k][3] +=
+        lane_select(degenerate, zero,
+                    g_w[k] - (g_X[k] * hw * p[k][0] + g_Y[k] * hh * p[k][1] + g_zeta[k] * p[k][2]) *
+                                 inv_w * inv_w);
   }
+}
+
+// The same for the pixel (col, row) from pointers p[k] to (x, y, z, w).
+template <typename T>
+PGN_HD void resolve_pixel_backward(const T* const p[3], int col, int row, int height, int width,
+                                   const T grad_bary[3], T grad_depth, T grad_p[3][4]) {
+  const T pk[3][4] = {{p[0][0], p[0][1], p[0][2], p[0][3]},
+                      {p[1][0], p[1][1], p[1][2], p[1][3]},
+                      {p[2][0], p[2][1], p[2][2], p[2][3]}};
+  clip_pixel_backward(pk, static_cast<T>(col) + T(0.5), static_cast<T>(row) + T(0.5), height, width,
+                      grad_bary, grad_depth, grad_p);
 }
 
 // Depth-tests triangle t (projected vertices v0..v2, set up as `setup`) at

@@ -96,7 +96,10 @@ def check_triangles(tris: torch.Tensor, num_vertices: int, device: torch.device,
                 raise ValueError(index_range_message("tris", num_vertices, lo, hi, "vertices"))
             if lo < INT32_MIN or hi > INT32_MAX:
                 raise ValueError(_int32_message(lo, hi))
-    return tris.to(torch.int32).contiguous()
+    # Skipping the no-op conversions saves their dispatch on every call.
+    if tris.dtype != torch.int32:
+        tris = tris.to(torch.int32)
+    return tris if tris.is_contiguous() else tris.contiguous()
 
 
 def check_unread_triangles(tris: torch.Tensor, num_vertices: int) -> None:
