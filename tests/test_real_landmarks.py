@@ -125,8 +125,10 @@ def test_the_shared_300w_and_ytf_faces():
 def test_training_steps_on_real_2d_labels_record_the_terms_of_use(tmp_path):
     import json
 
+    from pgnface.data.landmarks2d import RESEARCH_ONLY
     from pgnface.nn import read_checkpoint
     from pgnface.train import TrainConfig, apply_overrides, train
+    from pgnface.train.loop import run_data_terms
 
     w300, ytf = shared_data_file("300w"), shared_data_file("ytf")
     config = apply_overrides(
@@ -154,6 +156,16 @@ def test_training_steps_on_real_2d_labels_record_the_terms_of_use(tmp_path):
         read_checkpoint(tmp_path / "tuned" / "model.pt")["data_terms"]
         == read_checkpoint(tmp_path / "model.pt")["data_terms"]
     )
+    # Fine-tuned on real labels again, it names both: nothing of the init's terms is lost.
+    again = apply_overrides(
+        TrainConfig(),
+        TINY
+        + ["steps=1", f"init={tmp_path / 'tuned' / 'model.pt'}", f"data.real300w={w300}", "data.real300w_weight=1"],
+    )
+    train(again, tmp_path / "again", progress=False)
+    assert read_checkpoint(tmp_path / "again" / "model.pt")["data_terms"] == RESEARCH_ONLY
+    assert run_data_terms(True, "trained on LFW") == f"trained on LFW; {RESEARCH_ONLY}"
+    assert run_data_terms(False, None) is None
     plain = apply_overrides(TrainConfig(), TINY + ["steps=1"])
     train(plain, tmp_path / "plain", progress=False)
     assert "data_terms" not in read_checkpoint(tmp_path / "plain" / "model.pt")

@@ -68,6 +68,23 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def run_data_terms(real: bool, inherited: Optional[str]) -> Optional[str]:
+    """The terms of use a run's networks carry: those of its init network, then its own.
+
+    Args:
+        real: the run trains on research-only labelled faces (300-W, YouTube Faces).
+        inherited: the init (or resumed) checkpoint's ``data_terms``, if any.
+
+    Returns:
+        The inherited terms and, for a run on real labels, RESEARCH_ONLY (each once), joined
+        by "; "; None when there are none.
+    """
+    terms = [inherited] if inherited else []
+    if real and RESEARCH_ONLY not in terms:
+        terms.append(RESEARCH_ONLY)
+    return "; ".join(terms) or None
+
+
 def _device(config: TrainConfig, info: DistInfo) -> torch.device:
     if config.device == "auto":
         return torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
@@ -195,8 +212,8 @@ class Trainer:
         real = (config.data.real300w and config.data.real300w_weight > 0) or (
             config.data.ytf and config.data.ytf_weight > 0
         )
-        inherited = (payload or init or {}).get("data_terms")
-        self.data_terms = {"data_terms": RESEARCH_ONLY if real else inherited} if real or inherited else {}
+        terms = run_data_terms(real, (payload or init or {}).get("data_terms"))
+        self.data_terms = {"data_terms": terms} if terms else {}
         if config.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.morphable = self.net.morphable_on(self.device)
