@@ -52,6 +52,7 @@ def test_model_pt_carries_the_calibrated_statistics(tmp_path):
 
     def keep(trainer):
         runs["trained"] = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+        runs["trainer"] = trainer
 
     train(
         tiny_config(*extra, "bn_calibration=single", "bn_calibration_batches=2"),
@@ -68,3 +69,7 @@ def test_model_pt_carries_the_calibrated_statistics(tmp_path):
     assert torch.equal(calibrated.state_dict()[weight], plain.state_dict()[weight])
     assert torch.equal(plain.state_dict()[name], runs["trained"][name])
     assert not torch.allclose(calibrated.state_dict()[name], runs["trained"][name])
+    # model.pt and a validation at the same step share one calibrated copy.
+    trainer = runs["trainer"]
+    assert trainer.export_network() is trainer.export_network()
+    assert torch.equal(trainer.export_network().state_dict()[name], calibrated.state_dict()[name])

@@ -16,7 +16,7 @@ import torch
 
 from pgnface.morphable import MorphableModel
 from pgnface.train.batches import TrainBatches
-from pgnface.train.config import KINDS, TrainConfig
+from pgnface.train.config import KIND_SOURCES, KINDS, TrainConfig
 
 # Calibration batches do not depend on the run's seed: the same images for every export.
 CALIBRATION_SEED = 104729
@@ -32,11 +32,11 @@ def calibration_batches(config: TrainConfig, morphable: MorphableModel) -> Train
     Returns:
         A TrainBatches drawing only that kind (the other sources are not loaded).
     """
-    kind = config.bn_calibration
-    if kind not in KINDS:
-        raise ValueError(f"bn_calibration must be one of {', '.join(KINDS)}, got {kind!r}")
+    kind = config.bn_calibration  # TrainConfig checks it names a kind whose data the run has
+    if not kind:
+        raise ValueError("config.bn_calibration is empty: set it to the batch kind to calibrate on")
     weights = {f"{k}_weight": (1.0 if k == kind else 0.0) for k in KINDS}
-    synthetic = kind in ("single", "clip")
+    synthetic = not KIND_SOURCES[kind]
     data = replace(config.data, backgrounds=config.data.backgrounds if synthetic else "", **weights)
     return TrainBatches(morphable, data, CALIBRATION_SEED)
 

@@ -17,7 +17,7 @@ from pgnface.data.labelled_folder import LabelledFolder
 from pgnface.data.landmarks2d import Landmarks2DFaces
 from pgnface.data.unlabelled import UnlabelledPhotos, VideoClips
 from pgnface.morphable import MorphableModel
-from pgnface.train.config import KINDS, DataConfig, real_groups
+from pgnface.train.config import KINDS, DataConfig, kind_in_use, real_groups
 from pgnface.train.equivariance import random_warps, warp_images
 from pgnface.train.flow import clip_flow
 
@@ -65,40 +65,28 @@ class TrainBatches:
         )
         self.faces = SyntheticFaces(morphable, config.synthetic, seed=seed, photos=photos)
         self.folder = (
-            LabelledFolder(config.folder, config.size, config.crop_scale)
-            if config.folder and config.folder_weight > 0
-            else None
+            LabelledFolder(config.folder, config.size, config.crop_scale) if kind_in_use(config, "folder") else None
         )
-        self.photos = (
-            UnlabelledPhotos(config.images, config.size) if config.images and config.images_weight > 0 else None
-        )
+        self.photos = UnlabelledPhotos(config.images, config.size) if kind_in_use(config, "images") else None
         self.video = (
             VideoClips(config.video, config.size, config.clip_frames, config.video_stride)
-            if config.video and config.video_weight > 0
+            if kind_in_use(config, "video")
             else None
         )
         self.real300w = (
             Landmarks2DFaces(config.real300w, config.size, real_groups(config.real300w_groups), config.crop_scale)
-            if config.real300w and config.real300w_weight > 0
+            if kind_in_use(config, "real300w")
             else None
         )
         self.ytf = (
             Landmarks2DFaces(
                 config.ytf, config.size, real_groups(config.ytf_groups), config.crop_scale, quality=config.ytf_quality
             )
-            if config.ytf and config.ytf_weight > 0
+            if kind_in_use(config, "ytf")
             else None
         )
         self.weights = torch.tensor(
-            [
-                config.single_weight,
-                config.clip_weight,
-                config.folder_weight if self.folder is not None else 0.0,
-                config.images_weight if self.photos is not None else 0.0,
-                config.video_weight if self.video is not None else 0.0,
-                config.real300w_weight if self.real300w is not None else 0.0,
-                config.ytf_weight if self.ytf is not None else 0.0,
-            ],
+            [getattr(config, f"{kind}_weight") if kind_in_use(config, kind) else 0.0 for kind in KINDS],
             dtype=torch.float64,
         )
 

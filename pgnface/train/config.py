@@ -59,6 +59,20 @@ def real_groups(text: str) -> List[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+# The kinds of training batch (pgnface.train.batches), each drawn with weight data.<kind>_weight.
+KINDS = ("single", "clip", "folder", "images", "video", "real300w", "ytf")
+# The data folder each kind needs ("" for the synthetic kinds).
+KIND_SOURCES = {
+    "single": "",
+    "clip": "",
+    "folder": "folder",
+    "images": "images",
+    "video": "video",
+    "real300w": "real300w",
+    "ytf": "ytf",
+}
+
+
 @dataclass
 class DataConfig:
     """Where training images come from and how they are mixed.
@@ -142,10 +156,9 @@ class DataConfig:
             raise ValueError(f"{prefix}fixed_batches must be >= 0, got {self.fixed_batches}")
         if (self.clip_weight > 0 or self.video_weight > 0) and self.clip_frames < 2:
             raise ValueError(f"{prefix}clip_frames must be at least 2 when clips are used, got {self.clip_frames}")
-        sources = ("single", "clip", "folder", "images", "video", "real300w", "ytf")
-        mix = [getattr(self, f"{k}_weight") for k in sources]
+        mix = [getattr(self, f"{k}_weight") for k in KINDS]
         if min(mix) < 0 or sum(mix) <= 0:
-            names = ", ".join(f"{prefix}{k}_weight" for k in sources)
+            names = ", ".join(f"{prefix}{k}_weight" for k in KINDS)
             raise ValueError(f"{names} must be >= 0 with a positive sum")
         for source, what in (
             ("folder", "a 300W-LP-layout folder"),
@@ -193,18 +206,10 @@ class LossWeights:
     landmarks2d: float = 1.0  # real 2D labels (300-W, YouTube Faces), the jaw as an outline
 
 
-# The kinds of training batch (pgnface.train.batches), each drawn with weight data.<kind>_weight.
-KINDS = ("single", "clip", "folder", "images", "video", "real300w", "ytf")
-# The data folder each kind needs ("" for the synthetic kinds).
-KIND_SOURCES = {
-    "single": "",
-    "clip": "",
-    "folder": "folder",
-    "images": "images",
-    "video": "video",
-    "real300w": "real300w",
-    "ytf": "ytf",
-}
+def kind_in_use(config: DataConfig, kind: str) -> bool:
+    """Whether a run draws batches of `kind`: a positive weight and, for the photo kinds, a folder."""
+    source = KIND_SOURCES[kind]
+    return getattr(config, f"{kind}_weight") > 0 and (not source or bool(getattr(config, source)))
 
 
 @dataclass

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -230,6 +230,7 @@ class Trainer:
             self.step = int(payload["step"])
             _set_rng_state(payload["rng"])
         self.calibration = calibration_batches(config, self.morphable) if config.bn_calibration else None
+        self._calibrated: Optional[Tuple[int, torch.nn.Module]] = None  # (step, copy): one per step
         self.average = WeightAverage(self.net, config.ema_decay) if config.ema_decay > 0 else None
         if self.average is not None and payload is not None and "weight_average" in payload:
             self.average.load_state_dict(payload["weight_average"])
@@ -339,14 +340,18 @@ class Trainer:
 
         The weight average when the config keeps one (``ema_decay``), else the trained network;
         with ``bn_calibration``, a copy of it whose batch-norm statistics are recomputed on that
-        kind of batch (pgnface.train.batch_norm_calibration).
+        kind of batch (pgnface.train.batch_norm_calibration), made once per step: model.pt
+        and the last validation share it.
         """
         net = self.net.module if hasattr(self.net, "module") else self.net
         net = self.average.module if self.average is not None else net
         if self.calibration is None:
             return net
-        cfg = self.config
-        return calibrate_batch_norm(net, self.calibration, cfg.bn_calibration_batches, cfg.batch_size, self.device)
+        if self._calibrated is None or self._calibrated[0] != self.step:
+            cfg = self.config
+            copy = calibrate_batch_norm(net, self.calibration, cfg.bn_calibration_batches, cfg.batch_size, self.device)
+            self._calibrated = (self.step, copy)
+        return self._calibrated[1]
 
     def _log(self, record: Dict[str, Any]) -> None:
         with open(self.out / "log.jsonl", "a") as f:
