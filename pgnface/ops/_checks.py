@@ -68,9 +68,8 @@ def require_shape(x: torch.Tensor, name: str, spec: Sequence[Union[int, str]], s
     Raises:
         ValueError: wrong number of dimensions or a size that differs from the spec or an earlier binding.
     """
-    expected = "[" + ", ".join(str(s) for s in spec) + "]"
     if x.dim() != len(spec):
-        raise ValueError(f"{name} must have shape {expected}, got {list(x.shape)}")
+        raise ValueError(f"{name} must have shape {_spec_text(spec)}, got {list(x.shape)}")
     for axis, (want, got) in enumerate(zip(spec, x.shape)):
         if isinstance(want, str):
             if want not in sizes:
@@ -82,9 +81,14 @@ def require_shape(x: torch.Tensor, name: str, spec: Sequence[Union[int, str]], s
         if int(got) != want_size:
             bound = "[" + ", ".join(str(sizes.get(s, s)) if isinstance(s, str) else str(s) for s in spec) + "]"
             raise ValueError(
-                f"{name} must have shape {expected} = {bound}, got {list(x.shape)} "
+                f"{name} must have shape {_spec_text(spec)} = {bound}, got {list(x.shape)} "
                 f"(axis {axis} is {int(got)}, expected {want_size})"
             )
+
+
+def _spec_text(spec: Sequence[Union[int, str]]) -> str:
+    """A shape spec as the errors write it, e.g. "[B, N, 4]" (built only when one is raised)."""
+    return "[" + ", ".join(str(s) for s in spec) + "]"
 
 
 def require_float(x: torch.Tensor, name: str) -> None:

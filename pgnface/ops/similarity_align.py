@@ -12,8 +12,6 @@ import torch
 
 from pgnface.ops._autocast import float32_under_autocast
 from pgnface.ops._checks import (
-    CHECK_OFF,
-    CHECK_RAISE,
     check_mode,
     require_float,
     require_like,
@@ -84,7 +82,7 @@ def similarity_align(
             dst,
             weights,
             estimate_scale,
-            CHECK_RAISE if check_values else CHECK_OFF,
+            check_mode(check_values),
         )
         return scale, R, t
     src, dst, weights = float32_under_autocast(src, dst, weights)
