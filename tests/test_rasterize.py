@@ -241,6 +241,25 @@ def test_gradients_match_reference(device):
     assert p1.grad.abs().sum() > 0
 
 
+def degenerate_triangle_soup(centre, size, snap, resolution, g):
+    """Unshared triangles around centre [T, 1, 2] (pixels) of size [T, 1, 1], vertices rounded to
+    a 1/snap-pixel grid, random depths and w, and the degenerate cases: edge-on (collinear),
+    coinciding vertices, behind the camera, beyond the guard band. Returns clip space [1, 3T, 4]."""
+    T = centre.shape[0]
+    pix = centre + (torch.rand(T, 3, 2, generator=g, dtype=torch.float64) - 0.5) * size
+    pix = torch.round(pix * snap) / snap
+    pix[::9, 2] = (pix[::9, 0] + pix[::9, 1]) / 2  # edge-on: the third vertex on the first edge
+    pix[1::9, 2] = pix[1::9, 1]  # two vertices coincide
+    z = torch.rand(T, 3, 1, generator=g, dtype=torch.float64)
+    w = torch.where(
+        torch.rand(T, 3, 1, generator=g) < 0.5, 1.0, torch.rand(T, 3, 1, generator=g, dtype=torch.float64) + 0.5
+    )
+    pos = ops.clip_from_pixels(torch.cat([pix, z], -1), resolution) * w
+    pos[5::97, 1, 3] = -1.0  # behind the camera
+    pos[7::97, 0, 0] = 3e6  # beyond the guard band
+    return pos.reshape(1, 3 * T, 4)
+
+
 def tiny_triangle_scene(seed, dtype, snap):
     """Thousands of sub-pixel and pixel-sized triangles, many with vertices, edges or bounding
     boxes exactly on pixel centres (snap: positions on a 1/2, 1/4 or 1/256 pixel grid), plus
@@ -250,18 +269,7 @@ def tiny_triangle_scene(seed, dtype, snap):
     N, T = 1500, 3000
     centre = torch.rand(T, 1, 2, generator=g, dtype=torch.float64) * torch.tensor([W + 4.0, H + 4.0]) - 2
     size = torch.rand(T, 1, 1, generator=g, dtype=torch.float64).square() * 10.0
-    pix = centre + (torch.rand(T, 3, 2, generator=g, dtype=torch.float64) - 0.5) * size
-    pix = torch.round(pix * snap) / snap
-    pix[::9, 2] = (pix[::9, 0] + pix[::9, 1]) / 2  # edge-on: the third vertex on the first edge
-    pix[1::9, 2] = pix[1::9, 1]  # two vertices coincide
-    z = torch.rand(T, 3, 1, generator=g, dtype=torch.float64)
-    w = torch.where(
-        torch.rand(T, 3, 1, generator=g) < 0.5, 1.0, torch.rand(T, 3, 1, generator=g, dtype=torch.float64) + 0.5
-    )
-    pos = ops.clip_from_pixels(torch.cat([pix, z], -1), (H, W)) * w
-    pos[5::97, 1, 3] = -1.0  # behind the camera
-    pos[7::97, 0, 0] = 3e6  # beyond the guard band
-    pos = pos.reshape(1, 3 * T, 4)[:, : N * 3]
+    pos = degenerate_triangle_soup(centre, size, snap, (H, W), g)[:, : N * 3]
     # Triangles past N repeat earlier ones under higher ids: exact depth ties.
     tris = torch.arange(3 * T, dtype=torch.int32).reshape(T, 3) % (3 * N)
     tris[11::97, 1] = 5 * N  # out of range (check_values=False skips them)
@@ -309,18 +317,7 @@ def mixed_size_scene(dtype, seed=0):
     T = 3000
     centre = torch.rand(T, 1, 2, generator=g, dtype=torch.float64) * torch.tensor([W + 40.0, H + 40.0]) - 20
     size = torch.rand(T, 1, 1, generator=g, dtype=torch.float64) ** 4 * 500.0
-    pix = centre + (torch.rand(T, 3, 2, generator=g, dtype=torch.float64) - 0.5) * size
-    pix = torch.round(pix * 512) / 512
-    pix[::9, 2] = (pix[::9, 0] + pix[::9, 1]) / 2  # edge-on
-    pix[1::9, 2] = pix[1::9, 1]  # two vertices coincide
-    z = torch.rand(T, 3, 1, generator=g, dtype=torch.float64)
-    w = torch.where(
-        torch.rand(T, 3, 1, generator=g) < 0.5, 1.0, torch.rand(T, 3, 1, generator=g, dtype=torch.float64) + 0.5
-    )
-    pos = ops.clip_from_pixels(torch.cat([pix, z], -1), (H, W)) * w
-    pos[5::97, 1, 3] = -1.0  # behind the camera
-    pos[7::97, 0, 0] = 3e6  # beyond the guard band
-    pos = pos.reshape(1, 3 * T, 4)
+    pos = degenerate_triangle_soup(centre, size, 512, (H, W), g)
     tris = torch.arange(3 * T, dtype=torch.int32).reshape(T, 3)
     tris[T // 2 :: 50] = tris[: len(tris[T // 2 :: 50])]  # repeated triangles: exact depth ties
     return pos.to(dtype), tris, (H, W)

@@ -71,6 +71,19 @@ struct Add {
   }
 };
 
+// Calls run(channels) with channels() returning C, as a compile-time constant
+// for the common channel counts so that the per-pixel loops unroll.
+template <typename Run>
+void with_constant_channels(int64_t C, Run&& run) {
+  if (C == 3) {
+    run([] { return int64_t(3); });
+  } else if (C == 1) {
+    run([] { return int64_t(1); });
+  } else {
+    run([C] { return C; });
+  }
+}
+
 // Fixed-point position of a vertex that draws nothing; far below any valid one
 // (|fx| <= kGuardBand * kSubpixel = 2^28), so that it marks the triangle
 // without overflowing the bounding-box arithmetic.
@@ -873,19 +886,12 @@ std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& attr_in,
         const int64_t q1 = std::min(pixels, q0 + kGrain);
         const scalar_t* a = attr_ptr + (Ba == 1 ? 0 : b) * N * C;
         const int64_t p0 = b * pixels + q0, p1 = b * pixels + q1;
-        // A constant channel count lets the compiler unroll the common cases.
         auto run = [&](auto channels) {
           for (int64_t p = p0; p < p1; ++p)
             raster::interpolate_at(tri_ptr[p], tris_ptr, T_count, a, N, channels(),
                                    bary_ptr + 3 * p, out_ptr + p * channels());
         };
-        if (C == 3) {
-          run([] { return int64_t(3); });
-        } else if (C == 1) {
-          run([] { return int64_t(1); });
-        } else {
-          run([C] { return C; });
-        }
+        with_constant_channels(C, run);
       }
     });
   });
@@ -921,7 +927,6 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
       for (int64_t b = begin; b < end; ++b) {
         const scalar_t* a = attr_ptr + (Ba == 1 ? 0 : b) * N * C;
         scalar_t* ga = ga_ptr + b * N * C;
-        // A constant channel count lets the compiler unroll the common cases.
         auto run = [&](auto channels) {
           for (int64_t q = 0; q < pixels; ++q) {
             const int64_t p = b * pixels + q;
@@ -930,13 +935,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
                                                gb_ptr + 3 * p, Add{});
           }
         };
-        if (C == 3) {
-          run([] { return int64_t(3); });
-        } else if (C == 1) {
-          run([] { return int64_t(1); });
-        } else {
-          run([C] { return C; });
-        }
+        with_constant_channels(C, run);
       }
     });
   });
