@@ -66,7 +66,8 @@ def test_recovers_a_known_similarity_exactly(face, use_landmarks):
         assert result.scale == pytest.approx(s, rel=1e-9)
         np.testing.assert_allclose(result.rotation, R, atol=1e-9)
     else:  # ICP from the centroids alone: point-to-point ICP converges linearly
-        result = dense_errors(pred, tris, verts)
+        # A third of the vertices as the "scan": as exact, and each of the many iterations cheaper.
+        result = dense_errors(pred, tris, verts[::3])
         assert result.rmse < 0.02  # mm, on a 150 mm face
         assert result.scale == pytest.approx(s, rel=1e-3)
 
@@ -78,7 +79,8 @@ def test_noise_level_is_measured(face):
     gt = verts + g.normal(0, sigma, verts.shape)  # a noisy "scan" of the face
     s, R, t = random_similarity(5)
     pred = (verts - t) @ R / s
-    result = dense_errors(pred, tris, gt, pred_landmarks=pred[lms], gt_landmarks=gt[lms])
+    # A third of the points as the scan keeps the statistics and makes the slow noisy ICP cheaper.
+    result = dense_errors(pred, tris, gt[::3], pred_landmarks=pred[lms], gt_landmarks=gt[lms])
     # Distances to the surface see mostly the normal component of the noise: ~ sigma.
     assert 0.6 * sigma < result.rmse < 1.3 * sigma
     assert result.median < result.rmse
