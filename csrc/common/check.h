@@ -4,7 +4,7 @@
 // never reaches a kernel. Every message names the argument and what was expected.
 #pragma once
 
-#include <torch/types.h>
+#include <ATen/core/Tensor.h>
 
 #define PGN_CHECK_FLOATING(x)                                                      \
   TORCH_CHECK((x).scalar_type() == at::kFloat || (x).scalar_type() == at::kDouble, \

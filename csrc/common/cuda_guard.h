@@ -3,8 +3,8 @@
 // device current for the rest of the call (allocations, stream, launches).
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/types.h>
 
 namespace pgnface {
 

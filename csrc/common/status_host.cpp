@@ -1,6 +1,11 @@
 // Host part of the fused value checks: see status.h and status_host.h.
 #include "status_host.h"
 
+#include <ATen/ops/_assert_async.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/isfinite.h>
+#include <ATen/ops/zeros.h>
+
 #include <sstream>
 #include <string>
 

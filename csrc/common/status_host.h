@@ -3,7 +3,7 @@
 // status.h for the design.
 #pragma once
 
-#include <torch/types.h>
+#include <ATen/core/Tensor.h>
 
 #include <initializer_list>
 

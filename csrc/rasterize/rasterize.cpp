@@ -3,6 +3,8 @@
 // (rasterize_cpu.cpp) and the CUDA (rasterize_cuda.cu) entry points share.
 #include "rasterize.h"
 
+#include <ATen/ops/empty.h>
+
 #include <limits>
 
 #include "../common/check.h"

@@ -8,7 +8,7 @@
 // bary [B,H,W,3], depth [B,H,W], attr [Ba,N,C] with Ba = 1 or B.
 #pragma once
 
-#include <torch/types.h>
+#include <ATen/core/Tensor.h>
 
 #include <tuple>
 
@@ -76,5 +76,24 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
                                                             const at::Tensor& tri_id,
                                                             const at::Tensor& bary,
                                                             const at::Tensor& tris);
+
+#ifdef WITH_CUDA
+// The CUDA entry points (rasterize_cuda.cu), registered in csrc/cuda_ops.cpp.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(
+    const at::Tensor& pos, const at::Tensor& tris, int64_t height, int64_t width, int64_t cull,
+    int64_t check);
+at::Tensor rasterize_backward_cuda(const at::Tensor& grad_bary, const at::Tensor& grad_depth,
+                                   const at::Tensor& pos, const at::Tensor& tris,
+                                   const at::Tensor& tri_id);
+std::tuple<at::Tensor, at::Tensor> interpolate_cuda(const at::Tensor& attr,
+                                                    const at::Tensor& tri_id,
+                                                    const at::Tensor& bary, const at::Tensor& tris,
+                                                    int64_t check);
+std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& grad_out,
+                                                             const at::Tensor& attr,
+                                                             const at::Tensor& tri_id,
+                                                             const at::Tensor& bary,
+                                                             const at::Tensor& tris);
+#endif
 
 }  // namespace pgnface

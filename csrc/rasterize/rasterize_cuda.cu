@@ -36,8 +36,15 @@
 // per-pixel inputs (tri_id, zbuf, grad_depth; bary and grad_bary rows of 3)
 // and the status shares are meant to be coalesced.
 #include <ATen/Context.h>
+#include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <torch/library.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cumsum.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/searchsorted.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 
 #include "../common/cuda_guard.h"
 #include "../common/fixed_order_sum.h"
@@ -510,13 +517,6 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& g
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {grad_attr, grad_bary};
-}
-
-TORCH_LIBRARY_IMPL(pgnface, CUDA, m) {
-  m.impl("rasterize", &rasterize_cuda);
-  m.impl("rasterize_backward", &rasterize_backward_cuda);
-  m.impl("interpolate", &interpolate_cuda);
-  m.impl("interpolate_backward", &interpolate_backward_cuda);
 }
 
 }  // namespace pgnface

@@ -3,6 +3,8 @@
 // similarity_align_cpu.cpp and similarity_align_cuda.cu.
 #include "similarity_align.h"
 
+#include <ATen/ops/empty.h>
+
 #include "../common/check.h"
 #include "../common/status_host.h"
 

@@ -8,7 +8,7 @@
 // all one floating dtype, one device.
 #pragma once
 
-#include <torch/types.h>
+#include <ATen/core/Tensor.h>
 
 #include <optional>
 #include <tuple>
@@ -54,5 +54,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cpu(
     const at::Tensor& grad_scale, const at::Tensor& grad_R, const at::Tensor& grad_t,
     const at::Tensor& src, const at::Tensor& dst, const std::optional<at::Tensor>& weights,
     bool estimate_scale);
+
+#ifdef WITH_CUDA
+// The CUDA entry points (similarity_align_cuda.cu), registered in csrc/cuda_ops.cpp.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> similarity_align_cuda(
+    const at::Tensor& src, const at::Tensor& dst, const std::optional<at::Tensor>& weights,
+    bool estimate_scale, int64_t check);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cuda(
+    const at::Tensor& grad_scale, const at::Tensor& grad_R, const at::Tensor& grad_t,
+    const at::Tensor& src, const at::Tensor& dst, const std::optional<at::Tensor>& weights,
+    bool estimate_scale);
+#endif
 
 }  // namespace pgnface

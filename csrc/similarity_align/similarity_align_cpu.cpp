@@ -13,6 +13,7 @@
 // per item, reachable with torch.ops.pgnface.set_cpu_simd(False)) reduces in
 // a plain loop. The loops are compiled for baseline x86-64 and x86-64-v3
 // (AVX2 + FMA), picked at load time.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

@@ -16,8 +16,8 @@
 // contiguous src and dst values into its shared tile with coalesced loads,
 // and each lane then reads its point from the tile; a lane still takes points
 // lane, lane + 32, ..., so the sums keep their order.
+#include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <torch/library.h>
 
 #include "../common/cuda_guard.h"
 #include "../common/launch.h"
@@ -228,11 +228,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cuda(
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {g_src, g_dst, g_w};
-}
-
-TORCH_LIBRARY_IMPL(pgnface, CUDA, m) {
-  m.impl("similarity_align", &similarity_align_cuda);
-  m.impl("similarity_align_backward", &similarity_align_backward_cuda);
 }
 
 }  // namespace pgnface

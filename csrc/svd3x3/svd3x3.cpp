@@ -3,6 +3,8 @@
 // svd3x3_cuda.cu.
 #include "svd3x3.h"
 
+#include <ATen/ops/empty.h>
+
 #include "../common/check.h"
 #include "../common/status_host.h"
 

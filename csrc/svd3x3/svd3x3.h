@@ -6,7 +6,7 @@
 // Shapes: M, U, V [B,3,3], S [B,3]; all one floating dtype, one device.
 #pragma once
 
-#include <torch/types.h>
+#include <ATen/core/Tensor.h>
 
 #include <tuple>
 
@@ -40,5 +40,14 @@ void svd3x3_act_on_status(const at::Tensor& status, int64_t check, const at::Ten
 at::Tensor svd3x3_backward_cpu(const at::Tensor& grad_U, const at::Tensor& grad_S,
                                const at::Tensor& grad_V, const at::Tensor& U, const at::Tensor& S,
                                const at::Tensor& V);
+
+#ifdef WITH_CUDA
+// The CUDA entry points (svd3x3_cuda.cu), registered in csrc/cuda_ops.cpp.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> svd3x3_cuda(const at::Tensor& M,
+                                                                       int64_t check);
+at::Tensor svd3x3_backward_cuda(const at::Tensor& grad_U, const at::Tensor& grad_S,
+                                const at::Tensor& grad_V, const at::Tensor& U, const at::Tensor& S,
+                                const at::Tensor& V);
+#endif
 
 }  // namespace pgnface

@@ -7,6 +7,7 @@
 // store. The loops are compiled for baseline x86-64 and x86-64-v3 (AVX2 +
 // FMA), picked at load time. The scalar instantiation (what CUDA runs) stays
 // reachable for the tests: torch.ops.pgnface.set_cpu_simd(False).
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

@@ -7,8 +7,8 @@
 // inputs and its output staged the same way, one array at a time through one
 // buffer (a thread reading its own 9 values straight from global memory would
 // touch 9 sectors a request where the warp's data fills about 4).
+#include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <torch/library.h>
 
 #include "../common/cuda_guard.h"
 #include "../common/launch.h"
@@ -147,11 +147,6 @@ at::Tensor svd3x3_backward_cuda(const at::Tensor& grad_U_in, const at::Tensor& g
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return gM;
-}
-
-TORCH_LIBRARY_IMPL(pgnface, CUDA, m) {
-  m.impl("svd3x3", &svd3x3_cuda);
-  m.impl("svd3x3_backward", &svd3x3_backward_cuda);
 }
 
 }  // namespace pgnface

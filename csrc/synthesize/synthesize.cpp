@@ -3,6 +3,9 @@
 // synthesize_cpu.cpp and synthesize_cuda.cu.
 #include "synthesize.h"
 
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+
 #include "../common/check.h"
 #include "../common/status_host.h"
 

@@ -7,7 +7,7 @@
 // scale [B], translation [B,3]; all one floating dtype, one device.
 #pragma once
 
-#include <torch/types.h>
+#include <ATen/core/Tensor.h>
 
 #include <tuple>
 
@@ -56,5 +56,19 @@ synthesize_backward_cpu(const at::Tensor& grad_out, const at::Tensor& mean, cons
                         const at::Tensor& coeffs, const at::Tensor& rotation,
                         const at::Tensor& scale, const at::Tensor& translation,
                         bool need_model_grad);
+
+#ifdef WITH_CUDA
+// The CUDA entry points (synthesize_cuda.cu), registered in csrc/cuda_ops.cpp.
+std::tuple<at::Tensor, at::Tensor> synthesize_cuda(const at::Tensor& mean, const at::Tensor& basis,
+                                                   const at::Tensor& coeffs,
+                                                   const at::Tensor& rotation,
+                                                   const at::Tensor& scale,
+                                                   const at::Tensor& translation, int64_t check);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+synthesize_backward_cuda(const at::Tensor& grad_out, const at::Tensor& mean,
+                         const at::Tensor& basis, const at::Tensor& coeffs,
+                         const at::Tensor& rotation, const at::Tensor& scale,
+                         const at::Tensor& translation, bool need_model_grad);
+#endif
 
 }  // namespace pgnface

@@ -11,7 +11,10 @@
 // same pass (synthesize_kernel.h), so no intermediate [B,N,3] is written. The
 // backward recomputes the shape and accumulates the coefficient gradient in
 // one pass over the basis.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>

@@ -1,6 +1,7 @@
 // Small-batch schedule of the synthesize CPU twin; see synthesize_cpu_small_batch.h.
 #include "synthesize_cpu_small_batch.h"
 
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>

@@ -8,7 +8,7 @@
 // coefficient gradient together). The per-element math is the same synthesize_kernel.h.
 #pragma once
 
-#include <torch/types.h>
+#include <ATen/core/Tensor.h>
 
 namespace pgnface {
 namespace morphable_cpu {

@@ -17,8 +17,10 @@
 // are bitwise reproducible on one GPU model, with or without
 // torch.use_deterministic_algorithms, and the sums are grouped the same way
 // on every model.
+#include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <torch/library.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 
 #include <algorithm>
 
@@ -503,11 +505,6 @@ synthesize_backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& mean_i
     }
   });
   return {grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation};
-}
-
-TORCH_LIBRARY_IMPL(pgnface, CUDA, m) {
-  m.impl("synthesize", &synthesize_cuda);
-  m.impl("synthesize_backward", &synthesize_backward_cuda);
 }
 
 }  // namespace pgnface

@@ -219,6 +219,8 @@ def build_extension() -> Path:
     objects = _Objects()
     for cu in csrc_kernel_sources():
         objects.add_kernel_file(cu, [*cflags, "-include", "cuda_emu/prelude.h"])
+    # The registration of the CUDA entry points, remapped to pgnface_emu (cuda_emu/library_remap.h).
+    objects.add(CSRC / "cuda_ops.cpp", [*RUNTIME_FLAGS, *cflags, "-DWITH_CUDA", "-include", "cuda_emu/library_remap.h"])
     for cpp in sorted((EMU_DIR / "torch_glue").glob("*.cpp")):
         objects.add(cpp, [*RUNTIME_FLAGS, *cflags])
     objects.add_runtime()
