@@ -114,3 +114,13 @@ def test_sync_debug_mode_covers_each_op_its_checks_and_its_backward(monkeypatch)
     fragments.bary.sum().backward()
     assert seen == [("rasterize", "error"), ("rasterize_backward", "error")]
     assert state["mode"] == 0 and pos.grad is not None
+
+
+@pytest.mark.skipif(not pgnface.ops.cuda_built(), reason="a CPU-only build registers no CUDA kernels")
+def test_a_cuda_build_registers_every_op_for_both_devices():
+    # The CUDA entry points are registered apart from the .cu files (csrc/cuda_ops.cpp): an op
+    # missing there would only show on a GPU, so the registrations are compared here.
+    names = sorted(n.split("::")[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("pgnface::"))
+    device_ops = [n for n in names if torch._C._dispatch_has_kernel_for_dispatch_key(f"pgnface::{n}", "CPU")]
+    missing = [n for n in device_ops if not torch._C._dispatch_has_kernel_for_dispatch_key(f"pgnface::{n}", "CUDA")]
+    assert len(device_ops) >= 10 and not missing, f"no CUDA kernel registered for {missing}"
