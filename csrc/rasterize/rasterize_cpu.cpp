@@ -822,8 +822,9 @@ at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tens
       return rasterize_backward_band(gb_ptr + 3 * img, gd_ptr + img, pos_ptr + b * N * 4, tris_ptr,
                                      tri_ptr + img, N, T_count, H, W, row_begin, row_end, out);
     };
-    // Splitting an image needs room for the terms of all its pixels.
-    const bool whole_images = B >= threads || threads == 1 || int64_t{H} * W > (int64_t{1} << 22);
+    // Splitting an image holds the terms of all its pixels at once (up to
+    // 100 bytes each): images above a megapixel are not split.
+    const bool whole_images = B >= threads || threads == 1 || int64_t{H} * W > (int64_t{1} << 20);
     if (whole_images) {
       // Blocks of about 4096 pixels: their terms stay in cache until added.
       const int rows = static_cast<int>(std::max<int64_t>(1, 4096 / W));
