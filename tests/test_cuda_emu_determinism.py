@@ -3,9 +3,10 @@
 With ``torch.use_deterministic_algorithms(True)`` the CUDA backward of
 rasterize and interpolate gathers each vertex's contributions in pixel order
 instead of scattering them with float atomics (csrc/rasterize/rasterize_cuda.cu),
-so every schedule the emulator tries gives the same bits. Where the CPU twin
-sums in the same order (one band of rows, one attribute set per batch item) the
-results equal it bit for bit; elsewhere they agree within the op tests'
+so every schedule the emulator tries gives the same bits. The CPU twin adds
+rasterize's terms in pixel order too, whatever its thread count and batch, and
+interpolate's when each batch item has its own attributes: there the results
+equal it bit for bit; with shared attributes they agree within the op tests'
 tolerances (float32: rtol = atol = 1e-4; float64: 1e-10), the rounding of a
 differently grouped sum. synthesize's backward has no atomics and splits its
 partial sums independently of the device: its gradients are the same bits
@@ -60,8 +61,8 @@ def two_triangles(B, H, W, dtype, seed=0):
     return pos.to(dtype), tris
 
 
-# name: (pos, tris, H, W). H < 32 gives the CPU twin one band of rows (rasterize_cpu.cpp bands_for),
-# so it sums each vertex's contributions in pixel order, as the deterministic CUDA path does.
+# name: (pos, tris, H, W). The CPU twin sums each vertex's contributions in pixel order, as the
+# deterministic CUDA path does.
 SCENES = {
     "random": lambda dtype: (*random_scene(2, 30, 40, seed=4, dtype=dtype), 19, 21),
     "two_triangles": lambda dtype: (*two_triangles(2, 24, 20, dtype), 24, 20),
@@ -111,14 +112,20 @@ def test_interpolate_backward_is_bit_identical_across_schedules(scene, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_deterministic_gradients_match_the_cpu_twin_in_another_order(dtype):
-    # 48 rows and one image: the CPU twin splits the rows into 3 bands and adds the band sums.
+def test_deterministic_gradients_match_the_cpu_twin_whatever_its_threads(dtype):
+    # 48 rows and one image: with several threads the CPU twin splits the rows between them, then
+    # adds every pixel's terms in pixel order, each thread to its share of the vertices.
     pos, tris = two_triangles(1, 48, 20, dtype, seed=3)
     args, _ = rasterize_backward_args(pos, tris, 48, 20)
     runs = emulated_runs("rasterize_backward", args)
     assert_bit_identical(runs, "rasterize_backward")
-    rtol, atol = tolerances(dtype)
-    torch.testing.assert_close(runs[0], torch.ops.pgnface.rasterize_backward(*args), rtol=rtol, atol=atol)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            assert torch.equal(runs[0], torch.ops.pgnface.rasterize_backward(*args))
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_the_default_path_depends_on_the_schedule():

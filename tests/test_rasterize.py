@@ -353,8 +353,9 @@ def test_simd_coverage_matches_scalar_bit_for_bit(dtype, threads):
 
 
 def test_banded_backward_matches_reference_whatever_the_thread_count():
-    # One image of 64 rows takes four bands of rows, each accumulating into a buffer of only
-    # the vertices its pixels reach; the sum over bands is fixed, whatever the thread count.
+    # With fewer images than threads an image's rows are split between the threads, which then
+    # add every pixel's terms to their own share of the vertices, in pixel order: the sums are
+    # those of one sequential pass, whatever the thread count.
     pos, tris = random_scene(1, 60, 90, seed=3, dtype=torch.float64)
     g = torch.Generator().manual_seed(4)
     gb = torch.randn(1, 64, 48, 3, generator=g, dtype=torch.float64)
@@ -376,6 +377,41 @@ def test_banded_backward_matches_reference_whatever_the_thread_count():
     ((bary * gb).sum() + torch.where(tri_id >= 0, depth * gd, 0).sum()).backward()
     torch.testing.assert_close(grads[0], p2.grad, rtol=1e-9, atol=1e-9)
     assert (grads[0] != 0).sum() > 100
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_bits_independent_of_batch_threads_and_lanes(dtype):
+    # An image's position gradient is the same bits alone or inside a batch, on one thread or
+    # several (whole images per thread, or one image's rows split), in SIMD lanes or scalar.
+    # Each vertex gathers terms from many pixels, so a different order of the sums would show.
+    pos, tris = random_scene(1, 60, 90, seed=5, dtype=dtype)
+    res = H, W = 64, 48
+    g = torch.Generator().manual_seed(6)
+    others = random_scene(2, 60, 4, seed=7, dtype=dtype)[0]
+    batch = torch.cat([others[:1], pos, others[1:]])
+    gb = torch.randn(3, H, W, 3, generator=g, dtype=torch.float64).to(dtype)
+    gd = torch.randn(3, H, W, generator=g, dtype=torch.float64).to(dtype)
+
+    def grad(p, gb, gd):
+        p = p.clone().requires_grad_(True)
+        frag = ops.rasterize(p, tris, res, check_values=False)
+        ((frag.bary * gb).sum() + torch.where(frag.mask, frag.depth * gd, 0).sum()).backward()
+        return p.grad
+
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            for simd in (True, False):
+                with cpu_simd(simd):
+                    results.append(grad(pos, gb[1:2], gd[1:2])[0])
+                    results.append(grad(batch, gb, gd)[1])
+    finally:
+        torch.set_num_threads(before)
+    assert (results[0] != 0).sum() > 100
+    for other in results[1:]:
+        assert torch.equal(results[0], other)
 
 
 def well_separated_scene(device, seed=7):

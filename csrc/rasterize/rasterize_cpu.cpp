@@ -13,9 +13,9 @@
 // setup_triangle makes, in 32 bits), so the full setup runs on few of them.
 // The winner's screen barycentrics and depth are stored next to its key, in
 // the output tensors, so resolving a pixel only adds the perspective step.
-// Backward scheduling: (batch item, band of rows) tasks, each with its own
-// gradient buffer; the bands depend on B and H only, never on the thread
-// count, so the gradient sums are reproducible.
+// Backward scheduling: each pixel's terms are computed by (image, rows)
+// tasks and added to its vertices in pixel order, so the gradient sums are
+// those of one sequential pass whatever the thread count and the batch.
 // Value checks (status.h) ride on the first read of each input, in the
 // parallel tasks: projecting the vertices reads every pos value (a finite
 // probe per vertex), the bounding-box pass reads every triangle's indices
@@ -57,13 +57,6 @@
 namespace pgnface {
 
 namespace {
-
-// Bands per batch item: enough tasks to keep several cores busy for small
-// batches, one band per item for large ones; at least 16 rows a band.
-int64_t bands_for(int64_t B, int64_t H) {
-  const int64_t want = std::max<int64_t>(1, 8 / std::max<int64_t>(B, 1));
-  return std::max<int64_t>(1, std::min<int64_t>(want, H / 16));
-}
 
 // Accumulator handed to the shared per-pixel code: each task owns the memory
 // it writes, so plain stores suffice.
@@ -625,32 +618,47 @@ void rasterize_simd(const T* pos, const int32_t* tris, int64_t B, int64_t N, int
   }
 }
 
+// What one pixel sends to the vertices of its triangle: g[k] to vertex tri[k].
 template <typename T>
-void rasterize_backward_band(const T* grad_bary, const T* grad_depth, const T* pos,
-                             const int32_t* tris, const int32_t* tri_id, int64_t N, int64_t T_count,
-                             int H, int W, int row_begin, int row_end, T* grad_pos) {
+struct Contribution {
+  const int32_t* tri;
+  T g[3][4];
+};
+
+// Writes the contributions of the pixels of rows [row_begin, row_end) of an
+// image that send a gradient, in pixel order, to out; returns their count.
+template <typename T>
+int64_t rasterize_backward_band(const T* grad_bary, const T* grad_depth, const T* pos,
+                                const int32_t* tris, const int32_t* tri_id, int64_t N,
+                                int64_t T_count, int H, int W, int row_begin, int row_end,
+                                Contribution<T>* out) {
+  int64_t n = 0;
   for (int row = row_begin; row < row_end; ++row) {
     for (int col = 0; col < W; ++col) {
       const int64_t pix = static_cast<int64_t>(row) * W + col;
-      raster::rasterize_backward_pixel(tri_id[pix], grad_bary + 3 * pix, grad_depth + pix, pos,
-                                       tris, N, T_count, col, row, H, W, grad_pos, Add{});
+      int64_t v[3];
+      if (!raster::rasterize_backward_contribution(tri_id[pix], grad_bary + 3 * pix,
+                                                   grad_depth + pix, pos, tris, N, T_count, col,
+                                                   row, H, W, v, out[n].g))
+        continue;
+      out[n++].tri = tris + 3 * static_cast<int64_t>(tri_id[pix]);
     }
   }
+  return n;
 }
 
-// rasterize_backward_band with the pixels' gradients computed in lanes:
-// the pixels that send a gradient (rasterize_backward_contribution's test) are
-// taken kL at a time, clip_pixel_backward runs on them at once, and their
-// contributions are added in pixel order, as the scalar loop adds them.
+// rasterize_backward_band with the pixels' gradients computed in lanes: the
+// pixels that send a gradient (rasterize_backward_contribution's test) are
+// taken kL at a time and clip_pixel_backward runs on them at once.
 template <typename T>
-PGN_CPU_CLONES PGN_FLATTEN void rasterize_backward_band_simd(
-    const T* grad_bary, const T* grad_depth, const T* pos, const int32_t* tris,
-    const int32_t* tri_id, int64_t N, int64_t T_count, int H, int W, int row_begin, int row_end,
-    T* grad_pos) {
+PGN_CPU_CLONES PGN_FLATTEN int64_t
+rasterize_backward_band_simd(const T* grad_bary, const T* grad_depth, const T* pos,
+                             const int32_t* tris, const int32_t* tri_id, int64_t N, int64_t T_count,
+                             int H, int W, int row_begin, int row_end, Contribution<T>* out) {
   using L = LaneVec<T>;
   constexpr int kL = L::width;
   int64_t pix_of[kL];
-  const int32_t* tri_of[kL];
+  int64_t count = 0;
   int n = 0;
   auto run = [&] {
     // Lanes past n repeat lane n - 1; built lane by lane in registers.
@@ -659,7 +667,7 @@ PGN_CPU_CLONES PGN_FLATTEN void rasterize_backward_band_simd(
       const int m = l < n ? l : n - 1;
       const int64_t pix = pix_of[m];
       for (int k = 0; k < 3; ++k) {
-        const T* pk = pos + 4 * static_cast<int64_t>(tri_of[m][k]);
+        const T* pk = pos + 4 * static_cast<int64_t>(out[count + m].tri[k]);
         for (int c = 0; c < 4; ++c) p[k][c].set(l, pk[c]);
         gb[k].set(l, grad_bary[3 * pix + k]);
       }
@@ -668,12 +676,10 @@ PGN_CPU_CLONES PGN_FLATTEN void rasterize_backward_band_simd(
       qy.set(l, static_cast<T>(pix / W) + T(0.5));
     }
     raster::clip_pixel_backward(p, qx, qy, H, W, gb, gd, g);
-    for (int l = 0; l < n; ++l) {
-      for (int k = 0; k < 3; ++k) {
-        T* out = grad_pos + 4 * static_cast<int64_t>(tri_of[l][k]);
-        for (int c = 0; c < 4; ++c) out[c] += g[k][c][l];
-      }
-    }
+    for (int l = 0; l < n; ++l)
+      for (int k = 0; k < 3; ++k)
+        for (int c = 0; c < 4; ++c) out[count + l].g[k][c] = g[k][c][l];
+    count += n;
     n = 0;
   };
   for (int64_t pix = static_cast<int64_t>(row_begin) * W; pix < static_cast<int64_t>(row_end) * W;
@@ -683,10 +689,27 @@ PGN_CPU_CLONES PGN_FLATTEN void rasterize_backward_band_simd(
     const T* gb = grad_bary + 3 * pix;
     if (gb[0] == T(0) && gb[1] == T(0) && gb[2] == T(0) && grad_depth[pix] == T(0)) continue;
     pix_of[n] = pix;
-    tri_of[n] = tri;
+    out[count + n].tri = tri;
     if (++n == kL) run();
   }
   if (n > 0) run();
+  return count;
+}
+
+// Adds contributions [0, count), in order, to the vertices in [v_begin, v_end)
+// of grad_pos [N,4]: each vertex receives its terms in pixel order, however
+// the vertices are split.
+template <typename T>
+void add_contributions(const Contribution<T>* c, int64_t count, int64_t v_begin, int64_t v_end,
+                       T* grad_pos) {
+  for (int64_t i = 0; i < count; ++i) {
+    for (int k = 0; k < 3; ++k) {
+      const int64_t v = c[i].tri[k];
+      if (v < v_begin || v >= v_end) continue;
+      T* out = grad_pos + 4 * v;
+      for (int j = 0; j < 4; ++j) out[j] += c[i].g[k][j];
+    }
+  }
 }
 
 // Whether index[0, n) all lie in [0, size): one unsigned 32-bit compare per
@@ -774,14 +797,15 @@ at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tens
                    &grad_bary = call.grad_bary, &grad_depth = call.grad_depth;
   const int64_t B = call.B, N = call.N, T_count = call.T_count;
   const int H = call.H, W = call.W;
-  const int64_t bands = bands_for(B, H);
   if (B == 0 || N == 0) return at::zeros({B, N, 4}, pos.options());
-  // One band per image writes grad_pos directly (zeroed); several bands each
-  // accumulate into their own buffer that spans only the vertices their
-  // pixels reach, and the buffers are added in band order, so the sums do not
-  // depend on the thread count.
-  at::Tensor grad_pos =
-      bands == 1 ? at::zeros({B, N, 4}, pos.options()) : at::empty({B, N, 4}, pos.options());
+  // Every vertex adds its pixels' terms in pixel order (the order of one
+  // sequential pass), so the sums depend on neither the thread count nor the
+  // batch. With at least as many images as threads each task takes whole
+  // images, computing a block of rows' terms and adding them at once; with
+  // fewer, an image's rows are split between the threads, which then add the
+  // terms of every row, each to its own share of the vertices.
+  at::Tensor grad_pos = at::zeros({B, N, 4}, pos.options());
+  const int64_t threads = at::get_num_threads();
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_backward_cpu", [&] {
     const scalar_t* pos_ptr = pos.data_ptr<scalar_t>();
     const int32_t* tris_ptr = tris.data_ptr<int32_t>();
@@ -790,67 +814,56 @@ at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tens
     const scalar_t* gd_ptr = grad_depth.data_ptr<scalar_t>();
     scalar_t* out_ptr = grad_pos.data_ptr<scalar_t>();
     const bool simd = cpu_simd_enabled();
-    // Rows [row_begin, row_end) of image b, into buf (indexed by vertex id).
-    auto band = [&](int64_t b, int row_begin, int row_end, scalar_t* buf) {
+    using C = Contribution<scalar_t>;
+    // Rows [row_begin, row_end) of image b, into out; returns the count.
+    auto band = [&](int64_t b, int row_begin, int row_end, C* out) -> int64_t {
       const int64_t img = b * H * W;
-      if (simd) {
-        rasterize_backward_band_simd(gb_ptr + 3 * img, gd_ptr + img, pos_ptr + b * N * 4, tris_ptr,
-                                     tri_ptr + img, N, T_count, H, W, row_begin, row_end, buf);
-      } else {
-        rasterize_backward_band(gb_ptr + 3 * img, gd_ptr + img, pos_ptr + b * N * 4, tris_ptr,
-                                tri_ptr + img, N, T_count, H, W, row_begin, row_end, buf);
-      }
+      if (simd)
+        return rasterize_backward_band_simd(gb_ptr + 3 * img, gd_ptr + img, pos_ptr + b * N * 4,
+                                            tris_ptr, tri_ptr + img, N, T_count, H, W, row_begin,
+                                            row_end, out);
+      return rasterize_backward_band(gb_ptr + 3 * img, gd_ptr + img, pos_ptr + b * N * 4, tris_ptr,
+                                     tri_ptr + img, N, T_count, H, W, row_begin, row_end, out);
     };
-    if (bands == 1) {
-      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) band(b, 0, H, out_ptr + b * N * 4);
+    // Splitting an image holds the terms of all its pixels at once (up to
+    // 100 bytes each): images above a megapixel are not split.
+    const bool whole_images = B >= threads || threads == 1 || int64_t{H} * W > (int64_t{1} << 20);
+    if (whole_images) {
+      // Blocks of about 4096 pixels: their terms stay in cache until added.
+      const int rows = static_cast<int>(std::max<int64_t>(1, 4096 / W));
+      std::atomic<int64_t> next{0};
+      at::parallel_for(0, std::min(B, threads), 1, [&](int64_t, int64_t) {
+        std::unique_ptr<C[]> buf(new C[static_cast<int64_t>(rows) * W]);
+        for (int64_t b = next.fetch_add(1, std::memory_order_relaxed); b < B;
+             b = next.fetch_add(1, std::memory_order_relaxed)) {
+          for (int r = 0; r < H; r += rows) {
+            const int64_t n = band(b, r, std::min(H, r + rows), buf.get());
+            add_contributions(buf.get(), n, 0, N, out_ptr + b * N * 4);
+          }
+        }
       });
       return;
     }
-    std::vector<int64_t> lo(B * bands), hi(B * bands);  // vertex range [lo, hi) of each task
-    // Indexed by global vertex id; only [lo, hi) is initialised and read.
-    std::vector<std::unique_ptr<scalar_t[]>> partial(B * bands);
-    at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / bands, k = task % bands;
-        const int row_begin = static_cast<int>(k * H / bands);
-        const int row_end = static_cast<int>((k + 1) * H / bands);
-        const int64_t img = b * H * W;
-        int64_t vlo = N, vhi = 0;
-        for (int64_t pix = img + static_cast<int64_t>(row_begin) * W;
-             pix < img + static_cast<int64_t>(row_end) * W; ++pix) {
-          const int32_t* tri = raster::pixel_triangle(tri_ptr[pix], tris_ptr, T_count, N);
-          if (tri == nullptr) continue;
-          for (int v = 0; v < 3; ++v) {
-            vlo = std::min<int64_t>(vlo, tri[v]);
-            vhi = std::max<int64_t>(vhi, tri[v] + 1);
-          }
+    const int64_t bands = std::min<int64_t>(threads, H);
+    std::unique_ptr<C[]> buf(new C[static_cast<int64_t>(H) * W]);
+    std::vector<int64_t> count(bands);
+    for (int64_t b = 0; b < B; ++b) {
+      at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t k = begin; k < end; ++k) {
+          const int row_begin = static_cast<int>(k * H / bands);
+          count[k] = band(b, row_begin, static_cast<int>((k + 1) * H / bands),
+                          buf.get() + static_cast<int64_t>(row_begin) * W);
         }
-        lo[task] = vlo;
-        hi[task] = vhi;
-        if (vlo >= vhi) continue;
-        partial[task].reset(new scalar_t[4 * vhi]);
-        scalar_t* buf = partial[task].get();
-        std::fill(buf + 4 * vlo, buf + 4 * vhi, scalar_t(0));
-        band(b, row_begin, row_end, buf);
-      }
-    });
-    constexpr int64_t kVertsPerTask = 2048;
-    const int64_t chunks = (N + kVertsPerTask - 1) / kVertsPerTask;
-    at::parallel_for(0, B * chunks, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / chunks, v0 = (task % chunks) * kVertsPerTask;
-        const int64_t v1 = std::min(N, v0 + kVertsPerTask);
-        scalar_t* out = out_ptr + b * N * 4;
-        std::fill(out + 4 * v0, out + 4 * v1, scalar_t(0));
-        for (int64_t k = 0; k < bands; ++k) {
-          const int64_t part = b * bands + k;
-          const int64_t a = std::max(v0, lo[part]), z = std::min(v1, hi[part]);
-          const scalar_t* src = partial[part].get();
-          for (int64_t q = 4 * a; q < 4 * z; ++q) out[q] += src[q];
+      });
+      at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t share = begin; share < end; ++share) {
+          const int64_t v_begin = share * N / bands, v_end = (share + 1) * N / bands;
+          for (int64_t k = 0; k < bands; ++k)
+            add_contributions(buf.get() + (k * H / bands) * W, count[k], v_begin, v_end,
+                              out_ptr + b * N * 4);
         }
-      }
-    });
+      });
+    }
   });
   return grad_pos;
 }
