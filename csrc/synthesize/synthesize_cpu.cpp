@@ -455,6 +455,21 @@ PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chun
   }
 }
 
+// The backward schedule for the batch width. Doubles never have a single
+// lane vector here (B <= 4 takes the small-batch schedule), so the narrow
+// pass is compiled for float only.
+template <typename T>
+void backward_range(const SynthesizeGradArgs<T>& g, int64_t begin, int64_t end) {
+  static_assert(morphable_cpu::kSmallBatch >= Simd<double>::width);
+  if constexpr (std::is_same_v<T, float>) {
+    if (g.in.ld == kW<T>) {
+      backward_chunks_narrow(g, begin, end);
+      return;
+    }
+  }
+  backward_chunks(g, begin, end);
+}
+
 // Copies per-item values src [B, rows] (contiguous) transposed into rows
 // [rows, ld] of a lane-major table and returns the sum of their finite probes
 // (common/status.h): the value check rides on this first read of the inputs.
@@ -609,13 +624,8 @@ synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in
                                      need_model_grad ? grad_mean.data_ptr<scalar_t>() : nullptr,
                                      need_model_grad ? grad_basis.data_ptr<scalar_t>() : nullptr,
                                      chunk_verts};
-      parallel_for_dynamic(chunks, 1, [&](int64_t begin, int64_t end) {
-        if (ld > kW<scalar_t>) {
-          backward_chunks(g, begin, end);
-        } else {
-          backward_chunks_narrow(g, begin, end);
-        }
-      });
+      parallel_for_dynamic(chunks, 1,
+                           [&](int64_t begin, int64_t end) { backward_range(g, begin, end); });
       grad_coeffs.copy_(coeff_part.sum(0).narrow(1, 0, B).t());
       pose = pose_part.sum(0).narrow(1, 0, B).t().contiguous();
     }
