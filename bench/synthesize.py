@@ -1,6 +1,6 @@
 """Benchmark of pgnface.ops.synthesize against plain PyTorch.
 
-    python -m bench.synthesize [--device cpu|cuda] [--quick] [--rounds R] [--json FILE]
+    python -m bench.synthesize [--device cpu|cuda] [--threads T] [--quick] [--rounds R] [--json FILE]
 
 Two plain-torch formulations run on the same inputs in the same process: the
 einsum reference (pgnface.ops.reference.synthesize) and the matmul chain (one
@@ -8,11 +8,16 @@ addmm over the flattened basis, one baddbmm for the pose, usually the faster);
 the speed-up is against the faster of the two. pgnface runs with its default
 arguments (value checks on). The three alternate call by call and each side's
 minimum is reported, so that load from other processes inflates none more than
-another. On a GPU the table adds the forward pass's achieved memory bandwidth.
+another. The table adds pgnface's achieved memory bandwidth (the bytes each pass
+must move over its time) and its share of the peak: the GPU's nominal peak, or
+on a CPU the read bandwidth a streaming reduction reaches at the current thread
+count, measured at the start. Both formulations read the basis once forward and
+once backward, so where pgnface is near that bandwidth no schedule can gain much.
 """
 
 import argparse
 import sys
+import time
 
 import torch
 
@@ -66,7 +71,19 @@ def synthesize_matmul(mean, basis, coeffs, rotation, scale, translation):
     return torch.baddbmm(translation[:, None, :], shape, rotation.mT * scale[:, None, None])
 
 
-def bench_case(name, N, K, B, device, dtype, rounds):
+def cpu_read_bandwidth_gbps(mib=256, rounds=5):
+    """GB/s a streaming reduction (torch.sum over mib MiB) reaches with the current thread count."""
+    x = torch.ones(mib * 2**20 // 4)
+    x.sum()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - t0)
+    return x.numel() * 4 / best / 1e9
+
+
+def bench_case(name, N, K, B, device, dtype, rounds, peak=None):
     args = make_inputs(N, K, B, device, dtype)
     sides = (ops.synthesize, ops.reference.synthesize, synthesize_matmul)
     rows = []
@@ -77,7 +94,6 @@ def bench_case(name, N, K, B, device, dtype, rounds):
     head = dict(morphable=name, N=N, K=K, B=B)
     row = dict(head, **{"pass": "forward"}, pgnface_ms=ours * 1e3, einsum_ms=einsum * 1e3, matmul_ms=matmul * 1e3)
     row["speedup"] = min(einsum, matmul) / ours
-    peak = peak_bandwidth_gbps(device)
     if peak:
         row["GB/s"] = moved / ours / 1e9
         row["%peak"] = 100.0 * row["GB/s"] / peak
@@ -86,6 +102,11 @@ def bench_case(name, N, K, B, device, dtype, rounds):
     ours, einsum, matmul = min_times_alternating(runs, device, rounds)
     row = dict(head, **{"pass": "fwd+bwd"}, pgnface_ms=ours * 1e3, einsum_ms=einsum * 1e3, matmul_ms=matmul * 1e3)
     row["speedup"] = min(einsum, matmul) / ours
+    if peak:
+        # The backward reads the basis again and the upstream gradient [B, N, 3].
+        moved += (N * 3 * K + B * N * 3 + B * K) * elem
+        row["GB/s"] = moved / ours / 1e9
+        row["%peak"] = 100.0 * row["GB/s"] / peak
     rows.append(row)
     return rows
 
@@ -106,10 +127,13 @@ def main(argv=None):
     )
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes")
     parser.add_argument("--rounds", type=int, default=None, help="alternating calls per side (default: 7, 3 quick)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if device.type == "cuda" and not (torch.cuda.is_available() and ops.cuda_built()):
         sys.exit("--device cuda needs a GPU and a CUDA build of pgnface")
     dtype = getattr(torch, args.dtype)
@@ -118,12 +142,16 @@ def main(argv=None):
     rounds = args.rounds or (3 if args.quick else 7)
 
     print(f"synthesize benchmark on {device_description(device)}, {args.dtype}, torch {torch.__version__}")
+    peak = peak_bandwidth_gbps(device)
+    if peak is None and device.type == "cpu":
+        peak = cpu_read_bandwidth_gbps()
+        print(f"CPU read bandwidth (torch.sum over 256 MiB, {torch.get_num_threads()} threads): {peak:.1f} GB/s")
     rows = []
     for name, N, K in MODELS:
         if name not in wanted:
             continue
         for B in batches:
-            for row in bench_case(name, N, K, B, device, dtype, rounds):
+            for row in bench_case(name, N, K, B, device, dtype, rounds, peak):
                 rows.append(row)
                 print(format_table([row], list(row)).splitlines()[-1], flush=True)
     columns = ["morphable", "N", "K", "B", "pass", "pgnface_ms", "einsum_ms", "matmul_ms", "speedup"]

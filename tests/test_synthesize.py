@@ -41,8 +41,10 @@ def make_inputs(B, N, K, dtype=torch.float64, device="cpu", seed=0):
 
 # (B, N, K): odd N (half-filled CPU vertex tile), B around every CUDA batch
 # tile (4 / 16 / 32) and the CPU lane counts (8 / 16), K below and above the
-# CUDA shared-memory stage (16 / 32 components), K = 1.
-SIZES = [(1, 7, 3), (3, 37, 5), (4, 33, 1), (9, 64, 17), (17, 101, 40), (33, 150, 70), (70, 65, 33)]
+# CUDA shared-memory stage (16 / 32 components), K = 1. B = 8 in float32 is a
+# single CPU lane vector (the narrow-batch backward); wider batches take the
+# phased backward, K = 17 / 40 / 70 / 33 leave partial component tiles.
+SIZES = [(1, 7, 3), (3, 37, 5), (4, 33, 1), (8, 45, 13), (9, 64, 17), (17, 101, 40), (33, 150, 70), (70, 65, 33)]
 
 
 @pytest.mark.parametrize("device", DEVICES)

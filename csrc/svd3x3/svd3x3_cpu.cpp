@@ -1,6 +1,8 @@
 // CPU twin of svd3x3.
 //
-// Scheduling: at::parallel_for over matrices; each matrix is solved by the
+// Scheduling: parallel over matrices, pieces handed out dynamically
+// (common/cpu_parallel.h, so a thread that another process holds up delays
+// only its piece); each matrix is solved by the
 // same per-matrix code the CUDA kernels run (svd3x3_kernel.h), instantiated
 // for a SIMD lane type: Simd<T>::width matrices at a time, one per lane (8
 // floats / 4 doubles with AVX2), transposed into lanes on load and back on
@@ -14,6 +16,7 @@
 #include <algorithm>
 
 #include "../common/cpu_lanes.h"
+#include "../common/cpu_parallel.h"
 #include "../common/cpu_simd.h"
 #include "../common/status.h"
 #include "../common/status_host.h"
@@ -119,7 +122,7 @@ void check_range(const T* S, int64_t begin, int64_t end, int32_t* status) {
   if (bad) flag_status(status, 1);
 }
 
-// Matrices per parallel chunk: a few microseconds of work each.
+// Matrices per parallel piece: tens of microseconds of work each.
 constexpr int64_t kSvdGrain = 1024;
 
 }  // namespace
@@ -135,7 +138,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> svd3x3_cpu(const at::
     const scalar_t* m = M.data_ptr<scalar_t>();
     scalar_t *u = U.data_ptr<scalar_t>(), *s = S.data_ptr<scalar_t>(), *v = V.data_ptr<scalar_t>();
     const bool simd = cpu_simd_enabled();
-    at::parallel_for(0, B, kSvdGrain, [&](int64_t begin, int64_t end) {
+    parallel_for_dynamic(B, kSvdGrain, [&](int64_t begin, int64_t end) {
       if (simd) {
         svd_range_simd(m, u, s, v, begin, end);
       } else {
@@ -157,7 +160,7 @@ at::Tensor svd3x3_backward_cpu(const at::Tensor& grad_U_in, const at::Tensor& gr
   const int64_t B = call.B;
   AT_DISPATCH_FLOATING_TYPES(U.scalar_type(), "svd3x3_backward_cpu", [&] {
     const bool simd = cpu_simd_enabled();
-    at::parallel_for(0, B, kSvdGrain, [&](int64_t begin, int64_t end) {
+    parallel_for_dynamic(B, kSvdGrain, [&](int64_t begin, int64_t end) {
       const scalar_t *gu = gU.data_ptr<scalar_t>(), *gs = gS.data_ptr<scalar_t>(),
                      *gv = gV.data_ptr<scalar_t>(), *u = U.data_ptr<scalar_t>(),
                      *s = S.data_ptr<scalar_t>(), *v = V.data_ptr<scalar_t>();

@@ -8,9 +8,12 @@
 // each basis element is loaded once per micro-tile of vertices and multiplied
 // against a vector or two of batch items, so the basis streams from memory
 // once for the whole batch. The mean add and the pose transform happen in the
-// same pass (synthesize_kernel.h), so no intermediate [B,N,3] is written. The
-// backward recomputes the shape and accumulates the coefficient gradient in
-// one pass over the basis.
+// same pass (synthesize_kernel.h), so no intermediate [B,N,3] is written;
+// float results leave through an in-register transpose as runs of 12 values
+// per item. The backward works a block of vertices at a time: it recomputes
+// the block's shape, forms the shape-space and pose gradients, then
+// contracts the block's basis rows into the coefficient gradient, the rows
+// still in cache, so the basis streams from memory once.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -85,40 +88,77 @@ PGN_ALWAYS_INLINE void load_pose(const SynthesizeArgs<T>& a, int64_t b, Vec<T> p
   for (int r = 0; r < kPoseRows; ++r) pose[r] = simd_load(a.pose_t + r * a.ld + b);
 }
 
-// Posed points of nv <= TV vertices from n0 and NV lane vectors from b0.
+// Posed points of nv <= TV vertices from n0 and NV lane vectors from b0, into
+// posed[i][3 (v0 + v) + d] (a vertex block's values for lane vector i).
 template <typename T, int NV, int TV>
 PGN_ALWAYS_INLINE void forward_tile(const SynthesizeArgs<T>& a, const T* const* rows, int64_t n0,
-                                    int nv, int64_t b0, T* out) {
+                                    int nv, int64_t b0, int v0, Vec<T> posed[NV][3 * kBlockVerts]) {
   using V = Vec<T>;
   constexpr int W = kW<T>;
   V acc[TV][3][NV];
   contract_basis_tile<T, NV, TV>(rows, a.coeffs_t + b0, a.ld, a.K, acc);
   for (int i = 0; i < NV; ++i) {
-    const int64_t bi = b0 + i * W;
-    if (bi >= a.B) break;
     V pose[kPoseRows];
-    load_pose(a, bi, pose);
-    const int nb = static_cast<int>(std::min<int64_t>(W, a.B - bi));
+    load_pose(a, b0 + i * W, pose);  // the pose table is padded to whole vectors
     for (int v = 0; v < nv; ++v) {
       const int64_t n = n0 + v;
       const V shape[3] = {a.mean[3 * n] + acc[v][0][i], a.mean[3 * n + 1] + acc[v][1][i],
                           a.mean[3 * n + 2] + acc[v][2][i]};
-      V posed[3];
-      morphable::transform_point(pose, pose[9], pose + 10, shape, posed);
-      for (int j = 0; j < nb; ++j) {
-        T* o = out + ((bi + j) * a.N + n) * 3;
-        o[0] = posed[0][j];
-        o[1] = posed[1][j];
-        o[2] = posed[2][j];
-      }
+      morphable::transform_point(pose, pose[9], pose + 10, shape, posed[i] + 3 * (v0 + v));
     }
   }
+}
+
+// In-register transpose of 8 x 8 floats: out[j][r] = in[r][j].
+PGN_ALWAYS_INLINE void transpose8(const f32x8 in[8], f32x8 out[8]) {
+  f32x8 t[8], u[8];
+  for (int r = 0; r < 8; r += 2) {
+    t[r] = __builtin_shufflevector(in[r], in[r + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[r + 1] = __builtin_shufflevector(in[r], in[r + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int q = 0; q < 8; q += 4) {
+    for (int h = 0; h < 2; ++h) {
+      u[q + 2 * h] = __builtin_shufflevector(t[q + h], t[q + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[q + 2 * h + 1] =
+          __builtin_shufflevector(t[q + h], t[q + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  }
+  for (int j = 0; j < 4; ++j) {
+    out[j] = __builtin_shufflevector(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    out[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+// Writes a vertex block's posed values for the nb items of one lane vector:
+// item j's nv vertices are 3 nv contiguous values at out + j * stride. The
+// output is item-major, so lanes have to be spread: a full float block is
+// transposed in registers and written as 12-value runs; otherwise element by
+// element.
+template <typename T>
+PGN_ALWAYS_INLINE void store_block(const Vec<T> posed[3 * kBlockVerts], int nv, int nb, T* out,
+                                   int64_t stride) {
+  if constexpr (std::is_same_v<T, float> && kBlockVerts == 4) {
+    if (nv == kBlockVerts) {
+      f32x8 lo[8], hi[8];
+      transpose8(posed, lo);
+      const f32x8 rest[8] = {posed[8], posed[9], posed[10], posed[11], {}, {}, {}, {}};
+      transpose8(rest, hi);
+      for (int j = 0; j < nb; ++j) {
+        std::memcpy(out + j * stride, &lo[j], 8 * sizeof(float));
+        std::memcpy(out + j * stride + 8, &hi[j], 4 * sizeof(float));
+      }
+      return;
+    }
+  }
+  for (int j = 0; j < nb; ++j)
+    for (int r = 0; r < 3 * nv; ++r) out[j * stride + r] = posed[r][j];
 }
 
 // Entry points are compiled once per ISA and picked at load time (PGN_CPU_CLONES).
 template <typename T>
 PGN_CPU_CLONES void forward_blocks(const SynthesizeArgs<T>& a, T* out, int64_t block_begin,
                                    int64_t block_end) {
+  using V = Vec<T>;
   constexpr int W = kW<T>;
   for (int64_t block = block_begin; block < block_end; ++block) {
     const int64_t n0 = block * kBlockVerts;
@@ -126,12 +166,23 @@ PGN_CPU_CLONES void forward_blocks(const SynthesizeArgs<T>& a, T* out, int64_t b
     // Rows past the last vertex repeat it (their results are never used).
     const T* rows[kBlockVerts];
     for (int v = 0; v < kBlockVerts; ++v) rows[v] = a.basis + (n0 + std::min(v, nv - 1)) * 3 * a.K;
+    auto store = [&](const V* posed, int64_t bi) {
+      const int nb = static_cast<int>(std::min<int64_t>(W, a.B - bi));
+      store_block<T>(posed, nv, nb, out + (bi * a.N + n0) * 3, a.N * 3);
+    };
     int64_t b0 = 0;
     for (; a.B - b0 >= 2 * W; b0 += 2 * W) {
-      forward_tile<T, 2, 2>(a, rows, n0, std::min(nv, 2), b0, out);
-      if (nv > 2) forward_tile<T, 2, 2>(a, rows + 2, n0 + 2, nv - 2, b0, out);
+      V posed[2][3 * kBlockVerts];
+      forward_tile<T, 2, 2>(a, rows, n0, std::min(nv, 2), b0, 0, posed);
+      if (nv > 2) forward_tile<T, 2, 2>(a, rows + 2, n0 + 2, nv - 2, b0, 2, posed);
+      store(posed[0], b0);
+      store(posed[1], b0 + W);
     }
-    for (; b0 < a.B; b0 += W) forward_tile<T, 1, kBlockVerts>(a, rows, n0, nv, b0, out);
+    for (; b0 < a.B; b0 += W) {
+      V posed[1][3 * kBlockVerts];
+      forward_tile<T, 1, kBlockVerts>(a, rows, n0, nv, b0, 0, posed);
+      store(posed[0], b0);
+    }
   }
 }
 
@@ -146,22 +197,10 @@ struct SynthesizeGradArgs {
   int64_t chunk_verts;
 };
 
-// Vertices per backward tile: its 6 shape and 6 shape-gradient vectors, the
-// coefficient and partial-sum vectors and a broadcast fill the 16 vector
-// registers of AVX2.
-constexpr int kGradTileVerts = 2;
-
-// One chunk of vertices: turn the upstream gradient into the shape-space
-// gradient gl = s R^T g (independent of the shape), then, in one pass over the
-// components, recompute the shape and accumulate the coefficient gradient
-// coeff[k] += sum_{v,d} basis[n_v, d, k] gl[v][d], each basis element loaded
-// once for both; then the pose partial sums. Chunks own disjoint partial
-// buffers and vertices, so there are no races and the result does not depend
-// on the thread count.
-// Vertices whose upstream gradient is transposed lane-major at a time
-// (transpose_grad_out): a few tens of KB, so the table stays in L1/L2.
+// Vertices the backward handles per block (its lane-major tables of the
+// upstream gradient, the shape-space gradient and the shape: a few tens of KB
+// at B = 64, so they stay in L1/L2 between the block's phases).
 constexpr int64_t kGradBlockVerts = 32;
-static_assert(kGradBlockVerts % kGradTileVerts == 0);
 
 // Copies grad_out[b, n0 .. n0 + nv, :] for every item b into table
 // [nv * 3, ld] (row 3 v + d, lane b). Each item's gradient is read as one
@@ -178,11 +217,24 @@ PGN_ALWAYS_INLINE void transpose_grad_out(const T* grad_out, int64_t B, int64_t 
   }
 }
 
+// Vertices per tile of the narrow-batch backward: its 6 shape and 6
+// shape-gradient vectors, the coefficient and partial-sum vectors and a
+// broadcast fill the 16 vector registers of AVX2.
+constexpr int kNarrowTileVerts = 2;
+static_assert(kGradBlockVerts % kNarrowTileVerts == 0);
+
+// The backward for a batch of one lane vector (ld == W), in one pass per
+// vertex tile: gl = s R^T g, then, per component, the shape recompute and the
+// coefficient gradient coeff[k] += sum_{v,d} basis[n_v, d, k] gl[v][d] with
+// each basis element loaded once for both, then the pose partial sums. With a
+// single lane vector the phased schedule (backward_chunks) needs more loads
+// per multiply-add, as its tiles cannot be two vectors wide; both add the
+// same terms in the same order, so they give identical results.
 template <typename T>
-PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
-                                    int64_t chunk_end) {
+PGN_CPU_CLONES void backward_chunks_narrow(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
+                                           int64_t chunk_end) {
   using V = Vec<T>;
-  constexpr int W = kW<T>, TV = kGradTileVerts;
+  constexpr int W = kW<T>, TV = kNarrowTileVerts;
   const SynthesizeArgs<T>& a = g.in;
   const int64_t K = a.K, ld = a.ld;
   std::vector<T> table(kGradBlockVerts * 3 * ld, T(0));  // this task's transposed grad_out
@@ -260,6 +312,167 @@ PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chun
   }
 }
 
+// Recomputes the un-posed shape of nv <= kGradBlockVerts vertices from n0
+// for every batch lane: table rows 3 v + d, lanes as in coeffs_t. The same
+// register tiles as the forward (each basis element loaded once per tile).
+template <typename T>
+PGN_ALWAYS_INLINE void shape_block(const SynthesizeArgs<T>& a, int64_t n0, int nv, T* table) {
+  using V = Vec<T>;
+  constexpr int W = kW<T>;
+  const int64_t ld = a.ld;
+  for (int v0 = 0; v0 < nv; v0 += 2) {
+    const int tv = std::min(2, nv - v0);
+    // Rows past the last vertex repeat it (their results are never stored).
+    const T* rows[2];
+    for (int v = 0; v < 2; ++v) rows[v] = a.basis + (n0 + v0 + std::min(v, tv - 1)) * 3 * a.K;
+    auto store = [&](auto& acc, int nvec, int64_t b0) {
+      for (int v = 0; v < tv; ++v) {
+        const int64_t n = n0 + v0 + v;
+        for (int d = 0; d < 3; ++d) {
+          T* row = table + (3 * (v0 + v) + d) * ld + b0;
+          for (int i = 0; i < nvec; ++i) simd_store(row + i * W, a.mean[3 * n + d] + acc[v][d][i]);
+        }
+      }
+    };
+    int64_t b0 = 0;
+    for (; ld - b0 >= 2 * W; b0 += 2 * W) {
+      V acc[2][3][2];
+      contract_basis_tile<T, 2, 2>(rows, a.coeffs_t + b0, ld, a.K, acc);
+      store(acc, 2, b0);
+    }
+    for (; b0 < ld; b0 += W) {
+      V acc[2][3][1];
+      contract_basis_tile<T, 1, 2>(rows, a.coeffs_t + b0, ld, a.K, acc);
+      store(acc, 1, b0);
+    }
+  }
+}
+
+// coeff[k0 + j, lanes] += sum_r basis_rows[r, k0 + j] gl[r, lanes] over the
+// `rows` shape-gradient rows of a vertex block, for KB components and NV lane
+// vectors from b0: KB * NV accumulators stay in registers for the whole
+// block, each basis element is loaded once per tile and there is no
+// load/store of the partial sums per component.
+template <typename T, int NV, int KB>
+PGN_ALWAYS_INLINE void coeff_grad_tile(const T* basis_rows, int64_t K, int64_t k0, const T* gl,
+                                       int64_t rows, int64_t ld, int64_t b0, T* coeff) {
+  using V = Vec<T>;
+  constexpr int W = kW<T>;
+  V acc[KB][NV];
+  for (int j = 0; j < KB; ++j)
+    for (int i = 0; i < NV; ++i) acc[j][i] = simd_load(coeff + (k0 + j) * ld + b0 + i * W);
+  for (int64_t r = 0; r < rows; ++r) {
+    V x[NV];
+    for (int i = 0; i < NV; ++i) x[i] = simd_load(gl + r * ld + b0 + i * W);
+    const T* w = basis_rows + r * K + k0;
+    for (int j = 0; j < KB; ++j) {
+      const T wj = w[j];
+      for (int i = 0; i < NV; ++i) acc[j][i] += wj * x[i];
+    }
+  }
+  for (int j = 0; j < KB; ++j)
+    for (int i = 0; i < NV; ++i) simd_store(coeff + (k0 + j) * ld + b0 + i * W, acc[j][i]);
+}
+
+// All components for NV lane vectors from b0, in tiles of KB (then single ones).
+template <typename T, int NV, int KB>
+PGN_ALWAYS_INLINE void coeff_grad_block(const T* basis_rows, int64_t K, const T* gl, int64_t rows,
+                                        int64_t ld, int64_t b0, T* coeff) {
+  int64_t k0 = 0;
+  for (; k0 + KB <= K; k0 += KB)
+    coeff_grad_tile<T, NV, KB>(basis_rows, K, k0, gl, rows, ld, b0, coeff);
+  for (; k0 < K; ++k0) coeff_grad_tile<T, NV, 1>(basis_rows, K, k0, gl, rows, ld, b0, coeff);
+}
+
+// One chunk of vertices, a block of kGradBlockVerts at a time: transpose the
+// upstream gradient g lane-major, recompute the block's shape, turn g into
+// the shape-space gradient gl = s R^T g while adding g (x) shape to the pose
+// partial sums, then contract gl with the block's basis rows into the
+// coefficient gradient. Each phase is a register tile of its own (the fused
+// single pass had to load and store the coefficient partial sums for every
+// component of every two vertices); the block's basis rows and tables stay in
+// L1/L2 between the phases, so the basis still streams from memory once.
+// Chunks own disjoint partial buffers and vertices, so there are no races and
+// the result does not depend on the thread count.
+template <typename T>
+PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
+                                    int64_t chunk_end) {
+  using V = Vec<T>;
+  constexpr int W = kW<T>;
+  const SynthesizeArgs<T>& a = g.in;
+  const int64_t K = a.K, ld = a.ld;
+  constexpr int64_t kRows = kGradBlockVerts * 3;
+  // This task's tables: transposed grad_out, shape-space gradient, shape.
+  std::vector<T> tables(3 * kRows * ld, T(0));
+  T* go_t = tables.data();
+  T* gl_t = go_t + kRows * ld;
+  T* sh_t = gl_t + kRows * ld;
+  for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
+    T* pose_sum = g.pose_part + chunk * morphable::kPoseGradSize * ld;
+    T* coeff = g.coeff_part + chunk * K * ld;
+    const int64_t n_end = std::min(a.N, (chunk + 1) * g.chunk_verts);
+    for (int64_t n0 = chunk * g.chunk_verts; n0 < n_end; n0 += kGradBlockVerts) {
+      const int nv = static_cast<int>(std::min<int64_t>(kGradBlockVerts, n_end - n0));
+      const int64_t rows = 3 * nv;
+      // Lanes past B stay zero in go_t, so their gl and pose terms are zero.
+      transpose_grad_out(g.grad_out, a.B, a.N, n0, nv, go_t, ld);
+      shape_block(a, n0, nv, sh_t);
+      for (int64_t b0 = 0; b0 < ld; b0 += W) {
+        V pose[kPoseRows];
+        load_pose(a, b0, pose);
+        V partial[morphable::kPoseGradSize];
+        for (int e = 0; e < morphable::kPoseGradSize; ++e)
+          partial[e] = simd_load(pose_sum + e * ld + b0);
+        for (int v = 0; v < nv; ++v) {
+          V go[3], gl[3], shape[3];
+          for (int d = 0; d < 3; ++d) {
+            go[d] = simd_load(go_t + (3 * v + d) * ld + b0);
+            shape[d] = simd_load(sh_t + (3 * v + d) * ld + b0);
+          }
+          morphable::shape_grad(pose, pose[9], go, gl);
+          for (int d = 0; d < 3; ++d) simd_store(gl_t + (3 * v + d) * ld + b0, gl[d]);
+          morphable::accumulate_pose_grad(go, shape, partial);
+        }
+        for (int e = 0; e < morphable::kPoseGradSize; ++e)
+          simd_store(pose_sum + e * ld + b0, partial[e]);
+      }
+      const T* basis_rows = a.basis + n0 * 3 * K;
+      int64_t b0 = 0;
+      for (; ld - b0 >= 2 * W; b0 += 2 * W)
+        coeff_grad_block<T, 2, 6>(basis_rows, K, gl_t, rows, ld, b0, coeff);
+      for (; b0 < ld; b0 += W) coeff_grad_block<T, 1, 12>(basis_rows, K, gl_t, rows, ld, b0, coeff);
+      if (g.grad_mean != nullptr) {
+        // Model gradients: each vertex is owned by this chunk, so plain adds.
+        for (int64_t r = 0; r < rows; ++r) {
+          const T* glr = gl_t + r * ld;
+          T* gb = g.grad_basis + (n0 * 3 + r) * K;
+          for (int64_t b = 0; b < a.B; ++b) {
+            const T* c = a.coeffs + b * K;
+            const T gvd = glr[b];
+            g.grad_mean[n0 * 3 + r] += gvd;
+            for (int64_t k = 0; k < K; ++k) gb[k] += gvd * c[k];
+          }
+        }
+      }
+    }
+  }
+}
+
+// The backward schedule for the batch width. Doubles never have a single
+// lane vector here (B <= 4 takes the small-batch schedule), so the narrow
+// pass is compiled for float only.
+template <typename T>
+void backward_range(const SynthesizeGradArgs<T>& g, int64_t begin, int64_t end) {
+  static_assert(morphable_cpu::kSmallBatch >= Simd<double>::width);
+  if constexpr (std::is_same_v<T, float>) {
+    if (g.in.ld == kW<T>) {
+      backward_chunks_narrow(g, begin, end);
+      return;
+    }
+  }
+  backward_chunks(g, begin, end);
+}
+
 // Copies per-item values src [B, rows] (contiguous) transposed into rows
 // [rows, ld] of a lane-major table and returns the sum of their finite probes
 // (common/status.h): the value check rides on this first read of the inputs.
@@ -329,7 +542,7 @@ PreparedInputs<T> prepare(const at::Tensor& mean, const at::Tensor& basis, const
 int64_t backward_chunk_verts(int64_t N) {
   const int64_t target_chunks = 64;
   int64_t verts = std::clamp<int64_t>((N + target_chunks - 1) / target_chunks, 64, 1024);
-  return (verts + kGradTileVerts - 1) / kGradTileVerts * kGradTileVerts;
+  return (verts + kGradBlockVerts - 1) / kGradBlockVerts * kGradBlockVerts;
 }
 
 }  // namespace
@@ -415,7 +628,7 @@ synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in
                                      need_model_grad ? grad_basis.data_ptr<scalar_t>() : nullptr,
                                      chunk_verts};
       parallel_for_dynamic(chunks, 1,
-                           [&](int64_t begin, int64_t end) { backward_chunks(g, begin, end); });
+                           [&](int64_t begin, int64_t end) { backward_range(g, begin, end); });
       grad_coeffs.copy_(coeff_part.sum(0).narrow(1, 0, B).t());
       pose = pose_part.sum(0).narrow(1, 0, B).t().contiguous();
     }
