@@ -8,9 +8,8 @@
 // each basis element is loaded once per micro-tile of vertices and multiplied
 // against a vector or two of batch items, so the basis streams from memory
 // once for the whole batch. The mean add and the pose transform happen in the
-// same pass (synthesize_kernel.h), so no intermediate [B,N,3] is written;
-// float results leave through an in-register transpose as runs of 12 values
-// per item. The backward works a block of vertices at a time: it recomputes
+// same pass (synthesize_kernel.h), so no intermediate [B,N,3] is written.
+// The backward works a block of vertices at a time: it recomputes
 // the block's shape, forms the shape-space and pose gradients, then
 // contracts the block's basis rows into the coefficient gradient, the rows
 // still in cache, so the basis streams from memory once.
@@ -88,77 +87,40 @@ PGN_ALWAYS_INLINE void load_pose(const SynthesizeArgs<T>& a, int64_t b, Vec<T> p
   for (int r = 0; r < kPoseRows; ++r) pose[r] = simd_load(a.pose_t + r * a.ld + b);
 }
 
-// Posed points of nv <= TV vertices from n0 and NV lane vectors from b0, into
-// posed[i][3 (v0 + v) + d] (a vertex block's values for lane vector i).
+// Posed points of nv <= TV vertices from n0 and NV lane vectors from b0.
 template <typename T, int NV, int TV>
 PGN_ALWAYS_INLINE void forward_tile(const SynthesizeArgs<T>& a, const T* const* rows, int64_t n0,
-                                    int nv, int64_t b0, int v0, Vec<T> posed[NV][3 * kBlockVerts]) {
+                                    int nv, int64_t b0, T* out) {
   using V = Vec<T>;
   constexpr int W = kW<T>;
   V acc[TV][3][NV];
   contract_basis_tile<T, NV, TV>(rows, a.coeffs_t + b0, a.ld, a.K, acc);
   for (int i = 0; i < NV; ++i) {
+    const int64_t bi = b0 + i * W;
+    if (bi >= a.B) break;
     V pose[kPoseRows];
-    load_pose(a, b0 + i * W, pose);  // the pose table is padded to whole vectors
+    load_pose(a, bi, pose);
+    const int nb = static_cast<int>(std::min<int64_t>(W, a.B - bi));
     for (int v = 0; v < nv; ++v) {
       const int64_t n = n0 + v;
       const V shape[3] = {a.mean[3 * n] + acc[v][0][i], a.mean[3 * n + 1] + acc[v][1][i],
                           a.mean[3 * n + 2] + acc[v][2][i]};
-      morphable::transform_point(pose, pose[9], pose + 10, shape, posed[i] + 3 * (v0 + v));
-    }
-  }
-}
-
-// In-register transpose of 8 x 8 floats: out[j][r] = in[r][j].
-PGN_ALWAYS_INLINE void transpose8(const f32x8 in[8], f32x8 out[8]) {
-  f32x8 t[8], u[8];
-  for (int r = 0; r < 8; r += 2) {
-    t[r] = __builtin_shufflevector(in[r], in[r + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-    t[r + 1] = __builtin_shufflevector(in[r], in[r + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-  }
-  for (int q = 0; q < 8; q += 4) {
-    for (int h = 0; h < 2; ++h) {
-      u[q + 2 * h] = __builtin_shufflevector(t[q + h], t[q + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-      u[q + 2 * h + 1] =
-          __builtin_shufflevector(t[q + h], t[q + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-    }
-  }
-  for (int j = 0; j < 4; ++j) {
-    out[j] = __builtin_shufflevector(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-    out[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-  }
-}
-
-// Writes a vertex block's posed values for the nb items of one lane vector:
-// item j's nv vertices are 3 nv contiguous values at out + j * stride. The
-// output is item-major, so lanes have to be spread: a full float block is
-// transposed in registers and written as 12-value runs; otherwise element by
-// element.
-template <typename T>
-PGN_ALWAYS_INLINE void store_block(const Vec<T> posed[3 * kBlockVerts], int nv, int nb, T* out,
-                                   int64_t stride) {
-  if constexpr (std::is_same_v<T, float> && kBlockVerts == 4) {
-    if (nv == kBlockVerts) {
-      f32x8 lo[8], hi[8];
-      transpose8(posed, lo);
-      const f32x8 rest[8] = {posed[8], posed[9], posed[10], posed[11], {}, {}, {}, {}};
-      transpose8(rest, hi);
+      V posed[3];
+      morphable::transform_point(pose, pose[9], pose + 10, shape, posed);
       for (int j = 0; j < nb; ++j) {
-        std::memcpy(out + j * stride, &lo[j], 8 * sizeof(float));
-        std::memcpy(out + j * stride + 8, &hi[j], 4 * sizeof(float));
+        T* o = out + ((bi + j) * a.N + n) * 3;
+        o[0] = posed[0][j];
+        o[1] = posed[1][j];
+        o[2] = posed[2][j];
       }
-      return;
     }
   }
-  for (int j = 0; j < nb; ++j)
-    for (int r = 0; r < 3 * nv; ++r) out[j * stride + r] = posed[r][j];
 }
 
 // Entry points are compiled once per ISA and picked at load time (PGN_CPU_CLONES).
 template <typename T>
 PGN_CPU_CLONES void forward_blocks(const SynthesizeArgs<T>& a, T* out, int64_t block_begin,
                                    int64_t block_end) {
-  using V = Vec<T>;
   constexpr int W = kW<T>;
   for (int64_t block = block_begin; block < block_end; ++block) {
     const int64_t n0 = block * kBlockVerts;
@@ -166,23 +128,12 @@ PGN_CPU_CLONES void forward_blocks(const SynthesizeArgs<T>& a, T* out, int64_t b
     // Rows past the last vertex repeat it (their results are never used).
     const T* rows[kBlockVerts];
     for (int v = 0; v < kBlockVerts; ++v) rows[v] = a.basis + (n0 + std::min(v, nv - 1)) * 3 * a.K;
-    auto store = [&](const V* posed, int64_t bi) {
-      const int nb = static_cast<int>(std::min<int64_t>(W, a.B - bi));
-      store_block<T>(posed, nv, nb, out + (bi * a.N + n0) * 3, a.N * 3);
-    };
     int64_t b0 = 0;
     for (; a.B - b0 >= 2 * W; b0 += 2 * W) {
-      V posed[2][3 * kBlockVerts];
-      forward_tile<T, 2, 2>(a, rows, n0, std::min(nv, 2), b0, 0, posed);
-      if (nv > 2) forward_tile<T, 2, 2>(a, rows + 2, n0 + 2, nv - 2, b0, 2, posed);
-      store(posed[0], b0);
-      store(posed[1], b0 + W);
+      forward_tile<T, 2, 2>(a, rows, n0, std::min(nv, 2), b0, out);
+      if (nv > 2) forward_tile<T, 2, 2>(a, rows + 2, n0 + 2, nv - 2, b0, out);
     }
-    for (; b0 < a.B; b0 += W) {
-      V posed[1][3 * kBlockVerts];
-      forward_tile<T, 1, kBlockVerts>(a, rows, n0, nv, b0, 0, posed);
-      store(posed[0], b0);
-    }
+    for (; b0 < a.B; b0 += W) forward_tile<T, 1, kBlockVerts>(a, rows, n0, nv, b0, out);
   }
 }
 
