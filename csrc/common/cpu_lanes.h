@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "cpu_simd.h"
 #include "scalar_math.h"
@@ -194,6 +196,152 @@ PGN_ALWAYS_INLINE void store_lanes(const LaneVec<T>* in, int n, T* p) {
   }
   for (int l = 0; l < n; ++l) {
     for (int e = 0; e < N; ++e) p[N * l + e] = in[e].v[l];
+  }
+}
+
+// Records of 4 values (x, y, z, w) to and from 4 lane vectors, lane l
+// holding record l, by shuffles in registers: the scalar buffer of load_lanes
+// makes a vector load wait for the scalar stores it reads, which costs more
+// than the work on the lanes when that work is a few operations.
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define PGN_HAVE_SHUFFLEVECTOR 1
+#endif
+#endif
+
+#ifdef PGN_HAVE_SHUFFLEVECTOR
+// Transposes 4 vectors holding 8 / 4 records of 4 floats / doubles in order
+// (two records per float vector, one per double vector) into out[0..3].
+PGN_ALWAYS_INLINE void transpose_records4(const f32x8 v[4], LaneVec<float> out[4]) {
+  // a: x and y of records 0-3, b: their z and w; c, d: the same for records 4-7.
+  const f32x8 a = __builtin_shufflevector(v[0], v[1], 0, 4, 8, 12, 1, 5, 9, 13);
+  const f32x8 b = __builtin_shufflevector(v[0], v[1], 2, 6, 10, 14, 3, 7, 11, 15);
+  const f32x8 c = __builtin_shufflevector(v[2], v[3], 0, 4, 8, 12, 1, 5, 9, 13);
+  const f32x8 d = __builtin_shufflevector(v[2], v[3], 2, 6, 10, 14, 3, 7, 11, 15);
+  out[0].v = __builtin_shufflevector(a, c, 0, 1, 2, 3, 8, 9, 10, 11);
+  out[1].v = __builtin_shufflevector(a, c, 4, 5, 6, 7, 12, 13, 14, 15);
+  out[2].v = __builtin_shufflevector(b, d, 0, 1, 2, 3, 8, 9, 10, 11);
+  out[3].v = __builtin_shufflevector(b, d, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+PGN_ALWAYS_INLINE void transpose_records4(const f64x4 v[4], LaneVec<double> out[4]) {
+  const f64x4 a = __builtin_shufflevector(v[0], v[1], 0, 4, 2, 6);  // x0 x1 z0 z1
+  const f64x4 b = __builtin_shufflevector(v[0], v[1], 1, 5, 3, 7);  // y0 y1 w0 w1
+  const f64x4 c = __builtin_shufflevector(v[2], v[3], 0, 4, 2, 6);
+  const f64x4 d = __builtin_shufflevector(v[2], v[3], 1, 5, 3, 7);
+  out[0].v = __builtin_shufflevector(a, c, 0, 1, 4, 5);
+  out[1].v = __builtin_shufflevector(b, d, 0, 1, 4, 5);
+  out[2].v = __builtin_shufflevector(a, c, 2, 3, 6, 7);
+  out[3].v = __builtin_shufflevector(b, d, 2, 3, 6, 7);
+}
+// The inverse: 4 lane vectors to 4 vectors of records in order.
+PGN_ALWAYS_INLINE void untranspose_records4(const LaneVec<float> in[4], f32x8 v[4]) {
+  const f32x8 a = __builtin_shufflevector(in[0].v, in[1].v, 0, 8, 1, 9, 2, 10, 3, 11);  // xy 0-3
+  const f32x8 b = __builtin_shufflevector(in[0].v, in[1].v, 4, 12, 5, 13, 6, 14, 7, 15);
+  const f32x8 c = __builtin_shufflevector(in[2].v, in[3].v, 0, 8, 1, 9, 2, 10, 3, 11);  // zw 0-3
+  const f32x8 d = __builtin_shufflevector(in[2].v, in[3].v, 4, 12, 5, 13, 6, 14, 7, 15);
+  v[0] = __builtin_shufflevector(a, c, 0, 1, 8, 9, 2, 3, 10, 11);
+  v[1] = __builtin_shufflevector(a, c, 4, 5, 12, 13, 6, 7, 14, 15);
+  v[2] = __builtin_shufflevector(b, d, 0, 1, 8, 9, 2, 3, 10, 11);
+  v[3] = __builtin_shufflevector(b, d, 4, 5, 12, 13, 6, 7, 14, 15);
+}
+PGN_ALWAYS_INLINE void untranspose_records4(const LaneVec<double> in[4], f64x4 v[4]) {
+  const f64x4 a = __builtin_shufflevector(in[0].v, in[1].v, 0, 4, 2, 6);  // x0 y0 x2 y2
+  const f64x4 b = __builtin_shufflevector(in[0].v, in[1].v, 1, 5, 3, 7);  // x1 y1 x3 y3
+  const f64x4 c = __builtin_shufflevector(in[2].v, in[3].v, 0, 4, 2, 6);  // z0 w0 z2 w2
+  const f64x4 d = __builtin_shufflevector(in[2].v, in[3].v, 1, 5, 3, 7);
+  v[0] = __builtin_shufflevector(a, c, 0, 1, 4, 5);
+  v[1] = __builtin_shufflevector(b, d, 0, 1, 4, 5);
+  v[2] = __builtin_shufflevector(a, c, 2, 3, 6, 7);
+  v[3] = __builtin_shufflevector(b, d, 2, 3, 6, 7);
+}
+#endif
+
+// Loads width records of 4 values, record l at p + 4 l, into out[0..3].
+template <typename T>
+PGN_ALWAYS_INLINE void load_records4(const T* p, LaneVec<T> out[4]) {
+#ifdef PGN_HAVE_SHUFFLEVECTOR
+  typename Simd<T>::type v[4];
+  for (int k = 0; k < 4; ++k) v[k] = simd_load(p + k * Simd<T>::width);
+  transpose_records4(v, out);
+#else
+  load_lanes<4>(p, Simd<T>::width, out);
+#endif
+}
+
+// Stores in[0..3] as width records of 4 values at p.
+template <typename T>
+PGN_ALWAYS_INLINE void store_records4(const LaneVec<T> in[4], T* p) {
+#ifdef PGN_HAVE_SHUFFLEVECTOR
+  typename Simd<T>::type v[4];
+  untranspose_records4(in, v);
+  for (int k = 0; k < 4; ++k) simd_store(p + k * Simd<T>::width, v[k]);
+#else
+  store_lanes<4>(in, Simd<T>::width, p);
+#endif
+}
+
+// Loads the records of 4 values at rec[0..width) into out[0..3].
+template <typename T>
+PGN_ALWAYS_INLINE void gather_records4(const T* const* rec, LaneVec<T> out[4]) {
+#ifdef PGN_HAVE_SHUFFLEVECTOR
+  typename Simd<T>::type v[4];
+  if constexpr (sizeof(T) == sizeof(float)) {
+    typedef float f32x4 __attribute__((vector_size(16)));
+    for (int k = 0; k < 4; ++k) {
+      f32x4 lo, hi;
+      std::memcpy(&lo, rec[2 * k], sizeof(lo));
+      std::memcpy(&hi, rec[2 * k + 1], sizeof(hi));
+      v[k] = __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7);
+    }
+  } else {
+    for (int k = 0; k < 4; ++k) v[k] = simd_load(rec[k]);
+  }
+  transpose_records4(v, out);
+#else
+  for (int l = 0; l < Simd<T>::width; ++l)
+    for (int k = 0; k < 4; ++k) out[k].set(l, rec[l][k]);
+#endif
+}
+
+// The even and odd int32 elements of 16 consecutive ones (8 (x, y) pairs
+// at p) as two vectors: x holds the first of each pair, y the second.
+PGN_ALWAYS_INLINE void deinterleave_pairs(const void* p, i32x8& x, i32x8& y) {
+  i32x8 lo, hi;
+  std::memcpy(&lo, p, sizeof(lo));
+  std::memcpy(&hi, static_cast<const char*>(p) + sizeof(lo), sizeof(hi));
+#ifdef PGN_HAVE_SHUFFLEVECTOR
+  x = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
+  y = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
+#else
+  for (int l = 0; l < 4; ++l) {
+    x[l] = lo[2 * l];
+    y[l] = lo[2 * l + 1];
+    x[l + 4] = hi[2 * l];
+    y[l + 4] = hi[2 * l + 1];
+  }
+#endif
+}
+
+// Stores the first n of the lanes of x and y as (x, y) int32 pairs at p.
+template <typename I>
+PGN_ALWAYS_INLINE void interleave_pairs(I x, I y, int32_t* p) {
+  constexpr int n = sizeof(I) / sizeof(int32_t);
+#ifdef PGN_HAVE_SHUFFLEVECTOR
+  if constexpr (n == 8) {
+    const i32x8 lo = __builtin_shufflevector(x, y, 0, 8, 1, 9, 2, 10, 3, 11);
+    const i32x8 hi = __builtin_shufflevector(x, y, 4, 12, 5, 13, 6, 14, 7, 15);
+    std::memcpy(p, &lo, sizeof(lo));
+    std::memcpy(p + 8, &hi, sizeof(hi));
+    return;
+  } else if constexpr (n == 4) {
+    const i32x8 both = __builtin_shufflevector(x, y, 0, 4, 1, 5, 2, 6, 3, 7);
+    std::memcpy(p, &both, sizeof(both));
+    return;
+  }
+#endif
+  for (int l = 0; l < n; ++l) {
+    p[2 * l] = x[l];
+    p[2 * l + 1] = y[l];
   }
 }
 

@@ -260,45 +260,91 @@ void rasterize_rows(const Projected<T>& pr, const T* pos, const int32_t* tris, i
 // vertex an empty table holds, as in Projected.
 template <typename T>
 struct ProjectedSoA {
-  std::unique_ptr<int32_t[]> fx, fy;  // fixed point; kInvalidFixed where the vertex draws nothing
+  // Fixed point as (fx, fy) int32 pairs, one 8-byte load per vertex;
+  // kInvalidFixed where the vertex draws nothing.
+  std::unique_ptr<int32_t[]> fxy;
   std::unique_ptr<T[]> xyzw;  // X, Y, z/w, w per vertex (the fragment shading reads one record)
   explicit ProjectedSoA(int64_t N)
-      : fx(new int32_t[std::max<int64_t>(N, 1)]),
-        fy(new int32_t[std::max<int64_t>(N, 1)]),
-        xyzw(new T[4 * std::max<int64_t>(N, 1)]) {
-    fx[0] = fy[0] = kInvalidFixed;
+      : fxy(new int32_t[2 * std::max<int64_t>(N, 1)]), xyzw(new T[4 * std::max<int64_t>(N, 1)]) {
+    fxy[0] = fxy[1] = kInvalidFixed;
     for (int k = 0; k < 4; ++k) xyzw[k] = T(0);
   }
 };
 
-// project_vertex of vertices [n_begin, n_end), branch-free so that it
-// vectorises: the guard-band and w tests become selects, llrint becomes
-// rint (both round to nearest even; |X * kSubpixel| <= 2^28 fits int32).
-// Flags kPosBit as project_vertices does.
+// Rounds each lane to the nearest integer, ties to even (as std::rint):
+// adding and subtracting 2^23 (2^52 for doubles) leaves the integer nearest x
+// where |x| is below it; larger values are integers already.
 template <typename T>
-PGN_CPU_CLONES void project_vertices_soa(const T* pos, int64_t n_begin, int64_t n_end, int H, int W,
-                                         int32_t* fx, int32_t* fy, T* xyzw, int32_t* status) {
-  const T hw = static_cast<T>(W) * T(0.5), hh = static_cast<T>(H) * T(0.5);
-  const T g = static_cast<T>(raster::kGuardBand), lo_w = raster::min_w<T>();
-  const T big = std::numeric_limits<T>::max(), S = static_cast<T>(raster::kSubpixel);
-  int bad = 0;
-  for (int64_t n = n_begin; n < n_end; ++n) {
-    const T x = pos[4 * n], y = pos[4 * n + 1], z = pos[4 * n + 2], w = pos[4 * n + 3];
+PGN_ALWAYS_INLINE LaneVec<T> rint_lanes(LaneVec<T> x) {
+  const LaneVec<T> big(sizeof(T) == sizeof(float) ? T(0x1p23) : T(0x1p52)), zero(T(0));
+  const LaneVec<T> up = (x + big) - big, down = (x - big) + big;
+  return lane_select(pgn_abs(x) < big, lane_select(zero <= x, up, down), x);
+}
+
+// Lane masks as int32 lanes (a double's 64-bit mask narrowed to 32 bits).
+PGN_ALWAYS_INLINE i32x8 int32_lanes(i32x8 m) { return m; }
+typedef int i32x4 __attribute__((vector_size(16)));
+PGN_ALWAYS_INLINE i32x4 int32_lanes(i64x4 m) { return __builtin_convertvector(m, i32x4); }
+
+// project_vertex of vertices [n_begin, n_end), branch-free and in lanes: the
+// guard-band and w tests become selects, llrint becomes rint_lanes (both
+// round to nearest even; |X * kSubpixel| <= 2^28 fits int32). The vertices'
+// records go in and out of the lanes by shuffles (load_records4). Flags
+// kPosBit as project_vertices does.
+template <typename T>
+PGN_CPU_CLONES PGN_FLATTEN void project_vertices_soa(const T* pos, int64_t n_begin, int64_t n_end,
+                                                     int H, int W, int32_t* fxy, T* xyzw,
+                                                     int32_t* status) {
+  using L = LaneVec<T>;
+  using M = LaneMask<T>;
+  constexpr int kL = L::width;
+  const L hw(static_cast<T>(W) * T(0.5)), hh(static_cast<T>(H) * T(0.5));
+  const L g(static_cast<T>(raster::kGuardBand)), neg_g(-static_cast<T>(raster::kGuardBand));
+  const L lo_w(raster::min_w<T>()), big(std::numeric_limits<T>::max());
+  const L S(static_cast<T>(raster::kSubpixel)), one(T(1)), zero(T(0));
+  M bad{};
+  int64_t n = n_begin;
+  for (; n + kL <= n_end; n += kL) {
+    L v[4];
+    load_records4(pos + 4 * n, v);
+    const L &x = v[0], &y = v[1], &z = v[2], &w = v[3];
     // |v| <= max is false for NaN and +-Inf.
-    const bool finite =
-        (std::abs(x) <= big) & (std::abs(y) <= big) & (std::abs(z) <= big) & (std::abs(w) <= big);
-    bad |= !finite;
-    const T X = (x / w + T(1)) * hw, Y = (y / w + T(1)) * hh;
-    const bool valid = finite & (w >= lo_w) & (X >= -g) & (X <= g) & (Y >= -g) & (Y <= g);
+    const M finite =
+        (pgn_abs(x) <= big) && (pgn_abs(y) <= big) && (pgn_abs(z) <= big) && (pgn_abs(w) <= big);
+    bad = bad || !finite;
+    const L X = (x / w + one) * hw, Y = (y / w + one) * hh;
+    const M valid = finite && (lo_w <= w) && (neg_g <= X) && (X <= g) && (neg_g <= Y) && (Y <= g);
+    L out[4] = {lane_select(valid, X, zero), lane_select(valid, Y, zero),
+                lane_select(valid, z / w, zero), w};
+    store_records4(out, xyzw + 4 * n);
+    const auto live = int32_lanes(valid.m);
+    using I = decltype(live);
+    const I ix = __builtin_convertvector(rint_lanes(out[0] * S).v, I);
+    const I iy = __builtin_convertvector(rint_lanes(out[1] * S).v, I);
+    const I invalid = I{} + kInvalidFixed;
+    const I rx = live ? ix : invalid, ry = live ? iy : invalid;
+    interleave_pairs(rx, ry, fxy + 2 * n);
+  }
+  bool any_bad = lane_any(bad);
+  const T hws = static_cast<T>(W) * T(0.5), hhs = static_cast<T>(H) * T(0.5);
+  const T gs = static_cast<T>(raster::kGuardBand), lo_ws = raster::min_w<T>();
+  const T bigs = std::numeric_limits<T>::max(), Ss = static_cast<T>(raster::kSubpixel);
+  for (; n < n_end; ++n) {
+    const T x = pos[4 * n], y = pos[4 * n + 1], z = pos[4 * n + 2], w = pos[4 * n + 3];
+    const bool finite = (std::abs(x) <= bigs) & (std::abs(y) <= bigs) & (std::abs(z) <= bigs) &
+                        (std::abs(w) <= bigs);
+    any_bad |= !finite;
+    const T X = (x / w + T(1)) * hws, Y = (y / w + T(1)) * hhs;
+    const bool valid = finite & (w >= lo_ws) & (X >= -gs) & (X <= gs) & (Y >= -gs) & (Y <= gs);
     const T Xv = valid ? X : T(0), Yv = valid ? Y : T(0);
     xyzw[4 * n] = Xv;
     xyzw[4 * n + 1] = Yv;
     xyzw[4 * n + 2] = valid ? z / w : T(0);
     xyzw[4 * n + 3] = w;
-    fx[n] = valid ? static_cast<int32_t>(std::rint(Xv * S)) : kInvalidFixed;
-    fy[n] = valid ? static_cast<int32_t>(std::rint(Yv * S)) : kInvalidFixed;
+    fxy[2 * n] = valid ? static_cast<int32_t>(std::rint(Xv * Ss)) : kInvalidFixed;
+    fxy[2 * n + 1] = valid ? static_cast<int32_t>(std::rint(Yv * Ss)) : kInvalidFixed;
   }
-  if (status != nullptr && bad) flag_status(status, kPosBit);
+  if (status != nullptr && any_bad) flag_status(status, kPosBit);
 }
 
 // A covered (triangle, pixel) pair awaiting its depth test.
@@ -313,29 +359,63 @@ struct Fragment {
 // order against what their pixels hold: a fragment wins when its key
 // (depth_key) is below the key of the pixel's current (depth, tri_id), which
 // for an empty pixel (+inf, -1) is above every finite depth's.
+// The pixel centres of fragments f[0, width) in lanes.
 template <typename T>
-PGN_CPU_CLONES PGN_FLATTEN void shade_fragments(const Fragment* frags, int count, const T* xyzw,
+PGN_ALWAYS_INLINE void fragment_centres(const Fragment* f, LaneVec<T>& qx, LaneVec<T>& qy) {
+  static_assert(sizeof(Fragment) == 8, "a fragment is (tri, col | row << 16) as two int32");
+  constexpr int kL = LaneVec<T>::width;
+#ifdef PGN_HAVE_SHUFFLEVECTOR
+  // Fragments as int32 pairs; the odd ones hold col | row << 16.
+  i32x8 v[2] = {};
+  std::memcpy(v, f, sizeof(Fragment) * kL);
+  using Fv = typename Simd<T>::type;
+  if constexpr (kL == 8) {
+    const i32x8 cr = __builtin_shufflevector(v[0], v[1], 1, 3, 5, 7, 9, 11, 13, 15);
+    qx.v = __builtin_convertvector(cr & 0xffff, Fv) + T(0.5);
+    qy.v = __builtin_convertvector((cr >> 16) & 0xffff, Fv) + T(0.5);
+  } else {
+    const i32x4 cr = __builtin_shufflevector(v[0], v[0], 1, 3, 5, 7);
+    qx.v = __builtin_convertvector(cr & 0xffff, Fv) + T(0.5);
+    qy.v = __builtin_convertvector((cr >> 16) & 0xffff, Fv) + T(0.5);
+  }
+#else
+  for (int l = 0; l < kL; ++l) {
+    qx.set(l, static_cast<T>(f[l].col) + T(0.5));
+    qy.set(l, static_cast<T>(f[l].row) + T(0.5));
+  }
+#endif
+}
+
+// Shades fragments [0, count) of one image (their screen barycentrics, depth
+// and perspective barycentrics in lanes, as pixel_depth and
+// perspective_barycentrics compute them one at a time) and depth-tests them in
+// order against what their pixels hold: a fragment wins when its key
+// (depth_key) is below the key of the pixel's current (depth, tri_id), which
+// for an empty pixel (+inf, -1) is above every finite depth's. frags has room
+// for a block of lanes past count, which this fills with the last fragment
+// (shaded, never tested).
+template <typename T>
+PGN_CPU_CLONES PGN_FLATTEN void shade_fragments(Fragment* frags, int count, const T* xyzw,
                                                 const int32_t* tris, int W, int32_t* tri_id,
                                                 T* bary, T* depth) {
   using L = LaneVec<T>;
   constexpr int kL = L::width;
+  for (int l = count; l < count + kL; ++l) frags[l] = frags[count - 1];
   for (int i = 0; i < count; i += kL) {
-    // Lanes past count repeat the last fragment (shaded, never tested); built
-    // lane by lane in registers, as in classify_triangles.
     L X[3], Y[3], zeta[3], w[3], qx, qy, e[3], lam[3], b[3];
-    for (int l = 0; l < kL; ++l) {
-      const Fragment& f = frags[std::min(i + l, count - 1)];
-      const int32_t* tri = tris + 3 * static_cast<int64_t>(f.tri);
-      for (int k = 0; k < 3; ++k) {
-        const T* v = xyzw + 4 * static_cast<int64_t>(tri[k]);
-        X[k].set(l, v[0]);
-        Y[k].set(l, v[1]);
-        zeta[k].set(l, v[2]);
-        w[k].set(l, v[3]);
-      }
-      qx.set(l, static_cast<T>(f.col) + T(0.5));
-      qy.set(l, static_cast<T>(f.row) + T(0.5));
+    for (int k = 0; k < 3; ++k) {
+      const T* rec[kL];
+      for (int l = 0; l < kL; ++l)
+        rec[l] =
+            xyzw + 4 * static_cast<int64_t>(tris[3 * static_cast<int64_t>(frags[i + l].tri) + k]);
+      L v[4];
+      gather_records4(rec, v);
+      X[k] = v[0];
+      Y[k] = v[1];
+      zeta[k] = v[2];
+      w[k] = v[3];
     }
+    fragment_centres(frags + i, qx, qy);
     const L area = raster::screen_edges(X, Y, qx, qy, e);
     for (int k = 0; k < 3; ++k) lam[k] = raster::div_rn(e[k], area);
     const L d = raster::interpolate_depth(lam, zeta);
@@ -385,47 +465,66 @@ struct FragmentSink {
   }
 };
 
-// Sets triangles [t_begin, t_end) up 8 at a time in int32 lanes for rows
-// [row_lo, row_hi] of an image: writes a fragment to single[] for each one
-// whose box holds exactly one pixel centre and covers it, and the id of each
-// one whose box holds more (or is too large for 32 bits) to multi[];
-// returns the two counts. Clears all_indexed when an index lies outside [0, N).
-// The box, culling and fill rule are setup_triangle's and covers_pixel's,
-// computed relative to vertex 0 (edge functions are translation invariant),
-// where |coordinates| < 2^15 keeps every product exact in 32 bits.
-PGN_CPU_CLONES std::pair<int, int> classify_triangles(const int32_t* fx, const int32_t* fy,
-                                                      const int32_t* tris, int64_t N,
-                                                      int64_t t_begin, int64_t t_end, int W,
-                                                      int row_lo, int row_hi, int cull,
-                                                      Fragment* single, int32_t* multi,
-                                                      bool& all_indexed) {
+// The vertices of a chunk of triangles in structure-of-arrays form, each an
+// (fx, fy) pair, so that the lanes load them whole (built lane by lane, a
+// vector waits for the scalar stores it reads).
+struct ChunkVertices {
+  static constexpr int kChunk = 512;
+  static constexpr int kCapacity = kChunk + 8;  // room for a block of lanes past the count
+  int64_t a[kCapacity], b[kCapacity], c[kCapacity];
+};
+
+// Copies the fixed-point vertices of triangles [t_begin, t_end) (at most
+// kChunk) to out; a triangle with an index outside [0, N) gets vertex a at
+// (kInvalidFixed, kInvalidFixed), which culls it, and clears all_indexed.
+// Loads and stores only, no branch and no dependency between triangles.
+PGN_CPU_CLONES void gather_chunk_vertices(const int32_t* fxy, const int32_t* tris, int64_t N,
+                                          int64_t t_begin, int64_t t_end, ChunkVertices& out,
+                                          bool& all_indexed) {
+  const uint32_t limit = static_cast<uint32_t>(std::min<int64_t>(N, int64_t{1} << 31));
+  constexpr uint64_t kInvalidPair =
+      static_cast<uint32_t>(kInvalidFixed) | (uint64_t{static_cast<uint32_t>(kInvalidFixed)} << 32);
+  uint32_t ok = 1;
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    const int32_t* tri = tris + 3 * t;
+    const uint32_t a = static_cast<uint32_t>(tri[0]), b = static_cast<uint32_t>(tri[1]),
+                   c = static_cast<uint32_t>(tri[2]);
+    const uint32_t indexed = (a < limit) & (b < limit) & (c < limit);
+    ok &= indexed;
+    uint64_t pa, pb, pc;
+    std::memcpy(&pa, fxy + 2 * static_cast<int64_t>(indexed ? a : 0), 8);
+    std::memcpy(&pb, fxy + 2 * static_cast<int64_t>(indexed ? b : 0), 8);
+    std::memcpy(&pc, fxy + 2 * static_cast<int64_t>(indexed ? c : 0), 8);
+    const int64_t i = t - t_begin;
+    out.a[i] = static_cast<int64_t>(indexed ? pa : kInvalidPair);
+    out.b[i] = static_cast<int64_t>(pb);
+    out.c[i] = static_cast<int64_t>(pc);
+  }
+  all_indexed &= ok != 0;
+}
+
+// Sets triangles [t_begin, t_begin + count) up 8 at a time in int32 lanes
+// for rows [row_lo, row_hi] of an image, their vertices in v: writes a
+// fragment to single[] for each one whose box holds exactly one pixel centre
+// and covers it, and the id of each one whose box holds more (or is too large
+// for 32 bits) to multi[]; returns the two counts. The box, culling and fill
+// rule are setup_triangle's and covers_pixel's, computed relative to vertex 0
+// (edge functions are translation invariant), where |coordinates| < 2^15
+// keeps every product exact in 32 bits.
+PGN_CPU_CLONES std::pair<int, int> classify_triangles(const ChunkVertices& v, int64_t t_begin,
+                                                      int count, int W, int row_lo, int row_hi,
+                                                      int cull, Fragment* single, int32_t* multi) {
   constexpr int kL = 8;
   constexpr int32_t bits = raster::kSubpixelBits, half = raster::kSubpixel / 2;
   constexpr int32_t up = raster::kSubpixel - 1 - half;  // ceil((m - half) / S) = (m + up) >> bits
   constexpr int32_t kSmall = int32_t(1) << 15;
-  const uint32_t limit = static_cast<uint32_t>(std::min<int64_t>(N, int64_t{1} << 31));
+  const i32x8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
   int ns = 0, nm = 0;
-  int32_t bad_index = 0;
-  for (int64_t t0 = t_begin; t0 < t_end; t0 += kL) {
-    // Built lane by lane in registers (a vector loaded from scalar stores
-    // would wait for them to retire).
-    i32x8 ax{}, ay{}, bx{}, by{}, cx{}, cy{}, ok{};
-    for (int l = 0; l < kL; ++l) {
-      const bool live = t0 + l < t_end;
-      const int32_t* tri = tris + 3 * (live ? t0 + l : t_begin);
-      const int32_t a = tri[0], b = tri[1], c = tri[2];
-      const bool indexed = (static_cast<uint32_t>(a) < limit) & (static_cast<uint32_t>(b) < limit) &
-                           (static_cast<uint32_t>(c) < limit);
-      bad_index |= live & !indexed;
-      ok[l] = live & indexed ? -1 : 0;
-      const int32_t ia = indexed ? a : 0, ib = indexed ? b : 0, ic = indexed ? c : 0;
-      ax[l] = fx[ia];
-      ay[l] = fy[ia];
-      bx[l] = fx[ib];
-      by[l] = fy[ib];
-      cx[l] = fx[ic];
-      cy[l] = fy[ic];
-    }
+  for (int i = 0; i < count; i += kL) {
+    i32x8 ax, ay, bx, by, cx, cy;
+    deinterleave_pairs(v.a + i, ax, ay);
+    deinterleave_pairs(v.b + i, bx, by);
+    deinterleave_pairs(v.c + i, cx, cy);
     const i32x8 minx = ax < bx ? (ax < cx ? ax : cx) : (bx < cx ? bx : cx);
     const i32x8 maxx = ax > bx ? (ax > cx ? ax : cx) : (bx > cx ? bx : cx);
     const i32x8 miny = ay < by ? (ay < cy ? ay : cy) : (by < cy ? by : cy);
@@ -437,8 +536,8 @@ PGN_CPU_CLONES std::pair<int, int> classify_triangles(const int32_t* fx, const i
     r0 = r0 > row_lo ? r0 : row_lo;
     r1 = r1 < row_hi ? r1 : row_hi;
     // An invalid vertex sits at kInvalidFixed in x and y, below every valid one.
-    const i32x8 valid =
-        ok & (minx != kInvalidFixed) & (miny != kInvalidFixed) & (c0 <= c1) & (r0 <= r1);
+    const i32x8 valid = (lane < count - i) & (minx != kInvalidFixed) & (miny != kInvalidFixed) &
+                        (c0 <= c1) & (r0 <= r1);
     const i32x8 small = ((maxx - minx) < kSmall) & ((maxy - miny) < kSmall);
     const i32x8 one_pixel = (c0 == c1) & (r0 == r1);
     // Vertices and the pixel centre relative to vertex 0, zero in lanes too
@@ -469,27 +568,28 @@ PGN_CPU_CLONES std::pair<int, int> classify_triangles(const int32_t* fx, const i
     const i32x8 draw_single = valid & small & one_pixel & facing & inside;
     const i32x8 go_multi = valid & ~(small & one_pixel) & (~small | facing);
     for (int l = 0; l < kL; ++l) {
-      single[ns] = {static_cast<int32_t>(t0 + l), static_cast<uint16_t>(c0[l]),
-                    static_cast<uint16_t>(r0[l])};
+      const int32_t t = static_cast<int32_t>(t_begin + i + l);
+      single[ns] = {t, static_cast<uint16_t>(c0[l]), static_cast<uint16_t>(r0[l])};
       ns += draw_single[l] & 1;
-      multi[nm] = static_cast<int32_t>(t0 + l);
+      multi[nm] = t;
       nm += go_multi[l] & 1;
     }
   }
-  if (bad_index) all_indexed = false;
   return {ns, nm};
 }
 
 // Covers rows [row_lo, row_hi] of an image with triangle t, whose box holds
 // more than one pixel centre, pixel by pixel into sink.
 template <typename T>
-void cover_large_triangle(int32_t t, const int32_t* fx, const int32_t* fy, const int32_t* tris,
-                          int H, int W, int row_lo, int row_hi, int cull, FragmentSink<T>& sink) {
+void cover_large_triangle(int32_t t, const int32_t* fxy, const int32_t* tris, int H, int W,
+                          int row_lo, int row_hi, int cull, FragmentSink<T>& sink) {
   constexpr int32_t bits = raster::kSubpixelBits, half = raster::kSubpixel / 2;
   constexpr int32_t up = raster::kSubpixel - 1 - half;
   const int32_t* tri = tris + 3 * static_cast<int64_t>(t);
-  const int32_t ax = fx[tri[0]], ay = fy[tri[0]], bx = fx[tri[1]], by = fy[tri[1]];
-  const int32_t cx = fx[tri[2]], cy = fy[tri[2]];
+  const int32_t *pa = fxy + 2 * static_cast<int64_t>(tri[0]),
+                *pb = fxy + 2 * static_cast<int64_t>(tri[1]),
+                *pc = fxy + 2 * static_cast<int64_t>(tri[2]);
+  const int32_t ax = pa[0], ay = pa[1], bx = pb[0], by = pb[1], cx = pc[0], cy = pc[1];
   const int32_t minx = std::min(ax, std::min(bx, cx)), maxx = std::max(ax, std::max(bx, cx));
   const int32_t miny = std::min(ay, std::min(by, cy)), maxy = std::max(ay, std::max(by, cy));
   if (maxx - minx >= (1 << 15) || maxy - miny >= (1 << 15)) {
@@ -497,8 +597,8 @@ void cover_large_triangle(int32_t t, const int32_t* fx, const int32_t* fy, const
     raster::ScreenVertex<T> v[3];
     for (int k = 0; k < 3; ++k) {
       v[k].X = v[k].Y = v[k].zeta = T(0);  // unused by the setup
-      v[k].fx = fx[tri[k]];
-      v[k].fy = fy[tri[k]];
+      v[k].fx = fxy[2 * static_cast<int64_t>(tri[k])];
+      v[k].fy = fxy[2 * static_cast<int64_t>(tri[k]) + 1];
       v[k].valid = true;
     }
     raster::TriangleSetup s;
@@ -548,7 +648,7 @@ void rasterize_rows_simd(const ProjectedSoA<T>& pr, const int32_t* tris, int64_t
   std::fill(tri_id + p_begin, tri_id + p_end, -1);
   std::fill(bary + 3 * p_begin, bary + 3 * p_end, T(0));
   std::fill(depth + p_begin, depth + p_end, std::numeric_limits<T>::infinity());
-  constexpr int64_t kChunk = 512;
+  constexpr int64_t kChunk = ChunkVertices::kChunk;
   // Not value-initialised: the fragment buffer is written before it is read.
   std::unique_ptr<FragmentSink<T>> sink(new FragmentSink<T>);
   sink->xyzw = pr.xyzw.get();
@@ -558,16 +658,18 @@ void rasterize_rows_simd(const ProjectedSoA<T>& pr, const int32_t* tris, int64_t
   sink->bary = bary;
   sink->depth = depth;
   int32_t multi[kChunk + 8];
+  // Zeroed once: the lanes past a chunk's count read its entries unused.
+  std::unique_ptr<ChunkVertices> chunk(new ChunkVertices());
   bool all_indexed = true;
   for (int64_t base = 0; base < T_count; base += kChunk) {
     if (sink->count > FragmentSink<T>::kCapacity - kChunk - 8) sink->flush();
-    const auto [ns, nm] = classify_triangles(pr.fx.get(), pr.fy.get(), tris, N, base,
-                                             std::min(base + kChunk, T_count), W, row_lo, row_hi,
-                                             cull, sink->frags + sink->count, multi, all_indexed);
+    const int64_t end = std::min(base + kChunk, T_count);
+    gather_chunk_vertices(pr.fxy.get(), tris, N, base, end, *chunk, all_indexed);
+    const auto [ns, nm] = classify_triangles(*chunk, base, static_cast<int>(end - base), W, row_lo,
+                                             row_hi, cull, sink->frags + sink->count, multi);
     sink->count += ns;
     for (int i = 0; i < nm; ++i)
-      cover_large_triangle(multi[i], pr.fx.get(), pr.fy.get(), tris, H, W, row_lo, row_hi, cull,
-                           *sink);
+      cover_large_triangle(multi[i], pr.fxy.get(), tris, H, W, row_lo, row_hi, cull, *sink);
   }
   sink->flush();
   if (status != nullptr && !all_indexed) flag_status(status, kTrisBit);
@@ -584,7 +686,7 @@ void rasterize_simd(const T* pos, const int32_t* tris, int64_t B, int64_t N, int
   const int64_t threads = at::get_num_threads();
   const int64_t pixels = static_cast<int64_t>(H) * W;
   auto project = [&](const T* p, int64_t begin, int64_t end, ProjectedSoA<T>& pr) {
-    project_vertices_soa(p, begin, end, H, W, pr.fx.get(), pr.fy.get(), pr.xyzw.get(), status);
+    project_vertices_soa(p, begin, end, H, W, pr.fxy.get(), pr.xyzw.get(), status);
   };
   if (B >= threads || threads == 1) {
     std::atomic<int64_t> next{0};
