@@ -345,4 +345,46 @@ PGN_ALWAYS_INLINE void interleave_pairs(I x, I y, int32_t* p) {
   }
 }
 
+// Compaction of int32 lanes (GCC, whose __builtin_shuffle takes a run-time
+// index vector: vpermd in the x86-64-v3 clone): a branch-free alternative to
+// storing lane by lane under a mask.
+#if defined(__GNUC__) && !defined(__clang__)
+#define PGN_HAVE_LANE_COMPRESS 1
+
+// For each 8-bit lane mask, the indices of its set lanes in order, packed
+// 4 bits per index.
+struct CompressIndices {
+  uint32_t packed[256];
+  constexpr CompressIndices() : packed() {
+    for (int m = 0; m < 256; ++m) {
+      uint32_t p = 0;
+      int n = 0;
+      for (int l = 0; l < 8; ++l) {
+        if ((m >> l) & 1) p |= static_cast<uint32_t>(l) << (4 * n++);
+      }
+      packed[m] = p;
+    }
+  }
+};
+inline constexpr CompressIndices kCompressIndices{};
+
+// Bit l set where lane l of the mask m (all bits or none per lane) is set.
+PGN_ALWAYS_INLINE unsigned lane_bits(i32x8 m) {
+  i32x8 v = m & i32x8{1, 2, 4, 8, 16, 32, 64, 128};
+  v |= __builtin_shuffle(v, i32x8{4, 5, 6, 7, 0, 1, 2, 3});
+  v |= __builtin_shuffle(v, i32x8{2, 3, 0, 1, 6, 7, 4, 5});
+  v |= __builtin_shuffle(v, i32x8{1, 0, 3, 2, 5, 4, 7, 6});
+  return static_cast<unsigned>(v[0]);
+}
+
+// The lanes of v whose bits are set, moved to the front in order; the lanes
+// after them are unspecified.
+PGN_ALWAYS_INLINE i32x8 compress_lanes(i32x8 v, unsigned bits) {
+  const i32x8 idx = ((i32x8{} + static_cast<int>(kCompressIndices.packed[bits & 255])) >>
+                     i32x8{0, 4, 8, 12, 16, 20, 24, 28}) &
+                    7;
+  return __builtin_shuffle(v, idx);
+}
+#endif
+
 }  // namespace pgnface

@@ -567,6 +567,19 @@ PGN_CPU_CLONES std::pair<int, int> classify_triangles(const ChunkVertices& v, in
     }
     const i32x8 draw_single = valid & small & one_pixel & facing & inside;
     const i32x8 go_multi = valid & ~(small & one_pixel) & (~small | facing);
+#ifdef PGN_HAVE_LANE_COMPRESS
+    // Compacted in the lanes and stored whole (8 fragments, 8 ids), the
+    // counts advancing by the lanes kept.
+    const i32x8 id = static_cast<int32_t>(t_begin + i) + lane;
+    const unsigned bs = lane_bits(draw_single), bm = lane_bits(go_multi);
+    const i32x8 ks = compress_lanes(id, bs), kcr = compress_lanes(c0 | (r0 << 16), bs);
+    static_assert(sizeof(Fragment) == 8, "a fragment is (tri, col | row << 16) as two int32");
+    interleave_pairs(ks, kcr, reinterpret_cast<int32_t*>(single + ns));
+    const i32x8 km = compress_lanes(id, bm);
+    std::memcpy(multi + nm, &km, sizeof(km));
+    ns += __builtin_popcount(bs);
+    nm += __builtin_popcount(bm);
+#else
     for (int l = 0; l < kL; ++l) {
       const int32_t t = static_cast<int32_t>(t_begin + i + l);
       single[ns] = {t, static_cast<uint16_t>(c0[l]), static_cast<uint16_t>(r0[l])};
@@ -574,6 +587,7 @@ PGN_CPU_CLONES std::pair<int, int> classify_triangles(const ChunkVertices& v, in
       multi[nm] = t;
       nm += go_multi[l] & 1;
     }
+#endif
   }
   return {ns, nm};
 }
