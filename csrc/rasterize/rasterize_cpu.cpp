@@ -592,6 +592,120 @@ PGN_CPU_CLONES std::pair<int, int> classify_triangles(const ChunkVertices& v, in
   return {ns, nm};
 }
 
+#ifdef PGN_HAVE_LANE_COMPRESS
+// The largest of the lanes of v.
+PGN_ALWAYS_INLINE int32_t lane_max(i32x8 v) {
+  v = v > __builtin_shuffle(v, i32x8{4, 5, 6, 7, 0, 1, 2, 3})
+          ? v
+          : __builtin_shuffle(v, i32x8{4, 5, 6, 7, 0, 1, 2, 3});
+  v = v > __builtin_shuffle(v, i32x8{2, 3, 0, 1, 6, 7, 4, 5})
+          ? v
+          : __builtin_shuffle(v, i32x8{2, 3, 0, 1, 6, 7, 4, 5});
+  v = v > __builtin_shuffle(v, i32x8{1, 0, 3, 2, 5, 4, 7, 6})
+          ? v
+          : __builtin_shuffle(v, i32x8{1, 0, 3, 2, 5, 4, 7, 6});
+  return v[0];
+}
+
+// Triangles whose box, up to kSmallBox x kSmallBox pixels, holds more than one
+// pixel centre are covered 8 at a time in int32 lanes, one pixel of their
+// boxes per step.
+constexpr int kSmallBox = 4;
+constexpr int kSmallBoxBatch = 32;
+
+// Covers rows [row_lo, row_hi] of an image with the triangles ids[0, n)
+// (n <= kSmallBoxBatch; classify_triangles' multi list) whose boxes are
+// small: writes their covered (triangle, pixel) pairs to out (room for
+// kSmallBox^2 n + 8 fragments) and the other ids to large[] (room for n + 8);
+// returns the two counts. The coverage test is classify_triangles', pixel by
+// pixel of the box.
+PGN_CPU_CLONES std::pair<int, int> cover_small_boxes(const int32_t* ids, int n, const int32_t* fxy,
+                                                     const int32_t* tris, int W, int row_lo,
+                                                     int row_hi, int cull, Fragment* out,
+                                                     int32_t* large) {
+  constexpr int kL = 8, kCap = kSmallBoxBatch + kL;
+  constexpr int32_t bits = raster::kSubpixelBits, half = raster::kSubpixel / 2;
+  constexpr int32_t up = raster::kSubpixel - 1 - half;
+  constexpr int32_t kSmall = int32_t(1) << 15;
+  // The triangles' vertices as (fx, fy) pairs, copied by scalar loads and
+  // stores so that the lanes load them whole.
+  int64_t va[kCap] = {}, vb[kCap] = {}, vc[kCap] = {};
+  int32_t id[kCap] = {};
+  for (int j = 0; j < n; ++j) {
+    const int32_t* tri = tris + 3 * static_cast<int64_t>(ids[j]);
+    std::memcpy(va + j, fxy + 2 * static_cast<int64_t>(tri[0]), 8);
+    std::memcpy(vb + j, fxy + 2 * static_cast<int64_t>(tri[1]), 8);
+    std::memcpy(vc + j, fxy + 2 * static_cast<int64_t>(tri[2]), 8);
+    id[j] = ids[j];
+  }
+  const i32x8 lane = {0, 1, 2, 3, 4, 5, 6, 7}, zero = {};
+  int nf = 0, nl = 0;
+  for (int i = 0; i < n; i += kL) {
+    i32x8 ax, ay, bx, by, cx, cy, t;
+    deinterleave_pairs(va + i, ax, ay);
+    deinterleave_pairs(vb + i, bx, by);
+    deinterleave_pairs(vc + i, cx, cy);
+    std::memcpy(&t, id + i, sizeof(t));
+    const i32x8 live = lane < n - i;
+    const i32x8 minx = ax < bx ? (ax < cx ? ax : cx) : (bx < cx ? bx : cx);
+    const i32x8 maxx = ax > bx ? (ax > cx ? ax : cx) : (bx > cx ? bx : cx);
+    const i32x8 miny = ay < by ? (ay < cy ? ay : cy) : (by < cy ? by : cy);
+    const i32x8 maxy = ay > by ? (ay > cy ? ay : cy) : (by > cy ? by : cy);
+    i32x8 c0 = (minx + up) >> bits, c1 = (maxx - half) >> bits;
+    i32x8 r0 = (miny + up) >> bits, r1 = (maxy - half) >> bits;
+    c0 = c0 > 0 ? c0 : 0;
+    c1 = c1 < W - 1 ? c1 : W - 1;
+    r0 = r0 > row_lo ? r0 : row_lo;
+    r1 = r1 < row_hi ? r1 : row_hi;
+    const i32x8 small = ((maxx - minx) < kSmall) & ((maxy - miny) < kSmall);
+    const i32x8 fits = live & small & ((c1 - c0) < kSmallBox) & ((r1 - r0) < kSmallBox);
+    const unsigned to_large = lane_bits(live & ~fits);
+    const i32x8 kl = compress_lanes(t, to_large);
+    std::memcpy(large + nl, &kl, sizeof(kl));
+    nl += __builtin_popcount(to_large);
+    if (lane_bits(fits) == 0) continue;
+    // classify_triangles' setup relative to vertex 0 (its multi list holds
+    // only facing small triangles).
+    const i32x8 ux = fits ? bx - ax : zero, uy = fits ? by - ay : zero;
+    const i32x8 vx = fits ? cx - ax : zero, vy = fits ? cy - ay : zero;
+    const i32x8 area = raster::edge_fixed(zero, zero, ux, uy, vx, vy);
+    const i32x8 front = area < 0, back = area > 0;
+    const i32x8 facing = cull == raster::kCullBack    ? front
+                         : cull == raster::kCullFront ? back
+                                                      : (front | back);
+    const i32x8 px[3] = {zero, ux, vx}, py[3] = {zero, uy, vy};
+    i32x8 not_owned[3];
+    for (int k = 0; k < 3; ++k) {
+      const int a = (k + 1) % 3, b = (k + 2) % 3;
+      const i32x8 dx = px[b] - px[a], dy = py[b] - py[a];
+      const i32x8 dxs = (dx ^ front) - front, dys = (dy ^ front) - front;
+      not_owned[k] = ~((dys > 0) | ((dys == 0) & (dxs > 0)));
+    }
+    const i32x8 draw = fits & facing;
+    const int rows = lane_max(draw ? r1 - r0 : zero), cols = lane_max(draw ? c1 - c0 : zero);
+    for (int dy = 0; dy <= rows; ++dy) {
+      const i32x8 row = r0 + dy;
+      const i32x8 qy = (row << bits) + half - ay;
+      for (int dx = 0; dx <= cols; ++dx) {
+        const i32x8 col = c0 + dx;
+        const i32x8 qx = (col << bits) + half - ax;
+        i32x8 inside = draw & (col <= c1) & (row <= r1);
+        for (int k = 0; k < 3; ++k) {
+          const int a = (k + 1) % 3, b = (k + 2) % 3;
+          const i32x8 e = raster::edge_fixed(px[a], py[a], px[b], py[b], qx, qy);
+          inside &= (((e ^ front) - front) + not_owned[k]) >= 0;
+        }
+        const unsigned keep = lane_bits(inside);
+        interleave_pairs(compress_lanes(t, keep), compress_lanes(col | (row << 16), keep),
+                         reinterpret_cast<int32_t*>(out + nf));
+        nf += __builtin_popcount(keep);
+      }
+    }
+  }
+  return {nf, nl};
+}
+#endif
+
 // Covers rows [row_lo, row_hi] of an image with triangle t, whose box holds
 // more than one pixel centre, pixel by pixel into sink.
 template <typename T>
@@ -682,8 +796,24 @@ void rasterize_rows_simd(const ProjectedSoA<T>& pr, const int32_t* tris, int64_t
     const auto [ns, nm] = classify_triangles(*chunk, base, static_cast<int>(end - base), W, row_lo,
                                              row_hi, cull, sink->frags + sink->count, multi);
     sink->count += ns;
-    for (int i = 0; i < nm; ++i)
-      cover_large_triangle(multi[i], pr.fxy.get(), tris, H, W, row_lo, row_hi, cull, *sink);
+#ifdef PGN_HAVE_LANE_COMPRESS
+    int32_t large[kChunk + 8];
+    int nl = 0;
+    for (int j = 0; j < nm; j += kSmallBoxBatch) {
+      constexpr int kRoom = kSmallBox * kSmallBox * kSmallBoxBatch + 8;
+      if (sink->count > FragmentSink<T>::kCapacity - kRoom) sink->flush();
+      const auto [nf, nlj] =
+          cover_small_boxes(multi + j, std::min(kSmallBoxBatch, nm - j), pr.fxy.get(), tris, W,
+                            row_lo, row_hi, cull, sink->frags + sink->count, large + nl);
+      sink->count += nf;
+      nl += nlj;
+    }
+#else
+    const int32_t* large = multi;
+    const int nl = nm;
+#endif
+    for (int i = 0; i < nl; ++i)
+      cover_large_triangle(large[i], pr.fxy.get(), tris, H, W, row_lo, row_hi, cull, *sink);
   }
   sink->flush();
   if (status != nullptr && !all_indexed) flag_status(status, kTrisBit);
