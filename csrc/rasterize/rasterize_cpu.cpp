@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "../common/cpu_lanes.h"
+#include "../common/cpu_memory.h"
 #include "../common/cpu_parallel.h"
 #include "../common/cpu_simd.h"
 #include "rasterize.h"
@@ -981,6 +982,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(
   const at::Tensor status = new_status(pos_in, check);
   if (B == 0) return {bary, depth, tri_id, status};
   int32_t* const st = check == kCheckOff ? nullptr : status.data_ptr<int32_t>();
+  for (const at::Tensor* out : {&tri_id, &bary, &depth})
+    advise_huge_pages(out->data_ptr(), out->nbytes());
   // The result is exact and independent of how the work is split, so the
   // split may follow the thread count.
   const int64_t threads = at::get_num_threads();
@@ -1123,6 +1126,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& attr_in,
   const int64_t B = call.B, H = call.H, W = call.W;
   const int64_t Ba = call.Ba, N = call.N, C = call.C, T_count = call.T_count;
   at::Tensor out = at::empty({B, H, W, C}, attr.options());
+  advise_huge_pages(out.data_ptr(), out.nbytes());
   const at::Tensor status = new_status(attr_in, check);
   int32_t* const st = check == kCheckOff ? nullptr : status.data_ptr<int32_t>();
   AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_cpu", [&] {
