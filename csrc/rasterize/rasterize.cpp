@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "../common/check.h"
+#include "../common/output_memory.h"
 #include "../common/status_host.h"
 #include "rasterize_kernel.h"
 
@@ -70,9 +71,9 @@ RasterizeCall rasterize_prologue(const at::Tensor& pos, const at::Tensor& tris, 
           .T_count = tris.size(0),
           .H = static_cast<int>(height),
           .W = static_cast<int>(width),
-          .bary = at::empty({B, height, width, 3}, opts),
-          .depth = at::empty({B, height, width}, opts),
-          .tri_id = at::empty({B, height, width}, opts.dtype(at::kInt))};
+          .bary = empty_output({B, height, width, 3}, opts),
+          .depth = empty_output({B, height, width}, opts),
+          .tri_id = empty_output({B, height, width}, opts.dtype(at::kInt))};
 }
 
 RasterizeBackwardCall rasterize_backward_prologue(const at::Tensor& grad_bary,
@@ -85,8 +86,8 @@ RasterizeBackwardCall rasterize_backward_prologue(const at::Tensor& grad_bary,
   PGN_CHECK_LIKE(grad_bary, pos);
   PGN_CHECK_LIKE(grad_depth, pos);
   PGN_CHECK_SHAPE(grad_depth, tri_id.sizes());
-  return {.grad_bary = grad_bary.contiguous(),
-          .grad_depth = grad_depth.contiguous(),
+  return {.grad_bary = contiguous_copy(grad_bary),
+          .grad_depth = contiguous_copy(grad_depth),
           .pos = pos.contiguous(),
           .tris = tris.contiguous(),
           .tri_id = tri_id.contiguous(),
@@ -120,7 +121,7 @@ InterpolateCall interpolate_backward_prologue(const at::Tensor& grad_out, const 
   InterpolateCall call = interpolate_prologue(attr, tri_id, bary, tris);
   PGN_CHECK_SHAPE(grad_out, {call.B, call.H, call.W, call.C});
   PGN_CHECK_LIKE(grad_out, attr);
-  call.grad_out = grad_out.contiguous();
+  call.grad_out = contiguous_copy(grad_out);
   return call;
 }
 

@@ -49,9 +49,9 @@
 #include <vector>
 
 #include "../common/cpu_lanes.h"
-#include "../common/cpu_memory.h"
 #include "../common/cpu_parallel.h"
 #include "../common/cpu_simd.h"
+#include "../common/output_memory.h"
 #include "rasterize.h"
 #include "rasterize_kernel.h"
 
@@ -982,8 +982,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(
   const at::Tensor status = new_status(pos_in, check);
   if (B == 0) return {bary, depth, tri_id, status};
   int32_t* const st = check == kCheckOff ? nullptr : status.data_ptr<int32_t>();
-  for (const at::Tensor* out : {&tri_id, &bary, &depth})
-    advise_huge_pages(out->data_ptr(), out->nbytes());
   // The result is exact and independent of how the work is split, so the
   // split may follow the thread count.
   const int64_t threads = at::get_num_threads();
@@ -1053,7 +1051,7 @@ at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tens
   // images, computing a block of rows' terms and adding them at once; with
   // fewer, an image's rows are split between the threads, which then add the
   // terms of every row, each to its own share of the vertices.
-  at::Tensor grad_pos = at::zeros({B, N, 4}, pos.options());
+  at::Tensor grad_pos = zeros_output({B, N, 4}, pos.options());
   const int64_t threads = at::get_num_threads();
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_backward_cpu", [&] {
     const scalar_t* pos_ptr = pos.data_ptr<scalar_t>();
@@ -1125,8 +1123,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& attr_in,
   const at::Tensor &attr = call.attr, &tri_id = call.tri_id, &bary = call.bary, &tris = call.tris;
   const int64_t B = call.B, H = call.H, W = call.W;
   const int64_t Ba = call.Ba, N = call.N, C = call.C, T_count = call.T_count;
-  at::Tensor out = at::empty({B, H, W, C}, attr.options());
-  advise_huge_pages(out.data_ptr(), out.nbytes());
+  at::Tensor out = empty_output({B, H, W, C}, attr.options());
   const at::Tensor status = new_status(attr_in, check);
   int32_t* const st = check == kCheckOff ? nullptr : status.data_ptr<int32_t>();
   AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_cpu", [&] {
@@ -1178,8 +1175,8 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
   const int64_t Ba = call.Ba, N = call.N, C = call.C, T_count = call.T_count;
   // Per-batch-item attribute gradients (summed afterwards when attr is shared),
   // so that tasks never write the same memory.
-  at::Tensor grad_attr_items = at::zeros({B, N, C}, attr.options());
-  at::Tensor grad_bary = at::zeros({B, H, W, 3}, attr.options());
+  at::Tensor grad_attr_items = zeros_output({B, N, C}, attr.options());
+  at::Tensor grad_bary = zeros_output({B, H, W, 3}, attr.options());
   AT_DISPATCH_FLOATING_TYPES(attr.scalar_type(), "interpolate_backward_cpu", [&] {
     const scalar_t* attr_ptr = attr.data_ptr<scalar_t>();
     const int32_t* tri_ptr = tri_id.data_ptr<int32_t>();

@@ -7,6 +7,7 @@
 #include <ATen/ops/zeros.h>
 
 #include "../common/check.h"
+#include "../common/output_memory.h"
 #include "../common/status_host.h"
 
 namespace pgnface {
@@ -60,7 +61,7 @@ SynthesizeCall synthesize_prologue(const at::Tensor& mean, const at::Tensor& bas
   check_synthesize_args(mean, basis, coeffs, rotation, scale, translation);
   SynthesizeCall call;
   set_inputs(call, mean, basis, coeffs, rotation, scale, translation);
-  call.out = at::empty({call.B, call.N, 3}, mean.options());
+  call.out = empty_output({call.B, call.N, 3}, mean.options());
   return call;
 }
 
@@ -75,7 +76,7 @@ SynthesizeBackwardCall synthesize_backward_prologue(const at::Tensor& grad_out,
   PGN_CHECK_SHAPE(grad_out, {coeffs.size(0), mean.size(0), 3});
   SynthesizeBackwardCall call;
   set_inputs(call, mean, basis, coeffs, rotation, scale, translation);
-  call.grad_out = grad_out.contiguous();
+  call.grad_out = contiguous_copy(grad_out);
   const auto opts = mean.options();
   call.grad_coeffs = at::zeros({call.B, call.K}, opts);
   call.grad_rotation = at::zeros({call.B, 3, 3}, opts);
