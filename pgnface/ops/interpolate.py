@@ -93,7 +93,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, grad_status):
     attr, tri_id, bary, tris = ctx.saved_tensors
-    grad_attr, grad_bary = torch.ops.pgnface.interpolate_backward(grad_out.contiguous(), attr, tri_id, bary, tris)
+    grad_attr, grad_bary = torch.ops.pgnface.interpolate_backward(grad_out, attr, tri_id, bary, tris)
     grad_attr, grad_bary = first_order_only("interpolate", (grad_attr, grad_bary), (grad_out, attr, bary))
     return grad_attr, None, grad_bary, None, None
 

@@ -264,7 +264,7 @@ def _backward(ctx, grad_bary, grad_depth, grad_tri_id, grad_status):
         grad_bary = pos.new_zeros((B, H, W, 3))
     if grad_depth is None:
         grad_depth = pos.new_zeros((B, H, W))
-    grad_pos = torch.ops.pgnface.rasterize_backward(grad_bary.contiguous(), grad_depth.contiguous(), pos, tris, tri_id)
+    grad_pos = torch.ops.pgnface.rasterize_backward(grad_bary, grad_depth, pos, tris, tri_id)
     (grad_pos,) = first_order_only("rasterize", (grad_pos,), (grad_bary, grad_depth, pos))
     return grad_pos, None, None, None, None, None
 
