@@ -6,6 +6,7 @@
 #include <ATen/ops/empty.h>
 
 #include "../common/check.h"
+#include "../common/output_memory.h"
 #include "../common/status_host.h"
 
 namespace pgnface {
@@ -68,8 +69,8 @@ SimilarityAlignBackwardCall similarity_align_backward_prologue(
   call.grad_R = grad_R.contiguous();
   call.grad_t = grad_t.contiguous();
   const auto opts = src.options();
-  call.grad_src = at::empty({call.B, call.P, 3}, opts);
-  call.grad_dst = at::empty({call.B, call.P, 3}, opts);
+  call.grad_src = empty_output({call.B, call.P, 3}, opts);
+  call.grad_dst = empty_output({call.B, call.P, 3}, opts);
   call.grad_weights =
       weights.has_value() ? at::empty({call.B, call.P}, opts) : at::empty({0}, opts);
   return call;
