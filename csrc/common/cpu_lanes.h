@@ -203,7 +203,9 @@ PGN_ALWAYS_INLINE void store_lanes(const LaneVec<T>* in, int n, T* p) {
 // holding record l, by shuffles in registers: the scalar buffer of load_lanes
 // makes a vector load wait for the scalar stores it reads, which costs more
 // than the work on the lanes when that work is a few operations.
-#if defined(__has_builtin)
+// PGN_NO_SHUFFLEVECTOR / PGN_NO_LANE_COMPRESS select the portable fallbacks
+// (a compiler without the builtins takes them anyway).
+#if defined(__has_builtin) && !defined(PGN_NO_SHUFFLEVECTOR)
 #if __has_builtin(__builtin_shufflevector)
 #define PGN_HAVE_SHUFFLEVECTOR 1
 #endif
@@ -348,7 +350,7 @@ PGN_ALWAYS_INLINE void interleave_pairs(I x, I y, int32_t* p) {
 // Compaction of int32 lanes (GCC, whose __builtin_shuffle takes a run-time
 // index vector: vpermd in the x86-64-v3 clone): a branch-free alternative to
 // storing lane by lane under a mask.
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__GNUC__) && !defined(__clang__) && !defined(PGN_NO_LANE_COMPRESS)
 #define PGN_HAVE_LANE_COMPRESS 1
 
 // For each 8-bit lane mask, the indices of its set lanes in order, packed
