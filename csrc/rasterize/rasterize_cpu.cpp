@@ -242,19 +242,26 @@ void rasterize_rows(const Projected<T>& pr, const T* pos, const int32_t* tris, i
 
 // --- SIMD path (the default; set_cpu_simd(False) selects the scalar one) -----
 //
-// Per image: project the vertices into structure-of-arrays form in one
-// branch-free loop; fill the band's outputs with the empty-pixel values; then
-// run over the triangles 8 at a time in int32 lanes. A triangle whose
-// fixed-point box holds exactly one pixel centre (most triangles of a dense
-// mesh) is set up and tested there in the lanes; one whose box holds more
-// goes to a short list that a scalar loop walks pixel by pixel (in int32 while
-// the box is under 2^15 sub-pixels, i.e. 128 pixels, wide and high, where
-// edge_fixed is exact in 32 bits; the 64-bit setup_triangle otherwise). Each
-// covered (triangle, pixel) pair becomes a fragment; fragments are shaded in
-// float lanes (screen barycentrics, depth and perspective barycentrics: the
-// shared math of rasterize_kernel.h instantiated for LaneVec) and depth-tested
-// one by one against the key of what the pixel holds. The winner writes its
-// outputs at once, so there is no z-buffer and no resolve pass.
+// Per image: project the vertices in lanes into a fixed-point (fx, fy) table
+// and an (X, Y, z/w, w) table; fill the band's outputs with the empty-pixel
+// values; then take the triangles a chunk at a time: scalar loads copy the
+// chunk's fixed-point vertices into structure-of-arrays form (a vector built
+// lane by lane from scalar loads waits for them), and the lanes set 8
+// triangles up at once. A triangle whose box holds exactly one pixel centre
+// (most triangles of a dense mesh) is tested there in the lanes; one whose box
+// holds up to 4 x 4 centres goes to a list that the lanes cover 8 triangles
+// at a time, a pixel of their boxes per step; larger ones go to a scalar loop
+// pixel by pixel (in int32 while the box is under 2^15 sub-pixels, i.e. 128
+// pixels, wide and high, where edge_fixed is exact in 32 bits; the 64-bit
+// setup_triangle otherwise). The lanes' results are compacted by a lane
+// permutation (GCC; lane by lane elsewhere). Each covered (triangle, pixel)
+// pair becomes a fragment; fragments are shaded in float lanes (screen
+// barycentrics, depth and perspective barycentrics: the shared math of
+// rasterize_kernel.h instantiated for LaneVec, the vertex records loaded by
+// shuffles) and depth-tested one by one against the key of what the pixel
+// holds. The winner writes its outputs at once, so there is no z-buffer and
+// no resolve pass. The result is the minimum key per pixel, whatever order
+// the fragments come in.
 
 // Projected vertices of one image in structure-of-arrays form.
 // Left uninitialised (the projection writes every vertex) but for the one
