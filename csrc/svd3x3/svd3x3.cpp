@@ -6,6 +6,7 @@
 #include <ATen/ops/empty.h>
 
 #include "../common/check.h"
+#include "../common/output_memory.h"
 #include "../common/status_host.h"
 
 namespace pgnface {
@@ -25,9 +26,9 @@ Svd3x3Call svd3x3_prologue(const at::Tensor& M) {
   check_matrices(M);
   const int64_t B = M.size(0);
   return {.M = M.contiguous(),
-          .U = at::empty({B, 3, 3}, M.options()),
-          .S = at::empty({B, 3}, M.options()),
-          .V = at::empty({B, 3, 3}, M.options()),
+          .U = empty_output({B, 3, 3}, M.options()),
+          .S = empty_output({B, 3}, M.options()),
+          .V = empty_output({B, 3, 3}, M.options()),
           .B = B};
 }
 
@@ -52,7 +53,7 @@ Svd3x3BackwardCall svd3x3_backward_prologue(const at::Tensor& grad_U, const at::
           .U = U.contiguous(),
           .S = S.contiguous(),
           .V = V.contiguous(),
-          .grad_M = at::empty({B, 3, 3}, U.options()),
+          .grad_M = empty_output({B, 3, 3}, U.options()),
           .B = B};
 }
 
