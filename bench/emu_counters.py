@@ -167,6 +167,7 @@ def workloads(dtype, small=False):
                 src,
                 dst,
                 w,
+                torch.ops.pgnface.similarity_align(src, dst, w, True)[3],
                 True,
             ],
         ),

@@ -93,14 +93,16 @@ TORCH_LIBRARY(pgnface, m) {
       "svd3x3_backward(Tensor grad_U, Tensor grad_S, Tensor grad_V, Tensor U, Tensor S, "
       "Tensor V) -> Tensor");
   // Weighted Umeyama alignment dst ~ scale R src + t; see pgnface/ops/similarity_align.py.
+  // sums [B,17]: each item's sums over its points, which the backward op solves from.
   // Status bits: 1 src, 2 dst, 4 weights non-finite, 8 weights negative.
   m.def(
       "similarity_align(Tensor src, Tensor dst, Tensor? weights, bool estimate_scale, "
-      "int check=2) -> (Tensor scale, Tensor R, Tensor t, Tensor status)");
-  // Returns (grad_src, grad_dst, grad_weights); grad_weights is empty without weights.
+      "int check=2) -> (Tensor scale, Tensor R, Tensor t, Tensor sums, Tensor status)");
+  // Returns (grad_src, grad_dst, grad_weights) from the forward's inputs and sums;
+  // grad_weights is empty without weights.
   m.def(
       "similarity_align_backward(Tensor grad_scale, Tensor grad_R, Tensor grad_t, Tensor src, "
-      "Tensor dst, Tensor? weights, bool estimate_scale) -> (Tensor, Tensor, Tensor)");
+      "Tensor dst, Tensor? weights, Tensor sums, bool estimate_scale) -> (Tensor, Tensor, Tensor)");
 }
 
 // `import pgnface._C` loads this shared library, which runs the TORCH_LIBRARY

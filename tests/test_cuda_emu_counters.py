@@ -75,6 +75,7 @@ def test_coalesced_kernels_use_most_of_the_sectors_they_load(dtype):
     dst = 1.2 * src + 0.01 * torch.randn(src.shape, generator=g, dtype=dtype)
     w = torch.rand(9, 68, generator=g, dtype=dtype)
     align_grads = [torch.randn(s, generator=g, dtype=dtype) for s in [(9,), (9, 3, 3), (9, 3)]]
+    align_sums = torch.ops.pgnface.similarity_align(src, dst, w, True)[3]
     args = synthesize_args(40, 70, 45, dtype)  # a partial last vertex tile
     grad = torch.randn(40, 70, 3, generator=g, dtype=dtype)
     counters = counted(
@@ -84,7 +85,7 @@ def test_coalesced_kernels_use_most_of_the_sectors_they_load(dtype):
             ("svd3x3", [M]),
             ("svd3x3_backward", [*grads, U, S, V]),
             ("similarity_align", [src, dst, w, True]),
-            ("similarity_align_backward", [*align_grads, src, dst, w, True]),
+            ("similarity_align_backward", [*align_grads, src, dst, w, align_sums, True]),
         ]
     )
     for kernel in COALESCED:

@@ -341,14 +341,22 @@ def alignment_args(B, P, dtype, weighted, seed=0):
 )
 def test_similarity_align(B, P, weighted, estimate_scale, dtype):
     src, dst, weights = alignment_args(B, P, dtype, weighted)
-    *out, status = check_op("similarity_align", [src, dst, weights, estimate_scale], rtol_scale=10)
+    # The sums (output 3) are held to the CPU twin's like the other outputs.
+    scale, R, t, sums, status = check_op("similarity_align", [src, dst, weights, estimate_scale], rtol_scale=10)
     assert status.tolist() == [0]
     rtol, atol = tolerances(dtype, 100)
-    for got, want in zip(out, ops.reference.similarity_align(src, dst, weights, estimate_scale)):
+    for got, want in zip((scale, R, t), ops.reference.similarity_align(src, dst, weights, estimate_scale)):
         torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
     g = torch.Generator().manual_seed(2)
     grads = [torch.randn(s, generator=g, dtype=dtype) for s in ((B,), (B, 3, 3), (B, 3))]
-    check_op("similarity_align_backward", [*grads, src, dst, weights, estimate_scale], rtol_scale=100)
+    # Both backward kernels solve from the same sums: the CPU twin's forward's.
+    cpu_sums = torch.ops.pgnface.similarity_align(src, dst, weights, estimate_scale)[3]
+    check_op("similarity_align_backward", [*grads, src, dst, weights, cpu_sums, estimate_scale], rtol_scale=100)
+    # End to end: the emulated backward from the emulated forward's sums, against the CPU twin's pair.
+    emu_grads = emu.call("similarity_align_backward", *grads, src, dst, weights, sums, estimate_scale)
+    cpu_grads = torch.ops.pgnface.similarity_align_backward(*grads, src, dst, weights, cpu_sums, estimate_scale)
+    for got, want in zip(emu_grads, cpu_grads):
+        torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
 
 
 def test_similarity_align_noncontiguous_and_empty():

@@ -131,22 +131,22 @@ def test_svd3x3_status_bit(dtype):
 def test_similarity_align_status_bits(dtype):
     src, dst, w = _alignment(dtype=dtype)
     op = torch.ops.pgnface.similarity_align
-    assert op(src, dst, w, True, RECORD)[3].tolist() == [0]
-    assert op(_nan_at(src, 50), dst, w, True, RECORD)[3].tolist() == [1]
-    assert op(src, _nan_at(dst, 0), None, True, RECORD)[3].tolist() == [2]
-    assert op(src, dst, _nan_at(w, 35), True, RECORD)[3].tolist() == [4]
+    assert op(src, dst, w, True, RECORD)[-1].tolist() == [0]
+    assert op(_nan_at(src, 50), dst, w, True, RECORD)[-1].tolist() == [1]
+    assert op(src, _nan_at(dst, 0), None, True, RECORD)[-1].tolist() == [2]
+    assert op(src, dst, _nan_at(w, 35), True, RECORD)[-1].tolist() == [4]
     neg = w.clone()
     neg[2, 4] = -1e-3
-    assert op(src, dst, neg, True, RECORD)[3].tolist() == [8]
+    assert op(src, dst, neg, True, RECORD)[-1].tolist() == [8]
     # A zero weight on an Inf point still makes the sums NaN (0 * Inf), so the point is named.
     zero = w.clone()
     zero[0, 0] = 0
     inf = src.clone()
     inf[0, 0, 1] = float("inf")
-    assert op(inf, dst, zero, False, RECORD)[3].tolist() == [1]
+    assert op(inf, dst, zero, False, RECORD)[-1].tolist() == [1]
     # Finite points whose weighted sums overflow are not reported as non-finite inputs.
     big = torch.full_like(src, torch.finfo(dtype).max / 4)
-    assert op(big, dst, None, True, RECORD)[3].tolist() == [0]
+    assert op(big, dst, None, True, RECORD)[-1].tolist() == [0]
 
 
 # --- CPU errors name the argument -------------------------------------------------------------------

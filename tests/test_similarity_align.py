@@ -187,8 +187,49 @@ def test_opcheck(device):
         torch.library.opcheck(torch.ops.pgnface.similarity_align.default, (src, dst, None, False))
     src, dst, w = prob["src"], prob["dst"], prob["weights"]
     grads = (torch.randn(4, device=device), torch.randn(4, 3, 3, device=device), torch.randn(4, 3, device=device))
-    torch.library.opcheck(torch.ops.pgnface.similarity_align_backward.default, (*grads, src, dst, w, True))
-    torch.library.opcheck(torch.ops.pgnface.similarity_align_backward.default, (*grads, src, dst, None, True))
+    backward = torch.ops.pgnface.similarity_align_backward.default
+    sums = torch.ops.pgnface.similarity_align(src, dst, w, True)[3]
+    torch.library.opcheck(backward, (*grads, src, dst, w, sums, True))
+    sums = torch.ops.pgnface.similarity_align(src, dst, None, True)[3]
+    torch.library.opcheck(backward, (*grads, src, dst, None, sums, True))
+
+
+def expected_sums(src, dst, weights):
+    """[B, 17]: W, sum w src, sum w dst, then over centred points sum w dst_c src_c^T (row-major), sum w |src_c|^2."""
+    w = torch.ones(src.shape[:2], dtype=src.dtype) if weights is None else weights
+    W = w.sum(1)
+    sx, sy = (w[..., None] * src).sum(1), (w[..., None] * dst).sum(1)
+    xc, yc = src - (sx / W[:, None])[:, None], dst - (sy / W[:, None])[:, None]
+    cov = torch.einsum("bp,bpi,bpj->bij", w, yc, xc)
+    var = (w * xc.square().sum(-1)).sum(1)
+    return torch.cat([W[:, None], sx, sy, cov.flatten(1), var[:, None]], dim=1)
+
+
+@pytest.mark.parametrize("simd", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_forward_returns_each_items_sums_and_the_backward_solves_from_them(simd, weighted):
+    B, P = 11, 9  # a ragged last lane group and a ragged last vector of points
+    prob = make_problem(B, P, torch.float64, noise=0.1, seed=17)
+    src, dst = prob["src"], prob["dst"]
+    w = prob["weights"] if weighted else None
+    g = torch.Generator().manual_seed(18)
+    grads = [torch.randn(s, generator=g, dtype=torch.float64) for s in ((B,), (B, 3, 3), (B, 3))]
+    with cpu_simd(simd):
+        *_, sums, status = torch.ops.pgnface.similarity_align(src, dst, w, True)
+        assert status.tolist() == [0]
+        torch.testing.assert_close(sums, expected_sums(src, dst, w), rtol=1e-12, atol=1e-12)
+        backward = torch.ops.pgnface.similarity_align_backward
+        got = backward(*grads, src, dst, w, sums, True)
+        # The backward reads the item's solve from the sums alone: sums of other points change it.
+        other = make_problem(B, P, torch.float64, noise=0.1, seed=19)
+        moved = backward(*grads, src, dst, w, expected_sums(other["src"], other["dst"], w), True)
+    assert not torch.allclose(got[0], moved[0])
+    # The same gradients as autograd through the op (which saves the sums).
+    leaves = [x.clone().requires_grad_(True) for x in (src, dst)]
+    with cpu_simd(simd):
+        out = ops.similarity_align(*leaves, w)
+        sum((u * o).sum() for u, o in zip(grads, out)).backward()
+    assert torch.equal(leaves[0].grad, got[0]) and torch.equal(leaves[1].grad, got[1])
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
@@ -282,7 +323,11 @@ def test_direct_op_call_with_bad_shapes_raises_not_crashes():
         torch.ops.pgnface.similarity_align(src, torch.zeros(2, 4, 3), None, True)
     with pytest.raises(RuntimeError, match="grad_R must have shape"):
         torch.ops.pgnface.similarity_align_backward(
-            torch.zeros(2), torch.zeros(2, 3), torch.zeros(2, 3), src, src, None, True
+            torch.zeros(2), torch.zeros(2, 3), torch.zeros(2, 3), src, src, None, torch.zeros(2, 17), True
+        )
+    with pytest.raises(RuntimeError, match=r"sums must have shape \[2, 17\]"):
+        torch.ops.pgnface.similarity_align_backward(
+            torch.zeros(2), torch.zeros(2, 3, 3), torch.zeros(2, 3), src, src, None, torch.zeros(2, 10), True
         )
 
 
@@ -475,7 +520,7 @@ def test_simd_fused_check_sets_the_scalar_paths_status_bits(dtype):
         words = []
         for simd in (True, False):
             with cpu_simd(simd):
-                words.append(int(op(s, d, ww, True, 1)[3]))
+                words.append(int(op(s, d, ww, True, 1)[-1]))
         return words
 
     assert status(src, dst, w) == [0, 0] and status(src, dst, None) == [0, 0]

@@ -8,6 +8,7 @@
 #include "../common/check.h"
 #include "../common/output_memory.h"
 #include "../common/status_host.h"
+#include "similarity_align_kernel.h"
 
 namespace pgnface {
 namespace {
@@ -48,15 +49,19 @@ SimilarityAlignCall similarity_align_prologue(const at::Tensor& src, const at::T
   call.scale = at::empty({call.B}, opts);
   call.R = at::empty({call.B, 3, 3}, opts);
   call.t = at::empty({call.B, 3}, opts);
+  call.sums = at::empty({call.B, procrustes::kSums}, opts);
   return call;
 }
 
 SimilarityAlignBackwardCall similarity_align_backward_prologue(
     const at::Tensor& grad_scale, const at::Tensor& grad_R, const at::Tensor& grad_t,
-    const at::Tensor& src, const at::Tensor& dst, const std::optional<at::Tensor>& weights) {
+    const at::Tensor& src, const at::Tensor& dst, const std::optional<at::Tensor>& weights,
+    const at::Tensor& sums) {
   check_points(src, dst);
   if (weights.has_value()) check_weights(*weights, src);
   const int64_t B = src.size(0);
+  PGN_CHECK_SHAPE(sums, {B, procrustes::kSums});
+  PGN_CHECK_LIKE(sums, src);
   PGN_CHECK_SHAPE(grad_scale, {B});
   PGN_CHECK_SHAPE(grad_R, {B, 3, 3});
   PGN_CHECK_SHAPE(grad_t, {B, 3});
@@ -65,6 +70,7 @@ SimilarityAlignBackwardCall similarity_align_backward_prologue(
   PGN_CHECK_LIKE(grad_t, src);
   SimilarityAlignBackwardCall call;
   set_inputs(call, src, dst, weights);
+  call.sums = sums.contiguous();
   call.grad_scale = grad_scale.contiguous();
   call.grad_R = grad_R.contiguous();
   call.grad_t = grad_t.contiguous();

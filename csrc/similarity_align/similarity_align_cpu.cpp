@@ -8,11 +8,13 @@
 // [P,3] arrays by common/cpu_points.h's shuffles; then the sums across lanes
 // of a lane group's items at once) and
 // solves Simd<T>::width items at once, one per lane of the lane-type
-// instantiation of the per-item code; the backward pass forms the points'
-// gradients a lane of points at a time too. The scalar path (what CUDA runs
-// per item, reachable with torch.ops.pgnface.set_cpu_simd(False)) reduces in
-// a plain loop. The loops are compiled for baseline x86-64 and x86-64-v3
-// (AVX2 + FMA), picked at load time.
+// instantiation of the per-item code. The forward pass returns each item's sums
+// ([B, kSums]); the backward pass solves the items again from them, lane groups
+// as in the forward (so the same bits), without reading the points for it, and
+// forms the points' gradients a lane of points at a time. The scalar path (what
+// CUDA runs per item, reachable with torch.ops.pgnface.set_cpu_simd(False))
+// reduces in a plain loop and solves one item at a time. The loops are compiled for baseline x86-64
+// and x86-64-v3 (AVX2 + FMA), picked at load time.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -56,12 +58,13 @@ PGN_ALWAYS_INLINE T weight_at(const ItemPoints<T>& p, int64_t i) {
   }
 }
 
-// Both reductions over the item's points, then the per-item solve. With a
-// status word (the forward op's value check) the first pass also checks the
-// values it reads (procrustes::first_pass_status).
+// Both reductions over the item's points into sums (procrustes::kSums: the
+// first-pass sums, then the second-pass ones). With a status word (the forward
+// op's value check) the first pass also checks the values it reads
+// (procrustes::first_pass_status).
 template <bool kWeighted, typename T>
-PGN_ALWAYS_INLINE void align_item(const ItemPoints<T>& p, bool estimate_scale,
-                                  procrustes::Alignment<T>& a, int32_t* status = nullptr) {
+PGN_ALWAYS_INLINE void item_sums(const ItemPoints<T>& p, T* sums, int32_t* status = nullptr) {
+  // Local sums stay in registers: sums may alias the points as far as the compiler knows.
   T first[procrustes::kFirstSums] = {};
   for (int64_t i = 0; i < p.P; ++i) {
     procrustes::accumulate_first(p.x + 3 * i, p.y + 3 * i, weight_at<kWeighted>(p, i), first);
@@ -84,7 +87,8 @@ PGN_ALWAYS_INLINE void align_item(const ItemPoints<T>& p, bool estimate_scale,
     procrustes::accumulate_second(p.x + 3 * i, p.y + 3 * i, weight_at<kWeighted>(p, i), mu_x, mu_y,
                                   second);
   }
-  procrustes::solve_alignment(first, second, estimate_scale, a);
+  for (int k = 0; k < procrustes::kFirstSums; ++k) sums[k] = first[k];
+  for (int k = 0; k < procrustes::kSecondSums; ++k) sums[procrustes::kFirstSums + k] = second[k];
 }
 
 template <typename T>
@@ -94,13 +98,23 @@ struct AlignArgs {
   bool estimate_scale;
 };
 
+// The forward's outputs: scale [B], R [B,3,3], t [B,3], sums [B,kSums].
+template <typename T>
+struct AlignOut {
+  T *scale, *R, *t, *sums;
+};
+
 template <bool kWeighted, typename T>
-PGN_CPU_CLONES void align_range(const AlignArgs<T>& args, T* scale, T* R, T* t, int64_t begin,
+PGN_CPU_CLONES void align_range(const AlignArgs<T>& args, const AlignOut<T>& out, int64_t begin,
                                 int64_t end, int32_t* status) {
+  constexpr int K = procrustes::kSums;
+  T *scale = out.scale, *R = out.R, *t = out.t;
   for (int64_t b = begin; b < end; ++b) {
+    T sums[K];  // solved from locals, like the backward, so both compile alike
+    item_sums<kWeighted>(item_points(args.src, args.dst, args.weights, b, args.P), sums, status);
     procrustes::Alignment<T> a;
-    align_item<kWeighted>(item_points(args.src, args.dst, args.weights, b, args.P),
-                          args.estimate_scale, a, status);
+    procrustes::solve_alignment(sums, sums + procrustes::kFirstSums, args.estimate_scale, a);
+    for (int k = 0; k < K; ++k) out.sums[K * b + k] = sums[k];
     scale[b] = a.scale;
     for (int e = 0; e < 9; ++e) R[9 * b + e] = a.R[e];
     for (int i = 0; i < 3; ++i) t[3 * b + i] = a.t[i];
@@ -108,13 +122,16 @@ PGN_CPU_CLONES void align_range(const AlignArgs<T>& args, T* scale, T* R, T* t, 
 }
 
 template <bool kWeighted, typename T>
-PGN_CPU_CLONES void align_backward_range(const AlignArgs<T>& args, const T* g_scale, const T* g_R,
-                                         const T* g_t, T* g_src, T* g_dst, T* g_w, int64_t begin,
-                                         int64_t end) {
+PGN_CPU_CLONES void align_backward_range(const AlignArgs<T>& args, const T* sums, const T* g_scale,
+                                         const T* g_R, const T* g_t, T* g_src, T* g_dst, T* g_w,
+                                         int64_t begin, int64_t end) {
+  constexpr int K = procrustes::kSums;
   for (int64_t b = begin; b < end; ++b) {
     const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b, args.P);
+    T s[K];
+    for (int k = 0; k < K; ++k) s[k] = sums[K * b + k];
     procrustes::Alignment<T> a;
-    align_item<kWeighted>(p, args.estimate_scale, a);
+    procrustes::solve_alignment(s, s + procrustes::kFirstSums, args.estimate_scale, a);
     procrustes::AlignmentGrad<T> g;
     procrustes::alignment_backward(a, g_scale[b], g_R + 9 * b, g_t + 3 * b, g);
     const int64_t base = b * args.P;
@@ -222,17 +239,17 @@ PGN_ALWAYS_INLINE void item_second_simd(const ItemPoints<T>& p, const LaneVec<T>
   }
 }
 
-// Solves items b .. b + n - 1 (n <= width), one per lane; lanes past n
-// repeat item b + n - 1. Each item's sums are reduced across their lanes for
-// all items of the group at once (lane_sums), so the centroids, the second
-// pass's input, are lane vectors too. With a status word (the forward op's
-// value check, fused into the first pass: its sums are finite unless an input
-// is NaN or Inf or a sum overflowed), an item that looks bad is read again by
-// the scalar path, which sets the bits naming the argument.
+// The sums (procrustes::kSums) of items b .. b + n - 1 (n <= width), one item
+// per lane; lanes past n repeat item b + n - 1. Each item's partial sums are
+// reduced across their lanes for all items of the group at once (lane_sums),
+// so the centroids, the second pass's input, are lane vectors too. With a
+// status word (the forward op's value check, fused into the first pass: its
+// sums are finite unless an input is NaN or Inf or a sum overflowed), an item
+// that looks bad is read again by the scalar path, which sets the bits naming
+// the argument.
 template <bool kWeighted, typename T>
-PGN_ALWAYS_INLINE void align_lanes(const AlignArgs<T>& args, int64_t b, int n,
-                                   procrustes::Alignment<LaneVec<T>>& a,
-                                   int32_t* status = nullptr) {
+PGN_ALWAYS_INLINE void item_sums_lanes(const AlignArgs<T>& args, int64_t b, int n, LaneVec<T>* sums,
+                                       int32_t* status) {
   using L = LaneVec<T>;
   constexpr int W = L::width;
   constexpr int K1 = procrustes::kFirstSums, K2 = procrustes::kSecondSums;
@@ -249,7 +266,7 @@ PGN_ALWAYS_INLINE void align_lanes(const AlignArgs<T>& args, int64_t b, int n,
   for (int l = n; l < W; ++l) {
     for (int k = 0; k < K1; ++k) part[l][k] = part[n - 1][k];
   }
-  L first[K1];
+  L* first = sums;
   for (int k = 0; k < K1; ++k) first[k] = lane_sums(part, k);
   if (status) {
     L probe(T(0));
@@ -258,9 +275,9 @@ PGN_ALWAYS_INLINE void align_lanes(const AlignArgs<T>& args, int64_t b, int n,
       bool suspect = !sum_is_finite(probe[l]);
       if constexpr (kWeighted) suspect = suspect || lane_any(w_min[l] < L(T(0)));
       if (suspect) {
-        procrustes::Alignment<T> scalar;
-        align_item<kWeighted>(item_points(args.src, args.dst, args.weights, b + l, args.P),
-                              args.estimate_scale, scalar, status);
+        T scalar[procrustes::kSums];
+        item_sums<kWeighted>(item_points(args.src, args.dst, args.weights, b + l, args.P), scalar,
+                             status);
       }
     }
   }
@@ -275,83 +292,83 @@ PGN_ALWAYS_INLINE void align_lanes(const AlignArgs<T>& args, int64_t b, int n,
   for (int l = n; l < W; ++l) {
     for (int k = 0; k < K2; ++k) part[l][k] = part[n - 1][k];
   }
-  L second[K2];
-  for (int k = 0; k < K2; ++k) second[k] = lane_sums(part, k);
-  procrustes::solve_alignment(first, second, args.estimate_scale, a);
+  for (int k = 0; k < K2; ++k) sums[K1 + k] = lane_sums(part, k);
 }
 
-// Solves the items of [begin, end) a lane vector at a time and calls
-// fn(b, n, a) with the alignments a of items b .. b + n - 1 in its lanes.
-template <bool kWeighted, typename T, typename Fn>
-PGN_ALWAYS_INLINE void for_each_lane_group(const AlignArgs<T>& args, int64_t begin, int64_t end,
-                                           Fn&& fn, int32_t* status = nullptr) {
-  constexpr int W = LaneVec<T>::width;
+// Reduces and solves the items of [begin, end) a lane vector at a time (one
+// item per lane) and stores their outputs, sums included.
+template <bool kWeighted, typename T>
+PGN_CPU_CLONES PGN_FLATTEN void align_range_simd(const AlignArgs<T>& args, const AlignOut<T>& out,
+                                                 int64_t begin, int64_t end, int32_t* status) {
+  using L = LaneVec<T>;
+  constexpr int W = L::width;
+  constexpr int K = procrustes::kSums;
   for (int64_t b = begin; b < end; b += W) {
     const int n = static_cast<int>(std::min<int64_t>(W, end - b));
-    procrustes::Alignment<LaneVec<T>> a;
-    align_lanes<kWeighted>(args, b, n, a, status);
-    fn(b, n, a);
+    L sums[K];
+    item_sums_lanes<kWeighted>(args, b, n, sums, status);
+    procrustes::Alignment<L> a;
+    procrustes::solve_alignment(sums, sums + procrustes::kFirstSums, args.estimate_scale, a);
+    store_lanes<1>(&a.scale, n, out.scale + b);
+    store_lanes<9>(a.R, n, out.R + 9 * b);
+    store_lanes<3>(a.t, n, out.t + 3 * b);
+    store_lanes<K>(sums, n, out.sums + K * b);
   }
 }
 
+// Solves the items of [begin, end) from their sums in the forward's lane
+// groups (lanes past n repeat item b + n - 1 there and here: the solve's
+// iteration counts depend on all its lanes, so this gives the forward's bits),
+// then forms each item's points' gradients a lane vector of points at a time.
 template <bool kWeighted, typename T>
-PGN_CPU_CLONES PGN_FLATTEN void align_range_simd(const AlignArgs<T>& args, T* scale, T* R, T* t,
-                                                 int64_t begin, int64_t end, int32_t* status) {
-  for_each_lane_group<kWeighted>(
-      args, begin, end,
-      [&](int64_t b, int n, const procrustes::Alignment<LaneVec<T>>& a) {
-        store_lanes<1>(&a.scale, n, scale + b);
-        store_lanes<9>(a.R, n, R + 9 * b);
-        store_lanes<3>(a.t, n, t + 3 * b);
-      },
-      status);
-}
-
-template <bool kWeighted, typename T>
-PGN_CPU_CLONES PGN_FLATTEN void align_backward_range_simd(const AlignArgs<T>& args,
+PGN_CPU_CLONES PGN_FLATTEN void align_backward_range_simd(const AlignArgs<T>& args, const T* sums,
                                                           const T* g_scale, const T* g_R,
                                                           const T* g_t, T* g_src, T* g_dst, T* g_w,
                                                           int64_t begin, int64_t end) {
   using L = LaneVec<T>;
   constexpr int W = L::width;
-  for_each_lane_group<kWeighted>(
-      args, begin, end, [&](int64_t b, int n, const procrustes::Alignment<L>& a) {
-        L gs, gR[9], gt[3];
-        load_lanes<1>(g_scale + b, n, &gs);
-        load_lanes<9>(g_R + 9 * b, n, gR);
-        load_lanes<3>(g_t + 3 * b, n, gt);
-        procrustes::AlignmentGrad<L> g;
-        procrustes::alignment_backward(a, gs, gR, gt, g);
-        // Each item's points, a lane vector of points at a time, with the item's
-        // coefficients broadcast.
-        for (int l = 0; l < n; ++l) {
-          procrustes::AlignmentGrad<L> gi;
-          for (int e = 0; e < 9; ++e) gi.G[e] = L(g.G[e][l]);
-          gi.gv = L(g.gv[l]);
-          for (int d = 0; d < 3; ++d) {
-            gi.g_mu_x[d] = L(g.g_mu_x[d][l]);
-            gi.g_mu_y[d] = L(g.g_mu_y[d][l]);
-          }
-          gi.inv_w = L(g.inv_w[l]);
-          gi.c0 = L(g.c0[l]);
-          const L mx[3] = {L(a.mu_x[0][l]), L(a.mu_x[1][l]), L(a.mu_x[2][l])};
-          const L my[3] = {L(a.mu_y[0][l]), L(a.mu_y[1][l]), L(a.mu_y[2][l])};
-          const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b + l, args.P);
-          const int64_t base = (b + l) * args.P;
-          for (int64_t i = 0; i < p.P; i += W) {
-            const int m = static_cast<int>(std::min<int64_t>(W, p.P - i));
-            L x[3], y[3], gx[3], gy[3], gw;
-            load_points(p.x + 3 * i, m, x);
-            load_points(p.y + 3 * i, m, y);
-            const L w = load_weights<kWeighted>(p, i, m);
-            procrustes::alignment_point_grad(mx, my, gi, x, y, w, gx, gy,
-                                             kWeighted ? &gw : nullptr);
-            store_points(gx, m, g_src + 3 * (base + i));
-            store_points(gy, m, g_dst + 3 * (base + i));
-            if constexpr (kWeighted) store_lanes<1>(&gw, m, g_w + base + i);
-          }
-        }
-      });
+  constexpr int K = procrustes::kSums;
+  for (int64_t b = begin; b < end; b += W) {
+    const int n = static_cast<int>(std::min<int64_t>(W, end - b));
+    L s[K];
+    load_lanes<K>(sums + K * b, n, s);
+    procrustes::Alignment<L> a;
+    procrustes::solve_alignment(s, s + procrustes::kFirstSums, args.estimate_scale, a);
+    L gs, gR[9], gt[3];
+    load_lanes<1>(g_scale + b, n, &gs);
+    load_lanes<9>(g_R + 9 * b, n, gR);
+    load_lanes<3>(g_t + 3 * b, n, gt);
+    procrustes::AlignmentGrad<L> g;
+    procrustes::alignment_backward(a, gs, gR, gt, g);
+    // Each item's points, a lane vector of points at a time, with the item's
+    // coefficients broadcast.
+    for (int l = 0; l < n; ++l) {
+      procrustes::AlignmentGrad<L> gi;
+      for (int e = 0; e < 9; ++e) gi.G[e] = L(g.G[e][l]);
+      gi.gv = L(g.gv[l]);
+      for (int d = 0; d < 3; ++d) {
+        gi.g_mu_x[d] = L(g.g_mu_x[d][l]);
+        gi.g_mu_y[d] = L(g.g_mu_y[d][l]);
+      }
+      gi.inv_w = L(g.inv_w[l]);
+      gi.c0 = L(g.c0[l]);
+      const L mx[3] = {L(a.mu_x[0][l]), L(a.mu_x[1][l]), L(a.mu_x[2][l])};
+      const L my[3] = {L(a.mu_y[0][l]), L(a.mu_y[1][l]), L(a.mu_y[2][l])};
+      const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b + l, args.P);
+      const int64_t base = (b + l) * args.P;
+      for (int64_t i = 0; i < p.P; i += W) {
+        const int m = static_cast<int>(std::min<int64_t>(W, p.P - i));
+        L x[3], y[3], gx[3], gy[3], gw;
+        load_points(p.x + 3 * i, m, x);
+        load_points(p.y + 3 * i, m, y);
+        const L w = load_weights<kWeighted>(p, i, m);
+        procrustes::alignment_point_grad(mx, my, gi, x, y, w, gx, gy, kWeighted ? &gw : nullptr);
+        store_points(gx, m, g_src + 3 * (base + i));
+        store_points(gy, m, g_dst + 3 * (base + i));
+        if constexpr (kWeighted) store_lanes<1>(&gw, m, g_w + base + i);
+      }
+    }
+  }
 }
 
 template <typename T>
@@ -370,44 +387,43 @@ int64_t align_grain(int64_t P) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> similarity_align_cpu(
     const at::Tensor& src_in, const at::Tensor& dst_in, const std::optional<at::Tensor>& weights_in,
     bool estimate_scale, int64_t check) {
   const auto call = similarity_align_prologue(src_in, dst_in, weights_in);
   const at::Tensor status = new_status(src_in, check);
   int32_t* st = check == kCheckOff ? nullptr : status.data_ptr<int32_t>();
   const at::Tensor &src = call.src, &dst = call.dst, &weights = call.weights;
-  const at::Tensor &scale = call.scale, &R = call.R, &t = call.t;
   const int64_t B = call.B, P = call.P;
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_cpu", [&] {
     const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
-    scalar_t *s = scale.data_ptr<scalar_t>(), *r = R.data_ptr<scalar_t>(),
-             *tr = t.data_ptr<scalar_t>();
+    const AlignOut<scalar_t> out = {call.scale.data_ptr<scalar_t>(), call.R.data_ptr<scalar_t>(),
+                                    call.t.data_ptr<scalar_t>(), call.sums.data_ptr<scalar_t>()};
     const bool simd = cpu_simd_enabled();
     parallel_for_dynamic(B, align_grain(P), [&](int64_t begin, int64_t end) {
       if (simd) {
         if (args.weights) {
-          align_range_simd<true>(args, s, r, tr, begin, end, st);
+          align_range_simd<true>(args, out, begin, end, st);
         } else {
-          align_range_simd<false>(args, s, r, tr, begin, end, st);
+          align_range_simd<false>(args, out, begin, end, st);
         }
       } else if (args.weights) {
-        align_range<true>(args, s, r, tr, begin, end, st);
+        align_range<true>(args, out, begin, end, st);
       } else {
-        align_range<false>(args, s, r, tr, begin, end, st);
+        align_range<false>(args, out, begin, end, st);
       }
     });
   });
   similarity_align_act_on_status(status, check, call);
-  return {scale, R, t, status};
+  return {call.scale, call.R, call.t, call.sums, status};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cpu(
     const at::Tensor& grad_scale_in, const at::Tensor& grad_R_in, const at::Tensor& grad_t_in,
     const at::Tensor& src_in, const at::Tensor& dst_in, const std::optional<at::Tensor>& weights_in,
-    bool estimate_scale) {
+    const at::Tensor& sums_in, bool estimate_scale) {
   const auto call = similarity_align_backward_prologue(grad_scale_in, grad_R_in, grad_t_in, src_in,
-                                                       dst_in, weights_in);
+                                                       dst_in, weights_in, sums_in);
   const at::Tensor &src = call.src, &dst = call.dst, &weights = call.weights;
   const at::Tensor &gs = call.grad_scale, &gR = call.grad_R, &gt = call.grad_t;
   const at::Tensor &g_src = call.grad_src, &g_dst = call.grad_dst, &g_w = call.grad_weights;
@@ -415,24 +431,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_backward_cpu", [&] {
     const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
     const scalar_t *gs_p = gs.data_ptr<scalar_t>(), *gR_p = gR.data_ptr<scalar_t>(),
-                   *gt_p = gt.data_ptr<scalar_t>();
+                   *gt_p = gt.data_ptr<scalar_t>(), *sums = call.sums.data_ptr<scalar_t>();
     scalar_t *gx = g_src.data_ptr<scalar_t>(), *gy = g_dst.data_ptr<scalar_t>();
     const bool simd = cpu_simd_enabled();
     parallel_for_dynamic(B, align_grain(P), [&](int64_t begin, int64_t end) {
       if (simd) {
         if (args.weights) {
-          align_backward_range_simd<true>(args, gs_p, gR_p, gt_p, gx, gy, g_w.data_ptr<scalar_t>(),
-                                          begin, end);
+          align_backward_range_simd<true>(args, sums, gs_p, gR_p, gt_p, gx, gy,
+                                          g_w.data_ptr<scalar_t>(), begin, end);
         } else {
-          align_backward_range_simd<false>(args, gs_p, gR_p, gt_p, gx, gy,
+          align_backward_range_simd<false>(args, sums, gs_p, gR_p, gt_p, gx, gy,
                                            static_cast<scalar_t*>(nullptr), begin, end);
         }
       } else if (args.weights) {
-        align_backward_range<true>(args, gs_p, gR_p, gt_p, gx, gy, g_w.data_ptr<scalar_t>(), begin,
-                                   end);
+        align_backward_range<true>(args, sums, gs_p, gR_p, gt_p, gx, gy, g_w.data_ptr<scalar_t>(),
+                                   begin, end);
       } else {
-        align_backward_range<false>(args, gs_p, gR_p, gt_p, gx, gy, static_cast<scalar_t*>(nullptr),
-                                    begin, end);
+        align_backward_range<false>(args, sums, gs_p, gR_p, gt_p, gx, gy,
+                                    static_cast<scalar_t*>(nullptr), begin, end);
       }
     });
   });

@@ -5,11 +5,14 @@
 // second-pass sums over centred points (3x3 cross-covariance, src variance)
 // with butterfly shuffles, so every lane ends with the totals and solves the
 // item itself (SVD, reflection fix, scale, t: same instructions on all lanes,
-// no broadcast, no divergence); lane 0 writes.
-// The backward pass recomputes the item the same way, forms the per-item
-// gradient coefficients (similarity_align_kernel.h) and each lane writes the
-// gradients of its points. No atomics (deterministic), no host
-// synchronisation (CUDA-graph capturable).
+// no broadcast, no divergence); lane 0 writes scale, R and t, and lanes
+// 0 .. 16 the item's 17 sums, which the forward op returns for its backward.
+// The backward pass reads those sums (one coalesced load, then shuffles),
+// solves the item from them with the forward's code, forms the
+// per-item gradient coefficients (similarity_align_kernel.h) and each lane
+// writes the gradients of its points: one pass over the points instead of
+// three. No atomics (deterministic), no host synchronisation (CUDA-graph
+// capturable).
 // Points are [P, 3]: a lane reading its own point's three values would make
 // each warp request span three times the bytes it uses (one sector in three).
 // So each pass walks the points 32 at a time, the warp copying their 96
@@ -78,15 +81,17 @@ __device__ __forceinline__ void stage_points(const T* __restrict__ x, const T* _
   __syncwarp();
 }
 
-// The whole warp solves item b (both passes over its points, staged through tile).
+// The whole warp reduces item b's first and second sums (both passes over its
+// points, staged through tile); every lane receives them.
 template <typename T>
-__device__ __forceinline__ void align_item_warp(const AlignArgs<T>& args, int64_t b, int lane,
-                                                PointTile<T>& tile, procrustes::Alignment<T>& a,
-                                                int32_t* status = nullptr) {
+__device__ __forceinline__ void item_sums_warp(const AlignArgs<T>& args, int64_t b, int lane,
+                                               PointTile<T>& tile,
+                                               T (&first)[procrustes::kFirstSums],
+                                               T (&second)[procrustes::kSecondSums],
+                                               int32_t* status) {
   const T* x = args.src + b * args.P * 3;
   const T* y = args.dst + b * args.P * 3;
   const T* w = args.weights ? args.weights + b * args.P : nullptr;
-  T first[procrustes::kFirstSums];
 #pragma unroll
   for (int e = 0; e < procrustes::kFirstSums; ++e) first[e] = T(0);
   T w_min = T(0);
@@ -106,7 +111,6 @@ __device__ __forceinline__ void align_item_warp(const AlignArgs<T>& args, int64_
   }
   T mu_x[3], mu_y[3];
   procrustes::centroids(first, mu_x, mu_y);
-  T second[procrustes::kSecondSums];
 #pragma unroll
   for (int e = 0; e < procrustes::kSecondSums; ++e) second[e] = T(0);
   for (int64_t i0 = 0; i0 < args.P; i0 += kChunk) {
@@ -117,19 +121,29 @@ __device__ __forceinline__ void align_item_warp(const AlignArgs<T>& args, int64_
                                   second);
   }
   warp_allreduce(second);
-  procrustes::solve_alignment(first, second, args.estimate_scale, a);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(32 * kWarps)
     similarity_align_kernel(AlignArgs<T> args, T* __restrict__ scale, T* __restrict__ R,
-                            T* __restrict__ t, int32_t* __restrict__ status) {
+                            T* __restrict__ t, T* __restrict__ sums, int32_t* __restrict__ status) {
   const int64_t b = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.y;
   __shared__ PointTile<T> tiles[kWarps];
   if (b >= args.B) return;  // uniform across the warp
   const int lane = threadIdx.x;
+  T first[procrustes::kFirstSums], second[procrustes::kSecondSums];
+  item_sums_warp(args, b, lane, tiles[threadIdx.y], first, second, status);
   procrustes::Alignment<T> a;
-  align_item_warp(args, b, lane, tiles[threadIdx.y], a, status);
+  procrustes::solve_alignment(first, second, args.estimate_scale, a);
+  // Lane k < kSums stores sum k (one coalesced store; selects keep the arrays in registers).
+  T mine = T(0);
+#pragma unroll
+  for (int e = 0; e < procrustes::kFirstSums; ++e) mine = lane == e ? first[e] : mine;
+#pragma unroll
+  for (int e = 0; e < procrustes::kSecondSums; ++e) {
+    mine = lane == procrustes::kFirstSums + e ? second[e] : mine;
+  }
+  if (lane < procrustes::kSums) sums[procrustes::kSums * b + lane] = mine;
   if (lane == 0) {
     scale[b] = a.scale;
 #pragma unroll
@@ -141,17 +155,26 @@ __global__ void __launch_bounds__(32 * kWarps)
 
 template <typename T>
 __global__ void __launch_bounds__(32 * kWarps)
-    similarity_align_backward_kernel(AlignArgs<T> args, const T* __restrict__ g_scale,
-                                     const T* __restrict__ g_R, const T* __restrict__ g_t,
-                                     T* __restrict__ g_src, T* __restrict__ g_dst,
-                                     T* __restrict__ g_w) {
+    similarity_align_backward_kernel(AlignArgs<T> args, const T* __restrict__ sums,
+                                     const T* __restrict__ g_scale, const T* __restrict__ g_R,
+                                     const T* __restrict__ g_t, T* __restrict__ g_src,
+                                     T* __restrict__ g_dst, T* __restrict__ g_w) {
   const int64_t b = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.y;
   __shared__ PointTile<T> tiles[kWarps];
   if (b >= args.B) return;  // uniform across the warp
   const int lane = threadIdx.x;
   PointTile<T>& tile = tiles[threadIdx.y];
+  // The item's sums: lane k < kSums loads sum k, then every lane receives all of them.
+  const T mine = lane < procrustes::kSums ? sums[procrustes::kSums * b + lane] : T(0);
+  T first[procrustes::kFirstSums], second[procrustes::kSecondSums];
+#pragma unroll
+  for (int e = 0; e < procrustes::kFirstSums; ++e) first[e] = __shfl_sync(0xffffffffu, mine, e);
+#pragma unroll
+  for (int e = 0; e < procrustes::kSecondSums; ++e) {
+    second[e] = __shfl_sync(0xffffffffu, mine, procrustes::kFirstSums + e);
+  }
   procrustes::Alignment<T> a;
-  align_item_warp(args, b, lane, tile, a);
+  procrustes::solve_alignment(first, second, args.estimate_scale, a);
   T gR[9], gt[3];
 #pragma unroll
   for (int e = 0; e < 9; ++e) gR[e] = g_R[9 * b + e];
@@ -182,7 +205,7 @@ AlignArgs<T> align_args(const at::Tensor& src, const at::Tensor& dst, const at::
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> similarity_align_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> similarity_align_cuda(
     const at::Tensor& src_in, const at::Tensor& dst_in, const std::optional<at::Tensor>& weights_in,
     bool estimate_scale, int64_t check) {
   const auto call = similarity_align_prologue(src_in, dst_in, weights_in);
@@ -191,26 +214,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> similarity_align_cuda
   const at::Tensor &scale = call.scale, &R = call.R, &t = call.t;
   const at::Tensor status = new_status(src_in, check);
   const int64_t B = call.B;
-  if (B == 0) return {scale, R, t, status};
+  if (B == 0) return {scale, R, t, call.sums, status};
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "similarity_align_cuda", [&] {
     const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
     PGN_LAUNCH(blocks_for(B, kWarps), dim3(32, kWarps), 0, stream,
                similarity_align_kernel<scalar_t>)(
         args, scale.data_ptr<scalar_t>(), R.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(),
-        check == kCheckOff ? nullptr : status.data_ptr<int32_t>());
+        call.sums.data_ptr<scalar_t>(), check == kCheckOff ? nullptr : status.data_ptr<int32_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   similarity_align_act_on_status(status, check, call);
-  return {scale, R, t, status};
+  return {scale, R, t, call.sums, status};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cuda(
     const at::Tensor& grad_scale_in, const at::Tensor& grad_R_in, const at::Tensor& grad_t_in,
     const at::Tensor& src_in, const at::Tensor& dst_in, const std::optional<at::Tensor>& weights_in,
-    bool estimate_scale) {
+    const at::Tensor& sums_in, bool estimate_scale) {
   const auto call = similarity_align_backward_prologue(grad_scale_in, grad_R_in, grad_t_in, src_in,
-                                                       dst_in, weights_in);
+                                                       dst_in, weights_in, sums_in);
   const c10::cuda::CUDAGuard guard = cuda_entry_guard(src_in, "similarity_align_backward");
   const at::Tensor &src = call.src, &dst = call.dst, &weights = call.weights;
   const at::Tensor &gs = call.grad_scale, &gR = call.grad_R, &gt = call.grad_t;
@@ -222,8 +245,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> similarity_align_backward_cuda(
     const auto args = align_args<scalar_t>(src, dst, weights, estimate_scale);
     PGN_LAUNCH(blocks_for(B, kWarps), dim3(32, kWarps), 0, stream,
                similarity_align_backward_kernel<scalar_t>)(
-        args, gs.data_ptr<scalar_t>(), gR.data_ptr<scalar_t>(), gt.data_ptr<scalar_t>(),
-        g_src.data_ptr<scalar_t>(), g_dst.data_ptr<scalar_t>(),
+        args, call.sums.data_ptr<scalar_t>(), gs.data_ptr<scalar_t>(), gR.data_ptr<scalar_t>(),
+        gt.data_ptr<scalar_t>(), g_src.data_ptr<scalar_t>(), g_dst.data_ptr<scalar_t>(),
         weights.defined() ? g_w.data_ptr<scalar_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -30,6 +30,10 @@ namespace procrustes {
 constexpr int kFirstSums = 7;
 // Second-pass sums: sum w (y - mu_y)(x - mu_x)^T (9, row-major), sum w |x - mu_x|^2.
 constexpr int kSecondSums = 10;
+// All sums of one item, first-pass then second-pass: the forward op returns them
+// ([B, kSums]) so that its backward op solves each item from them instead of
+// reducing the points again; solve_alignment is a function of the sums alone.
+constexpr int kSums = kFirstSums + kSecondSums;
 
 template <typename T>
 PGN_HD void accumulate_first(const T* x, const T* y, T w, T* acc) {
@@ -91,7 +95,7 @@ PGN_HD void accumulate_second(const T* x, const T* y, T w, const T* mu_x, const 
 }
 
 // Everything the forward pass computes for one item (one per lane of L); the
-// backward pass recomputes it from the points instead of storing it.
+// backward pass solves it again from the item's sums (kSums) rather than storing it.
 template <typename L>
 struct Alignment {
   L W;

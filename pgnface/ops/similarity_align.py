@@ -3,7 +3,9 @@
 The op is ``torch.ops.pgnface.similarity_align`` (CPU: csrc/similarity_align/similarity_align_cpu.cpp,
 CUDA: csrc/similarity_align/similarity_align_cuda.cu, math: csrc/similarity_align/similarity_align_kernel.h).
 This module validates arguments and registers the fake kernel and the autograd
-formula (an analytic backward op that recomputes the per-item solve).
+formula: an analytic backward op that solves each item again from the sums over
+its points that the forward op returns (``sums`` [B, 17], saved for backward), so
+the backward reads the points only to form their gradients.
 """
 
 from typing import Optional, Tuple
@@ -75,7 +77,7 @@ def similarity_align(
         RuntimeError: CUDA tensors with a CPU-only build of pgnface.
     """
     if _plain_cpu_call(src, dst, weights, estimate_scale):
-        scale, R, t, _ = call(
+        scale, R, t, _, _ = call(
             _similarity_align_op,
             (src, dst, weights),
             src,
@@ -104,7 +106,7 @@ def similarity_align(
         require_shape(weights, "weights", ("B", "P"), sizes)
     if not isinstance(estimate_scale, bool):
         raise TypeError(f"estimate_scale must be a bool, got {type(estimate_scale).__name__}")
-    scale, R, t, _ = call(
+    scale, R, t, _, _ = call(
         _similarity_align_op, (src, dst, weights), src, dst, weights, estimate_scale, check_mode(check_values)
     )
     return scale, R, t
@@ -141,15 +143,20 @@ def _plain_cpu_call(src, dst, weights, estimate_scale) -> bool:
     )
 
 
+# Sums per item that the forward op returns for its backward (csrc/similarity_align/similarity_align_kernel.h:
+# kSums): W, sum w src (3), sum w dst (3), then over centred points the cross-covariance sum (9) and sum w |src|^2.
+_SUMS = 17
+
+
 @torch.library.register_fake("pgnface::similarity_align")
 def _similarity_align_fake(src, dst, weights, estimate_scale, check=2):
     B = src.shape[0]
     status = src.new_empty((1,), dtype=torch.int32)
-    return src.new_empty((B,)), src.new_empty((B, 3, 3)), src.new_empty((B, 3)), status
+    return src.new_empty((B,)), src.new_empty((B, 3, 3)), src.new_empty((B, 3)), src.new_empty((B, _SUMS)), status
 
 
 @torch.library.register_fake("pgnface::similarity_align_backward")
-def _similarity_align_backward_fake(grad_scale, grad_R, grad_t, src, dst, weights, estimate_scale):
+def _similarity_align_backward_fake(grad_scale, grad_R, grad_t, src, dst, weights, sums, estimate_scale):
     B, P = src.shape[0], src.shape[1]
     grad_w = src.new_empty((B, P)) if weights is not None else src.new_empty((0,))
     return src.new_empty((B, P, 3)), src.new_empty((B, P, 3)), grad_w
@@ -157,20 +164,21 @@ def _similarity_align_backward_fake(grad_scale, grad_R, grad_t, src, dst, weight
 
 def _setup_context(ctx, inputs, output):
     src, dst, weights, estimate_scale, _ = inputs
-    ctx.mark_non_differentiable(output[3])
-    ctx.save_for_backward(src, dst, weights)
+    _, _, _, sums, status = output
+    ctx.mark_non_differentiable(sums, status)
+    ctx.save_for_backward(src, dst, weights, sums)
     ctx.estimate_scale = estimate_scale
 
 
-def _backward(ctx, grad_scale, grad_R, grad_t, grad_status):
-    src, dst, weights = ctx.saved_tensors
+def _backward(ctx, grad_scale, grad_R, grad_t, grad_sums, grad_status):
+    src, dst, weights, sums = ctx.saved_tensors
     B = src.shape[0]
     # Outputs that took no part in the loss may arrive as None.
     grad_scale = src.new_zeros((B,)) if grad_scale is None else grad_scale
     grad_R = src.new_zeros((B, 3, 3)) if grad_R is None else grad_R
     grad_t = src.new_zeros((B, 3)) if grad_t is None else grad_t
     grad_src, grad_dst, grad_w = torch.ops.pgnface.similarity_align_backward(
-        grad_scale, grad_R, grad_t, src, dst, weights, ctx.estimate_scale
+        grad_scale, grad_R, grad_t, src, dst, weights, sums, ctx.estimate_scale
     )
     if weights is None:
         grad_w = None
