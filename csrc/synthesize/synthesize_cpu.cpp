@@ -161,18 +161,68 @@ struct SynthesizeGradArgs {
 // block's phases).
 constexpr int64_t kGradBlockVerts = 32;
 
+// Transposes the W x W block v in registers: v[j][i] becomes v[i][j]
+// (unpack, then pair-shuffle, then 128-bit-half stages for 8 floats; unpack,
+// then half stages for 4 doubles).
+PGN_ALWAYS_INLINE void transpose_square(f32x8 v[8]) {
+  f32x8 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(v[i], v[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(v[i], v[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    v[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+PGN_ALWAYS_INLINE void transpose_square(f64x4 v[4]) {
+  const f64x4 t0 = __builtin_shufflevector(v[0], v[1], 0, 4, 2, 6);
+  const f64x4 t1 = __builtin_shufflevector(v[0], v[1], 1, 5, 3, 7);
+  const f64x4 t2 = __builtin_shufflevector(v[2], v[3], 0, 4, 2, 6);
+  const f64x4 t3 = __builtin_shufflevector(v[2], v[3], 1, 5, 3, 7);
+  v[0] = __builtin_shufflevector(t0, t2, 0, 1, 4, 5);
+  v[1] = __builtin_shufflevector(t1, t3, 0, 1, 4, 5);
+  v[2] = __builtin_shufflevector(t0, t2, 2, 3, 6, 7);
+  v[3] = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
+}
+
 // Copies x[b, n0 .. n0 + nv, :] of a [B,N,3] array (grad_out or out) for
-// every item b into table [nv * 3, ld] (row 3 v + d, lane b). Each item's
-// values are read as one contiguous run (prefetched a block ahead by
-// prefetch_vertices); gathering a vector of items per vertex instead touches
-// B cache lines at a stride of N * 3 values, and waiting for them was the
-// backward's largest cost. Lanes past B keep the zeros the table starts with.
+// every item b into table [nv * 3, ld] (row 3 v + d, lane b), a W x W
+// register transpose at a time. Each item's values are read as one
+// contiguous run (prefetched a block ahead by prefetch_vertices); gathering a
+// vector of items per vertex instead touches B cache lines at a stride of
+// N * 3 values, and waiting for them was the backward's largest cost. Lanes
+// past B keep the zeros the table starts with.
 template <typename T>
 PGN_ALWAYS_INLINE void transpose_vertices(const T* x, int64_t B, int64_t N, int64_t n0, int64_t nv,
                                           T* table, int64_t ld) {
-  for (int64_t b = 0; b < B; ++b) {
+  using V = Vec<T>;
+  constexpr int W = kW<T>;
+  const int64_t rows = nv * 3;
+  int64_t b = 0;
+  for (; B - b >= W; b += W) {
+    const T* src[W];
+    for (int i = 0; i < W; ++i) src[i] = x + ((b + i) * N + n0) * 3;
+    int64_t r = 0;
+    for (; rows - r >= W; r += W) {
+      V v[W];
+      for (int i = 0; i < W; ++i) v[i] = simd_load(src[i] + r);
+      transpose_square(v);
+      for (int j = 0; j < W; ++j) simd_store(table + (r + j) * ld + b, v[j]);
+    }
+    for (; r < rows; ++r)
+      for (int i = 0; i < W; ++i) table[r * ld + b + i] = src[i][r];
+  }
+  for (; b < B; ++b) {
     const T* src = x + (b * N + n0) * 3;
-    for (int64_t r = 0; r < nv * 3; ++r) table[r * ld + b] = src[r];
+    for (int64_t r = 0; r < rows; ++r) table[r * ld + b] = src[r];
   }
 }
 
