@@ -440,17 +440,17 @@ struct Launcher {
 
 // Small batches use narrower batch tiles so fewer threads idle.
 //
-// Registers (nvcc 13.0 -O3, sm_90, `-Xptxas -v`): forward 55-72 (float) and
-// 56-128 (double); backward 62-128 (float) and 72-168 (double), the most for
-// TB = 32 in double, whose 8 x 3 double accumulators alone take 48. At 168 x
+// Registers (nvcc 13.0 -O3, sm_90, `-Xptxas -v`): forward 48-72 (float) and
+// 56-128 (double); backward 56-115 (float) and 82-162 (double), the most for
+// TB = 32 in double, whose 8 x 3 double accumulators alone take 48. At 162 x
 // 128 threads three blocks (12 warps) fit an SM; shared memory (42 KB a block)
 // would allow five. Left as is: the tile keeps the basis read once per 32
 // items (the register tile is what makes that possible), and capping registers
 // (__launch_bounds__ min-blocks) would trade that for spills, unmeasured
-// without a GPU. ptxas also reports small spills, 4-16 bytes of stack (up to
-// 48 bytes of spill loads in backward<float, 16, 4>), at 55-72 registers, far
-// below the 255 cap: not register pressure but ptxas keeping one or two
-// values on the stack; left until a GPU profile shows them on the hot path.
+// without a GPU. ptxas also reports small spills (4 bytes in
+// forward<float, 32, 8>, 16 bytes in backward<double, 16, 4>), far below the
+// 255-register cap: not register pressure but ptxas keeping one or two values
+// on the stack; left until a GPU profile shows them on the hot path.
 template <typename T, typename F>
 void with_batch_tile(int64_t B, F&& f) {
   if (B <= 4) {
