@@ -102,7 +102,11 @@ def workloads(dtype, small=False):
     grad = torch.randn(B, mean.shape[0], 3, generator=g, dtype=dtype)
     runs = [
         (f"synthesize {source} B={B}", "synthesize", synth),
-        (f"synthesize_backward {source} B={B}", "synthesize_backward", [grad, *synth, True]),
+        (
+            f"synthesize_backward {source} B={B}",
+            "synthesize_backward",
+            [grad, ops.synthesize(*synth), *synth, True],
+        ),
     ]
     if tris is None:
         if small:

@@ -59,9 +59,10 @@ TORCH_LIBRARY(pgnface, m) {
       "synthesize(Tensor mean, Tensor basis, Tensor coeffs, Tensor rotation, Tensor scale, "
       "Tensor translation, int check=2) -> (Tensor, Tensor status)");
   // Returns (grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale,
-  // grad_translation); the first two are empty unless need_model_grad.
+  // grad_translation) from the upstream gradient and the forward's output out;
+  // the first two are empty unless need_model_grad.
   m.def(
-      "synthesize_backward(Tensor grad_out, Tensor mean, Tensor basis, Tensor coeffs, "
+      "synthesize_backward(Tensor grad_out, Tensor out, Tensor mean, Tensor basis, Tensor coeffs, "
       "Tensor rotation, Tensor scale, Tensor translation, bool need_model_grad) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 

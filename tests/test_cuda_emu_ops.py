@@ -20,6 +20,7 @@ import torch
 from cuda_emu import extension as emu
 from op_harness import DTYPES, OP_NAMES, shared_data_file, tolerances
 from test_rasterize import assert_fragments_equal_reference, bfm_noneck_clip, random_scene
+from test_synthesize import pose_of_every_backward_path
 
 import pgnface.ops as ops
 
@@ -103,7 +104,18 @@ def test_synthesize(B, N, K, dtype):
         out, ops.reference.synthesize(*args), rtol=tolerances(dtype)[0], atol=tolerances(dtype)[1]
     )
     grad_out = torch.randn(B, N, 3, dtype=dtype)
-    check_op("synthesize_backward", [grad_out, *args, B == 7])
+    check_op("synthesize_backward", [grad_out, out, *args, B == 7])
+
+
+# B = 7: one batch tile holding items of both backward paths; B = 40: a second tile whose
+# items all take the output path, so it skips the shape recompute.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B", [7, 40])
+def test_synthesize_backward_on_both_paths(B, dtype):
+    args = list(pose_of_every_backward_path(B, dtype, seed=B)[0].values())
+    out = torch.ops.pgnface.synthesize(*args)[0]
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(B), dtype=dtype)
+    check_op("synthesize_backward", [grad_out, out, *args, B == 7])
 
 
 def test_synthesize_on_the_surrey_model():
@@ -116,7 +128,8 @@ def test_synthesize_on_the_surrey_model():
     args = [mean, basis, coeffs, random_rotations(B, torch.float32, g), torch.ones(B), torch.zeros(B, 3)]
     out = check_op("synthesize", args, rtol_scale=10)
     assert out[0].abs().max() > 10  # a real face in millimetres, not zeros
-    check_op("synthesize_backward", [torch.randn(B, mean.shape[0], 3, generator=g), *args, False], rtol_scale=10)
+    grad_out = torch.randn(B, mean.shape[0], 3, generator=g)
+    check_op("synthesize_backward", [grad_out, out[0], *args, False], rtol_scale=10)
 
 
 # --- rasterize and interpolate ------------------------------------------------------------------

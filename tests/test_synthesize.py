@@ -42,8 +42,7 @@ def make_inputs(B, N, K, dtype=torch.float64, device="cpu", seed=0):
 # (B, N, K): odd N (half-filled CPU vertex tile), B around every CUDA batch
 # tile (4 / 16 / 32) and the CPU lane counts (8 / 16), K below and above the
 # CUDA shared-memory stage (16 / 32 components), K = 1. B = 8 in float32 is a
-# single CPU lane vector (the narrow-batch backward); wider batches take the
-# phased backward, K = 17 / 40 / 70 / 33 leave partial component tiles.
+# single CPU lane vector; K = 17 / 40 / 70 / 33 leave partial component tiles.
 SIZES = [(1, 7, 3), (3, 37, 5), (4, 33, 1), (8, 45, 13), (9, 64, 17), (17, 101, 40), (33, 150, 70), (70, 65, 33)]
 
 
@@ -179,6 +178,86 @@ def test_deterministic_backward():
         assert torch.equal(a, b)
 
 
+def pose_of_every_backward_path(B, dtype, seed=0):
+    """Inputs whose items cover both backward paths (the output's p = out - t, or a recompute).
+
+    Items 0-6 of 7 or more: scale 0, 1e-300 (0 in float32), 1e-12 and 1e-3 (t swamps
+    s R shape: recompute); a singular rotation (an orthographic projection: recompute); a
+    well-conditioned general matrix and, at scale 1, a translation of 5 model scales per axis
+    (the output path). The rest: random rotations and scales (the output path). B = 4 (the CPU
+    small-batch schedule) takes items 0, 5, 3, 6.
+
+    Returns:
+        The inputs as a dict and the indices of the items that take the recompute path.
+    """
+    args = make_inputs(max(B, 7), 61, 7, dtype, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    args["scale"][:4] = torch.tensor([0.0, 1e-300, 1e-12, 1e-3], dtype=torch.float64).to(dtype)
+    args["rotation"][4] = torch.diag(torch.tensor([1.0, 1.0, 0.0], dtype=dtype))
+    args["rotation"][5] = torch.eye(3, dtype=dtype) + 0.3 * torch.randn(3, 3, generator=g, dtype=dtype)
+    args["scale"][6] = 1
+    args["translation"][6] = 5 * args["mean"].abs().max()
+    items = [0, 5, 3, 6] if B == 4 else list(range(B))
+    args = {k: v if k in ("mean", "basis") else v[items] for k, v in args.items()}
+    return args, [i for i, item in enumerate(items) if item <= 4]
+
+
+@pytest.mark.parametrize("B", [4, 9, 20])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_paths_match_the_reference_per_item(B, dtype):
+    args, _ = pose_of_every_backward_path(B, dtype)
+    index = torch.tensor([3, 60, 0, 17, 3])
+
+    def reference(args, upstream, kwargs):
+        leaves = {k: v.detach().double().clone().requires_grad_(k in POSE_NAMES) for k, v in args.items()}
+        model = {k: leaves[k][kwargs["index"]] if kwargs else leaves[k] for k in ("mean", "basis")}
+        ops.reference.synthesize(**model, **{n: leaves[n] for n in POSE_NAMES}).backward(upstream)
+        return {n: leaves[n].grad for n in POSE_NAMES}
+
+    for kwargs in ({}, {"index": index}):
+        ours = {k: v.clone().requires_grad_(k in POSE_NAMES) for k, v in args.items()}
+        out = ops.synthesize(**ours, **kwargs)
+        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+        out.backward(upstream.to(dtype))
+        want = reference(args, upstream, kwargs)
+        # Each gradient against the sum of its terms' magnitudes (the gradient of |inputs| under
+        # |upstream|): a tiny scale makes the rotation gradient tiny too, and cancelling terms
+        # make the scale gradient small; plain tolerances would check nothing or too much.
+        size = reference({k: v.abs() for k, v in args.items()}, upstream.abs(), kwargs)
+        tol = 2e-5 if dtype == torch.float32 else 1e-13
+        for name in POSE_NAMES:
+            err = (ours[name].grad.double() - want[name]).abs()
+            bad = err > tol * size[name]
+            assert not bad.any(), (name, kwargs, bad.nonzero().tolist(), err[bad], size[name][bad])
+
+
+@pytest.mark.parametrize("B", [4, 9])
+def test_gradcheck_on_every_backward_path(B):
+    args, _ = pose_of_every_backward_path(B, torch.float64, seed=3)
+    args = {k: v[:9] if k in ("mean", "basis") else v for k, v in args.items()}
+    inputs = tuple(args[n].clone().requires_grad_(True) for n in ALL_NAMES)
+    assert torch.autograd.gradcheck(lambda *x: ops.synthesize(*x), inputs)
+
+
+@pytest.mark.parametrize("B", [4, 7, 9, 20])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_path_is_taken_exactly_where_it_is_accurate(B, dtype):
+    # Shifting the output the backward receives moves the pose gradients of the items it
+    # serves and leaves those of recomputed items (and every coefficient gradient) alone.
+    args, recomputed = pose_of_every_backward_path(B, dtype)
+    out = ops.synthesize(**args)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    call = [*args.values(), False]
+    exact = torch.ops.pgnface.synthesize_backward(grad_out, out, *call)
+    shifted = torch.ops.pgnface.synthesize_backward(grad_out, out + 0.5, *call)
+    moved = [b for b in range(B) if not torch.equal(exact[3][b], shifted[3][b])]
+    assert moved == [b for b in range(B) if b not in recomputed]
+    assert torch.equal(exact[3][recomputed], shifted[3][recomputed])  # rotation
+    assert torch.equal(exact[4][recomputed], shifted[4][recomputed])  # scale
+    assert torch.equal(exact[2], shifted[2])  # coeffs
+    assert torch.equal(exact[5], shifted[5])  # translation
+
+
 def test_non_finite_coefficients_rejected_or_propagated_per_item():
     args = make_inputs(3, 10, 4, torch.float32, "cpu")
     args["coeffs"][1, 2] = float("nan")
@@ -253,7 +332,9 @@ def test_direct_op_call_with_bad_shapes_raises_not_crashes():
             args["mean"], args["basis"][:5], args["coeffs"], args["rotation"], args["scale"], args["translation"]
         )
     with pytest.raises(RuntimeError, match="grad_out must have shape"):
-        torch.ops.pgnface.synthesize_backward(torch.zeros(3, 9, 3), *args.values(), False)
+        torch.ops.pgnface.synthesize_backward(torch.zeros(3, 9, 3), torch.zeros(3, 10, 3), *args.values(), False)
+    with pytest.raises(RuntimeError, match="out must have shape"):
+        torch.ops.pgnface.synthesize_backward(torch.zeros(3, 10, 3), torch.zeros(3, 9, 3), *args.values(), False)
 
 
 @requires_cuda

@@ -65,24 +65,30 @@ SynthesizeCall synthesize_prologue(const at::Tensor& mean, const at::Tensor& bas
   return call;
 }
 
-SynthesizeBackwardCall synthesize_backward_prologue(const at::Tensor& grad_out,
-                                                    const at::Tensor& mean, const at::Tensor& basis,
-                                                    const at::Tensor& coeffs,
-                                                    const at::Tensor& rotation,
-                                                    const at::Tensor& scale,
-                                                    const at::Tensor& translation) {
+SynthesizeBackwardCall synthesize_backward_prologue(
+    const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& mean,
+    const at::Tensor& basis, const at::Tensor& coeffs, const at::Tensor& rotation,
+    const at::Tensor& scale, const at::Tensor& translation) {
   check_synthesize_args(mean, basis, coeffs, rotation, scale, translation);
   PGN_CHECK_LIKE(grad_out, mean);
   PGN_CHECK_SHAPE(grad_out, {coeffs.size(0), mean.size(0), 3});
+  PGN_CHECK_LIKE(out, mean);
+  PGN_CHECK_SHAPE(out, {coeffs.size(0), mean.size(0), 3});
   SynthesizeBackwardCall call;
   set_inputs(call, mean, basis, coeffs, rotation, scale, translation);
   call.grad_out = contiguous_copy(grad_out);
+  call.out = contiguous_copy(out);
   const auto opts = mean.options();
   call.grad_coeffs = at::zeros({call.B, call.K}, opts);
   call.grad_rotation = at::zeros({call.B, 3, 3}, opts);
   call.grad_scale = at::zeros({call.B}, opts);
   call.grad_translation = at::zeros({call.B, 3}, opts);
   return call;
+}
+
+at::Tensor synthesize_model_scale(const at::Tensor& mean) {
+  if (mean.numel() == 0) return at::zeros({}, mean.options());
+  return mean.abs().amax();
 }
 
 void synthesize_act_on_status(const at::Tensor& status, int64_t check, const SynthesizeCall& call) {

@@ -9,10 +9,13 @@
 // against a vector or two of batch items, so the basis streams from memory
 // once for the whole batch. The mean add and the pose transform happen in the
 // same pass (synthesize_kernel.h), so no intermediate [B,N,3] is written.
-// The backward works a block of vertices at a time: it recomputes
-// the block's shape, forms the shape-space and pose gradients, then
+// The backward works a block of vertices at a time: it forms the
+// shape-space and pose gradients, the latter from the forward's output
+// (p = out - t = s R shape, synthesize_kernel.h's output path), then
 // contracts the block's basis rows into the coefficient gradient, the rows
-// still in cache, so the basis streams from memory once.
+// still in cache, so the basis streams from memory once and is multiplied
+// once. Only batch items the output path cannot serve (output_path) have
+// their shapes recomputed, which costs a second contraction of the block.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -141,6 +144,10 @@ template <typename T>
 struct SynthesizeGradArgs {
   SynthesizeArgs<T> in;
   const T* grad_out;  // [B,N,3]
+  const T* out;       // [B,N,3] the forward's output
+  const T* t_out;     // [3,ld] t of output-path lanes, 0 for recompute-path lanes and padding
+  const T* path;      // [B,kOutputPathSize] output_path's records
+  bool recompute;     // whether any item takes the recompute path
   T* pose_part;       // [chunks,12,ld] per-chunk pose partial sums, lane-major
   T* coeff_part;      // [chunks,K,ld] per-chunk coefficient-gradient partial sums
   T* grad_mean;       // [N,3] or nullptr
@@ -149,117 +156,87 @@ struct SynthesizeGradArgs {
 };
 
 // Vertices the backward handles per block (its lane-major tables of the
-// upstream gradient, the shape-space gradient and the shape: a few tens of KB
-// at B = 64, so they stay in L1/L2 between the block's phases).
+// upstream gradient, the shape-space gradient, the output and, if needed,
+// the shape: a few tens of KB at B = 64, so they stay in L1/L2 between the
+// block's phases).
 constexpr int64_t kGradBlockVerts = 32;
 
-// Copies grad_out[b, n0 .. n0 + nv, :] for every item b into table
-// [nv * 3, ld] (row 3 v + d, lane b). Each item's gradient is read as one
-// contiguous run, which the prefetcher follows; gathering a vector of items
-// per vertex instead touches B cache lines at a stride of N * 3 values, and
-// waiting for them was the backward's largest cost. Lanes past B keep the
-// zeros the table starts with.
-template <typename T>
-PGN_ALWAYS_INLINE void transpose_grad_out(const T* grad_out, int64_t B, int64_t N, int64_t n0,
-                                          int64_t nv, T* table, int64_t ld) {
-  for (int64_t b = 0; b < B; ++b) {
-    const T* src = grad_out + (b * N + n0) * 3;
-    for (int64_t r = 0; r < nv * 3; ++r) table[r * ld + b] = src[r];
+// Transposes the W x W block v in registers: v[j][i] becomes v[i][j]
+// (unpack, then pair-shuffle, then 128-bit-half stages for 8 floats; unpack,
+// then half stages for 4 doubles).
+PGN_ALWAYS_INLINE void transpose_square(f32x8 v[8]) {
+  f32x8 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(v[i], v[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(v[i], v[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    v[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
   }
 }
 
-// Vertices per tile of the narrow-batch backward: its 6 shape and 6
-// shape-gradient vectors, the coefficient and partial-sum vectors and a
-// broadcast fill the 16 vector registers of AVX2.
-constexpr int kNarrowTileVerts = 2;
-static_assert(kGradBlockVerts % kNarrowTileVerts == 0);
+PGN_ALWAYS_INLINE void transpose_square(f64x4 v[4]) {
+  const f64x4 t0 = __builtin_shufflevector(v[0], v[1], 0, 4, 2, 6);
+  const f64x4 t1 = __builtin_shufflevector(v[0], v[1], 1, 5, 3, 7);
+  const f64x4 t2 = __builtin_shufflevector(v[2], v[3], 0, 4, 2, 6);
+  const f64x4 t3 = __builtin_shufflevector(v[2], v[3], 1, 5, 3, 7);
+  v[0] = __builtin_shufflevector(t0, t2, 0, 1, 4, 5);
+  v[1] = __builtin_shufflevector(t1, t3, 0, 1, 4, 5);
+  v[2] = __builtin_shufflevector(t0, t2, 2, 3, 6, 7);
+  v[3] = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
+}
 
-// The backward for a batch of one lane vector (ld == W), in one pass per
-// vertex tile: gl = s R^T g, then, per component, the shape recompute and the
-// coefficient gradient coeff[k] += sum_{v,d} basis[n_v, d, k] gl[v][d] with
-// each basis element loaded once for both, then the pose partial sums. With a
-// single lane vector the phased schedule (backward_chunks) needs more loads
-// per multiply-add, as its tiles cannot be two vectors wide; both add the
-// same terms in the same order, so they give identical results.
+// Copies x[b, n0 .. n0 + nv, :] of a [B,N,3] array (grad_out or out) for
+// every item b into table [nv * 3, ld] (row 3 v + d, lane b), a W x W
+// register transpose at a time. Each item's values are read as one
+// contiguous run (prefetched a block ahead by prefetch_vertices); gathering a
+// vector of items per vertex instead touches B cache lines at a stride of
+// N * 3 values, and waiting for them was the backward's largest cost. Lanes
+// past B keep the zeros the table starts with.
 template <typename T>
-PGN_CPU_CLONES void backward_chunks_narrow(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
-                                           int64_t chunk_end) {
+PGN_ALWAYS_INLINE void transpose_vertices(const T* x, int64_t B, int64_t N, int64_t n0, int64_t nv,
+                                          T* table, int64_t ld) {
   using V = Vec<T>;
-  constexpr int W = kW<T>, TV = kNarrowTileVerts;
-  const SynthesizeArgs<T>& a = g.in;
-  const int64_t K = a.K, ld = a.ld;
-  std::vector<T> table(kGradBlockVerts * 3 * ld, T(0));  // this task's transposed grad_out
-  for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
-    T* pose_sum = g.pose_part + chunk * morphable::kPoseGradSize * ld;
-    T* coeff = g.coeff_part + chunk * K * ld;
-    const int64_t n_end = std::min(a.N, (chunk + 1) * g.chunk_verts);
-    int64_t block = -1;  // first vertex of the block in table
-    for (int64_t n0 = chunk * g.chunk_verts; n0 < n_end; n0 += TV) {
-      const int nv = static_cast<int>(std::min<int64_t>(TV, n_end - n0));
-      if (block < 0 || n0 >= block + kGradBlockVerts) {
-        block = n0;
-        transpose_grad_out(g.grad_out, a.B, a.N, block,
-                           std::min<int64_t>(kGradBlockVerts, n_end - block), table.data(), ld);
-      }
-      const T* go_rows = table.data() + (n0 - block) * 3 * ld;
-      const T* rows[TV];
-      for (int v = 0; v < TV; ++v) rows[v] = a.basis + (n0 + std::min(v, nv - 1)) * 3 * K;
-      for (int64_t b0 = 0; b0 < a.B; b0 += W) {
-        const int nb = static_cast<int>(std::min<int64_t>(W, a.B - b0));
-        V pose[kPoseRows];
-        load_pose(a, b0, pose);
-        // Missing vertices and padding lanes get g = 0, hence gl = 0: they add nothing.
-        V go[TV][3], gl[TV][3], acc[TV][3];
-        for (int v = 0; v < TV; ++v) {
-          go[v][0] = go[v][1] = go[v][2] = V{};
-          if (v < nv) {
-            for (int d = 0; d < 3; ++d) go[v][d] = simd_load(go_rows + (3 * v + d) * ld + b0);
-          }
-          morphable::shape_grad(pose, pose[9], go[v], gl[v]);
-          acc[v][0] = acc[v][1] = acc[v][2] = V{};
-        }
-        const T* ct = a.coeffs_t + b0;
-        T* cg = coeff + b0;
-        for (int64_t k = 0; k < K; ++k) {
-          const V c = simd_load(ct + k * ld);
-          V sum = simd_load(cg + k * ld);
-          for (int v = 0; v < TV; ++v) {
-            for (int d = 0; d < 3; ++d) {
-              const T w = rows[v][d * K + k];
-              acc[v][d] += w * c;
-              sum += w * gl[v][d];
-            }
-          }
-          simd_store(cg + k * ld, sum);
-        }
-        V partial[morphable::kPoseGradSize];
-        for (int e = 0; e < morphable::kPoseGradSize; ++e)
-          partial[e] = simd_load(pose_sum + e * ld + b0);
-        for (int v = 0; v < nv; ++v) {
-          const int64_t n = n0 + v;
-          const V shape[3] = {a.mean[3 * n] + acc[v][0], a.mean[3 * n + 1] + acc[v][1],
-                              a.mean[3 * n + 2] + acc[v][2]};
-          morphable::accumulate_pose_grad(go[v], shape, partial);
-        }
-        for (int e = 0; e < morphable::kPoseGradSize; ++e)
-          simd_store(pose_sum + e * ld + b0, partial[e]);
-        if (g.grad_mean != nullptr) {
-          // Model gradients: each vertex is owned by this chunk, so plain adds.
-          for (int v = 0; v < nv; ++v) {
-            const int64_t n = n0 + v;
-            for (int j = 0; j < nb; ++j) {
-              const T* c = a.coeffs + (b0 + j) * K;
-              for (int d = 0; d < 3; ++d) {
-                const T gvd = gl[v][d][j];
-                g.grad_mean[3 * n + d] += gvd;
-                T* gb = g.grad_basis + (3 * n + d) * K;
-                for (int64_t k = 0; k < K; ++k) gb[k] += gvd * c[k];
-              }
-            }
-          }
-        }
-      }
+  constexpr int W = kW<T>;
+  const int64_t rows = nv * 3;
+  int64_t b = 0;
+  for (; B - b >= W; b += W) {
+    const T* src[W];
+    for (int i = 0; i < W; ++i) src[i] = x + ((b + i) * N + n0) * 3;
+    int64_t r = 0;
+    for (; rows - r >= W; r += W) {
+      V v[W];
+      for (int i = 0; i < W; ++i) v[i] = simd_load(src[i] + r);
+      transpose_square(v);
+      for (int j = 0; j < W; ++j) simd_store(table + (r + j) * ld + b, v[j]);
     }
+    for (; r < rows; ++r)
+      for (int i = 0; i < W; ++i) table[r * ld + b + i] = src[i][r];
+  }
+  for (; b < B; ++b) {
+    const T* src = x + (b * N + n0) * 3;
+    for (int64_t r = 0; r < rows; ++r) table[r * ld + b] = src[r];
+  }
+}
+
+// Prefetches x[b, n0 .. n0 + nv, :] of every item b into L2. The runs are
+// too short and too many (one per item and array) for the hardware
+// prefetchers to follow, so without this each block's transposes wait on
+// their loads one cache line at a time.
+template <typename T>
+PGN_ALWAYS_INLINE void prefetch_vertices(const T* x, int64_t B, int64_t N, int64_t n0, int64_t nv) {
+  constexpr int64_t kLine = 64 / sizeof(T);
+  for (int64_t b = 0; b < B; ++b) {
+    const T* src = x + (b * N + n0) * 3;
+    for (int64_t r = 0; r < nv * 3; r += kLine) __builtin_prefetch(src + r, 0, 2);
+    __builtin_prefetch(src + nv * 3 - 1, 0, 2);
   }
 }
 
@@ -336,15 +313,15 @@ PGN_ALWAYS_INLINE void coeff_grad_block(const T* basis_rows, int64_t K, const T*
 }
 
 // One chunk of vertices, a block of kGradBlockVerts at a time: transpose the
-// upstream gradient g lane-major, recompute the block's shape, turn g into
-// the shape-space gradient gl = s R^T g while adding g (x) shape to the pose
-// partial sums, then contract gl with the block's basis rows into the
-// coefficient gradient. Each phase is a register tile of its own (the fused
-// single pass had to load and store the coefficient partial sums for every
-// component of every two vertices); the block's basis rows and tables stay in
-// L1/L2 between the phases, so the basis still streams from memory once.
-// Chunks own disjoint partial buffers and vertices, so there are no races and
-// the result does not depend on the thread count.
+// upstream gradient g and the output lane-major (recomputing the shape for
+// the recompute-path lanes), turn g into the shape-space gradient
+// gl = s R^T g while adding g (x) q to the pose partial sums (q = out - t on
+// the output path, the shape on the recompute path), then contract gl with
+// the block's basis rows into the coefficient gradient. Each phase is a
+// register tile of its own; the block's basis rows and tables stay in L1/L2
+// between the phases, so the basis streams from memory once. Chunks own
+// disjoint partial buffers and vertices, so there are no races and the result
+// does not depend on the thread count.
 template <typename T>
 PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
                                     int64_t chunk_end) {
@@ -353,11 +330,13 @@ PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chun
   const SynthesizeArgs<T>& a = g.in;
   const int64_t K = a.K, ld = a.ld;
   constexpr int64_t kRows = kGradBlockVerts * 3;
-  // This task's tables: transposed grad_out, shape-space gradient, shape.
-  std::vector<T> tables(3 * kRows * ld, T(0));
+  // This task's tables: transposed grad_out, shape-space gradient, the
+  // points q (transposed out, or shapes), recomputed shapes.
+  std::vector<T> tables((g.recompute ? 4 : 3) * kRows * ld, T(0));
   T* go_t = tables.data();
   T* gl_t = go_t + kRows * ld;
-  T* sh_t = gl_t + kRows * ld;
+  T* q_t = gl_t + kRows * ld;
+  T* sh_t = q_t + kRows * ld;
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
     T* pose_sum = g.pose_part + chunk * morphable::kPoseGradSize * ld;
     T* coeff = g.coeff_part + chunk * K * ld;
@@ -366,23 +345,37 @@ PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chun
       const int nv = static_cast<int>(std::min<int64_t>(kGradBlockVerts, n_end - n0));
       const int64_t rows = 3 * nv;
       // Lanes past B stay zero in go_t, so their gl and pose terms are zero.
-      transpose_grad_out(g.grad_out, a.B, a.N, n0, nv, go_t, ld);
-      shape_block(a, n0, nv, sh_t);
+      const int64_t next = std::min(a.N - n0 - nv, kGradBlockVerts);
+      if (next > 0) {
+        prefetch_vertices(g.grad_out, a.B, a.N, n0 + nv, next);
+        prefetch_vertices(g.out, a.B, a.N, n0 + nv, next);
+      }
+      transpose_vertices(g.grad_out, a.B, a.N, n0, nv, go_t, ld);
+      transpose_vertices(g.out, a.B, a.N, n0, nv, q_t, ld);
+      if (g.recompute) {
+        shape_block(a, n0, nv, sh_t);
+        for (int64_t b = 0; b < a.B; ++b) {
+          if (g.path[b * morphable::kOutputPathSize + 9] != T(0)) continue;
+          for (int64_t r = 0; r < rows; ++r) q_t[r * ld + b] = sh_t[r * ld + b];
+        }
+      }
       for (int64_t b0 = 0; b0 < ld; b0 += W) {
         V pose[kPoseRows];
         load_pose(a, b0, pose);
+        const V t_out[3] = {simd_load(g.t_out + b0), simd_load(g.t_out + ld + b0),
+                            simd_load(g.t_out + 2 * ld + b0)};
         V partial[morphable::kPoseGradSize];
         for (int e = 0; e < morphable::kPoseGradSize; ++e)
           partial[e] = simd_load(pose_sum + e * ld + b0);
         for (int v = 0; v < nv; ++v) {
-          V go[3], gl[3], shape[3];
+          V go[3], gl[3], q[3];
           for (int d = 0; d < 3; ++d) {
             go[d] = simd_load(go_t + (3 * v + d) * ld + b0);
-            shape[d] = simd_load(sh_t + (3 * v + d) * ld + b0);
+            q[d] = simd_load(q_t + (3 * v + d) * ld + b0) - t_out[d];
           }
           morphable::shape_grad(pose, pose[9], go, gl);
           for (int d = 0; d < 3; ++d) simd_store(gl_t + (3 * v + d) * ld + b0, gl[d]);
-          morphable::accumulate_pose_grad(go, shape, partial);
+          morphable::accumulate_pose_grad(go, q, partial);
         }
         for (int e = 0; e < morphable::kPoseGradSize; ++e)
           simd_store(pose_sum + e * ld + b0, partial[e]);
@@ -407,21 +400,6 @@ PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chun
       }
     }
   }
-}
-
-// The backward schedule for the batch width. Doubles never have a single
-// lane vector here (B <= 4 takes the small-batch schedule), so the narrow
-// pass is compiled for float only.
-template <typename T>
-void backward_range(const SynthesizeGradArgs<T>& g, int64_t begin, int64_t end) {
-  static_assert(morphable_cpu::kSmallBatch >= Simd<double>::width);
-  if constexpr (std::is_same_v<T, float>) {
-    if (g.in.ld == kW<T>) {
-      backward_chunks_narrow(g, begin, end);
-      return;
-    }
-  }
-  backward_chunks(g, begin, end);
 }
 
 // Copies per-item values src [B, rows] (contiguous) transposed into rows
@@ -534,15 +512,16 @@ std::tuple<at::Tensor, at::Tensor> synthesize_cpu(const at::Tensor& mean_in,
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in,
-                        const at::Tensor& basis_in, const at::Tensor& coeffs_in,
-                        const at::Tensor& rotation_in, const at::Tensor& scale_in,
-                        const at::Tensor& translation_in, bool need_model_grad) {
-  const auto call = synthesize_backward_prologue(grad_out_in, mean_in, basis_in, coeffs_in,
+synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& out_in,
+                        const at::Tensor& mean_in, const at::Tensor& basis_in,
+                        const at::Tensor& coeffs_in, const at::Tensor& rotation_in,
+                        const at::Tensor& scale_in, const at::Tensor& translation_in,
+                        bool need_model_grad) {
+  const auto call = synthesize_backward_prologue(grad_out_in, out_in, mean_in, basis_in, coeffs_in,
                                                  rotation_in, scale_in, translation_in);
   const at::Tensor &mean = call.mean, &basis = call.basis, &coeffs = call.coeffs,
                    &rotation = call.rotation, &scale = call.scale, &translation = call.translation,
-                   &grad_out = call.grad_out;
+                   &grad_out = call.grad_out, &out = call.out;
   const int64_t B = call.B, N = call.N, K = call.K;
   const auto opts = mean.options();
   at::Tensor grad_mean = need_model_grad ? at::zeros({N, 3}, opts) : at::empty({0}, opts);
@@ -554,32 +533,62 @@ synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in
 
   const int64_t chunk_verts = backward_chunk_verts(N);
   const int64_t chunks = (N + chunk_verts - 1) / chunk_verts;
+  // Each item's path (synthesize_kernel.h's output_path) and R^{-1}.
+  at::Tensor path = at::zeros({B, morphable::kOutputPathSize}, opts);
+  bool recompute = false;
+  AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_backward_cpu", [&] {
+    const scalar_t X = synthesize_model_scale(mean).item<scalar_t>();
+    const scalar_t* R = rotation.data_ptr<scalar_t>();
+    const scalar_t* s = scale.data_ptr<scalar_t>();
+    const scalar_t* t = translation.data_ptr<scalar_t>();
+    scalar_t* p = path.data_ptr<scalar_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      scalar_t* rec = p + b * morphable::kOutputPathSize;
+      const bool output = morphable::output_path(R + 9 * b, s[b], t + 3 * b, X, rec);
+      rec[9] = output ? scalar_t(1) : scalar_t(0);
+      recompute = recompute || !output;
+    }
+  });
   at::Tensor pose;  // [B,12] reduced pose partial sums
   if (B <= morphable_cpu::kSmallBatch) {
     at::Tensor pose_part = at::zeros({chunks, B, morphable::kPoseGradSize}, opts);
     at::Tensor coeff_part = at::zeros({chunks, B, K}, opts);
-    morphable_cpu::synthesize_backward_small_batch(grad_out, mean, basis, coeffs, rotation, scale,
-                                                   chunk_verts, pose_part, coeff_part, grad_mean,
-                                                   grad_basis);
+    morphable_cpu::synthesize_backward_small_batch(grad_out, out, mean, basis, coeffs, rotation,
+                                                   scale, translation, path, chunk_verts, pose_part,
+                                                   coeff_part, grad_mean, grad_basis);
     grad_coeffs.copy_(coeff_part.sum(0));
     pose = pose_part.sum(0).contiguous();
   }
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_backward_cpu", [&] {
+    const scalar_t* path_ptr = path.data_ptr<scalar_t>();
     if (!pose.defined()) {
       const auto prepared =
           prepare<scalar_t>(mean, basis, coeffs, rotation, scale, translation, nullptr);
       const int64_t ld = prepared.args.ld;
+      // t of the output-path lanes, lane-major; 0 leaves the recompute-path lanes' shapes as they
+      // are.
+      at::Tensor t_out = at::zeros({3, ld}, opts);
+      scalar_t* t_out_ptr = t_out.data_ptr<scalar_t>();
+      const scalar_t* t = translation.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        if (path_ptr[b * morphable::kOutputPathSize + 9] == scalar_t(0)) continue;
+        for (int d = 0; d < 3; ++d) t_out_ptr[d * ld + b] = t[3 * b + d];
+      }
       at::Tensor pose_part = at::zeros({chunks, morphable::kPoseGradSize, ld}, opts);
       at::Tensor coeff_part = at::zeros({chunks, K, ld}, opts);
       SynthesizeGradArgs<scalar_t> g{prepared.args,
                                      grad_out.data_ptr<scalar_t>(),
+                                     out.data_ptr<scalar_t>(),
+                                     t_out_ptr,
+                                     path_ptr,
+                                     recompute,
                                      pose_part.data_ptr<scalar_t>(),
                                      coeff_part.data_ptr<scalar_t>(),
                                      need_model_grad ? grad_mean.data_ptr<scalar_t>() : nullptr,
                                      need_model_grad ? grad_basis.data_ptr<scalar_t>() : nullptr,
                                      chunk_verts};
       parallel_for_dynamic(chunks, 1,
-                           [&](int64_t begin, int64_t end) { backward_range(g, begin, end); });
+                           [&](int64_t begin, int64_t end) { backward_chunks(g, begin, end); });
       grad_coeffs.copy_(coeff_part.sum(0).narrow(1, 0, B).t());
       pose = pose_part.sum(0).narrow(1, 0, B).t().contiguous();
     }
@@ -590,8 +599,14 @@ synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& mean_in
     scalar_t* gs = grad_scale.data_ptr<scalar_t>();
     scalar_t* gt = grad_translation.data_ptr<scalar_t>();
     for (int64_t b = 0; b < B; ++b) {
-      morphable::finish_pose_grad(pose_ptr + b * morphable::kPoseGradSize, R + 9 * b, s[b],
-                                  gR + 9 * b, gs + b, gt + 3 * b);
+      const scalar_t* rec = path_ptr + b * morphable::kOutputPathSize;
+      const scalar_t* acc = pose_ptr + b * morphable::kPoseGradSize;
+      if (rec[9] != scalar_t(0)) {
+        morphable::finish_pose_grad_output(acc, rec, R + 9 * b, s[b], gR + 9 * b, gs + b,
+                                           gt + 3 * b);
+      } else {
+        morphable::finish_pose_grad(acc, R + 9 * b, s[b], gR + 9 * b, gs + b, gt + 3 * b);
+      }
     }
   });
   return {grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation};

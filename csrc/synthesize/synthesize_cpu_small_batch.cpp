@@ -83,16 +83,18 @@ PGN_CPU_CLONES void forward_vertices(const SmallArgs<T>& a, T* out, int64_t begi
 template <typename T>
 struct SmallGradArgs {
   SmallArgs<T> in;
-  const T* grad_out;
+  const T *grad_out, *out, *path;
   T *pose_part, *coeff_part, *grad_mean, *grad_basis;
   int64_t chunk_verts;
 };
 
 // One vertex and batch item of the backward: the shape-space gradient
 // gl = s R^T g does not depend on the shape, so one pass over the components
-// recomputes the shape (three dot products) and accumulates the coefficient
-// gradient (and with Model the basis gradient), loading each basis element once.
-template <typename T, bool Model>
+// accumulates the coefficient gradient (and with Model the basis gradient)
+// and, with Shape (the recompute path), recomputes the shape (three dot
+// products), loading each basis element once. Without Shape the pose partial
+// sums take p = out - t (the output path).
+template <typename T, bool Model, bool Shape>
 PGN_ALWAYS_INLINE void backward_point(const SmallGradArgs<T>& g, int64_t n, int64_t b, T* pose,
                                       T* coeff) {
   using V = typename Simd<T>::type;
@@ -108,32 +110,57 @@ PGN_ALWAYS_INLINE void backward_point(const SmallGradArgs<T>& g, int64_t n, int6
   V acc0{}, acc1{}, acc2{};
   int64_t k = 0;
   for (; k + W <= K; k += W) {
-    const V cv = simd_load(c + k);
     const V r0 = simd_load(r + k), r1 = simd_load(r + K + k), r2 = simd_load(r + 2 * K + k);
-    acc0 += r0 * cv;
-    acc1 += r1 * cv;
-    acc2 += r2 * cv;
-    simd_store(coeff + k, simd_load(coeff + k) + gl[0] * r0 + gl[1] * r1 + gl[2] * r2);
-    if constexpr (Model) {
-      for (int d = 0; d < 3; ++d)
-        simd_store(gb + d * K + k, simd_load(gb + d * K + k) + gl[d] * cv);
+    if constexpr (Shape || Model) {
+      const V cv = simd_load(c + k);
+      if constexpr (Shape) {
+        acc0 += r0 * cv;
+        acc1 += r1 * cv;
+        acc2 += r2 * cv;
+      }
+      if constexpr (Model) {
+        for (int d = 0; d < 3; ++d)
+          simd_store(gb + d * K + k, simd_load(gb + d * K + k) + gl[d] * cv);
+      }
     }
+    simd_store(coeff + k, simd_load(coeff + k) + gl[0] * r0 + gl[1] * r1 + gl[2] * r2);
   }
-  T shape[3] = {hsum<T>(acc0), hsum<T>(acc1), hsum<T>(acc2)};
+  T q[3];
+  if constexpr (Shape) {
+    q[0] = hsum<T>(acc0);
+    q[1] = hsum<T>(acc1);
+    q[2] = hsum<T>(acc2);
+  }
   for (; k < K; ++k) {
-    shape[0] += r[k] * c[k];
-    shape[1] += r[K + k] * c[k];
-    shape[2] += r[2 * K + k] * c[k];
+    if constexpr (Shape) {
+      q[0] += r[k] * c[k];
+      q[1] += r[K + k] * c[k];
+      q[2] += r[2 * K + k] * c[k];
+    }
     coeff[k] += gl[0] * r[k] + gl[1] * r[K + k] + gl[2] * r[2 * K + k];
     if constexpr (Model) {
       for (int d = 0; d < 3; ++d) gb[d * K + k] += gl[d] * c[k];
     }
   }
-  for (int d = 0; d < 3; ++d) shape[d] += a.mean[3 * n + d];
-  morphable::accumulate_pose_grad(go, shape, pose);
+  if constexpr (Shape) {
+    for (int d = 0; d < 3; ++d) q[d] += a.mean[3 * n + d];
+  } else {
+    const T* o = g.out + (b * a.N + n) * 3;
+    for (int d = 0; d < 3; ++d) q[d] = o[d] - a.translation[3 * b + d];
+  }
+  morphable::accumulate_pose_grad(go, q, pose);
   if constexpr (Model) {
     for (int d = 0; d < 3; ++d) g.grad_mean[3 * n + d] += gl[d];
   }
+}
+
+template <typename T, bool Model>
+PGN_ALWAYS_INLINE void backward_item(const SmallGradArgs<T>& g, int64_t n, int64_t b, T* pose,
+                                     T* coeff) {
+  if (g.path[b * morphable::kOutputPathSize + 9] != T(0))
+    backward_point<T, Model, false>(g, n, b, pose, coeff);
+  else
+    backward_point<T, Model, true>(g, n, b, pose, coeff);
 }
 
 template <typename T>
@@ -148,9 +175,9 @@ PGN_CPU_CLONES void backward_chunks(const SmallGradArgs<T>& g, int64_t begin, in
       for (int64_t b = 0; b < a.B; ++b) {
         T* pose_b = pose + b * morphable::kPoseGradSize;
         if (g.grad_mean != nullptr)
-          backward_point<T, true>(g, n, b, pose_b, coeff + b * K);
+          backward_item<T, true>(g, n, b, pose_b, coeff + b * K);
         else
-          backward_point<T, false>(g, n, b, pose_b, coeff + b * K);
+          backward_item<T, false>(g, n, b, pose_b, coeff + b * K);
       }
     }
   }
@@ -189,16 +216,19 @@ void synthesize_small_batch(const at::Tensor& mean, const at::Tensor& basis,
   });
 }
 
-void synthesize_backward_small_batch(const at::Tensor& grad_out, const at::Tensor& mean,
-                                     const at::Tensor& basis, const at::Tensor& coeffs,
-                                     const at::Tensor& rotation, const at::Tensor& scale,
-                                     int64_t chunk_verts, at::Tensor& pose_part,
-                                     at::Tensor& coeff_part, at::Tensor& grad_mean,
-                                     at::Tensor& grad_basis) {
+void synthesize_backward_small_batch(const at::Tensor& grad_out, const at::Tensor& out,
+                                     const at::Tensor& mean, const at::Tensor& basis,
+                                     const at::Tensor& coeffs, const at::Tensor& rotation,
+                                     const at::Tensor& scale, const at::Tensor& translation,
+                                     const at::Tensor& path, int64_t chunk_verts,
+                                     at::Tensor& pose_part, at::Tensor& coeff_part,
+                                     at::Tensor& grad_mean, at::Tensor& grad_basis) {
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_backward_small_batch", [&] {
     SmallGradArgs<scalar_t> g;
-    g.in = small_args<scalar_t>(mean, basis, coeffs, rotation, scale, at::Tensor());
+    g.in = small_args<scalar_t>(mean, basis, coeffs, rotation, scale, translation);
     g.grad_out = grad_out.data_ptr<scalar_t>();
+    g.out = out.data_ptr<scalar_t>();
+    g.path = path.data_ptr<scalar_t>();
     g.pose_part = pose_part.data_ptr<scalar_t>();
     g.coeff_part = coeff_part.data_ptr<scalar_t>();
     const bool model = grad_mean.defined() && grad_mean.numel() > 0;

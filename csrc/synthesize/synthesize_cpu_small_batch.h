@@ -4,8 +4,9 @@
 // there are only a few (single-image fitting is a common case). Here each
 // basis row is contracted with each coefficient vector along K instead:
 // dot products and axpys vectorised over the components, the basis still
-// read once per vertex (in the backward once for the shape and the
-// coefficient gradient together). The per-element math is the same synthesize_kernel.h.
+// read once per vertex (in the backward, for recompute-path items, once for
+// the shape and the coefficient gradient together). The per-element math is
+// the same synthesize_kernel.h.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -26,12 +27,16 @@ void synthesize_small_batch(const at::Tensor& mean, const at::Tensor& basis,
 // Per-chunk partial sums of the backward pass for contiguous inputs:
 // pose_part [chunks,B,12] and coeff_part [chunks,B,K] (zero-initialised by
 // the caller) and, when defined, grad_mean [N,3] and grad_basis [N,3,K].
-void synthesize_backward_small_batch(const at::Tensor& grad_out, const at::Tensor& mean,
-                                     const at::Tensor& basis, const at::Tensor& coeffs,
-                                     const at::Tensor& rotation, const at::Tensor& scale,
-                                     int64_t chunk_verts, at::Tensor& pose_part,
-                                     at::Tensor& coeff_part, at::Tensor& grad_mean,
-                                     at::Tensor& grad_basis);
+// path [B,kOutputPathSize] holds each item's output_path record: the pose
+// partial sums of output-path items are taken from out - t, those of the
+// others from recomputed shapes.
+void synthesize_backward_small_batch(const at::Tensor& grad_out, const at::Tensor& out,
+                                     const at::Tensor& mean, const at::Tensor& basis,
+                                     const at::Tensor& coeffs, const at::Tensor& rotation,
+                                     const at::Tensor& scale, const at::Tensor& translation,
+                                     const at::Tensor& path, int64_t chunk_verts,
+                                     at::Tensor& pose_part, at::Tensor& coeff_part,
+                                     at::Tensor& grad_mean, at::Tensor& grad_basis);
 
 }  // namespace morphable_cpu
 }  // namespace pgnface

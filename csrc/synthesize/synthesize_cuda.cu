@@ -7,8 +7,9 @@
 // through shared memory KC components at a time (KC * sizeof(T) = 128 bytes
 // per row, so loads coalesce), and each staged element is used for all TB
 // batch items: the basis is read once per batch tile, never once per item.
-// Per-element math (pose transform, shape gradient, pose partial sums) comes
-// from synthesize_kernel.h, the same code the CPU twin runs.
+// Per-element math (pose transform, shape gradient, pose partial sums, the
+// backward's choice between the forward output and a recompute of the shape)
+// comes from synthesize_kernel.h, the same code the CPU twin runs.
 //
 // Determinism: no kernel here uses atomics, and every sum has an order fixed
 // by the shapes alone (never by the device: the backward split into vertex
@@ -185,14 +186,19 @@ __device__ __forceinline__ T warp_sum(T v) {
 // Backward pass over the vertex tiles [blockIdx.x * tiles_per_block, ...) of
 // batch tile blockIdx.y. Block blockIdx.x alone owns the partial-sum slices
 // pose_part[blockIdx.x] [B,12] and coeff_part[blockIdx.x] [B,K], so they are
-// accumulated without atomics and the result is deterministic.
+// accumulated without atomics and the result is deterministic. The pose
+// partial sums take p = out - t for output-path items (path [B,10], see
+// synthesize_kernel.h's output_path); only a batch tile holding a
+// recompute-path item contracts the basis for the shapes as well.
 template <typename T, int TB, int BPT>
 __global__ void __launch_bounds__(kThreads)
-    synthesize_backward_kernel(const T* __restrict__ grad_out, const T* __restrict__ mean,
-                               const T* __restrict__ basis, const T* __restrict__ coeffs,
-                               const T* __restrict__ rotation, const T* __restrict__ scale,
-                               T* __restrict__ pose_part, T* __restrict__ coeff_part, int64_t B,
-                               int64_t N, int64_t K, int64_t tiles_per_block) {
+    synthesize_backward_kernel(const T* __restrict__ grad_out, const T* __restrict__ out,
+                               const T* __restrict__ mean, const T* __restrict__ basis,
+                               const T* __restrict__ coeffs, const T* __restrict__ rotation,
+                               const T* __restrict__ scale, const T* __restrict__ translation,
+                               const T* __restrict__ path, T* __restrict__ pose_part,
+                               T* __restrict__ coeff_part, int64_t B, int64_t N, int64_t K,
+                               int64_t tiles_per_block) {
   constexpr int KC = kStageK<T>;
   __shared__ Stage<T, TB> stage;
   __shared__ T gl_s[TB][3][kTileV + 1];  // shape-space gradient s R^T g of the tile
@@ -200,19 +206,25 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t b0 = static_cast<int64_t>(blockIdx.y) * TB;
   T* pose_slice = pose_part + static_cast<int64_t>(blockIdx.x) * B * morphable::kPoseGradSize;
   T* coeff_slice = coeff_part + static_cast<int64_t>(blockIdx.x) * B * K;
+  // Uniform across the block: every thread reads the same records.
+  bool recompute = false;
+  for (int bb = 0; bb < TB && b0 + bb < B; ++bb)
+    recompute = recompute || path[(b0 + bb) * morphable::kOutputPathSize + 9] == T(0);
 
   for (int64_t tile = 0; tile < tiles_per_block; ++tile) {
     const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * tiles_per_block + tile) * kTileV;
     if (n0 >= N) break;  // uniform across the block
-    T acc[BPT][3];
-    contract_basis_tile<T, TB, BPT>(stage, basis, coeffs, B, N, K, n0, b0, acc);
+    T acc[BPT][3] = {};
+    T m[3] = {T(0), T(0), T(0)};
+    if (recompute) {
+      contract_basis_tile<T, TB, BPT>(stage, basis, coeffs, B, N, K, n0, b0, acc);
+      load_vertex_warp(mean + 3 * n0, N - n0, x, m);
+    }
 
     // Per element: shape-space gradient into shared memory, pose partial sums
     // reduced over the warp's 32 vertices.
     const int64_t n = n0 + x;
     const bool vertex_ok = n < N;
-    T m[3];
-    load_vertex_warp(mean + 3 * n0, N - n0, x, m);
 #pragma unroll
     for (int j = 0; j < BPT; ++j) {
       const int bb = y * BPT + j;
@@ -221,13 +233,22 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int e = 0; e < morphable::kPoseGradSize; ++e) pose[e] = T(0);
       T gs[3] = {T(0), T(0), T(0)};
-      if (b < B) {  // uniform across the warp (one warp per y)
-        T g[3];
+      if (b < B) {  // uniform across the warp (one warp per y), as is the path
+        T g[3], q[3];
         load_vertex_warp(grad_out + (b * N + n0) * 3, N - n0, x, g);
+        if (path[b * morphable::kOutputPathSize + 9] != T(0)) {
+          load_vertex_warp(out + (b * N + n0) * 3, N - n0, x, q);
+          q[0] -= translation[3 * b];
+          q[1] -= translation[3 * b + 1];
+          q[2] -= translation[3 * b + 2];
+        } else {
+          q[0] = m[0] + acc[j][0];
+          q[1] = m[1] + acc[j][1];
+          q[2] = m[2] + acc[j][2];
+        }
         if (vertex_ok) {
-          const T shape[3] = {m[0] + acc[j][0], m[1] + acc[j][1], m[2] + acc[j][2]};
           morphable::shape_grad(rotation + 9 * b, scale[b], g, gs);
-          morphable::accumulate_pose_grad(g, shape, pose);
+          morphable::accumulate_pose_grad(g, q, pose);
         }
       }
       gl_s[bb][0][x] = gs[0];
@@ -295,15 +316,40 @@ __global__ void basis_grad_kernel(const T* __restrict__ grad_shape, const T* __r
   grad_basis[i] = sum;
 }
 
+// Each item's output_path record [B, kOutputPathSize] (model_scale: the
+// 0-dim tensor of synthesize_model_scale).
 template <typename T>
-__global__ void finish_pose_grad_kernel(const T* __restrict__ pose, const T* __restrict__ rotation,
-                                        const T* __restrict__ scale, T* __restrict__ grad_rotation,
-                                        T* __restrict__ grad_scale,
+__global__ void output_path_kernel(const T* __restrict__ rotation, const T* __restrict__ scale,
+                                   const T* __restrict__ translation,
+                                   const T* __restrict__ model_scale, T* __restrict__ path,
+                                   int64_t B) {
+  const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (b >= B) return;
+  T* rec = path + b * morphable::kOutputPathSize;
+  T Rinv[9];
+  const bool output =
+      morphable::output_path(rotation + 9 * b, scale[b], translation + 3 * b, *model_scale, Rinv);
+#pragma unroll
+  for (int e = 0; e < 9; ++e) rec[e] = output ? Rinv[e] : T(0);
+  rec[9] = output ? T(1) : T(0);
+}
+
+template <typename T>
+__global__ void finish_pose_grad_kernel(const T* __restrict__ pose, const T* __restrict__ path,
+                                        const T* __restrict__ rotation, const T* __restrict__ scale,
+                                        T* __restrict__ grad_rotation, T* __restrict__ grad_scale,
                                         T* __restrict__ grad_translation, int64_t B) {
   const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (b >= B) return;
-  morphable::finish_pose_grad(pose + b * morphable::kPoseGradSize, rotation + 9 * b, scale[b],
-                              grad_rotation + 9 * b, grad_scale + b, grad_translation + 3 * b);
+  const T* rec = path + b * morphable::kOutputPathSize;
+  const T* acc = pose + b * morphable::kPoseGradSize;
+  if (rec[9] != T(0)) {
+    morphable::finish_pose_grad_output(acc, rec, rotation + 9 * b, scale[b], grad_rotation + 9 * b,
+                                       grad_scale + b, grad_translation + 3 * b);
+  } else {
+    morphable::finish_pose_grad(acc, rotation + 9 * b, scale[b], grad_rotation + 9 * b,
+                                grad_scale + b, grad_translation + 3 * b);
+  }
 }
 
 // grad_shape[b, n] = s_b R_b^T grad_out[b, n]; used only when the model itself
@@ -363,11 +409,11 @@ struct Launcher {
   }
 
   // Returns (pose partial sums [B,12], grad_coeffs [B,K]).
-  static std::pair<at::Tensor, at::Tensor> backward(const at::Tensor& grad_out,
-                                                    const at::Tensor& mean, const at::Tensor& basis,
-                                                    const at::Tensor& coeffs,
-                                                    const at::Tensor& rotation,
-                                                    const at::Tensor& scale, cudaStream_t stream) {
+  static std::pair<at::Tensor, at::Tensor> backward(
+      const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& mean,
+      const at::Tensor& basis, const at::Tensor& coeffs, const at::Tensor& rotation,
+      const at::Tensor& scale, const at::Tensor& translation, const at::Tensor& path,
+      cudaStream_t stream) {
     const int64_t B = coeffs.size(0), N = mean.size(0), K = basis.size(2);
     const int64_t tiles = blocks_for(N, kTileV);
     const int64_t batch_tiles = batch_tiles_for(B, TB);
@@ -379,8 +425,9 @@ struct Launcher {
     at::Tensor coeff_part = at::zeros({vertex_blocks, B, K}, mean.options());
     const dim3 grid = launch_grid("synthesize_backward", vertex_blocks, batch_tiles);
     PGN_LAUNCH(grid, dim3(kTileV, kThreadsY), 0, stream, synthesize_backward_kernel<T, TB, BPT>)(
-        grad_out.data_ptr<T>(), mean.data_ptr<T>(), basis.data_ptr<T>(), coeffs.data_ptr<T>(),
-        rotation.data_ptr<T>(), scale.data_ptr<T>(), pose_part.data_ptr<T>(),
+        grad_out.data_ptr<T>(), out.data_ptr<T>(), mean.data_ptr<T>(), basis.data_ptr<T>(),
+        coeffs.data_ptr<T>(), rotation.data_ptr<T>(), scale.data_ptr<T>(),
+        translation.data_ptr<T>(), path.data_ptr<T>(), pose_part.data_ptr<T>(),
         coeff_part.data_ptr<T>(), B, N, K, tiles_per_block);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     at::Tensor pose = at::empty({B, morphable::kPoseGradSize}, mean.options());
@@ -393,17 +440,17 @@ struct Launcher {
 
 // Small batches use narrower batch tiles so fewer threads idle.
 //
-// Registers (nvcc 13.0 -O3, sm_90, `-Xptxas -v`): forward 55-72 (float) and
-// 56-128 (double); backward 62-128 (float) and 72-168 (double), the most for
-// TB = 32 in double, whose 8 x 3 double accumulators alone take 48. At 168 x
+// Registers (nvcc 13.0 -O3, sm_90, `-Xptxas -v`): forward 48-72 (float) and
+// 56-128 (double); backward 56-115 (float) and 82-162 (double), the most for
+// TB = 32 in double, whose 8 x 3 double accumulators alone take 48. At 162 x
 // 128 threads three blocks (12 warps) fit an SM; shared memory (42 KB a block)
 // would allow five. Left as is: the tile keeps the basis read once per 32
 // items (the register tile is what makes that possible), and capping registers
 // (__launch_bounds__ min-blocks) would trade that for spills, unmeasured
-// without a GPU. ptxas also reports small spills, 4-16 bytes of stack (up to
-// 48 bytes of spill loads in backward<float, 16, 4>), at 55-72 registers, far
-// below the 255 cap: not register pressure but ptxas keeping one or two
-// values on the stack; left until a GPU profile shows them on the hot path.
+// without a GPU. ptxas also reports small spills (4 bytes in
+// forward<float, 32, 8>, 16 bytes in backward<double, 16, 4>), far below the
+// 255-register cap: not register pressure but ptxas keeping one or two values
+// on the stack; left until a GPU profile shows them on the hot path.
 template <typename T, typename F>
 void with_batch_tile(int64_t B, F&& f) {
   if (B <= 4) {
@@ -443,15 +490,17 @@ std::tuple<at::Tensor, at::Tensor> synthesize_cuda(
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-synthesize_backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& mean_in,
-                         const at::Tensor& basis_in, const at::Tensor& coeffs_in,
-                         const at::Tensor& rotation_in, const at::Tensor& scale_in,
-                         const at::Tensor& translation_in, bool need_model_grad) {
-  const auto call = synthesize_backward_prologue(grad_out_in, mean_in, basis_in, coeffs_in,
+synthesize_backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& out_in,
+                         const at::Tensor& mean_in, const at::Tensor& basis_in,
+                         const at::Tensor& coeffs_in, const at::Tensor& rotation_in,
+                         const at::Tensor& scale_in, const at::Tensor& translation_in,
+                         bool need_model_grad) {
+  const auto call = synthesize_backward_prologue(grad_out_in, out_in, mean_in, basis_in, coeffs_in,
                                                  rotation_in, scale_in, translation_in);
   const c10::cuda::CUDAGuard guard = cuda_entry_guard(mean_in, "synthesize");
   const at::Tensor &mean = call.mean, &basis = call.basis, &coeffs = call.coeffs,
-                   &rotation = call.rotation, &scale = call.scale, &grad_out = call.grad_out;
+                   &rotation = call.rotation, &scale = call.scale, &translation = call.translation,
+                   &grad_out = call.grad_out, &out = call.out;
   const int64_t B = call.B, N = call.N, K = call.K;
   const auto opts = mean.options();
   at::Tensor grad_mean = at::empty({0}, opts), grad_basis = at::empty({0}, opts);
@@ -467,19 +516,27 @@ synthesize_backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& mean_i
   }
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(mean.scalar_type(), "synthesize_backward_cuda", [&] {
+    constexpr int threads = 128;
+    // Each item's path; the model scale stays on the device (no host sync).
+    const at::Tensor model_scale = synthesize_model_scale(mean);
+    at::Tensor path = at::empty({B, morphable::kOutputPathSize}, opts);
+    PGN_LAUNCH(grid_for("synthesize_backward", B, threads), threads, 0, stream,
+               output_path_kernel<scalar_t>)(
+        rotation.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(), translation.data_ptr<scalar_t>(),
+        model_scale.data_ptr<scalar_t>(), path.data_ptr<scalar_t>(), B);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
     at::Tensor pose;
     with_batch_tile<scalar_t>(B, [&](auto launcher) {
-      auto [pose_sum, coeff_sum] =
-          decltype(launcher)::backward(grad_out, mean, basis, coeffs, rotation, scale, stream);
+      auto [pose_sum, coeff_sum] = decltype(launcher)::backward(
+          grad_out, out, mean, basis, coeffs, rotation, scale, translation, path, stream);
       pose = pose_sum;
       grad_coeffs = coeff_sum;
     });
-    constexpr int threads = 128;
     PGN_LAUNCH(grid_for("synthesize_backward", B, threads), threads, 0, stream,
                finish_pose_grad_kernel<scalar_t>)(
-        pose.data_ptr<scalar_t>(), rotation.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
-        grad_rotation.data_ptr<scalar_t>(), grad_scale.data_ptr<scalar_t>(),
-        grad_translation.data_ptr<scalar_t>(), B);
+        pose.data_ptr<scalar_t>(), path.data_ptr<scalar_t>(), rotation.data_ptr<scalar_t>(),
+        scale.data_ptr<scalar_t>(), grad_rotation.data_ptr<scalar_t>(),
+        grad_scale.data_ptr<scalar_t>(), grad_translation.data_ptr<scalar_t>(), B);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (need_model_grad) {
       // Rare path (learning the model itself): materialise s R^T g once and

@@ -43,7 +43,9 @@ def synthesize(
     The basis is read once per tile of batch items (never once per item) and the
     mean add and pose transform are fused into the same pass. Differentiable in
     coeffs, rotation, scale and translation, and in mean and basis when they
-    require grad.
+    require grad. The backward reads the pose gradients off the returned tensor,
+    which autograd saves: modify a clone of it, not the tensor itself, before
+    the backward.
 
     Args:
         mean: [N, 3] mean shape.
@@ -129,7 +131,7 @@ def _synthesize_fake(mean, basis, coeffs, rotation, scale, translation, check=2)
 
 
 @torch.library.register_fake("pgnface::synthesize_backward")
-def _synthesize_backward_fake(grad_out, mean, basis, coeffs, rotation, scale, translation, need_model_grad):
+def _synthesize_backward_fake(grad_out, out, mean, basis, coeffs, rotation, scale, translation, need_model_grad):
     # The kernels return contiguous tensors whatever the inputs' strides.
     def empty(like):
         return like.new_empty(like.shape)
@@ -143,14 +145,17 @@ def _synthesize_backward_fake(grad_out, mean, basis, coeffs, rotation, scale, tr
 
 def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(output[1])
-    ctx.save_for_backward(*inputs[:6])
+    # The output gives the backward the posed shapes s R (mean + basis c) without a recompute;
+    # it is returned to the caller anyway, so saving it costs no memory.
+    ctx.save_for_backward(*inputs[:6], output[0])
     ctx.need_model_grad = bool(ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
 
 
 def _backward(ctx, grad_out, grad_status):
-    mean, basis, coeffs, rotation, scale, translation = ctx.saved_tensors
+    mean, basis, coeffs, rotation, scale, translation, out = ctx.saved_tensors
+    # The kernel makes grad_out contiguous itself where it is not.
     grads = torch.ops.pgnface.synthesize_backward(
-        grad_out.contiguous(), mean, basis, coeffs, rotation, scale, translation, ctx.need_model_grad
+        grad_out, out, mean, basis, coeffs, rotation, scale, translation, ctx.need_model_grad
     )
     grad_mean, grad_basis, grad_coeffs, grad_rotation, grad_scale, grad_translation = grads
     if not ctx.need_model_grad:
