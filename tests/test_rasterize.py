@@ -328,7 +328,8 @@ def mixed_size_scene(dtype, seed=0):
 def test_simd_coverage_matches_scalar_bit_for_bit(dtype, threads):
     # The CPU twin sets up and shades triangles in SIMD lanes (32-bit coverage of one-pixel and
     # up to 4 x 4-pixel boxes, pixel by pixel beyond, 64-bit past 128-pixel boxes, fragments
-    # shaded in float lanes); set_cpu_simd(False) runs the scalar per-triangle path. Both must give the same bits, and the reference's triangles.
+    # shaded in float lanes); set_cpu_simd(False) runs the scalar per-triangle path. Both must
+    # give the same bits, and the reference's triangles.
     scenes = [mixed_size_scene(dtype), tiny_triangle_scene(3, dtype, 256), tiny_triangle_scene(4, dtype, 2)]
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
