@@ -511,6 +511,88 @@ PGN_CPU_CLONES void gather_chunk_vertices(const int32_t* fxy, const int32_t* tri
   all_indexed &= ok != 0;
 }
 
+// The pixel-centre boxes of a lane group of triangles (setup_triangle's):
+// columns [c0, c1] within [0, W), rows [r0, r1] within [row_lo, row_hi];
+// `small` where the vertices span under 2^15 sub-pixels (128 pixels) both
+// ways, so that edge_fixed is exact in 32 bits relative to vertex 0. An
+// invalid vertex sits at kInvalidFixed in x and y, below every valid one, so
+// it shows as minx or miny == kInvalidFixed.
+struct LaneBoxes {
+  i32x8 minx, miny, c0, c1, r0, r1, small;
+};
+
+PGN_ALWAYS_INLINE LaneBoxes lane_boxes(i32x8 ax, i32x8 ay, i32x8 bx, i32x8 by, i32x8 cx, i32x8 cy,
+                                       int W, int row_lo, int row_hi) {
+  constexpr int32_t bits = raster::kSubpixelBits, half = raster::kSubpixel / 2;
+  constexpr int32_t up = raster::kSubpixel - 1 - half;  // ceil((m - half) / S) = (m + up) >> bits
+  constexpr int32_t kSmall = int32_t(1) << 15;
+  LaneBoxes x;
+  x.minx = ax < bx ? (ax < cx ? ax : cx) : (bx < cx ? bx : cx);
+  x.miny = ay < by ? (ay < cy ? ay : cy) : (by < cy ? by : cy);
+  const i32x8 maxx = ax > bx ? (ax > cx ? ax : cx) : (bx > cx ? bx : cx);
+  const i32x8 maxy = ay > by ? (ay > cy ? ay : cy) : (by > cy ? by : cy);
+  const i32x8 c0 = (x.minx + up) >> bits, c1 = (maxx - half) >> bits;
+  const i32x8 r0 = (x.miny + up) >> bits, r1 = (maxy - half) >> bits;
+  x.c0 = c0 > 0 ? c0 : 0;
+  x.c1 = c1 < W - 1 ? c1 : W - 1;
+  x.r0 = r0 > row_lo ? r0 : row_lo;
+  x.r1 = r1 < row_hi ? r1 : row_hi;
+  x.small = ((maxx - x.minx) < kSmall) & ((maxy - x.miny) < kSmall);
+  return x;
+}
+
+// The 32-bit coverage test of a lane group of triangles (setup_triangle's
+// culling and covers_pixel's fill rule), relative to vertex 0 (edge functions
+// are translation invariant); lanes outside `use` get a degenerate triangle
+// at the origin, whose results are not used.
+struct LaneEdges {
+  i32x8 ax, ay;         // vertex 0
+  i32x8 px[3], py[3];   // the vertices relative to vertex 0
+  i32x8 front, facing;  // negative area; drawn under the cull mode
+  i32x8 not_owned[3];   // -1 on the edges the triangle does not own, else 0
+
+  // Whether the pixel centres (col, row) are covered: each edge value e,
+  // oriented by the sign of the area, has e > 0, or e == 0 on an owned edge,
+  // i.e. e + (owned ? 0 : -1) >= 0. Culling is left to `facing`.
+  PGN_ALWAYS_INLINE i32x8 covers(i32x8 col, i32x8 row) const {
+    constexpr int32_t bits = raster::kSubpixelBits, half = raster::kSubpixel / 2;
+    const i32x8 qx = (col << bits) + half - ax, qy = (row << bits) + half - ay;
+    i32x8 inside = ~i32x8{};
+    for (int k = 0; k < 3; ++k) {
+      const int a = (k + 1) % 3, b = (k + 2) % 3;
+      const i32x8 e = raster::edge_fixed(px[a], py[a], px[b], py[b], qx, qy);
+      inside &= (((e ^ front) - front) + not_owned[k]) >= 0;
+    }
+    return inside;
+  }
+};
+
+PGN_ALWAYS_INLINE LaneEdges lane_edges(i32x8 use, i32x8 ax, i32x8 ay, i32x8 bx, i32x8 by, i32x8 cx,
+                                       i32x8 cy, int cull) {
+  const i32x8 zero = {};
+  LaneEdges x;
+  x.ax = ax;
+  x.ay = ay;
+  x.px[0] = x.py[0] = zero;
+  x.px[1] = use ? bx - ax : zero;
+  x.py[1] = use ? by - ay : zero;
+  x.px[2] = use ? cx - ax : zero;
+  x.py[2] = use ? cy - ay : zero;
+  const i32x8 area = raster::edge_fixed(zero, zero, x.px[1], x.py[1], x.px[2], x.py[2]);
+  const i32x8 back = area > 0;
+  x.front = area < 0;  // front-facing: negative area
+  x.facing = cull == raster::kCullBack    ? x.front
+             : cull == raster::kCullFront ? back
+                                          : (x.front | back);
+  for (int k = 0; k < 3; ++k) {
+    const int a = (k + 1) % 3, b = (k + 2) % 3;
+    const i32x8 dx = x.px[b] - x.px[a], dy = x.py[b] - x.py[a];
+    const i32x8 dxs = (dx ^ x.front) - x.front, dys = (dy ^ x.front) - x.front;
+    x.not_owned[k] = ~((dys > 0) | ((dys == 0) & (dxs > 0)));
+  }
+  return x;
+}
+
 // Sets triangles [t_begin, t_begin + count) up 8 at a time in int32 lanes
 // for rows [row_lo, row_hi] of an image, their vertices in v: writes a
 // fragment to single[] for each one whose box holds exactly one pixel centre
@@ -523,9 +605,6 @@ PGN_CPU_CLONES std::pair<int, int> classify_triangles(const ChunkVertices& v, in
                                                       int count, int W, int row_lo, int row_hi,
                                                       int cull, Fragment* single, int32_t* multi) {
   constexpr int kL = 8;
-  constexpr int32_t bits = raster::kSubpixelBits, half = raster::kSubpixel / 2;
-  constexpr int32_t up = raster::kSubpixel - 1 - half;  // ceil((m - half) / S) = (m + up) >> bits
-  constexpr int32_t kSmall = int32_t(1) << 15;
   const i32x8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
   int ns = 0, nm = 0;
   for (int i = 0; i < count; i += kL) {
@@ -533,46 +612,14 @@ PGN_CPU_CLONES std::pair<int, int> classify_triangles(const ChunkVertices& v, in
     deinterleave_pairs(v.a + i, ax, ay);
     deinterleave_pairs(v.b + i, bx, by);
     deinterleave_pairs(v.c + i, cx, cy);
-    const i32x8 minx = ax < bx ? (ax < cx ? ax : cx) : (bx < cx ? bx : cx);
-    const i32x8 maxx = ax > bx ? (ax > cx ? ax : cx) : (bx > cx ? bx : cx);
-    const i32x8 miny = ay < by ? (ay < cy ? ay : cy) : (by < cy ? by : cy);
-    const i32x8 maxy = ay > by ? (ay > cy ? ay : cy) : (by > cy ? by : cy);
-    i32x8 c0 = (minx + up) >> bits, c1 = (maxx - half) >> bits;
-    i32x8 r0 = (miny + up) >> bits, r1 = (maxy - half) >> bits;
-    c0 = c0 > 0 ? c0 : 0;
-    c1 = c1 < W - 1 ? c1 : W - 1;
-    r0 = r0 > row_lo ? r0 : row_lo;
-    r1 = r1 < row_hi ? r1 : row_hi;
-    // An invalid vertex sits at kInvalidFixed in x and y, below every valid one.
-    const i32x8 valid = (lane < count - i) & (minx != kInvalidFixed) & (miny != kInvalidFixed) &
-                        (c0 <= c1) & (r0 <= r1);
-    const i32x8 small = ((maxx - minx) < kSmall) & ((maxy - miny) < kSmall);
-    const i32x8 one_pixel = (c0 == c1) & (r0 == r1);
-    // Vertices and the pixel centre relative to vertex 0, zero in lanes too
-    // large for 32 bits (their results are not used).
-    const i32x8 zero = {};
-    const i32x8 ux = small ? bx - ax : zero, uy = small ? by - ay : zero;
-    const i32x8 vx = small ? cx - ax : zero, vy = small ? cy - ay : zero;
-    const i32x8 qx = small ? (c0 << bits) + half - ax : zero;
-    const i32x8 qy = small ? (r0 << bits) + half - ay : zero;
-    const i32x8 area = raster::edge_fixed(zero, zero, ux, uy, vx, vy);
-    const i32x8 front = area < 0, back = area > 0;  // front-facing: negative area
-    const i32x8 facing = cull == raster::kCullBack    ? front
-                         : cull == raster::kCullFront ? back
-                                                      : (front | back);
-    // Orient the edges (sign of the area) and apply the fill rule: pixel
-    // centre covered iff each oriented edge value e satisfies e > 0, or e == 0
-    // on an owned edge, i.e. e + (owned ? 0 : -1) >= 0.
-    const i32x8 px[3] = {zero, ux, vx}, py[3] = {zero, uy, vy};
-    i32x8 inside = ~zero;
-    for (int k = 0; k < 3; ++k) {
-      const int a = (k + 1) % 3, b = (k + 2) % 3;
-      const i32x8 e = raster::edge_fixed(px[a], py[a], px[b], py[b], qx, qy);
-      const i32x8 dx = px[b] - px[a], dy = py[b] - py[a];
-      const i32x8 es = (e ^ front) - front, dxs = (dx ^ front) - front, dys = (dy ^ front) - front;
-      const i32x8 owns = (dys > 0) | ((dys == 0) & (dxs > 0));
-      inside &= (es + ~owns) >= 0;
-    }
+    const LaneBoxes box = lane_boxes(ax, ay, bx, by, cx, cy, W, row_lo, row_hi);
+    const i32x8 &c0 = box.c0, &r0 = box.r0, &small = box.small;
+    const i32x8 valid = (lane < count - i) & (box.minx != kInvalidFixed) &
+                        (box.miny != kInvalidFixed) & (c0 <= box.c1) & (r0 <= box.r1);
+    const i32x8 one_pixel = (c0 == box.c1) & (r0 == box.r1);
+    const LaneEdges edges = lane_edges(small, ax, ay, bx, by, cx, cy, cull);
+    const i32x8& facing = edges.facing;
+    const i32x8 inside = edges.covers(c0, r0);
     const i32x8 draw_single = valid & small & one_pixel & facing & inside;
     const i32x8 go_multi = valid & ~(small & one_pixel) & (~small | facing);
 #ifdef PGN_HAVE_LANE_COMPRESS
@@ -632,9 +679,6 @@ PGN_CPU_CLONES std::pair<int, int> cover_small_boxes(const int32_t* ids, int n, 
                                                      int row_hi, int cull, Fragment* out,
                                                      int32_t* large) {
   constexpr int kL = 8, kCap = kSmallBoxBatch + kL;
-  constexpr int32_t bits = raster::kSubpixelBits, half = raster::kSubpixel / 2;
-  constexpr int32_t up = raster::kSubpixel - 1 - half;
-  constexpr int32_t kSmall = int32_t(1) << 15;
   // The triangles' vertices as (fx, fy) pairs, copied by scalar loads and
   // stores so that the lanes load them whole.
   int64_t va[kCap] = {}, vb[kCap] = {}, vc[kCap] = {};
@@ -655,54 +699,24 @@ PGN_CPU_CLONES std::pair<int, int> cover_small_boxes(const int32_t* ids, int n, 
     deinterleave_pairs(vc + i, cx, cy);
     std::memcpy(&t, id + i, sizeof(t));
     const i32x8 live = lane < n - i;
-    const i32x8 minx = ax < bx ? (ax < cx ? ax : cx) : (bx < cx ? bx : cx);
-    const i32x8 maxx = ax > bx ? (ax > cx ? ax : cx) : (bx > cx ? bx : cx);
-    const i32x8 miny = ay < by ? (ay < cy ? ay : cy) : (by < cy ? by : cy);
-    const i32x8 maxy = ay > by ? (ay > cy ? ay : cy) : (by > cy ? by : cy);
-    i32x8 c0 = (minx + up) >> bits, c1 = (maxx - half) >> bits;
-    i32x8 r0 = (miny + up) >> bits, r1 = (maxy - half) >> bits;
-    c0 = c0 > 0 ? c0 : 0;
-    c1 = c1 < W - 1 ? c1 : W - 1;
-    r0 = r0 > row_lo ? r0 : row_lo;
-    r1 = r1 < row_hi ? r1 : row_hi;
-    const i32x8 small = ((maxx - minx) < kSmall) & ((maxy - miny) < kSmall);
-    const i32x8 fits = live & small & ((c1 - c0) < kSmallBox) & ((r1 - r0) < kSmallBox);
+    const LaneBoxes box = lane_boxes(ax, ay, bx, by, cx, cy, W, row_lo, row_hi);
+    const i32x8 &c0 = box.c0, &c1 = box.c1, &r0 = box.r0, &r1 = box.r1;
+    const i32x8 fits = live & box.small & ((c1 - c0) < kSmallBox) & ((r1 - r0) < kSmallBox);
     const unsigned to_large = lane_bits(live & ~fits);
     const i32x8 kl = compress_lanes(t, to_large);
     std::memcpy(large + nl, &kl, sizeof(kl));
     nl += __builtin_popcount(to_large);
     if (lane_bits(fits) == 0) continue;
-    // classify_triangles' setup relative to vertex 0 (its multi list holds
-    // only facing small triangles).
-    const i32x8 ux = fits ? bx - ax : zero, uy = fits ? by - ay : zero;
-    const i32x8 vx = fits ? cx - ax : zero, vy = fits ? cy - ay : zero;
-    const i32x8 area = raster::edge_fixed(zero, zero, ux, uy, vx, vy);
-    const i32x8 front = area < 0, back = area > 0;
-    const i32x8 facing = cull == raster::kCullBack    ? front
-                         : cull == raster::kCullFront ? back
-                                                      : (front | back);
-    const i32x8 px[3] = {zero, ux, vx}, py[3] = {zero, uy, vy};
-    i32x8 not_owned[3];
-    for (int k = 0; k < 3; ++k) {
-      const int a = (k + 1) % 3, b = (k + 2) % 3;
-      const i32x8 dx = px[b] - px[a], dy = py[b] - py[a];
-      const i32x8 dxs = (dx ^ front) - front, dys = (dy ^ front) - front;
-      not_owned[k] = ~((dys > 0) | ((dys == 0) & (dxs > 0)));
-    }
-    const i32x8 draw = fits & facing;
+    // classify_triangles' setup (its multi list holds only facing small
+    // triangles).
+    const LaneEdges edges = lane_edges(fits, ax, ay, bx, by, cx, cy, cull);
+    const i32x8 draw = fits & edges.facing;
     const int rows = lane_max(draw ? r1 - r0 : zero), cols = lane_max(draw ? c1 - c0 : zero);
     for (int dy = 0; dy <= rows; ++dy) {
       const i32x8 row = r0 + dy;
-      const i32x8 qy = (row << bits) + half - ay;
       for (int dx = 0; dx <= cols; ++dx) {
         const i32x8 col = c0 + dx;
-        const i32x8 qx = (col << bits) + half - ax;
-        i32x8 inside = draw & (col <= c1) & (row <= r1);
-        for (int k = 0; k < 3; ++k) {
-          const int a = (k + 1) % 3, b = (k + 2) % 3;
-          const i32x8 e = raster::edge_fixed(px[a], py[a], px[b], py[b], qx, qy);
-          inside &= (((e ^ front) - front) + not_owned[k]) >= 0;
-        }
+        const i32x8 inside = draw & (col <= c1) & (row <= r1) & edges.covers(col, row);
         const unsigned keep = lane_bits(inside);
         interleave_pairs(compress_lanes(t, keep), compress_lanes(col | (row << 16), keep),
                          reinterpret_cast<int32_t*>(out + nf));
