@@ -203,15 +203,7 @@ PGN_ALWAYS_INLINE void store_lanes(const LaneVec<T>* in, int n, T* p) {
 // holding record l, by shuffles in registers: the scalar buffer of load_lanes
 // makes a vector load wait for the scalar stores it reads, which costs more
 // than the work on the lanes when that work is a few operations.
-// PGN_NO_SHUFFLEVECTOR / PGN_NO_LANE_COMPRESS select the portable fallbacks
-// (a compiler without the builtins takes them anyway).
-#if defined(__has_builtin) && !defined(PGN_NO_SHUFFLEVECTOR)
-#if __has_builtin(__builtin_shufflevector)
-#define PGN_HAVE_SHUFFLEVECTOR 1
-#endif
-#endif
-
-#ifdef PGN_HAVE_SHUFFLEVECTOR
+// (__builtin_shufflevector: GCC 12+ and Clang, as common/cpu_points.h.)
 // Transposes 4 vectors holding 8 / 4 records of 4 floats / doubles in order
 // (two records per float vector, one per double vector) into out[0..3].
 PGN_ALWAYS_INLINE void transpose_records4(const f32x8 v[4], LaneVec<float> out[4]) {
@@ -256,36 +248,26 @@ PGN_ALWAYS_INLINE void untranspose_records4(const LaneVec<double> in[4], f64x4 v
   v[2] = __builtin_shufflevector(a, c, 2, 3, 6, 7);
   v[3] = __builtin_shufflevector(b, d, 2, 3, 6, 7);
 }
-#endif
 
 // Loads width records of 4 values, record l at p + 4 l, into out[0..3].
 template <typename T>
 PGN_ALWAYS_INLINE void load_records4(const T* p, LaneVec<T> out[4]) {
-#ifdef PGN_HAVE_SHUFFLEVECTOR
   typename Simd<T>::type v[4];
   for (int k = 0; k < 4; ++k) v[k] = simd_load(p + k * Simd<T>::width);
   transpose_records4(v, out);
-#else
-  load_lanes<4>(p, Simd<T>::width, out);
-#endif
 }
 
 // Stores in[0..3] as width records of 4 values at p.
 template <typename T>
 PGN_ALWAYS_INLINE void store_records4(const LaneVec<T> in[4], T* p) {
-#ifdef PGN_HAVE_SHUFFLEVECTOR
   typename Simd<T>::type v[4];
   untranspose_records4(in, v);
   for (int k = 0; k < 4; ++k) simd_store(p + k * Simd<T>::width, v[k]);
-#else
-  store_lanes<4>(in, Simd<T>::width, p);
-#endif
 }
 
 // Loads the records of 4 values at rec[0..width) into out[0..3].
 template <typename T>
 PGN_ALWAYS_INLINE void gather_records4(const T* const* rec, LaneVec<T> out[4]) {
-#ifdef PGN_HAVE_SHUFFLEVECTOR
   typename Simd<T>::type v[4];
   if constexpr (sizeof(T) == sizeof(float)) {
     typedef float f32x4 __attribute__((vector_size(16)));
@@ -299,10 +281,6 @@ PGN_ALWAYS_INLINE void gather_records4(const T* const* rec, LaneVec<T> out[4]) {
     for (int k = 0; k < 4; ++k) v[k] = simd_load(rec[k]);
   }
   transpose_records4(v, out);
-#else
-  for (int l = 0; l < Simd<T>::width; ++l)
-    for (int k = 0; k < 4; ++k) out[k].set(l, rec[l][k]);
-#endif
 }
 
 // The even and odd int32 elements of 16 consecutive ones (8 (x, y) pairs
@@ -311,45 +289,29 @@ PGN_ALWAYS_INLINE void deinterleave_pairs(const void* p, i32x8& x, i32x8& y) {
   i32x8 lo, hi;
   std::memcpy(&lo, p, sizeof(lo));
   std::memcpy(&hi, static_cast<const char*>(p) + sizeof(lo), sizeof(hi));
-#ifdef PGN_HAVE_SHUFFLEVECTOR
   x = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
   y = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
-#else
-  for (int l = 0; l < 4; ++l) {
-    x[l] = lo[2 * l];
-    y[l] = lo[2 * l + 1];
-    x[l + 4] = hi[2 * l];
-    y[l + 4] = hi[2 * l + 1];
-  }
-#endif
 }
 
-// Stores the first n of the lanes of x and y as (x, y) int32 pairs at p.
+// Stores the lanes of x and y (8 or 4 int32 each) as (x, y) pairs at p.
 template <typename I>
 PGN_ALWAYS_INLINE void interleave_pairs(I x, I y, int32_t* p) {
-  constexpr int n = sizeof(I) / sizeof(int32_t);
-#ifdef PGN_HAVE_SHUFFLEVECTOR
-  if constexpr (n == 8) {
+  static_assert(sizeof(I) == 32 || sizeof(I) == 16, "8 or 4 int32 lanes");
+  if constexpr (sizeof(I) == 32) {
     const i32x8 lo = __builtin_shufflevector(x, y, 0, 8, 1, 9, 2, 10, 3, 11);
     const i32x8 hi = __builtin_shufflevector(x, y, 4, 12, 5, 13, 6, 14, 7, 15);
     std::memcpy(p, &lo, sizeof(lo));
     std::memcpy(p + 8, &hi, sizeof(hi));
-    return;
-  } else if constexpr (n == 4) {
+  } else {
     const i32x8 both = __builtin_shufflevector(x, y, 0, 4, 1, 5, 2, 6, 3, 7);
     std::memcpy(p, &both, sizeof(both));
-    return;
-  }
-#endif
-  for (int l = 0; l < n; ++l) {
-    p[2 * l] = x[l];
-    p[2 * l + 1] = y[l];
   }
 }
 
 // Compaction of int32 lanes (GCC, whose __builtin_shuffle takes a run-time
 // index vector: vpermd in the x86-64-v3 clone): a branch-free alternative to
-// storing lane by lane under a mask.
+// storing lane by lane under a mask. PGN_NO_LANE_COMPRESS selects the
+// lane-by-lane stores that other compilers take.
 #if defined(__GNUC__) && !defined(__clang__) && !defined(PGN_NO_LANE_COMPRESS)
 #define PGN_HAVE_LANE_COMPRESS 1
 

@@ -360,38 +360,27 @@ struct Fragment {
   int32_t tri;
   uint16_t col, row;
 };
+// The lanes read and write fragments as two int32: tri, col | row << 16.
+static_assert(sizeof(Fragment) == 8, "a fragment is (tri, col | row << 16) as two int32");
 
-// Shades fragments [0, count) of one image (their screen barycentrics, depth
-// and perspective barycentrics in lanes, as pixel_depth and
-// perspective_barycentrics compute them one at a time) and depth-tests them in
-// order against what their pixels hold: a fragment wins when its key
-// (depth_key) is below the key of the pixel's current (depth, tri_id), which
-// for an empty pixel (+inf, -1) is above every finite depth's.
 // The pixel centres of fragments f[0, width) in lanes.
 template <typename T>
 PGN_ALWAYS_INLINE void fragment_centres(const Fragment* f, LaneVec<T>& qx, LaneVec<T>& qy) {
-  static_assert(sizeof(Fragment) == 8, "a fragment is (tri, col | row << 16) as two int32");
   constexpr int kL = LaneVec<T>::width;
-#ifdef PGN_HAVE_SHUFFLEVECTOR
-  // Fragments as int32 pairs; the odd ones hold col | row << 16.
-  i32x8 v[2] = {};
-  std::memcpy(v, f, sizeof(Fragment) * kL);
   using Fv = typename Simd<T>::type;
+  auto centres = [&](auto cr) {
+    qx.v = __builtin_convertvector(cr & 0xffff, Fv) + T(0.5);
+    qy.v = __builtin_convertvector((cr >> 16) & 0xffff, Fv) + T(0.5);
+  };
   if constexpr (kL == 8) {
-    const i32x8 cr = __builtin_shufflevector(v[0], v[1], 1, 3, 5, 7, 9, 11, 13, 15);
-    qx.v = __builtin_convertvector(cr & 0xffff, Fv) + T(0.5);
-    qy.v = __builtin_convertvector((cr >> 16) & 0xffff, Fv) + T(0.5);
+    i32x8 tri, cr;  // the fragments' two int32: tri, col | row << 16
+    deinterleave_pairs(f, tri, cr);
+    centres(cr);
   } else {
-    const i32x4 cr = __builtin_shufflevector(v[0], v[0], 1, 3, 5, 7);
-    qx.v = __builtin_convertvector(cr & 0xffff, Fv) + T(0.5);
-    qy.v = __builtin_convertvector((cr >> 16) & 0xffff, Fv) + T(0.5);
+    i32x8 v;
+    std::memcpy(&v, f, sizeof(v));
+    centres(i32x4(__builtin_shufflevector(v, v, 1, 3, 5, 7)));
   }
-#else
-  for (int l = 0; l < kL; ++l) {
-    qx.set(l, static_cast<T>(f[l].col) + T(0.5));
-    qy.set(l, static_cast<T>(f[l].row) + T(0.5));
-  }
-#endif
 }
 
 // Shades fragments [0, count) of one image (their screen barycentrics, depth
@@ -628,7 +617,6 @@ PGN_CPU_CLONES std::pair<int, int> classify_triangles(const ChunkVertices& v, in
     const i32x8 id = static_cast<int32_t>(t_begin + i) + lane;
     const unsigned bs = lane_bits(draw_single), bm = lane_bits(go_multi);
     const i32x8 ks = compress_lanes(id, bs), kcr = compress_lanes(c0 | (r0 << 16), bs);
-    static_assert(sizeof(Fragment) == 8, "a fragment is (tri, col | row << 16) as two int32");
     interleave_pairs(ks, kcr, reinterpret_cast<int32_t*>(single + ns));
     const i32x8 km = compress_lanes(id, bm);
     std::memcpy(multi + nm, &km, sizeof(km));
