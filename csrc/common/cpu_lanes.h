@@ -103,9 +103,28 @@ PGN_ALWAYS_INLINE LaneVec<T> lane_select(LaneMask<T> m, LaneVec<T> a, LaneVec<T>
 
 template <typename T>
 PGN_ALWAYS_INLINE bool lane_any(LaneMask<T> m) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  // OR of the two 128-bit halves, then the lanes' sign bits (SSE's movmskps /
+  // movmskpd, baseline x86-64): the mask stays in registers (mask lanes are
+  // all ones or all zeros, so the sign bit is the lane).
+  if constexpr (sizeof(T) == 4) {
+    typedef int i32x4 __attribute__((vector_size(16)));
+    typedef float f32x4 __attribute__((vector_size(16)));
+    const i32x4 h = __builtin_shufflevector(m.m, m.m, 0, 1, 2, 3) |
+                    __builtin_shufflevector(m.m, m.m, 4, 5, 6, 7);
+    return __builtin_ia32_movmskps((f32x4)h) != 0;
+  } else {
+    typedef long long i64x2 __attribute__((vector_size(16)));
+    typedef double f64x2 __attribute__((vector_size(16)));
+    const i64x2 h =
+        __builtin_shufflevector(m.m, m.m, 0, 1) | __builtin_shufflevector(m.m, m.m, 2, 3);
+    return __builtin_ia32_movmskpd((f64x2)h) != 0;
+  }
+#else
   long long acc = 0;  // an OR over lanes
   for (int l = 0; l < Simd<T>::width; ++l) acc |= m.m[l];
   return acc != 0;
+#endif
 }
 
 template <typename T>
@@ -113,30 +132,27 @@ PGN_ALWAYS_INLINE bool lane_all(LaneMask<T> m) {
   return !lane_any(!m);
 }
 
-// Per-lane square root: SSE's sqrtps / sqrtpd on each 128-bit half (baseline
-// x86-64, so in both clones; exactly rounded like std::sqrt). A plain loop of
-// std::sqrt would stay scalar: without -ffast-math it may set errno.
+// Per-lane square root, exactly rounded like std::sqrt. Built with
+// -fno-math-errno (setup.py), the plain loop compiles to one sqrtps / sqrtpd
+// of the clone's width; with errno on it would stay scalar, so then SSE's
+// sqrtps / sqrtpd (baseline x86-64) take each 128-bit half, in registers.
 template <typename T>
 PGN_ALWAYS_INLINE LaneVec<T> pgn_sqrt(LaneVec<T> x) {
-  LaneVec<T> r = x;  // every lane overwritten below
-#if defined(__x86_64__) && defined(__GNUC__)
-  typedef T half __attribute__((vector_size(16)));
-  half lo, hi;
-  std::memcpy(&lo, &x.v, 16);
-  std::memcpy(&hi, reinterpret_cast<const char*>(&x.v) + 16, 16);
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__NO_MATH_ERRNO__)
   if constexpr (sizeof(T) == 4) {
-    lo = __builtin_ia32_sqrtps(lo);
-    hi = __builtin_ia32_sqrtps(hi);
+    const auto lo = __builtin_ia32_sqrtps(__builtin_shufflevector(x.v, x.v, 0, 1, 2, 3));
+    const auto hi = __builtin_ia32_sqrtps(__builtin_shufflevector(x.v, x.v, 4, 5, 6, 7));
+    return LaneVec<T>::of(__builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7));
   } else {
-    lo = __builtin_ia32_sqrtpd(lo);
-    hi = __builtin_ia32_sqrtpd(hi);
+    const auto lo = __builtin_ia32_sqrtpd(__builtin_shufflevector(x.v, x.v, 0, 1));
+    const auto hi = __builtin_ia32_sqrtpd(__builtin_shufflevector(x.v, x.v, 2, 3));
+    return LaneVec<T>::of(__builtin_shufflevector(lo, hi, 0, 1, 2, 3));
   }
-  std::memcpy(&r.v, &lo, 16);
-  std::memcpy(reinterpret_cast<char*>(&r.v) + 16, &hi, 16);
 #else
+  LaneVec<T> r = x;  // every lane overwritten below
   for (int l = 0; l < Simd<T>::width; ++l) r.v[l] = std::sqrt(x.v[l]);
-#endif
   return r;
+#endif
 }
 
 // The scalar definitions of scalar_math.h, lane by lane.

@@ -66,17 +66,22 @@ PGN_HD lane_mask_t<L> jacobi_rotate(L (&a)[3][3], L (&v)[3][3]) {
   constexpr T eps2 = Eps<T>::value * Eps<T>::value;
   const lane_mask_t<L> rotate = gamma * gamma > L(eps2) * alpha * beta;
   if (!lane_any(rotate)) return rotate;
-  // tan of the rotation angle: the smaller root of t^2 + 2 zeta t - 1 = 0,
-  // zeta = (beta - alpha) / (2 gamma), written without forming zeta (one
-  // division fewer on the critical path). No overflow: the columns are
-  // normalised, and gamma^2 > 0 keeps the denominator positive. (Lanes that
-  // do not rotate may compute NaN here; the selects below discard it.)
+  // t = tan of the rotation angle, the smaller root of t^2 + 2 zeta t - 1 = 0
+  // with zeta = (beta - alpha) / (2 gamma), is sign(beta - alpha) g2 / q for
+  // g2 = 2 gamma, r = sqrt((beta - alpha)^2 + g2^2), q = |beta - alpha| + r.
+  // Then c = 1 / sqrt(1 + t^2) = q / h and |s| = c |t| = |g2| / h with
+  // h^2 = q^2 + g2^2 = 2 r q: two square roots and one division per rotation,
+  // since the divider is what the CPU twin's lanes wait on. No overflow: the
+  // columns are normalised, and gamma^2 > 0 keeps h positive. (Lanes that do
+  // not rotate may compute NaN here; the selects below discard it.)
   const L diff = beta - alpha;
   const L g2 = L(2) * gamma;
-  L t = g2 / (pgn_abs(diff) + pgn_sqrt(diff * diff + g2 * g2));
-  t = lane_select(diff < L(0), -t, t);
-  const L c = L(1) / pgn_sqrt(L(1) + t * t);
-  const L s = c * t;
+  const L r = pgn_sqrt(diff * diff + g2 * g2);
+  const L q = pgn_abs(diff) + r;
+  const L inv_h = L(1) / pgn_sqrt(L(2) * r * q);
+  const L c = q * inv_h;
+  const L s_abs = g2 * inv_h;
+  const L s = lane_select(diff < L(0), -s_abs, s_abs);
   PGN_UNROLL
   for (int i = 0; i < 3; ++i) {
     const L ap = a[P][i], aq = a[Q][i];
@@ -307,6 +312,15 @@ PGN_HD void svd3x3_backward(const L* U, const L* S, const L* V, const L* gU, con
   const lane_mask_t<L> nonzero = s_max > L(0);
   const L inv_max = lane_select(nonzero, L(1) / s_max, L(0));
   const L eps = L(SvdConfig<T>::kGapEps);
+  // The inverse gaps of each pair j < k, shared by entries (j, k) and (k, j):
+  // soft_inverse is odd and negation is exact, so entry (k, j) takes -minus.
+  L minus[3], plus[3];
+  PGN_UNROLL
+  for (int pair = 0; pair < 3; ++pair) {
+    const int j = pair == 2 ? 1 : 0, k = pair == 0 ? 1 : 2;
+    minus[pair] = soft_inverse((S[k] - S[j]) * inv_max, eps) * inv_max;
+    plus[pair] = soft_inverse((S[k] + S[j]) * inv_max, eps) * inv_max;
+  }
   PGN_UNROLL
   for (int j = 0; j < 3; ++j) {
     PGN_UNROLL
@@ -315,13 +329,14 @@ PGN_HD void svd3x3_backward(const L* U, const L* S, const L* V, const L* gU, con
         G[3 * j + k] = gS[j];
         continue;
       }
+      const int pair = j + k - 1;  // (0, 1) -> 0, (0, 2) -> 1, (1, 2) -> 2
       const L skewJ = J[3 * j + k] - J[3 * k + j];
       const L skewK = K[3 * j + k] - K[3 * k + j];
-      const L minus = soft_inverse((S[k] - S[j]) * inv_max, eps) * inv_max;
-      const L plus = soft_inverse((S[k] + S[j]) * inv_max, eps) * inv_max;
+      const L minus_jk = j < k ? minus[pair] : -minus[pair];
       // zero matrix: only the singular values move
       G[3 * j + k] = lane_select(
-          nonzero, L(0.5) * (skewJ + skewK) * minus + L(0.5) * (skewJ - skewK) * plus, L(0));
+          nonzero, L(0.5) * (skewJ + skewK) * minus_jk + L(0.5) * (skewJ - skewK) * plus[pair],
+          L(0));
     }
   }
   // gM = U G V^T
