@@ -4,38 +4,24 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 
-#include <cstddef>
-#include <cstdint>
+#include <c10/util/accumulate.h>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
+#include <cstddef>
+
+#include "output_pool.h"
 
 namespace pgnface {
 
-// Asks the kernel to back the 2 MiB-aligned part of a large buffer that has
-// not been written yet with transparent huge pages (where the system allows
-// them on request). A batch's outputs are tens of megabytes, freshly mapped
-// by the allocator on every call; faulting them in 4 KiB pages costs a
-// quarter of a 64-image rasterization. A hint only: no value changes.
-inline void advise_huge_pages(void* data, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  if (bytes < kHuge) return;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)data;
-  (void)bytes;
-#endif
-}
-
-// at::empty for an output the op writes whole: advised to huge pages on the CPU.
+// at::empty for an output the op writes whole. Large CPU outputs come from the
+// cache of output blocks (output_pool.h), so a loop's calls do not fault in
+// fresh pages each time.
 inline at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor t = at::empty(sizes, options);
-  if (t.is_cpu()) advise_huge_pages(t.data_ptr(), t.nbytes());
-  return t;
+  if (options.device().is_cpu()) {
+    const size_t bytes =
+        c10::multiply_integers(sizes) * c10::elementSize(options.dtype().toScalarType());
+    if (bytes >= kPooledOutputBytes) return pooled_cpu_empty(sizes, options.dtype().toScalarType());
+  }
+  return at::empty(sizes, options);
 }
 
 // at::zeros for an output the op accumulates into (empty_output, then zeroed).

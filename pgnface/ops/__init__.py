@@ -12,10 +12,11 @@ Ops:
     svd3x3: batched 3x3 SVD with a gradient that survives repeated singular values.
     similarity_align: weighted Umeyama alignment dst ~ scale * R @ src + t (plus
         apply_similarity, rotation_to_angles and landmarks_to_pose helpers).
+    release_cpu_cache: frees the CPU memory cached for the ops' large outputs.
 """
 
 from pgnface.ops import reference
-from pgnface.ops._native import cuda_built
+from pgnface.ops._native import cuda_built, release_cpu_cache
 from pgnface.ops.interpolate import interpolate
 from pgnface.ops.pose import (
     Pose,
@@ -39,6 +40,7 @@ __all__ = [
     "landmarks_to_pose",
     "rasterize",
     "reference",
+    "release_cpu_cache",
     "rotation_from_angles",
     "rotation_to_angles",
     "similarity_align",

@@ -63,6 +63,20 @@ def cuda_built() -> bool:
     return bool(torch.ops.pgnface.cuda_built())
 
 
+def release_cpu_cache() -> int:
+    """Frees the CPU memory pgnface keeps for its ops' large outputs.
+
+    Outputs of 2 MiB or more live in blocks that are reused once their tensors die, so that a
+    loop's calls do not fault in fresh pages every time. At most ``PGN_CPU_CACHE_MB`` MiB
+    (environment, read at the first large output; default 256, 0 turns the cache off) stay
+    cached; this returns them to the system now.
+
+    Returns:
+        The number of bytes freed.
+    """
+    return int(torch.ops.pgnface.release_cpu_cache())
+
+
 def check_device_supported(tensor: torch.Tensor, name: str) -> None:
     """Explains how to rebuild when a CUDA tensor meets a CPU-only build.
 
