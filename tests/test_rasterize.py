@@ -494,6 +494,33 @@ def test_interpolate_matches_reference(device, shared):
     torch.testing.assert_close(b1.grad.cpu(), b2.grad)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("channels", [3, 8, 17])
+def test_large_interpolate_output_matches_image_by_image(threads, channels):
+    # 12 images of 192 x 192 x C floats pass the 4 MiB beyond which the CPU twin streams its
+    # output past the cache (csrc/common/cpu_stream.h); one image at a time stays below it.
+    # Both must agree bit for bit, and with the reference.
+    pos, tris = random_scene(12, 400, 900, seed=21)
+    frag = ops.rasterize(pos, tris, (192, 192))
+    attr = torch.randn(400, channels, generator=torch.Generator().manual_seed(5))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        whole = ops.interpolate(attr, frag, tris)
+        one_by_one = [
+            ops.interpolate(
+                attr, ops.Fragments(frag.tri_id[b : b + 1], frag.bary[b : b + 1], frag.depth[b : b + 1]), tris
+            )
+            for b in range(12)
+        ]
+    finally:
+        torch.set_num_threads(before)
+    assert whole.nbytes >= 4 << 20 and one_by_one[0].nbytes < 4 << 20
+    assert torch.equal(whole, torch.cat(one_by_one))
+    torch.testing.assert_close(whole, ref.interpolate(attr, frag.tri_id, frag.bary, tris))
+    assert frag.mask.any() and (whole[~frag.mask] == 0).all()
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     pos, tris = random_scene(2, 20, 25, seed=4, device=device)

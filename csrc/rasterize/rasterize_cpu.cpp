@@ -51,6 +51,7 @@
 #include "../common/cpu_lanes.h"
 #include "../common/cpu_parallel.h"
 #include "../common/cpu_simd.h"
+#include "../common/cpu_stream.h"
 #include "../common/output_memory.h"
 #include "rasterize.h"
 #include "rasterize_kernel.h"
@@ -1145,6 +1146,11 @@ std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& attr_in,
     constexpr int64_t kGrain = 4096;
     const int64_t chunks = (pixels + kGrain - 1) / kGrain;
     const int64_t tasks = B * chunks, indices = 3 * T_count;
+    // A large output leaves the cache anyway: write it with streaming stores
+    // (common/cpu_stream.h), for up to kStreamChannels channels.
+    constexpr int64_t kStreamRun = 64, kStreamChannels = 16;
+    const bool stream =
+        static_cast<int64_t>(out.nbytes()) >= kStreamOutputBytes && C <= kStreamChannels;
     at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         // The value check of tris (status bit 1), split over the tasks as the
@@ -1159,12 +1165,25 @@ std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& attr_in,
         const scalar_t* a = attr_ptr + (Ba == 1 ? 0 : b) * N * C;
         const int64_t p0 = b * pixels + q0, p1 = b * pixels + q1;
         auto run = [&](auto channels) {
-          for (int64_t p = p0; p < p1; ++p)
-            raster::interpolate_at(tri_ptr[p], tris_ptr, T_count, a, N, channels(),
-                                   bary_ptr + 3 * p, out_ptr + p * channels());
+          if (!stream) {
+            for (int64_t p = p0; p < p1; ++p)
+              raster::interpolate_at(tri_ptr[p], tris_ptr, T_count, a, N, channels(),
+                                     bary_ptr + 3 * p, out_ptr + p * channels());
+            return;
+          }
+          // A run of pixels into a buffer in L1, then streamed out.
+          scalar_t buffer[kStreamRun * kStreamChannels];
+          for (int64_t q = p0; q < p1; q += kStreamRun) {
+            const int64_t n = std::min(kStreamRun, p1 - q);
+            for (int64_t i = 0; i < n; ++i)
+              raster::interpolate_at(tri_ptr[q + i], tris_ptr, T_count, a, N, channels(),
+                                     bary_ptr + 3 * (q + i), buffer + i * channels());
+            stream_copy(buffer, n * channels(), out_ptr + q * channels());
+          }
         };
         with_constant_channels(C, run);
       }
+      if (stream) stream_fence();
     });
   });
   interpolate_act_on_status(status, check, call);
