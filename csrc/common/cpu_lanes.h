@@ -40,6 +40,16 @@ struct SimdMask<double> {
   using type = i64x4;
 };
 
+// 0, 1, ..., width - 1: each lane's index, as a mask-type vector.
+template <typename T>
+PGN_ALWAYS_INLINE typename SimdMask<T>::type lane_indices() {
+  if constexpr (sizeof(T) == 4) {
+    return i32x8{0, 1, 2, 3, 4, 5, 6, 7};
+  } else {
+    return i64x4{0, 1, 2, 3};
+  }
+}
+
 // A lane type (common/scalar_math.h) of Simd<T>::width independent problems:
 // the shared __host__ __device__ math instantiated with LaneVec<T> runs one
 // problem per SIMD lane, with the same operations in the same order as the

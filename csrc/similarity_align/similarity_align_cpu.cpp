@@ -40,11 +40,13 @@ struct ItemPoints {
   const T* y;  // [P,3]
   const T* w;  // [P] or null (all ones)
   int64_t P;
+  int64_t readable;  // points that may be read from x, y (and w): to the end of the batch
 };
 
 template <typename T>
-ItemPoints<T> item_points(const T* src, const T* dst, const T* weights, int64_t b, int64_t P) {
-  return {src + b * P * 3, dst + b * P * 3, weights ? weights + b * P : nullptr, P};
+ItemPoints<T> item_points(const T* src, const T* dst, const T* weights, int64_t b, int64_t P,
+                          int64_t B) {
+  return {src + b * P * 3, dst + b * P * 3, weights ? weights + b * P : nullptr, P, (B - b) * P};
 }
 
 // Point i's weight; a separate instantiation for "no weights" keeps a
@@ -94,7 +96,7 @@ PGN_ALWAYS_INLINE void item_sums(const ItemPoints<T>& p, T* sums, int32_t* statu
 template <typename T>
 struct AlignArgs {
   const T *src, *dst, *weights;  // weights may be null
-  int64_t P;
+  int64_t B, P;
   bool estimate_scale;
 };
 
@@ -111,7 +113,8 @@ PGN_CPU_CLONES void align_range(const AlignArgs<T>& args, const AlignOut<T>& out
   T *scale = out.scale, *R = out.R, *t = out.t;
   for (int64_t b = begin; b < end; ++b) {
     T sums[K];  // solved from locals, like the backward, so both compile alike
-    item_sums<kWeighted>(item_points(args.src, args.dst, args.weights, b, args.P), sums, status);
+    item_sums<kWeighted>(item_points(args.src, args.dst, args.weights, b, args.P, args.B), sums,
+                         status);
     procrustes::Alignment<T> a;
     procrustes::solve_alignment(sums, sums + procrustes::kFirstSums, args.estimate_scale, a);
     for (int k = 0; k < K; ++k) out.sums[K * b + k] = sums[k];
@@ -127,7 +130,7 @@ PGN_CPU_CLONES void align_backward_range(const AlignArgs<T>& args, const T* sums
                                          int64_t begin, int64_t end) {
   constexpr int K = procrustes::kSums;
   for (int64_t b = begin; b < end; ++b) {
-    const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b, args.P);
+    const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b, args.P, args.B);
     T s[K];
     for (int k = 0; k < K; ++k) s[k] = sums[K * b + k];
     procrustes::Alignment<T> a;
@@ -171,16 +174,33 @@ PGN_ALWAYS_INLINE void store_points(const LaneVec<T>* in, int n, T* p) {
   }
 }
 
-// Weights of points i .. i + n - 1: w[i..], or ones; lanes past n hold 0.
+// Points i .. i + n - 1 (n < width) of an item as lane vectors and their
+// weights (w[i..], or ones), lanes past n holding 0. Where the batch goes on
+// past the item, whole-vector loads read on into the next item's points and a
+// select zeroes those lanes; a vector assembled lane by lane in memory instead
+// makes the vector load that reads it wait for its stores. The last item's
+// tail takes that lane-by-lane path.
 template <bool kWeighted, typename T>
-PGN_ALWAYS_INLINE LaneVec<T> load_weights(const ItemPoints<T>& p, int64_t i, int n) {
+PGN_ALWAYS_INLINE void load_tail(const ItemPoints<T>& p, int64_t i, int n, LaneVec<T>* x,
+                                 LaneVec<T>* y, LaneVec<T>& w) {
+  using L = LaneVec<T>;
+  using M = typename SimdMask<T>::type;
   constexpr int W = Simd<T>::width;
-  if constexpr (kWeighted) {
-    if (n == W) return LaneVec<T>::load(p.w + i);
+  if (i + W <= p.readable) {
+    load_points3(p.x + 3 * i, x);
+    load_points3(p.y + 3 * i, y);
+    const LaneMask<T> below{lane_indices<T>() < M{} + n};
+    for (int d = 0; d < 3; ++d) {
+      x[d] = lane_select(below, x[d], L(T(0)));
+      y[d] = lane_select(below, y[d], L(T(0)));
+    }
+    w = lane_select(below, kWeighted ? L::load(p.w + i) : L(T(1)), L(T(0)));
+    return;
   }
-  LaneVec<T> w(T(0));
+  load_points(p.x + 3 * i, n, x);
+  load_points(p.y + 3 * i, n, y);
+  w = L(T(0));
   for (int l = 0; l < n; ++l) w.v[l] = kWeighted ? p.w[i + l] : T(1);
-  return w;
 }
 
 // The first-pass sums of one item as lane vectors of partial sums (lane l
@@ -204,11 +224,8 @@ PGN_ALWAYS_INLINE void item_first_simd(const ItemPoints<T>& p, LaneVec<T>* f, La
     procrustes::accumulate_first(x, y, w, f);
   }
   if (i < p.P) {
-    const int n = static_cast<int>(p.P - i);
-    L x[3], y[3];
-    load_points(p.x + 3 * i, n, x);
-    load_points(p.y + 3 * i, n, y);
-    const L w = load_weights<kWeighted>(p, i, n);  // 0 past n
+    L x[3], y[3], w;
+    load_tail<kWeighted>(p, i, static_cast<int>(p.P - i), x, y, w);  // 0 past the item
     if constexpr (kCheck && kWeighted) w_min = pgn_min(w_min, w);
     procrustes::accumulate_first(x, y, w, f);
   }
@@ -231,11 +248,9 @@ PGN_ALWAYS_INLINE void item_second_simd(const ItemPoints<T>& p, const LaneVec<T>
     procrustes::accumulate_second(x, y, w, mx, my, sec);
   }
   if (i < p.P) {
-    const int n = static_cast<int>(p.P - i);
-    L x[3], y[3];
-    load_points(p.x + 3 * i, n, x);
-    load_points(p.y + 3 * i, n, y);
-    procrustes::accumulate_second(x, y, load_weights<kWeighted>(p, i, n), mx, my, sec);
+    L x[3], y[3], w;
+    load_tail<kWeighted>(p, i, static_cast<int>(p.P - i), x, y, w);
+    procrustes::accumulate_second(x, y, w, mx, my, sec);
   }
 }
 
@@ -256,7 +271,7 @@ PGN_ALWAYS_INLINE void item_sums_lanes(const AlignArgs<T>& args, int64_t b, int 
   L part[W][K2 > K1 ? K2 : K1];  // per item: its partial sums
   L w_min[W];
   for (int l = 0; l < n; ++l) {
-    const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b + l, args.P);
+    const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b + l, args.P, args.B);
     if (status) {
       item_first_simd<kWeighted, true>(p, part[l], w_min[l]);
     } else {
@@ -276,8 +291,8 @@ PGN_ALWAYS_INLINE void item_sums_lanes(const AlignArgs<T>& args, int64_t b, int 
       if constexpr (kWeighted) suspect = suspect || lane_any(w_min[l] < L(T(0)));
       if (suspect) {
         T scalar[procrustes::kSums];
-        item_sums<kWeighted>(item_points(args.src, args.dst, args.weights, b + l, args.P), scalar,
-                             status);
+        item_sums<kWeighted>(item_points(args.src, args.dst, args.weights, b + l, args.P, args.B),
+                             scalar, status);
       }
     }
   }
@@ -286,8 +301,8 @@ PGN_ALWAYS_INLINE void item_sums_lanes(const AlignArgs<T>& args, int64_t b, int 
   for (int l = 0; l < n; ++l) {
     const L mx[3] = {L(mu_x[0][l]), L(mu_x[1][l]), L(mu_x[2][l])};
     const L my[3] = {L(mu_y[0][l]), L(mu_y[1][l]), L(mu_y[2][l])};
-    item_second_simd<kWeighted>(item_points(args.src, args.dst, args.weights, b + l, args.P), mx,
-                                my, part[l]);
+    item_second_simd<kWeighted>(
+        item_points(args.src, args.dst, args.weights, b + l, args.P, args.B), mx, my, part[l]);
   }
   for (int l = n; l < W; ++l) {
     for (int k = 0; k < K2; ++k) part[l][k] = part[n - 1][k];
@@ -354,14 +369,18 @@ PGN_CPU_CLONES PGN_FLATTEN void align_backward_range_simd(const AlignArgs<T>& ar
       gi.c0 = L(g.c0[l]);
       const L mx[3] = {L(a.mu_x[0][l]), L(a.mu_x[1][l]), L(a.mu_x[2][l])};
       const L my[3] = {L(a.mu_y[0][l]), L(a.mu_y[1][l]), L(a.mu_y[2][l])};
-      const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b + l, args.P);
+      const ItemPoints<T> p = item_points(args.src, args.dst, args.weights, b + l, args.P, args.B);
       const int64_t base = (b + l) * args.P;
       for (int64_t i = 0; i < p.P; i += W) {
         const int m = static_cast<int>(std::min<int64_t>(W, p.P - i));
-        L x[3], y[3], gx[3], gy[3], gw;
-        load_points(p.x + 3 * i, m, x);
-        load_points(p.y + 3 * i, m, y);
-        const L w = load_weights<kWeighted>(p, i, m);
+        L x[3], y[3], w, gx[3], gy[3], gw;
+        if (m == W) {
+          load_points3(p.x + 3 * i, x);
+          load_points3(p.y + 3 * i, y);
+          w = kWeighted ? L::load(p.w + i) : L(T(1));
+        } else {
+          load_tail<kWeighted>(p, i, m, x, y, w);
+        }
         procrustes::alignment_point_grad(mx, my, gi, x, y, w, gx, gy, kWeighted ? &gw : nullptr);
         store_points(gx, m, g_src + 3 * (base + i));
         store_points(gy, m, g_dst + 3 * (base + i));
@@ -375,7 +394,7 @@ template <typename T>
 AlignArgs<T> align_args(const at::Tensor& src, const at::Tensor& dst, const at::Tensor& weights,
                         bool estimate_scale) {
   return {src.data_ptr<T>(), dst.data_ptr<T>(), weights.defined() ? weights.data_ptr<T>() : nullptr,
-          src.size(1), estimate_scale};
+          src.size(0),       src.size(1),       estimate_scale};
 }
 
 // Items per piece of the parallel loop: about 4096 points, a whole number of
