@@ -3,12 +3,14 @@
 
 #include <ATen/EmptyTensor.h>
 #include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #if defined(__linux__)
@@ -21,8 +23,10 @@ namespace {
 constexpr size_t kAlign = size_t{2} << 20;  // one transparent huge page
 
 struct Block {
-  void* data;
-  size_t bytes;
+  c10::DataPtr owner;      // the allocation, from torch's CPU allocator
+  c10::Allocator* origin;  // that allocator
+  void* data;              // owner's memory rounded up to kAlign
+  size_t bytes;            // usable from data
 };
 
 size_t cap_from_environment() {
@@ -49,17 +53,27 @@ class OutputPool final : public c10::Allocator {
     return *pool;
   }
 
+  // Blocks come from torch's current CPU allocator (so that whatever replaced
+  // it, a memory profiler or a tracking allocator, sees them), 2 MiB more than
+  // asked so that the block can start on a huge-page boundary; the slack is
+  // never touched, so it costs address space only. Cached blocks are reused
+  // only while that allocator is still the current one.
   c10::DataPtr allocate(size_t n) override {
     const size_t bytes = (std::max<size_t>(n, 1) + kAlign - 1) / kAlign * kAlign;
-    Block* block = take(bytes);
+    c10::Allocator* base = c10::GetCPUAllocator();
+    Block* block = take(bytes, base);
     if (block == nullptr) {
-      void* data = std::aligned_alloc(kAlign, bytes);
-      TORCH_CHECK_WITH(OutOfMemoryError, data != nullptr, "pgnface: out of CPU memory allocating ",
-                       bytes, " bytes for an op's output");
+      c10::DataPtr owner = base->allocate(bytes + kAlign);
+      TORCH_CHECK_WITH(OutOfMemoryError, owner.get() != nullptr,
+                       "pgnface: out of CPU memory allocating ", bytes,
+                       " bytes for an op's output");
+      const uintptr_t start =
+          (reinterpret_cast<uintptr_t>(owner.get()) + kAlign - 1) & ~(kAlign - 1);
+      void* data = reinterpret_cast<void*>(start);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
       madvise(data, bytes, MADV_HUGEPAGE);  // a hint only; no value changes
 #endif
-      block = new Block{data, bytes};
+      block = new Block{std::move(owner), base, data, bytes};
     }
     return {block->data, block, &OutputPool::give_back, c10::Device(c10::DeviceType::CPU)};
   }
@@ -83,10 +97,10 @@ class OutputPool final : public c10::Allocator {
  private:
   OutputPool() : cap_(cap_from_environment()) {}
 
-  Block* take(size_t bytes) {
+  Block* take(size_t bytes, c10::Allocator* origin) {
     std::lock_guard<std::mutex> lock(mutex_);
     for (size_t i = free_.size(); i-- > 0;) {
-      if (free_[i]->bytes != bytes) continue;
+      if (free_[i]->bytes != bytes || free_[i]->origin != origin) continue;
       Block* b = free_[i];
       free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(i));
       cached_ -= bytes;
@@ -116,10 +130,7 @@ class OutputPool final : public c10::Allocator {
     for (Block* b : evicted) destroy(b);  // outside the lock: munmap can take a while
   }
 
-  static void destroy(Block* b) {
-    std::free(b->data);
-    delete b;
-  }
+  static void destroy(Block* b) { delete b; }  // owner returns the memory
 
   const size_t cap_;
   std::mutex mutex_;
