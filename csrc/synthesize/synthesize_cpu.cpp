@@ -23,6 +23,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -76,6 +77,65 @@ struct SynthesizeArgs {
 template <typename T, typename V>
 constexpr int kLanes = sizeof(V) / sizeof(T);
 
+// Transposes the W x W block v in registers: v[j][i] becomes v[i][j]
+// (unpack, then pair-shuffle, then 128-bit-half stages for 8 floats; unpack,
+// then half stages for 4 doubles).
+PGN_ALWAYS_INLINE void transpose_square(f32x8 v[8]) {
+  f32x8 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(v[i], v[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(v[i], v[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    v[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+PGN_ALWAYS_INLINE void transpose_square(f64x4 v[4]) {
+  const f64x4 t0 = __builtin_shufflevector(v[0], v[1], 0, 4, 2, 6);
+  const f64x4 t1 = __builtin_shufflevector(v[0], v[1], 1, 5, 3, 7);
+  const f64x4 t2 = __builtin_shufflevector(v[2], v[3], 0, 4, 2, 6);
+  const f64x4 t3 = __builtin_shufflevector(v[2], v[3], 1, 5, 3, 7);
+  v[0] = __builtin_shufflevector(t0, t2, 0, 1, 4, 5);
+  v[1] = __builtin_shufflevector(t1, t3, 0, 1, 4, 5);
+  v[2] = __builtin_shufflevector(t0, t2, 2, 3, 6, 7);
+  v[3] = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
+}
+
+// Rows a = v[i] and b = v[i + H] (bit H of i clear) of a W x W block trade
+// the H x H blocks either side of the diagonal: a's elements p with bit H
+// set and b's with bit H clear.
+template <int H, typename V, int... P>
+PGN_ALWAYS_INLINE void swap_off_diagonal(V& a, V& b, std::integer_sequence<int, P...>) {
+  constexpr int W = sizeof...(P);
+  const V lo = __builtin_shufflevector(a, b, ((P & H) ? W + P - H : P)...);
+  const V hi = __builtin_shufflevector(a, b, ((P & H) ? W + P : P + H)...);
+  a = lo;
+  b = hi;
+}
+
+// The W x W transpose as log2(W) block swaps (one per bit of the row and
+// column indices), each a two-source shuffle per row: 16 x 16 floats and
+// 8 x 8 doubles for 512-bit vectors.
+template <int W, int H, typename V>
+PGN_ALWAYS_INLINE void transpose_levels(V v[W]) {
+  if constexpr (H > 0) {
+    for (int i = 0; i < W; ++i)
+      if ((i & H) == 0) swap_off_diagonal<H>(v[i], v[i + H], std::make_integer_sequence<int, W>{});
+    transpose_levels<W, H / 2>(v);
+  }
+}
+
+PGN_ALWAYS_INLINE void transpose_square(f32x16 v[16]) { transpose_levels<16, 8>(v); }
+PGN_ALWAYS_INLINE void transpose_square(f64x8 v[8]) { transpose_levels<8, 4>(v); }
+
 // acc[v][d][i] = sum_k basis[n_v, d, k] * coeffs[b0 + lanes of vector i, k]
 // for TV vertex rows and NV lane vectors; coeffs_t already points at column b0.
 // Each basis element is loaded once and multiplied against NV vectors of
@@ -107,11 +167,33 @@ PGN_ALWAYS_INLINE void load_pose(const SynthesizeArgs<T>& a, int64_t b, V pose[k
   for (int r = 0; r < kPoseRows; ++r) pose[r] = vec_load<V>(a.pose_t + r * a.ld + b);
 }
 
+// Stores rows R0 .. of a tile's posed points (row 3 v + d, lane j: item
+// bi + j) as x, y, z runs of out[bi + j, n0 ..], W rows at a time: a register
+// transpose turns them into each item's contiguous run, written with a few
+// whole-vector stores instead of a scalar store per value.
+template <int R0, int R, typename T, typename V>
+PGN_ALWAYS_INLINE void store_posed_rows(const V* posed, int64_t N, int64_t n0, int64_t bi, int nb,
+                                        T* out) {
+  if constexpr (R0 < R) {
+    constexpr int W = kLanes<T, V>;
+    constexpr int kCount = std::min(W, R - R0);
+    V v[W];
+    for (int i = 0; i < W; ++i) v[i] = i < kCount ? posed[R0 + i] : V{};
+    transpose_square(v);
+    for (int j = 0; j < nb; ++j)
+      std::memcpy(out + ((bi + j) * N + n0) * 3 + R0, &v[j], kCount * sizeof(T));
+    store_posed_rows<R0 + W, R>(posed, N, n0, bi, nb, out);
+  }
+}
+
 // Posed points of nv <= TV vertices from n0 and NV lane vectors from b0.
+// Full tiles in 512-bit vectors leave by store_posed_rows; 256-bit ones, whose
+// transposes would hold fewer values, and partial tiles by scalar stores.
 template <typename T, typename V, int NV, int TV>
 PGN_ALWAYS_INLINE void forward_tile(const SynthesizeArgs<T>& a, const T* const* rows, int64_t n0,
                                     int nv, int64_t b0, T* out) {
   constexpr int W = kLanes<T, V>;
+  constexpr bool kTransposeOut = sizeof(V) == 64;
   V acc[TV][3][NV];
   contract_basis_tile<T, V, NV, TV>(rows, a.coeffs_t + b0, a.ld, a.K, acc);
   for (int i = 0; i < NV; ++i) {
@@ -120,17 +202,23 @@ PGN_ALWAYS_INLINE void forward_tile(const SynthesizeArgs<T>& a, const T* const* 
     V pose[kPoseRows];
     load_pose<T, V>(a, bi, pose);
     const int nb = static_cast<int>(std::min<int64_t>(W, a.B - bi));
-    for (int v = 0; v < nv; ++v) {
-      const int64_t n = n0 + v;
+    V posed[TV * 3];
+    for (int v = 0; v < TV; ++v) {
+      const int64_t n = n0 + std::min(v, nv - 1);
       const V shape[3] = {a.mean[3 * n] + acc[v][0][i], a.mean[3 * n + 1] + acc[v][1][i],
                           a.mean[3 * n + 2] + acc[v][2][i]};
-      V posed[3];
-      morphable::transform_point(pose, pose[9], pose + 10, shape, posed);
+      morphable::transform_point(pose, pose[9], pose + 10, shape, posed + 3 * v);
+    }
+    if (kTransposeOut && nv == TV) {
+      store_posed_rows<0, 3 * TV>(posed, a.N, n0, bi, nb, out);
+      continue;
+    }
+    for (int v = 0; v < nv; ++v) {
       for (int j = 0; j < nb; ++j) {
-        T* o = out + ((bi + j) * a.N + n) * 3;
-        o[0] = posed[0][j];
-        o[1] = posed[1][j];
-        o[2] = posed[2][j];
+        T* o = out + ((bi + j) * a.N + n0 + v) * 3;
+        o[0] = posed[3 * v][j];
+        o[1] = posed[3 * v + 1][j];
+        o[2] = posed[3 * v + 2][j];
       }
     }
   }
@@ -193,65 +281,6 @@ struct SynthesizeGradArgs {
 // the shape: a few tens of KB at B = 64, so they stay in L1/L2 between the
 // block's phases).
 constexpr int64_t kGradBlockVerts = 32;
-
-// Transposes the W x W block v in registers: v[j][i] becomes v[i][j]
-// (unpack, then pair-shuffle, then 128-bit-half stages for 8 floats; unpack,
-// then half stages for 4 doubles).
-PGN_ALWAYS_INLINE void transpose_square(f32x8 v[8]) {
-  f32x8 t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = __builtin_shufflevector(v[i], v[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-    t[i + 1] = __builtin_shufflevector(v[i], v[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-    u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-    u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
-    u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
-  }
-  for (int i = 0; i < 4; ++i) {
-    v[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-    v[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-  }
-}
-
-PGN_ALWAYS_INLINE void transpose_square(f64x4 v[4]) {
-  const f64x4 t0 = __builtin_shufflevector(v[0], v[1], 0, 4, 2, 6);
-  const f64x4 t1 = __builtin_shufflevector(v[0], v[1], 1, 5, 3, 7);
-  const f64x4 t2 = __builtin_shufflevector(v[2], v[3], 0, 4, 2, 6);
-  const f64x4 t3 = __builtin_shufflevector(v[2], v[3], 1, 5, 3, 7);
-  v[0] = __builtin_shufflevector(t0, t2, 0, 1, 4, 5);
-  v[1] = __builtin_shufflevector(t1, t3, 0, 1, 4, 5);
-  v[2] = __builtin_shufflevector(t0, t2, 2, 3, 6, 7);
-  v[3] = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
-}
-
-// Rows a = v[i] and b = v[i + H] (bit H of i clear) of a W x W block trade
-// the H x H blocks either side of the diagonal: a's elements p with bit H
-// set and b's with bit H clear.
-template <int H, typename V, int... P>
-PGN_ALWAYS_INLINE void swap_off_diagonal(V& a, V& b, std::integer_sequence<int, P...>) {
-  constexpr int W = sizeof...(P);
-  const V lo = __builtin_shufflevector(a, b, ((P & H) ? W + P - H : P)...);
-  const V hi = __builtin_shufflevector(a, b, ((P & H) ? W + P : P + H)...);
-  a = lo;
-  b = hi;
-}
-
-// The W x W transpose as log2(W) block swaps (one per bit of the row and
-// column indices), each a two-source shuffle per row: 16 x 16 floats and
-// 8 x 8 doubles for 512-bit vectors.
-template <int W, int H, typename V>
-PGN_ALWAYS_INLINE void transpose_levels(V v[W]) {
-  if constexpr (H > 0) {
-    for (int i = 0; i < W; ++i)
-      if ((i & H) == 0) swap_off_diagonal<H>(v[i], v[i + H], std::make_integer_sequence<int, W>{});
-    transpose_levels<W, H / 2>(v);
-  }
-}
-
-PGN_ALWAYS_INLINE void transpose_square(f32x16 v[16]) { transpose_levels<16, 8>(v); }
-PGN_ALWAYS_INLINE void transpose_square(f64x8 v[8]) { transpose_levels<8, 4>(v); }
 
 // Copies x[b, n0 .. n0 + nv, :] of a [B,N,3] array (grad_out or out) for
 // every item b into table [nv * 3, ld] (row 3 v + d, lane b), a W x W
