@@ -16,6 +16,15 @@
 // still in cache, so the basis streams from memory once and is multiplied
 // once. Only batch items the output path cannot serve (output_path) have
 // their shapes recomputed, which costs a second contraction of the block.
+// Instruction sets: the kernels are templates over the vector size. The
+// 256-bit build is compiled for baseline x86-64 and x86-64-v3 (AVX2 + FMA)
+// and picked at load time (PGN_CPU_CLONES); the 512-bit one for x86-64-v4
+// (AVX-512), picked per call (vector_bytes) where the CPU supports it, the
+// set_cpu_simd_width limit allows it and the batch needs more than one 256-bit
+// vector, so that 512-bit lanes are not left mostly idle. The wide kernels
+// double the lanes per instruction and have 32 registers for their tiles,
+// which pays where the contraction is compute-bound. Every lane adds its
+// terms in the same order in both, so their results are bit-identical.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
