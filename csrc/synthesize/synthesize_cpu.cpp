@@ -291,11 +291,15 @@ struct SynthesizeGradArgs {
 // the shape: a few tens of KB at B = 64, so they stay in L1/L2 between the
 // block's phases).
 constexpr int64_t kGradBlockVerts = 32;
+// Prefetches the coefficient tiles issue per shape-gradient row: the next
+// block's lines (about B * 14 + 300 at K = 50) within this block's first
+// few tiles.
+constexpr int kPrefetchesPerRow = 2;
 
 // Copies x[b, n0 .. n0 + nv, :] of a [B,N,3] array (grad_out or out) for
 // every item b into table [nv * 3, ld] (row 3 v + d, lane b), a W x W
 // register transpose at a time. Each item's values are read as one
-// contiguous run (prefetched a block ahead by prefetch_vertices); gathering a
+// contiguous run (prefetched a block ahead by BlockPrefetcher); gathering a
 // vector of items per vertex instead touches B cache lines at a stride of
 // N * 3 values, and waiting for them was the backward's largest cost. Lanes
 // past B keep the zeros the table starts with.
@@ -324,19 +328,61 @@ PGN_ALWAYS_INLINE void transpose_vertices(const T* x, int64_t B, int64_t N, int6
   }
 }
 
-// Prefetches x[b, n0 .. n0 + nv, :] of every item b into L2. The runs are
-// too short and too many (one per item and array) for the hardware
-// prefetchers to follow, so without this each block's transposes wait on
-// their loads one cache line at a time.
+// Prefetches into L2 what the backward's next block of vertices reads from
+// memory: x0[b, n0 .. n0 + nv, :] and x1[b, ...] (grad_out and out) of every
+// item b, then the block's basis rows. The item runs are too short and too
+// many (one per item and array) for the hardware prefetchers to follow, and
+// the basis rows are read first at a stride of K values, a pattern they pick
+// up too late; without this each block's transposes and tiles wait on their
+// loads one cache line at a time. The prefetches are issued a few at a time
+// (step) between the current block's multiply-adds rather than in one burst:
+// in a burst they fill the line-fill buffers and stall the core for as long
+// as the memory takes, so that computing and streaming do not overlap.
 template <typename T>
-PGN_ALWAYS_INLINE void prefetch_vertices(const T* x, int64_t B, int64_t N, int64_t n0, int64_t nv) {
-  constexpr int64_t kLine = 64 / sizeof(T);
-  for (int64_t b = 0; b < B; ++b) {
-    const T* src = x + (b * N + n0) * 3;
-    for (int64_t r = 0; r < nv * 3; r += kLine) __builtin_prefetch(src + r, 0, 2);
-    __builtin_prefetch(src + nv * 3 - 1, 0, 2);
+class BlockPrefetcher {
+ public:
+  // Queues the next block: vertices n0 .. n0 + nv (none if nv <= 0).
+  void start(const T* x0, const T* x1, const T* basis, int64_t B, int64_t N, int64_t K, int64_t n0,
+             int64_t nv) {
+    x0_ = x0 + n0 * 3;
+    x1_ = x1 + n0 * 3;
+    stride_ = N * 3;
+    run_rows_ = nv * 3;
+    basis_ = basis + n0 * 3 * K;
+    basis_rows_ = nv * 3 * K;
+    runs_ = nv > 0 ? 2 * B + 1 : 0;
+    run_ = 0;
+    r_ = 0;
   }
-}
+
+  // Issues the next `count` queued prefetches, or as many as are left.
+  PGN_ALWAYS_INLINE void step(int count) {
+    for (int i = 0; i < count && run_ < runs_; ++i) {
+      // Runs 0 .. 2B - 1 alternate between x0 and x1 per item; the last is the basis.
+      const bool basis = run_ == runs_ - 1;
+      const T* src = basis ? basis_ : (run_ & 1 ? x1_ : x0_) + (run_ >> 1) * stride_;
+      const int64_t n = basis ? basis_rows_ : run_rows_;
+      // Every line of src[0 .. n): steps of one line, then the last value.
+      __builtin_prefetch(src + std::min(r_, n - 1), 0, 2);
+      if (r_ >= n - 1) {
+        ++run_;
+        r_ = 0;
+      } else {
+        r_ += kLine;
+      }
+    }
+  }
+
+  // Issues all that is left.
+  void finish() {
+    while (run_ < runs_) step(64);
+  }
+
+ private:
+  static constexpr int64_t kLine = 64 / sizeof(T);
+  const T *x0_ = nullptr, *x1_ = nullptr, *basis_ = nullptr;
+  int64_t stride_ = 0, run_rows_ = 0, basis_rows_ = 0, runs_ = 0, run_ = 0, r_ = 0;
+};
 
 // Stores mean + acc for tv vertices from n (table row 3 v0 + d for vertex
 // v0 of the tile) and NV lane vectors from column b0.
@@ -350,16 +396,6 @@ PGN_ALWAYS_INLINE void store_shapes(const SynthesizeArgs<T>& a, V acc[2][3][NV],
       for (int i = 0; i < NV; ++i) vec_store(row + i * W, a.mean[3 * (n + v) + d] + acc[v][d][i]);
     }
   }
-}
-
-// Prefetches the n values from x into L2: the next block's basis rows, which
-// the coefficient tiles read first at a stride of K values, a pattern the
-// hardware prefetchers pick up too late.
-template <typename T>
-PGN_ALWAYS_INLINE void prefetch_rows(const T* x, int64_t n) {
-  constexpr int64_t kLine = 64 / sizeof(T);
-  for (int64_t e = 0; e < n; e += kLine) __builtin_prefetch(x + e, 0, 2);
-  __builtin_prefetch(x + n - 1, 0, 2);
 }
 
 // Recomputes the un-posed shape of nv <= kGradBlockVerts vertices from n0
@@ -396,12 +432,14 @@ PGN_ALWAYS_INLINE void shape_block(const SynthesizeArgs<T>& a, int64_t n0, int n
 // rows in order, whatever the tile.
 template <typename T, typename V, int NV, int KB>
 PGN_ALWAYS_INLINE void coeff_grad_tile(const T* basis_rows, int64_t K, int64_t k0, const T* gl,
-                                       int64_t rows, int64_t ld, int64_t b0, T* coeff) {
+                                       int64_t rows, int64_t ld, int64_t b0, T* coeff,
+                                       BlockPrefetcher<T>& prefetch) {
   constexpr int W = kLanes<T, V>;
   V acc[KB][NV];
   for (int j = 0; j < KB; ++j)
     for (int i = 0; i < NV; ++i) acc[j][i] = vec_load<V>(coeff + (k0 + j) * ld + b0 + i * W);
   for (int64_t r = 0; r < rows; ++r) {
+    prefetch.step(kPrefetchesPerRow);
     V x[NV];
     for (int i = 0; i < NV; ++i) x[i] = vec_load<V>(gl + r * ld + b0 + i * W);
     const T* w = basis_rows + r * K + k0;
@@ -418,13 +456,13 @@ PGN_ALWAYS_INLINE void coeff_grad_tile(const T* basis_rows, int64_t K, int64_t k
 // they keep enough independent accumulators to hide the multiply-add latency.
 template <typename T, typename V, int NV, int KB>
 PGN_ALWAYS_INLINE void coeff_grad_rest(const T* basis_rows, int64_t K, int64_t k0, int rest,
-                                       const T* gl, int64_t rows, int64_t ld, int64_t b0,
-                                       T* coeff) {
+                                       const T* gl, int64_t rows, int64_t ld, int64_t b0, T* coeff,
+                                       BlockPrefetcher<T>& prefetch) {
   if constexpr (KB > 1) {
     if (rest == KB - 1) {
-      coeff_grad_tile<T, V, NV, KB - 1>(basis_rows, K, k0, gl, rows, ld, b0, coeff);
+      coeff_grad_tile<T, V, NV, KB - 1>(basis_rows, K, k0, gl, rows, ld, b0, coeff, prefetch);
     } else {
-      coeff_grad_rest<T, V, NV, KB - 1>(basis_rows, K, k0, rest, gl, rows, ld, b0, coeff);
+      coeff_grad_rest<T, V, NV, KB - 1>(basis_rows, K, k0, rest, gl, rows, ld, b0, coeff, prefetch);
     }
   }
 }
@@ -432,13 +470,14 @@ PGN_ALWAYS_INLINE void coeff_grad_rest(const T* basis_rows, int64_t K, int64_t k
 // All components for NV lane vectors from b0, in tiles of KB (then one of the rest).
 template <typename T, typename V, int NV, int KB>
 PGN_ALWAYS_INLINE void coeff_grad_block(const T* basis_rows, int64_t K, const T* gl, int64_t rows,
-                                        int64_t ld, int64_t b0, T* coeff) {
+                                        int64_t ld, int64_t b0, T* coeff,
+                                        BlockPrefetcher<T>& prefetch) {
   int64_t k0 = 0;
   for (; k0 + KB <= K; k0 += KB)
-    coeff_grad_tile<T, V, NV, KB>(basis_rows, K, k0, gl, rows, ld, b0, coeff);
+    coeff_grad_tile<T, V, NV, KB>(basis_rows, K, k0, gl, rows, ld, b0, coeff, prefetch);
   if (k0 < K)
     coeff_grad_rest<T, V, NV, KB>(basis_rows, K, k0, static_cast<int>(K - k0), gl, rows, ld, b0,
-                                  coeff);
+                                  coeff, prefetch);
 }
 
 // One chunk of vertices, a block of kGradBlockVerts at a time: transpose the
@@ -467,6 +506,7 @@ PGN_ALWAYS_INLINE void backward_chunks_impl(const SynthesizeGradArgs<T>& g, int6
   T* gl_t = go_t + kRows * ld;
   T* q_t = gl_t + kRows * ld;
   T* sh_t = q_t + kRows * ld;
+  BlockPrefetcher<T> prefetch;
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
     T* pose_sum = g.pose_part + chunk * morphable::kPoseGradSize * ld;
     T* coeff = g.coeff_part + chunk * K * ld;
@@ -476,11 +516,7 @@ PGN_ALWAYS_INLINE void backward_chunks_impl(const SynthesizeGradArgs<T>& g, int6
       const int64_t rows = 3 * nv;
       // Lanes past B stay zero in go_t, so their gl and pose terms are zero.
       const int64_t next = std::min(a.N - n0 - nv, kGradBlockVerts);
-      if (next > 0) {
-        prefetch_vertices(g.grad_out, a.B, a.N, n0 + nv, next);
-        prefetch_vertices(g.out, a.B, a.N, n0 + nv, next);
-        prefetch_rows(a.basis + (n0 + nv) * 3 * K, next * 3 * K);
-      }
+      prefetch.start(g.grad_out, g.out, a.basis, a.B, a.N, K, n0 + nv, next);
       transpose_vertices<T, V>(g.grad_out, a.B, a.N, n0, nv, go_t, ld);
       transpose_vertices<T, V>(g.out, a.B, a.N, n0, nv, q_t, ld);
       if (g.recompute) {
@@ -515,10 +551,10 @@ PGN_ALWAYS_INLINE void backward_chunks_impl(const SynthesizeGradArgs<T>& g, int6
       int64_t b0 = 0;
       for (; ld - b0 >= 2 * W; b0 += 2 * W)
         coeff_grad_block<T, V, 2, Tiles<Bytes>::kCoeffWide>(basis_rows, K, gl_t, rows, ld, b0,
-                                                            coeff);
+                                                            coeff, prefetch);
       for (; b0 < ld; b0 += W)
         coeff_grad_block<T, V, 1, Tiles<Bytes>::kCoeffNarrow>(basis_rows, K, gl_t, rows, ld, b0,
-                                                              coeff);
+                                                              coeff, prefetch);
       if (g.grad_mean != nullptr) {
         // Model gradients: each vertex is owned by this chunk, so plain adds.
         for (int64_t r = 0; r < rows; ++r) {
@@ -532,6 +568,7 @@ PGN_ALWAYS_INLINE void backward_chunks_impl(const SynthesizeGradArgs<T>& g, int6
           }
         }
       }
+      prefetch.finish();
     }
   }
 }
