@@ -198,13 +198,12 @@ PGN_ALWAYS_INLINE void store_posed_rows(const V* posed, int64_t N, int64_t n0, i
 }
 
 // Posed points of nv <= TV vertices from n0 and NV lane vectors from b0.
-// Full tiles in 512-bit vectors leave by store_posed_rows; 256-bit ones, whose
-// transposes would hold fewer values, and partial tiles by scalar stores.
+// Full tiles leave by store_posed_rows, partial ones (the last vertices) by
+// scalar stores.
 template <typename T, typename V, int NV, int TV>
 PGN_ALWAYS_INLINE void forward_tile(const SynthesizeArgs<T>& a, const T* const* rows, int64_t n0,
                                     int nv, int64_t b0, T* out) {
   constexpr int W = kLanes<T, V>;
-  constexpr bool kTransposeOut = sizeof(V) == 64;
   V acc[TV][3][NV];
   contract_basis_tile<T, V, NV, TV>(rows, a.coeffs_t + b0, a.ld, a.K, acc);
   for (int i = 0; i < NV; ++i) {
@@ -220,7 +219,7 @@ PGN_ALWAYS_INLINE void forward_tile(const SynthesizeArgs<T>& a, const T* const* 
                           a.mean[3 * n + 2] + acc[v][2][i]};
       morphable::transform_point(pose, pose[9], pose + 10, shape, posed + 3 * v);
     }
-    if (kTransposeOut && nv == TV) {
+    if (nv == TV) {
       store_posed_rows<0, 3 * TV>(posed, a.N, n0, bi, nb, out);
       continue;
     }
