@@ -52,7 +52,7 @@ struct Simd<double> {
   static constexpr int width = 4;
 };
 
-// Vector of T of the given size in bytes (32 or 64), and its number of lanes.
+// Vector of T of the given size in bytes (32 or 64).
 template <typename T, int Bytes>
 struct SimdOf;
 template <>
