@@ -9,8 +9,11 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <atomic>
 #include <string>
+
+#include "common/cpu_simd.h"
 
 #ifndef PGN_TORCH_VERSION
 #define PGN_TORCH_VERSION "unknown"
@@ -35,10 +38,40 @@ std::atomic<bool> cpu_simd_on{true};
 // which the tests compare the SIMD paths with.
 bool set_cpu_simd(bool enabled) { return cpu_simd_on.exchange(enabled); }
 
+// Widest vectors (bits) this build and CPU run: 512 where the PGN_CPU_V4
+// kernels are compiled in and the CPU (and OS) support AVX-512 F/BW/DQ/VL.
+int64_t max_cpu_simd_width() {
+#ifdef PGN_CPU_V4
+  static const bool v4 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return v4 ? 512 : 256;
+#else
+  return 256;
+#endif
+}
+
+std::atomic<int> cpu_simd_width_limit{512};
+
+// Limits the CPU twins' vectors to 256 or 512 bits; returns the previous limit.
+// Tests use it to reach the 256-bit kernels on a CPU with AVX-512.
+int64_t set_cpu_simd_width(int64_t bits) {
+  TORCH_CHECK(bits == 256 || bits == 512, "set_cpu_simd_width: bits must be 256 or 512, got ",
+              bits);
+  return cpu_simd_width_limit.exchange(static_cast<int>(bits));
+}
+
 }  // namespace
 
 namespace pgnface {
 bool cpu_simd_enabled() { return cpu_simd_on.load(std::memory_order_relaxed); }
+int cpu_simd_width() {
+  return static_cast<int>(std::min<int64_t>(max_cpu_simd_width(),
+                                            cpu_simd_width_limit.load(std::memory_order_relaxed)));
+}
 }  // namespace pgnface
 
 TORCH_LIBRARY(pgnface, m) {
@@ -48,6 +81,10 @@ TORCH_LIBRARY(pgnface, m) {
   m.def("torch_version_built() -> str", &torch_version_built);
   // Test control: SIMD paths of the CPU twins on (the default) or off.
   m.def("set_cpu_simd(bool enabled) -> bool", &set_cpu_simd);
+  // Test control: the CPU twins' widest vectors, 256 or 512 bits (the default:
+  // 512 where max_cpu_simd_width allows), and what this build and CPU allow.
+  m.def("set_cpu_simd_width(int bits) -> int", &set_cpu_simd_width);
+  m.def("max_cpu_simd_width() -> int", &max_cpu_simd_width);
 
   // Every forward op takes `check` (0 off, 1 record, 2 raise / assert; see
   // csrc/common/status.h) and returns its status word last: an int32 [1]

@@ -52,6 +52,20 @@ def cpu_simd(enabled: bool):
         torch.ops.pgnface.set_cpu_simd(previous)
 
 
+@contextlib.contextmanager
+def cpu_simd_width(bits: int):
+    """Runs the block with the CPU twins' vectors limited to ``bits`` (256 or 512) bits.
+
+    Kernels with a 512-bit path take it only where the CPU supports AVX-512 (see
+    ``torch.ops.pgnface.max_cpu_simd_width``); at 256 they run their AVX2 path.
+    """
+    previous = torch.ops.pgnface.set_cpu_simd_width(bits)
+    try:
+        yield
+    finally:
+        torch.ops.pgnface.set_cpu_simd_width(previous)
+
+
 def tolerances(dtype: torch.dtype, scale: float = 1.0):
     rtol, atol = TOLERANCES[dtype]
     return rtol * scale, atol * scale

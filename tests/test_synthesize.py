@@ -7,6 +7,7 @@ from op_harness import (
     DEVICES,
     DTYPES,
     assert_matches_reference,
+    cpu_simd_width,
     requires_cuda,
     shared_data_file,
     tolerances,
@@ -335,6 +336,68 @@ def test_direct_op_call_with_bad_shapes_raises_not_crashes():
         torch.ops.pgnface.synthesize_backward(torch.zeros(3, 9, 3), torch.zeros(3, 10, 3), *args.values(), False)
     with pytest.raises(RuntimeError, match="out must have shape"):
         torch.ops.pgnface.synthesize_backward(torch.zeros(3, 10, 3), torch.zeros(3, 9, 3), *args.values(), False)
+
+
+requires_avx512 = pytest.mark.skipif(
+    torch.ops.pgnface.max_cpu_simd_width() < 512, reason="the CPU (or this build) has no AVX-512 kernels"
+)
+
+
+def forward_and_backward(args):
+    """The synthesize op's outputs, then its backward op's (model gradients included) on a fixed upstream."""
+    out, status = torch.ops.pgnface.synthesize(*args.values())
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(11), dtype=out.dtype)
+    return [out, status, *torch.ops.pgnface.synthesize_backward(upstream, out, *args.values(), True)]
+
+
+# The 512-bit kernels run batches above one 256-bit vector (B > 8 in float32, B > 4 in
+# float64): B = 64 fills four float32 vectors, 9 / 17 / 33 / 70 leave a partial last one (and a
+# single-vector tile), N = 45 / 101 / 150 / 65 partial vertex tiles, K = 13 / 40 / 70 / 33
+# partial component tiles.
+@requires_avx512
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,N,K", [(9, 45, 13), (17, 101, 40), (33, 150, 70), (64, 203, 50), (70, 65, 33)])
+def test_avx512_matches_reference(dtype, B, N, K):
+    args = make_inputs(B, N, K, dtype, seed=B * 1000 + N + K)
+    rtol, atol = tolerances(dtype)
+    with cpu_simd_width(512):
+        assert_matches_reference(ops.synthesize, ops.reference.synthesize, args, ALL_NAMES, rtol=rtol, atol=atol)
+
+
+@requires_avx512
+@pytest.mark.parametrize("B", [6, 9])
+def test_avx512_gradcheck(B):
+    # B = 9: items 0-4 take the recompute path and the rest the output path (pose_of_every_backward_path).
+    args, _ = pose_of_every_backward_path(B, torch.float64, seed=4)
+    args = {k: v[:11] if k in ("mean", "basis") else v for k, v in args.items()}
+    inputs = tuple(args[n].clone().requires_grad_(True) for n in ALL_NAMES)
+    with cpu_simd_width(512):
+        assert torch.autograd.gradcheck(lambda *x: ops.synthesize(*x), inputs)
+
+
+@requires_avx512
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,N,K", [(5, 37, 7), (9, 45, 13), (17, 101, 40), (20, 61, 7), (33, 150, 70), (64, 203, 50)])
+def test_avx512_equals_avx2_bit_for_bit(dtype, B, N, K):
+    # Each lane sums over the components and the vertices in the same order at either vector
+    # size, so the 512- and 256-bit kernels agree exactly, forward and backward, on both
+    # backward paths (B = 20: pose_of_every_backward_path's recomputed items among the rest).
+    if B == 20:
+        args, _ = pose_of_every_backward_path(B, dtype)
+    else:
+        args = make_inputs(B, N, K, dtype, seed=B + N + K)
+    with cpu_simd_width(256):
+        narrow = forward_and_backward(args)
+    with cpu_simd_width(512):
+        wide = forward_and_backward(args)
+    for i, (a, b) in enumerate(zip(narrow, wide)):
+        assert torch.equal(a, b), i
+
+
+def test_cpu_simd_width_rejects_other_sizes():
+    with pytest.raises(RuntimeError, match="bits must be 256 or 512"):
+        torch.ops.pgnface.set_cpu_simd_width(128)
+    assert torch.ops.pgnface.max_cpu_simd_width() in (256, 512)
 
 
 @requires_cuda
