@@ -1151,7 +1151,9 @@ std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& attr_in,
     constexpr int64_t kStreamRun = 64, kStreamChannels = 16;
     const bool stream =
         static_cast<int64_t>(out.nbytes()) >= kStreamOutputBytes && C <= kStreamChannels;
-    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    // Tasks handed out one at a time (common/cpu_parallel.h): a thread that
+    // another process holds up delays only the task it holds.
+    parallel_for_dynamic(tasks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         // The value check of tris (status bit 1), split over the tasks as the
         // CUDA kernel splits it over its threads: a pixel reads only the
@@ -1214,7 +1216,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
     scalar_t* ga_ptr = grad_attr_items.data_ptr<scalar_t>();
     scalar_t* gb_ptr = grad_bary.data_ptr<scalar_t>();
     const int64_t pixels = H * W;
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    parallel_for_dynamic(B, 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
         const scalar_t* a = attr_ptr + (Ba == 1 ? 0 : b) * N * C;
         scalar_t* ga = ga_ptr + b * N * C;
