@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
@@ -40,7 +41,7 @@ size_t cap_from_environment() {
                text, "'; using ", kDefaultMb);
     return size_t(kDefaultMb) << 20;
   }
-  return size_t(mb) << 20;
+  return size_t(std::min(mb, 1LL << 40)) << 20;  // beyond a petabyte means "no cap"
 }
 
 // Blocks are kept in the order they were freed and reused by exact size, the
