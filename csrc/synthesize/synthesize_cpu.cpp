@@ -620,10 +620,10 @@ struct PreparedInputs {
 
 // Packs coeffs and the pose into [K, ld] / [13, ld] tables zero-padded to a
 // whole number of vectors of `bytes` bytes (so the vector loops never need a
-// remainder) and,
-// when status is given, ORs the value-check bits 1 coeffs, 2 rotation,
-// 4 scale, 8 translation into it. These per-item inputs are B (K + 13) values
-// that every vertex tile reads again, so they are checked once, here.
+// remainder) and, when status is given, ORs the value-check bits 1 coeffs,
+// 2 rotation, 4 scale, 8 translation into it. These per-item inputs are
+// B (K + 13) values that every vertex tile reads again, so they are checked
+// once, here.
 template <typename T>
 PreparedInputs<T> prepare(const at::Tensor& mean, const at::Tensor& basis, const at::Tensor& coeffs,
                           const at::Tensor& rotation, const at::Tensor& scale,
