@@ -394,6 +394,35 @@ def test_avx512_equals_avx2_bit_for_bit(dtype, B, N, K):
         assert torch.equal(a, b), i
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bits", [256, 512])
+@pytest.mark.parametrize("dtype,B", [(torch.float32, 24), (torch.float64, 12)])
+def test_large_output_matches_vertex_halves(threads, bits, dtype, B):
+    # 15,001 vertices pass the 4 MiB beyond which the CPU twin stages its output and streams it
+    # past the cache (csrc/common/cpu_stream.h); each half of the vertices stays below it. Item
+    # rows of 15,001 x 3 values start at every 4-byte offset within a cache line, so the copies
+    # meet partial lines at both ends. Both must agree bit for bit, and with the reference.
+    if bits > torch.ops.pgnface.max_cpu_simd_width():
+        pytest.skip("the CPU (or this build) has no AVX-512 kernels")
+    args = make_inputs(B, 15_001, 5, dtype, seed=3)
+    halves = [
+        {**args, "mean": args["mean"][part], "basis": args["basis"][part]}
+        for part in (slice(0, 7_500), slice(7_500, None))
+    ]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with cpu_simd_width(bits):
+            whole = ops.synthesize(**args)
+            by_halves = [ops.synthesize(**h) for h in halves]
+    finally:
+        torch.set_num_threads(before)
+    assert whole.nbytes >= 4 << 20 and by_halves[1].nbytes < 4 << 20
+    assert torch.equal(whole, torch.cat(by_halves, dim=1))
+    rtol, atol = tolerances(dtype)
+    torch.testing.assert_close(whole, ops.reference.synthesize(**args), rtol=rtol, atol=atol)
+
+
 def test_cpu_simd_width_rejects_other_sizes():
     with pytest.raises(RuntimeError, match="bits must be 256 or 512"):
         torch.ops.pgnface.set_cpu_simd_width(128)

@@ -38,4 +38,27 @@ void parallel_for_dynamic(int64_t n, int64_t grain, const F& f) {
   });
 }
 
+// parallel_for_dynamic for loops that leave work behind for the thread's next
+// piece to overlap (streaming out a staged output, say): each thread that
+// takes part default-constructs a State, calls f(state, begin, end) for every
+// piece it takes, in order, and then done(state).
+template <typename State, typename F, typename Done>
+void parallel_for_dynamic_with_state(int64_t n, int64_t grain, const F& f, const Done& done) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  const int64_t pieces = (n + grain - 1) / grain;
+  const int64_t workers = std::min<int64_t>(pieces, at::get_num_threads());
+  std::atomic<int64_t> next{0};
+  const auto work = [&] {
+    State state;
+    for (int64_t p = next.fetch_add(1, std::memory_order_relaxed); p < pieces;
+         p = next.fetch_add(1, std::memory_order_relaxed)) {
+      f(state, p * grain, std::min(n, (p + 1) * grain));
+    }
+    done(state);
+  };
+  if (workers <= 1) return work();
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) { work(); });
+}
+
 }  // namespace pgnface

@@ -1151,6 +1151,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& attr_in,
     constexpr int64_t kStreamRun = 64, kStreamChannels = 16;
     const bool stream =
         static_cast<int64_t>(out.nbytes()) >= kStreamOutputBytes && C <= kStreamChannels;
+    const bool whole_lines = stream_whole_lines();
     // Tasks handed out one at a time (common/cpu_parallel.h): a thread that
     // another process holds up delays only the task it holds.
     parallel_for_dynamic(tasks, 1, [&](int64_t begin, int64_t end) {
@@ -1180,7 +1181,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& attr_in,
             for (int64_t i = 0; i < n; ++i)
               raster::interpolate_at(tri_ptr[q + i], tris_ptr, T_count, a, N, channels(),
                                      bary_ptr + 3 * (q + i), buffer + i * channels());
-            stream_copy(buffer, n * channels(), out_ptr + q * channels());
+            stream_copy(buffer, n * channels(), out_ptr + q * channels(), whole_lines);
           }
         };
         with_constant_channels(C, run);

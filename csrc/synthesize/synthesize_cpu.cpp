@@ -9,6 +9,9 @@
 // against a vector or two of batch items, so the basis streams from memory
 // once for the whole batch. The mean add and the pose transform happen in the
 // same pass (synthesize_kernel.h), so no intermediate [B,N,3] is written.
+// An output of 4 MiB or more is staged a piece at a time in L2 and streamed
+// out with streaming stores while the next piece is computed
+// (common/cpu_stream.h), which lets two threads write it at twice the rate.
 // The backward works a block of vertices at a time: it forms the
 // shape-space and pose gradients, the latter from the forward's output
 // (p = out - t = s R shape, synthesize_kernel.h's output path), then
@@ -38,6 +41,7 @@
 
 #include "../common/cpu_parallel.h"
 #include "../common/cpu_simd.h"
+#include "../common/cpu_stream.h"
 #include "../common/status.h"
 #include "../common/status_host.h"
 #include "synthesize.h"
@@ -73,6 +77,19 @@ static_assert(Tiles<32>::kBlockVerts == kBlockVerts && Tiles<64>::kBlockVerts ==
 
 // Rows of the lane-major pose table: R (9, row-major), s, t (3).
 constexpr int kPoseRows = 13;
+
+// Where the forward writes item b's vertex n: the output itself (row_stride
+// N * 3, first_vert 0) or a piece's staging buffer, whose rows hold the
+// piece's vertices only.
+template <typename T>
+struct OutRows {
+  T* base;
+  int64_t row_stride;  // values from one item's row to the next
+  int64_t first_vert;  // the vertex at the start of each row
+  PGN_ALWAYS_INLINE T* at(int64_t b, int64_t n) const {
+    return base + b * row_stride + (n - first_vert) * 3;
+  }
+};
 
 template <typename T>
 struct SynthesizeArgs {
@@ -179,21 +196,20 @@ PGN_ALWAYS_INLINE void load_pose(const SynthesizeArgs<T>& a, int64_t b, V pose[k
 }
 
 // Stores rows R0 .. of a tile's posed points (row 3 v + d, lane j: item
-// bi + j) as x, y, z runs of out[bi + j, n0 ..], W rows at a time: a register
-// transpose turns them into each item's contiguous run, written with a few
-// whole-vector stores instead of a scalar store per value.
+// bi + j) as x, y, z runs of item bi + j from vertex n0, W rows at a time: a
+// register transpose turns them into each item's contiguous run, written with
+// a few whole-vector stores instead of a scalar store per value.
 template <int R0, int R, typename T, typename V>
-PGN_ALWAYS_INLINE void store_posed_rows(const V* posed, int64_t N, int64_t n0, int64_t bi, int nb,
-                                        T* out) {
+PGN_ALWAYS_INLINE void store_posed_rows(const V* posed, const OutRows<T>& out, int64_t n0,
+                                        int64_t bi, int nb) {
   if constexpr (R0 < R) {
     constexpr int W = kLanes<T, V>;
     constexpr int kCount = std::min(W, R - R0);
     V v[W];
     for (int i = 0; i < W; ++i) v[i] = i < kCount ? posed[R0 + i] : V{};
     transpose_square(v);
-    for (int j = 0; j < nb; ++j)
-      std::memcpy(out + ((bi + j) * N + n0) * 3 + R0, &v[j], kCount * sizeof(T));
-    store_posed_rows<R0 + W, R>(posed, N, n0, bi, nb, out);
+    for (int j = 0; j < nb; ++j) std::memcpy(out.at(bi + j, n0) + R0, &v[j], kCount * sizeof(T));
+    store_posed_rows<R0 + W, R>(posed, out, n0, bi, nb);
   }
 }
 
@@ -202,7 +218,7 @@ PGN_ALWAYS_INLINE void store_posed_rows(const V* posed, int64_t N, int64_t n0, i
 // scalar stores.
 template <typename T, typename V, int NV, int TV>
 PGN_ALWAYS_INLINE void forward_tile(const SynthesizeArgs<T>& a, const T* const* rows, int64_t n0,
-                                    int nv, int64_t b0, T* out) {
+                                    int nv, int64_t b0, const OutRows<T>& out) {
   constexpr int W = kLanes<T, V>;
   V acc[TV][3][NV];
   contract_basis_tile<T, V, NV, TV>(rows, a.coeffs_t + b0, a.ld, a.K, acc);
@@ -220,12 +236,12 @@ PGN_ALWAYS_INLINE void forward_tile(const SynthesizeArgs<T>& a, const T* const* 
       morphable::transform_point(pose, pose[9], pose + 10, shape, posed + 3 * v);
     }
     if (nv == TV) {
-      store_posed_rows<0, 3 * TV>(posed, a.N, n0, bi, nb, out);
+      store_posed_rows<0, 3 * TV>(posed, out, n0, bi, nb);
       continue;
     }
     for (int v = 0; v < nv; ++v) {
       for (int j = 0; j < nb; ++j) {
-        T* o = out + ((bi + j) * a.N + n0 + v) * 3;
+        T* o = out.at(bi + j, n0 + v);
         o[0] = posed[3 * v][j];
         o[1] = posed[3 * v + 1][j];
         o[2] = posed[3 * v + 2][j];
@@ -234,10 +250,12 @@ PGN_ALWAYS_INLINE void forward_tile(const SynthesizeArgs<T>& a, const T* const* 
   }
 }
 
-// Forward blocks [block_begin, block_end) with vectors of Bytes bytes.
+// Forward blocks [block_begin, block_end) with vectors of Bytes bytes,
+// streaming out a step of `pending` (if any) after each block.
 template <typename T, int Bytes>
-PGN_ALWAYS_INLINE void forward_blocks_impl(const SynthesizeArgs<T>& a, T* out, int64_t block_begin,
-                                           int64_t block_end) {
+PGN_ALWAYS_INLINE void forward_blocks_impl(const SynthesizeArgs<T>& a, const OutRows<T>& out,
+                                           int64_t block_begin, int64_t block_end,
+                                           StagedRows<T>* pending) {
   using V = typename SimdOf<T, Bytes>::type;
   constexpr int W = kLanes<T, V>, TV = Tiles<Bytes>::kWideTV;
   for (int64_t block = block_begin; block < block_end; ++block) {
@@ -252,22 +270,23 @@ PGN_ALWAYS_INLINE void forward_blocks_impl(const SynthesizeArgs<T>& a, T* out, i
         forward_tile<T, V, 2, TV>(a, rows + v0, n0 + v0, std::min(nv - v0, TV), b0, out);
     }
     for (; b0 < a.B; b0 += W) forward_tile<T, V, 1, kBlockVerts>(a, rows, n0, nv, b0, out);
+    if (pending != nullptr) pending->step();
   }
 }
 
 // Entry points are compiled once per ISA and picked at load time
 // (PGN_CPU_CLONES), or compiled for AVX-512 and picked by the caller.
 template <typename T>
-PGN_CPU_CLONES void forward_blocks(const SynthesizeArgs<T>& a, T* out, int64_t block_begin,
-                                   int64_t block_end) {
-  forward_blocks_impl<T, 32>(a, out, block_begin, block_end);
+PGN_CPU_CLONES void forward_blocks(const SynthesizeArgs<T>& a, const OutRows<T>& out,
+                                   int64_t block_begin, int64_t block_end, StagedRows<T>* pending) {
+  forward_blocks_impl<T, 32>(a, out, block_begin, block_end, pending);
 }
 
 #ifdef PGN_CPU_V4
 template <typename T>
-PGN_CPU_V4 void forward_blocks_v4(const SynthesizeArgs<T>& a, T* out, int64_t block_begin,
-                                  int64_t block_end) {
-  forward_blocks_impl<T, 64>(a, out, block_begin, block_end);
+PGN_CPU_V4 void forward_blocks_v4(const SynthesizeArgs<T>& a, const OutRows<T>& out,
+                                  int64_t block_begin, int64_t block_end, StagedRows<T>* pending) {
+  forward_blocks_impl<T, 64>(a, out, block_begin, block_end, pending);
 }
 #endif
 
@@ -661,6 +680,10 @@ PreparedInputs<T> prepare(const at::Tensor& mean, const at::Tensor& basis, const
   return p;
 }
 
+// Blocks of kBlockVerts vertices per piece of the forward's parallel loop:
+// 128 vertices, whose staged outputs (B x 1.5 KB) stay in L2.
+constexpr int64_t kForwardPieceBlocks = 32;
+
 // Vertices per backward chunk: depends on N only (never on the thread count),
 // so the reduction order and hence the result is reproducible.
 int64_t backward_chunk_verts(int64_t N) {
@@ -698,12 +721,51 @@ std::tuple<at::Tensor, at::Tensor> synthesize_cpu(const at::Tensor& mean_in,
           prepare<scalar_t>(mean, basis, coeffs, rotation, scale, translation, bytes, st);
       scalar_t* out_ptr = out.data_ptr<scalar_t>();
       const int64_t blocks = (N + kBlockVerts - 1) / kBlockVerts;
-      parallel_for_dynamic(blocks, 32, [&](int64_t begin, int64_t end) {
+      const auto run = [&](const OutRows<scalar_t>& rows, int64_t first, int64_t last,
+                           StagedRows<scalar_t>* pending) {
 #ifdef PGN_CPU_V4
-        if (bytes == 64) return forward_blocks_v4(prepared.args, out_ptr, begin, end);
+        if (bytes == 64) return forward_blocks_v4(prepared.args, rows, first, last, pending);
 #endif
-        forward_blocks(prepared.args, out_ptr, begin, end);
-      });
+        forward_blocks(prepared.args, rows, first, last, pending);
+      };
+      if (static_cast<int64_t>(out.nbytes()) < kStreamOutputBytes) {
+        parallel_for_dynamic(blocks, kForwardPieceBlocks, [&](int64_t begin, int64_t end) {
+          run({out_ptr, N * 3, 0}, begin, end, nullptr);
+        });
+        return;
+      }
+      // A large output leaves the cache anyway: each piece goes to one of two
+      // staging buffers in L2 and streams out of it (common/cpu_stream.h)
+      // while the thread computes its next piece into the other. Written in
+      // place, every 48-byte run of an item's row reads its lines for
+      // ownership first, and two threads write no faster than one.
+      const bool whole_lines = stream_whole_lines();
+      // One line of padding per row spreads the rows over the L1's sets.
+      const int64_t stride =
+          kForwardPieceBlocks * kBlockVerts * 3 + 64 / static_cast<int64_t>(sizeof(scalar_t));
+      const int64_t rows_per_step = (B + kForwardPieceBlocks - 1) / kForwardPieceBlocks;
+      struct Staging {
+        StagedRows<scalar_t> pending;
+        int64_t buffer = 0;
+      };
+      parallel_for_dynamic_with_state<Staging>(
+          blocks, kForwardPieceBlocks,
+          [&](Staging& staging, int64_t first, int64_t last) {
+            thread_local std::vector<scalar_t> buffers;
+            if (static_cast<int64_t>(buffers.size()) < 2 * B * stride)
+              buffers.resize(2 * B * stride);
+            scalar_t* rows = buffers.data() + staging.buffer * B * stride;
+            const int64_t n0 = first * kBlockVerts, nv = std::min(N, last * kBlockVerts) - n0;
+            run({rows, stride, n0}, first, last, &staging.pending);
+            staging.pending.finish();
+            staging.pending = StagedRows<scalar_t>(rows, stride, B, nv * 3, out_ptr + n0 * 3, N * 3,
+                                                   rows_per_step, whole_lines);
+            staging.buffer ^= 1;
+          },
+          [](Staging& staging) {
+            staging.pending.finish();
+            stream_fence();
+          });
     });
   }
   if (st != nullptr) synthesize_act_on_status(status, check, call);
