@@ -844,16 +844,17 @@ void rasterize_simd(const T* pos, const int32_t* tris, int64_t B, int64_t N, int
     project_vertices_soa(p, begin, end, H, W, pr.fxy.get(), pr.xyzw.get(), status);
   };
   if (B >= threads || threads == 1) {
-    std::atomic<int64_t> next{0};
-    at::parallel_for(0, std::min(B, threads), 1, [&](int64_t, int64_t) {
-      ProjectedSoA<T> pr(N);
-      for (int64_t b = next.fetch_add(1, std::memory_order_relaxed); b < B;
-           b = next.fetch_add(1, std::memory_order_relaxed)) {
-        project(pos + b * N * 4, 0, N, pr);
-        rasterize_rows_simd(pr, tris, N, T_count, H, W, 0, H - 1, cull, tri_id + b * pixels,
-                            bary + 3 * b * pixels, depth + b * pixels, status);
-      }
-    });
+    parallel_for_dynamic_with_state<std::unique_ptr<ProjectedSoA<T>>>(
+        B, 1,
+        [&](std::unique_ptr<ProjectedSoA<T>>& pr, int64_t begin, int64_t end) {
+          if (!pr) pr = std::make_unique<ProjectedSoA<T>>(N);
+          for (int64_t b = begin; b < end; ++b) {
+            project(pos + b * N * 4, 0, N, *pr);
+            rasterize_rows_simd(*pr, tris, N, T_count, H, W, 0, H - 1, cull, tri_id + b * pixels,
+                                bary + 3 * b * pixels, depth + b * pixels, status);
+          }
+        },
+        [](std::unique_ptr<ProjectedSoA<T>>&) {});
     return;
   }
   // Fewer images than threads: one band of rows per thread. Every band sets up
@@ -1008,17 +1009,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(
       return;
     }
     if (B >= threads || threads == 1) {
-      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-        Projected<scalar_t> pr(N);
-        std::vector<uint64_t> zbuf(pixels);
-        for (int64_t b = begin; b < end; ++b) {
-          const scalar_t* p = pos_ptr + b * N * 4;
-          project_vertices(p, 0, N, H, W, pr, st);
-          rasterize_rows(pr, p, tris_ptr, T_count, H, W, 0, H - 1, c, zbuf.data(),
-                         tri_ptr + b * pixels, bary_ptr + 3 * b * pixels, depth_ptr + b * pixels,
-                         st);
-        }
-      });
+      // A thread's projection and depth buffer, made at its first image.
+      struct Buffers {
+        std::unique_ptr<Projected<scalar_t>> pr;
+        std::vector<uint64_t> zbuf;
+      };
+      parallel_for_dynamic_with_state<Buffers>(
+          B, 1,
+          [&](Buffers& buffers, int64_t begin, int64_t end) {
+            if (!buffers.pr) {
+              buffers.pr = std::make_unique<Projected<scalar_t>>(N);
+              buffers.zbuf.resize(pixels);
+            }
+            for (int64_t b = begin; b < end; ++b) {
+              const scalar_t* p = pos_ptr + b * N * 4;
+              project_vertices(p, 0, N, H, W, *buffers.pr, st);
+              rasterize_rows(*buffers.pr, p, tris_ptr, T_count, H, W, 0, H - 1, c,
+                             buffers.zbuf.data(), tri_ptr + b * pixels, bary_ptr + 3 * b * pixels,
+                             depth_ptr + b * pixels, st);
+            }
+          },
+          [](Buffers&) {});
       return;
     }
     // Fewer images than threads: bands of rows, each over every triangle.
@@ -1027,10 +1038,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rasterize_cpu(
     std::vector<uint64_t> zbuf(pixels);
     for (int64_t b = 0; b < B; ++b) {
       const scalar_t* p = pos_ptr + b * N * 4;
-      at::parallel_for(0, N, 4096, [&](int64_t begin, int64_t end) {
+      parallel_for_dynamic(N, 4096, [&](int64_t begin, int64_t end) {
         project_vertices(p, begin, end, H, W, pr, st);
       });
-      at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
+      parallel_for_dynamic(bands, 1, [&](int64_t begin, int64_t end) {
         for (int64_t band = begin; band < end; ++band) {
           const int row_lo = static_cast<int>(band * H / bands);
           const int row_hi = static_cast<int>((band + 1) * H / bands) - 1;
@@ -1088,31 +1099,32 @@ at::Tensor rasterize_backward_cpu(const at::Tensor& grad_bary_in, const at::Tens
     if (whole_images) {
       // Blocks of about 4096 pixels: their terms stay in cache until added.
       const int rows = static_cast<int>(std::max<int64_t>(1, 4096 / W));
-      std::atomic<int64_t> next{0};
-      at::parallel_for(0, std::min(B, threads), 1, [&](int64_t, int64_t) {
-        std::unique_ptr<C[]> buf(new C[static_cast<int64_t>(rows) * W]);
-        for (int64_t b = next.fetch_add(1, std::memory_order_relaxed); b < B;
-             b = next.fetch_add(1, std::memory_order_relaxed)) {
-          for (int r = 0; r < H; r += rows) {
-            const int64_t n = band(b, r, std::min(H, r + rows), buf.get());
-            add_contributions(buf.get(), n, 0, N, out_ptr + b * N * 4);
-          }
-        }
-      });
+      parallel_for_dynamic_with_state<std::unique_ptr<C[]>>(
+          B, 1,
+          [&](std::unique_ptr<C[]>& buf, int64_t begin, int64_t end) {
+            if (!buf) buf.reset(new C[static_cast<int64_t>(rows) * W]);
+            for (int64_t b = begin; b < end; ++b) {
+              for (int r = 0; r < H; r += rows) {
+                const int64_t n = band(b, r, std::min(H, r + rows), buf.get());
+                add_contributions(buf.get(), n, 0, N, out_ptr + b * N * 4);
+              }
+            }
+          },
+          [](std::unique_ptr<C[]>&) {});
       return;
     }
     const int64_t bands = std::min<int64_t>(threads, H);
     std::unique_ptr<C[]> buf(new C[static_cast<int64_t>(H) * W]);
     std::vector<int64_t> count(bands);
     for (int64_t b = 0; b < B; ++b) {
-      at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
+      parallel_for_dynamic(bands, 1, [&](int64_t begin, int64_t end) {
         for (int64_t k = begin; k < end; ++k) {
           const int row_begin = static_cast<int>(k * H / bands);
           count[k] = band(b, row_begin, static_cast<int>((k + 1) * H / bands),
                           buf.get() + static_cast<int64_t>(row_begin) * W);
         }
       });
-      at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
+      parallel_for_dynamic(bands, 1, [&](int64_t begin, int64_t end) {
         for (int64_t share = begin; share < end; ++share) {
           const int64_t v_begin = share * N / bands, v_end = (share + 1) * N / bands;
           for (int64_t k = 0; k < bands; ++k)
