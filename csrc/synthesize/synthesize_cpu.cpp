@@ -509,19 +509,20 @@ PGN_ALWAYS_INLINE void coeff_grad_block(const T* basis_rows, int64_t K, const T*
 // between the phases, so the basis streams from memory once. Chunks own
 // disjoint partial buffers and vertices, so there are no races and the result
 // does not depend on the thread count (nor on the vector size: each lane's
-// sums run in the same order).
+// sums run in the same order). `tables` holds the
+// thread's (3 or, with recompute, 4) x kGradBlockVerts * 3 x ld values, zero
+// where a lane is past B.
 template <typename T, int Bytes>
-PGN_ALWAYS_INLINE void backward_chunks_impl(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
-                                            int64_t chunk_end) {
+PGN_ALWAYS_INLINE void backward_chunks_impl(const SynthesizeGradArgs<T>& g, T* tables,
+                                            int64_t chunk_begin, int64_t chunk_end) {
   using V = typename SimdOf<T, Bytes>::type;
   constexpr int W = kLanes<T, V>;
   const SynthesizeArgs<T>& a = g.in;
   const int64_t K = a.K, ld = a.ld;
   constexpr int64_t kRows = kGradBlockVerts * 3;
-  // This task's tables: transposed grad_out, shape-space gradient, the
-  // points q (transposed out, or shapes), recomputed shapes.
-  std::vector<T> tables((g.recompute ? 4 : 3) * kRows * ld, T(0));
-  T* go_t = tables.data();
+  // The tables: transposed grad_out, shape-space gradient, the points q
+  // (transposed out, or shapes), recomputed shapes.
+  T* go_t = tables;
   T* gl_t = go_t + kRows * ld;
   T* q_t = gl_t + kRows * ld;
   T* sh_t = q_t + kRows * ld;
@@ -593,16 +594,16 @@ PGN_ALWAYS_INLINE void backward_chunks_impl(const SynthesizeGradArgs<T>& g, int6
 }
 
 template <typename T>
-PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
+PGN_CPU_CLONES void backward_chunks(const SynthesizeGradArgs<T>& g, T* tables, int64_t chunk_begin,
                                     int64_t chunk_end) {
-  backward_chunks_impl<T, 32>(g, chunk_begin, chunk_end);
+  backward_chunks_impl<T, 32>(g, tables, chunk_begin, chunk_end);
 }
 
 #ifdef PGN_CPU_V4
 template <typename T>
-PGN_CPU_V4 void backward_chunks_v4(const SynthesizeGradArgs<T>& g, int64_t chunk_begin,
+PGN_CPU_V4 void backward_chunks_v4(const SynthesizeGradArgs<T>& g, T* tables, int64_t chunk_begin,
                                    int64_t chunk_end) {
-  backward_chunks_impl<T, 64>(g, chunk_begin, chunk_end);
+  backward_chunks_impl<T, 64>(g, tables, chunk_begin, chunk_end);
 }
 #endif
 
@@ -849,12 +850,18 @@ synthesize_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& out_in,
                                      need_model_grad ? grad_mean.data_ptr<scalar_t>() : nullptr,
                                      need_model_grad ? grad_basis.data_ptr<scalar_t>() : nullptr,
                                      chunk_verts};
-      parallel_for_dynamic(chunks, 1, [&](int64_t begin, int64_t end) {
+      // Each thread's tables (backward_chunks_impl), made at its first chunk.
+      const int64_t table_values = (recompute ? 4 : 3) * kGradBlockVerts * 3 * ld;
+      parallel_for_dynamic_with_state<std::vector<scalar_t>>(
+          chunks, 1,
+          [&](std::vector<scalar_t>& tables, int64_t begin, int64_t end) {
+            if (tables.empty()) tables.assign(table_values, scalar_t(0));
 #ifdef PGN_CPU_V4
-        if (bytes == 64) return backward_chunks_v4(g, begin, end);
+            if (bytes == 64) return backward_chunks_v4(g, tables.data(), begin, end);
 #endif
-        backward_chunks(g, begin, end);
-      });
+            backward_chunks(g, tables.data(), begin, end);
+          },
+          [](std::vector<scalar_t>&) {});
       grad_coeffs.copy_(coeff_part.sum(0).narrow(1, 0, B).t());
       pose = pose_part.sum(0).narrow(1, 0, B).t().contiguous();
     }
