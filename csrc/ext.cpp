@@ -13,6 +13,7 @@
 #include <atomic>
 #include <string>
 
+#include "common/cpu_pool.h"
 #include "common/cpu_simd.h"
 
 #ifndef PGN_TORCH_VERSION
@@ -85,6 +86,10 @@ TORCH_LIBRARY(pgnface, m) {
   // 512 where max_cpu_simd_width allows), and what this build and CPU allow.
   m.def("set_cpu_simd_width(int bits) -> int", &set_cpu_simd_width);
   m.def("max_cpu_simd_width() -> int", &max_cpu_simd_width);
+  // The CPU twins' parallel loops on pgnface's thread pool (true) or on
+  // torch's OpenMP threads (false, the default); returns the previous setting.
+  // See csrc/common/cpu_pool.h.
+  m.def("set_cpu_pool(bool enabled) -> bool", &pgnface::set_cpu_pool_enabled);
 
   // Every forward op takes `check` (0 off, 1 record, 2 raise / assert; see
   // csrc/common/status.h) and returns its status word last: an int32 [1]

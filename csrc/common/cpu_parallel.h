@@ -4,55 +4,64 @@
 // when another process holds a core one thread's share waits for it and the
 // whole call waits at the end (on a 2-core machine two threads then run slower
 // than one). Here the range is cut into pieces of `grain` that the threads
-// take one at a time from a shared counter, on the pool of cpu_pool.h: a
-// descheduled thread delays only the piece it holds, and a thread that has not
-// started when the pieces run out is not waited for. Which thread runs a piece
-// never changes what the piece computes, so results stay independent of the
-// thread count and the timing.
+// take one at a time from a shared counter: a descheduled thread delays only
+// the piece it holds. Which thread runs a piece never changes what the piece
+// computes, so results stay independent of the thread count and the timing.
+//
+// The threads are torch's own (OpenMP, through at::parallel_for), or, where
+// cpu_pool_enabled(), the pool of cpu_pool.h, which does not wait at the end
+// for a thread that has not started. Torch's are the default: after any torch
+// op they keep spinning for milliseconds, and a pool thread sharing a core
+// with one of them runs at half speed (svd3x3 right after a torch.sum on two
+// threads: 2.65 ms on the pool, 2.13 ms on torch's threads).
 #pragma once
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 
 #include "cpu_pool.h"
 
 namespace pgnface {
 
-namespace parallel_detail {
-
-// The grain that cuts [0, n) into at most kMaxPoolPieces pieces.
-inline int64_t pool_grain(int64_t n, int64_t grain) {
-  grain = std::max<int64_t>(grain, 1);
-  return std::max(grain, (n + kMaxPoolPieces - 1) / kMaxPoolPieces);
-}
-
-}  // namespace parallel_detail
-
 // Calls f(begin, end) for consecutive pieces [begin, end) of [0, n), each
-// `grain` long (the last one shorter), spread over at::get_num_threads()
-// threads; on one thread, f(0, n) once.
+// `grain` long (the last one shorter), spread over at::parallel_for's threads;
+// on one thread, f(0, n) once.
 template <typename F>
 void parallel_for_dynamic(int64_t n, int64_t grain, const F& f) {
   if (n <= 0) return;
-  grain = parallel_detail::pool_grain(n, grain);
+  grain = std::max<int64_t>(grain, 1);
   const int64_t pieces = (n + grain - 1) / grain;
-  const int threads = at::get_num_threads();
-  if (threads <= 1 || pieces == 1) return f(0, n);
-  struct Job {
-    const F* f;
-    int64_t n, grain;
-  } job{&f, n, grain};
-  run_on_pool(
-      pieces, threads,
-      [](void* context, int64_t piece, PieceClaims& claims) {
-        const Job& j = *static_cast<const Job*>(context);
-        do {
-          (*j.f)(piece* j.grain, std::min(j.n, (piece + 1) * j.grain));
-        } while (claims.next(&piece));
-      },
-      &job);
+  const int64_t workers = std::min<int64_t>(pieces, at::get_num_threads());
+  if (workers <= 1) {
+    f(0, n);
+    return;
+  }
+  if (cpu_pool_enabled() && pieces <= kMaxPoolPieces) {
+    struct Job {
+      const F* f;
+      int64_t n, grain;
+    } job{&f, n, grain};
+    run_on_pool(
+        pieces, static_cast<int>(workers),
+        [](void* context, int64_t piece, PieceClaims& claims) {
+          const Job& j = *static_cast<const Job*>(context);
+          do {
+            (*j.f)(piece* j.grain, std::min(j.n, (piece + 1) * j.grain));
+          } while (claims.next(&piece));
+        },
+        &job);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    for (int64_t p = next.fetch_add(1, std::memory_order_relaxed); p < pieces;
+         p = next.fetch_add(1, std::memory_order_relaxed)) {
+      f(p * grain, std::min(n, (p + 1) * grain));
+    }
+  });
 }
 
 // parallel_for_dynamic for loops that keep per-thread state, or leave work
@@ -63,22 +72,39 @@ void parallel_for_dynamic(int64_t n, int64_t grain, const F& f) {
 template <typename State, typename F, typename Done>
 void parallel_for_dynamic_with_state(int64_t n, int64_t grain, const F& f, const Done& done) {
   if (n <= 0) return;
-  grain = parallel_detail::pool_grain(n, grain);
-  struct Job {
-    const F* f;
-    const Done* done;
-    int64_t n, grain;
-  } job{&f, &done, n, grain};
-  run_on_pool((n + grain - 1) / grain, at::get_num_threads(),
-              [](void* context, int64_t piece, PieceClaims& claims) {
-                const Job& j = *static_cast<const Job*>(context);
-                State state;
-                do {
-                  (*j.f)(state, piece* j.grain, std::min(j.n, (piece + 1) * j.grain));
-                } while (claims.next(&piece));
-                (*j.done)(state);
-              },
-              &job);
+  grain = std::max<int64_t>(grain, 1);
+  const int64_t pieces = (n + grain - 1) / grain;
+  const int64_t workers = std::min<int64_t>(pieces, at::get_num_threads());
+  std::atomic<int64_t> next{0};
+  const auto work = [&] {
+    State state;
+    for (int64_t p = next.fetch_add(1, std::memory_order_relaxed); p < pieces;
+         p = next.fetch_add(1, std::memory_order_relaxed)) {
+      f(state, p * grain, std::min(n, (p + 1) * grain));
+    }
+    done(state);
+  };
+  if (workers <= 1) return work();
+  if (cpu_pool_enabled() && pieces <= kMaxPoolPieces) {
+    struct Job {
+      const F* f;
+      const Done* done;
+      int64_t n, grain;
+    } job{&f, &done, n, grain};
+    run_on_pool(
+        pieces, static_cast<int>(workers),
+        [](void* context, int64_t piece, PieceClaims& claims) {
+          const Job& j = *static_cast<const Job*>(context);
+          State state;
+          do {
+            (*j.f)(state, piece* j.grain, std::min(j.n, (piece + 1) * j.grain));
+          } while (claims.next(&piece));
+          (*j.done)(state);
+        },
+        &job);
+    return;
+  }
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) { work(); });
 }
 
 }  // namespace pgnface

@@ -13,8 +13,10 @@
 #include <ATen/Parallel.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -158,7 +160,16 @@ Pool* pool = new Pool;
     pthread_atfork(nullptr, nullptr, [] { pool = new Pool; });
 #endif
 
+std::atomic<bool> pool_enabled{[] {
+  const char* text = std::getenv("PGN_CPU_POOL");
+  return text != nullptr && std::string(text) == "1";
+}()};
+
 }  // namespace
+
+bool cpu_pool_enabled() { return pool_enabled.load(std::memory_order_relaxed); }
+
+bool set_cpu_pool_enabled(bool enabled) { return pool_enabled.exchange(enabled); }
 
 void run_on_pool(int64_t pieces, int threads, PoolParticipant participant, void* context) {
   if (pieces <= 0) return;

@@ -14,6 +14,13 @@
 // One job runs at a time; a call made while another thread's job runs, from
 // inside a job, or from inside an OpenMP region runs its pieces on the
 // calling thread. Which thread runs a piece never changes what it computes.
+//
+// Off by default (cpu_pool_enabled): after any torch op, torch's own OpenMP
+// threads keep spinning for milliseconds, and a pool thread sharing a core
+// with one runs at half speed, so where torch ops run between the ops (most
+// programs) torch's threads serve better. On a machine that other processes
+// load, for a loop of these ops alone, the pool keeps two threads faster than
+// one where OpenMP's end of region can stall a call for a time slice.
 #pragma once
 
 #include <atomic>
@@ -75,5 +82,14 @@ using PoolParticipant = void (*)(void* context, int64_t first_piece, PieceClaims
 // thread that took part has returned from `participant`. An exception thrown
 // by a participant is rethrown here.
 void run_on_pool(int64_t pieces, int threads, PoolParticipant participant, void* context);
+
+// Whether the CPU twins' parallel loops (cpu_parallel.h) run on this pool
+// rather than on torch's OpenMP threads: PGN_CPU_POOL=1 in the environment
+// turns it on at load, set_cpu_pool_enabled (torch.ops.pgnface.set_cpu_pool)
+// at any time between calls.
+bool cpu_pool_enabled();
+
+// Sets cpu_pool_enabled(); returns the previous setting.
+bool set_cpu_pool_enabled(bool enabled);
 
 }  // namespace pgnface

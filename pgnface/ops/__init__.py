@@ -13,10 +13,11 @@ Ops:
     similarity_align: weighted Umeyama alignment dst ~ scale * R @ src + t (plus
         apply_similarity, rotation_to_angles and landmarks_to_pose helpers).
     release_cpu_cache: frees the CPU memory cached for the ops' large outputs.
+    use_cpu_thread_pool: the CPU ops' parallel loops on pgnface's thread pool or torch's threads.
 """
 
 from pgnface.ops import reference
-from pgnface.ops._native import cuda_built, release_cpu_cache
+from pgnface.ops._native import cuda_built, release_cpu_cache, use_cpu_thread_pool
 from pgnface.ops.interpolate import interpolate
 from pgnface.ops.pose import (
     Pose,
@@ -46,4 +47,5 @@ __all__ = [
     "similarity_align",
     "svd3x3",
     "synthesize",
+    "use_cpu_thread_pool",
 ]

@@ -77,6 +77,29 @@ def release_cpu_cache() -> int:
     return int(torch.ops.pgnface.release_cpu_cache())
 
 
+def use_cpu_thread_pool(enabled: bool) -> bool:
+    """Runs the CPU ops' parallel loops on pgnface's own thread pool, or on torch's threads.
+
+    By default the ops share torch's OpenMP threads. On a machine that other processes load, the
+    end of an OpenMP parallel region can wait a whole time slice for a thread the system has not
+    run (a one-millisecond call then takes twenty); the pool does not wait for a thread that has
+    not started, so two threads stay faster than one. But torch's threads keep spinning for
+    milliseconds after every torch op, and a pool thread that shares a core with one runs at half
+    speed: turn the pool on for loops of pgnface ops with little torch work between them.
+    ``PGN_CPU_POOL=1`` in the environment turns it on from the start. Results are the same
+    either way.
+
+    Args:
+        enabled: True for pgnface's pool, False for torch's threads.
+
+    Returns:
+        The previous setting.
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    return bool(torch.ops.pgnface.set_cpu_pool(enabled))
+
+
 def check_device_supported(tensor: torch.Tensor, name: str) -> None:
     """Explains how to rebuild when a CUDA tensor meets a CPU-only build.
 

@@ -1,5 +1,6 @@
-"""The CPU twins' thread pool (csrc/common/cpu_pool.h): same results on any thread count, from
-concurrent callers and in forked children."""
+"""The CPU twins' parallel loops (csrc/common/cpu_parallel.h), on torch's threads and on pgnface's
+pool (csrc/common/cpu_pool.h): the same results on any thread count, from concurrent callers and
+in forked children."""
 
 import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,13 @@ def run_ops(M, src, dst, pos, tris, attr, model):
     return outputs + [shape.detach(), grad]
 
 
+@pytest.fixture(params=[False, True], ids=["torch_threads", "pool"])
+def pool(request):
+    before = ops.use_cpu_thread_pool(request.param)
+    yield request.param
+    ops.use_cpu_thread_pool(before)
+
+
 def with_threads(threads, fn, *args):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -58,14 +66,15 @@ def assert_all_equal(a, b):
 
 
 @pytest.mark.parametrize("threads", [2, 3, 5])
-def test_results_do_not_depend_on_the_thread_count(threads):
+def test_results_do_not_depend_on_the_thread_count(threads, pool):
     inputs = scene()
     assert_all_equal(with_threads(1, run_ops, *inputs), with_threads(threads, run_ops, *inputs))
 
 
-def test_concurrent_callers_get_their_own_results():
-    # One job runs on the pool at a time; calls made meanwhile from other threads run on their
-    # own thread. Either way each caller gets exactly what a lone call gives.
+def test_concurrent_callers_get_their_own_results(pool):
+    # Calls from several threads at once: on torch's threads each runs its own parallel region;
+    # the pool runs one job at a time and the calls made meanwhile on their own thread. Either
+    # way each caller gets exactly what a lone call gives.
     inputs = scene()
     expected = with_threads(1, run_ops, *inputs)
 
@@ -85,20 +94,31 @@ def _svd_in_child(queue):
 
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this system")
-def test_forked_child_has_a_working_pool():
+def test_forked_child_runs_on_the_pool():
     # The parent's pool threads do not exist in a forked child (a DataLoader worker, say): the
     # child starts threads of its own, and a job never waits for a thread that has not started.
+    # (torch's OpenMP threads are not fork-safe: a child that uses them after its parent did can
+    # hang, so only the pool is tested here.)
     M = torch.randn(40_000, 3, 3, generator=torch.Generator().manual_seed(3))
-    expected = with_threads(2, ops.svd3x3, M)[1]  # the parent's pool threads are running
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_svd_in_child, args=(queue,))
-    child.start()
+    before = ops.use_cpu_thread_pool(True)
     try:
-        got = queue.get(timeout=120)
+        expected = with_threads(2, ops.svd3x3, M)[1]  # the parent's pool threads are running
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_svd_in_child, args=(queue,))
+        child.start()
+        try:
+            got = queue.get(timeout=120)
+        finally:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()
     finally:
-        child.join(timeout=30)
-        if child.is_alive():
-            child.kill()
+        ops.use_cpu_thread_pool(before)
     assert child.exitcode == 0
     assert got == expected.tolist()
+
+
+def test_use_cpu_thread_pool_wants_a_bool():
+    with pytest.raises(TypeError, match="enabled must be a bool"):
+        ops.use_cpu_thread_pool(1)
