@@ -1,6 +1,6 @@
 """Two threads while another process keeps a core busy: does the second thread still pay?
 
-    python -m bench.under_load [--spinners 1] [--calls 60] [--ops rasterize,...] [--json FILE]
+    python -m bench.under_load [--spinners 1] [--calls 60] [--pool] [--ops rasterize,...] [--json FILE]
 
 Starts ``--spinners`` processes that spin on the CPU for as long as the benchmark runs, then
 times ``--calls`` calls of each case at one thread and at two, alternating call by call
@@ -10,9 +10,10 @@ rasterizer's cases), and the forward cases of ``bench.threads`` for the other op
 
 On a 2-core machine one spinner leaves the op one core's worth of time and the scheduler shares
 the other between the spinner and the op's second thread. A parallel loop that waits at its end
-for a thread the scheduler has not run yet then takes a time slice longer than the whole call
-(milliseconds where the call takes one); pieces handed out only to threads that are running keep
-the slowest call near one thread's time.
+for a thread the scheduler has not run yet (torch's OpenMP threads, the default) then takes a
+time slice longer than the whole call (milliseconds where the call takes one); ``--pool`` runs
+the ops on pgnface's thread pool (``pgnface.ops.use_cpu_thread_pool``), which hands pieces only
+to threads that are running and keeps the slowest call near one thread's time.
 """
 
 import argparse
@@ -103,6 +104,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spinners", type=int, default=1, help="busy processes to run alongside (default: 1)")
     parser.add_argument("--calls", type=int, default=60, help="timed calls per thread count and case (default: 60)")
+    parser.add_argument("--pool", action="store_true", help="run the ops on pgnface's thread pool")
     parser.add_argument("--ops", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES))
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -113,7 +115,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.spinners < 0 or args.calls < 1:
         parser.error("--spinners must be >= 0 and --calls >= 1")
     machine = machine_description()
-    print(f"machine: {machine}; {args.spinners} spinning process(es)")
+    pool_before = ops.use_cpu_thread_pool(args.pool)
+    threads = "pgnface's pool" if args.pool else "torch's threads"
+    print(f"machine: {machine}; {args.spinners} spinning process(es); {threads}")
     rows: List[Dict[str, object]] = []
     threads_before = torch.get_num_threads()
     with spinning(args.spinners), torch.no_grad():
@@ -130,9 +134,13 @@ def main(argv: Optional[List[str]] = None) -> None:
                 rows.append(row)
                 print(format_table([row], list(row)).splitlines()[-1], flush=True)
     torch.set_num_threads(threads_before)
+    ops.use_cpu_thread_pool(pool_before)
     print()
     print(format_table(rows, list(rows[0]) if rows else []))
-    write_json(args.json, dict(benchmark="under_load", spinners=args.spinners, machine=machine, rows=rows))
+    write_json(
+        args.json,
+        dict(benchmark="under_load", spinners=args.spinners, pool=args.pool, machine=machine, rows=rows),
+    )
 
 
 if __name__ == "__main__":
