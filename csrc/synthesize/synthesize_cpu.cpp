@@ -682,8 +682,17 @@ PreparedInputs<T> prepare(const at::Tensor& mean, const at::Tensor& basis, const
 }
 
 // Blocks of kBlockVerts vertices per piece of the forward's parallel loop:
-// 128 vertices, whose staged outputs (B x 1.5 KB) stay in L2.
+// 128 vertices.
 constexpr int64_t kForwardPieceBlocks = 32;
+
+// Blocks per piece of the staged forward: kForwardPieceBlocks, fewer for
+// large batches, so that a thread's two staging buffers stay within 1 MiB
+// (in L2), but at least 4 (16 vertices, three lines per item and float).
+template <typename T>
+int64_t staged_piece_blocks(int64_t B) {
+  const int64_t block_bytes = 2 * B * kBlockVerts * 3 * static_cast<int64_t>(sizeof(T));
+  return std::clamp<int64_t>((int64_t{1} << 20) / block_bytes, 4, kForwardPieceBlocks);
+}
 
 // Vertices per backward chunk: depends on N only (never on the thread count),
 // so the reduction order and hence the result is reproducible.
@@ -736,21 +745,23 @@ std::tuple<at::Tensor, at::Tensor> synthesize_cpu(const at::Tensor& mean_in,
         return;
       }
       // A large output leaves the cache anyway: each piece goes to one of two
-      // staging buffers in L2 and streams out of it (common/cpu_stream.h)
+      // staging buffers in L2 (kept by the thread for its next calls) and
+      // streams out of it (common/cpu_stream.h)
       // while the thread computes its next piece into the other. Written in
       // place, every 48-byte run of an item's row reads its lines for
       // ownership first, and two threads write no faster than one.
       const bool whole_lines = stream_whole_lines();
       // One line of padding per row spreads the rows over the L1's sets.
+      const int64_t piece_blocks = staged_piece_blocks<scalar_t>(B);
       const int64_t stride =
-          kForwardPieceBlocks * kBlockVerts * 3 + 64 / static_cast<int64_t>(sizeof(scalar_t));
-      const int64_t rows_per_step = (B + kForwardPieceBlocks - 1) / kForwardPieceBlocks;
+          piece_blocks * kBlockVerts * 3 + 64 / static_cast<int64_t>(sizeof(scalar_t));
+      const int64_t rows_per_step = (B + piece_blocks - 1) / piece_blocks;
       struct Staging {
         StagedRows<scalar_t> pending;
         int64_t buffer = 0;
       };
       parallel_for_dynamic_with_state<Staging>(
-          blocks, kForwardPieceBlocks,
+          blocks, piece_blocks,
           [&](Staging& staging, int64_t first, int64_t last) {
             thread_local std::vector<scalar_t> buffers;
             if (static_cast<int64_t>(buffers.size()) < 2 * B * stride)
