@@ -137,6 +137,20 @@ def write_json(path: Optional[str], payload: Dict[str, object]) -> None:
         Path(path).write_text(json.dumps(payload, indent=2))
 
 
+def add_ops_argument(parser: argparse.ArgumentParser, names) -> None:
+    """Adds ``--ops``: a comma-separated subset of `names` (default: all)."""
+    parser.add_argument("--ops", default=",".join(names), help="comma-separated subset of: " + ", ".join(names))
+
+
+def chosen_ops(parser: argparse.ArgumentParser, value: str, names) -> List[str]:
+    """The ops an ``--ops`` value names, in its order; a usage error (exit code 2) for others."""
+    wanted = [op.strip() for op in value.split(",") if op.strip()]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        parser.error(f"--ops must name ops among {sorted(names)}, got {unknown}")
+    return wanted
+
+
 def device_parser(description: str):
     """An argparse parser with the options every benchmark shares: --device, --dtype, --json."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)

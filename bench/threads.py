@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 import pgnface.ops as ops
-from bench.common import format_table, write_json
+from bench.common import add_ops_argument, chosen_ops, format_table, write_json
 from bench.peers import align_inputs, backward_of, machine_description
 from bench.rasterize import frontal_clip, load_mesh
 from bench.synthesize import forward_backward, make_inputs
@@ -75,19 +75,25 @@ def raster_cases(quick: bool) -> List[Case]:
 MAKERS = dict(synthesize=synthesize_cases, svd3x3=svd_cases, similarity_align=align_cases, rasterize=raster_cases)
 
 
-def min_times_by_threads(fn: Callable[[], object], counts: List[int], rounds: int) -> List[float]:
-    """Minimum seconds per call of fn at each thread count, the counts alternating call by call."""
+def times_by_threads(fn: Callable[[], object], counts: List[int], calls: int) -> Dict[int, List[float]]:
+    """Seconds of each call of fn, per thread count, the counts alternating call by call."""
+    times: Dict[int, List[float]] = {n: [] for n in counts}
     for n in counts:
         torch.set_num_threads(n)
         fn()
-    best = [float("inf")] * len(counts)
-    for _ in range(rounds):
-        for i, n in enumerate(counts):
+    for _ in range(calls):
+        for n in counts:
             torch.set_num_threads(n)
             t0 = time.perf_counter()
             fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
+            times[n].append(time.perf_counter() - t0)
+    return times
+
+
+def min_times_by_threads(fn: Callable[[], object], counts: List[int], rounds: int) -> List[float]:
+    """Minimum seconds per call of fn at each thread count, the counts alternating call by call."""
+    times = times_by_threads(fn, counts, rounds)
+    return [min(times[n]) for n in counts]
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -95,13 +101,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="the thread count set against one (default: 2)")
     parser.add_argument("--rounds", type=int, default=7, help="alternating calls per thread count (default: 7)")
     parser.add_argument("--quick", action="store_true", help="smaller cases, for a smoke test")
-    parser.add_argument("--ops", default=",".join(MAKERS), help="comma-separated subset of: " + ", ".join(MAKERS))
+    add_ops_argument(parser, MAKERS)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    wanted = [op.strip() for op in args.ops.split(",") if op.strip()]
-    unknown = sorted(set(wanted) - set(MAKERS))
-    if unknown:
-        parser.error(f"--ops must name ops among {sorted(MAKERS)}, got {unknown}")
+    wanted = chosen_ops(parser, args.ops, MAKERS)
     machine = machine_description()
     print(f"machine: {machine}")
     counts = [1, args.threads]

@@ -28,10 +28,10 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 
 import pgnface.ops as ops
-from bench.common import format_table, write_json
+from bench.common import add_ops_argument, chosen_ops, format_table, write_json
 from bench.peers import machine_description
 from bench.rasterize import frontal_clip, load_mesh
-from bench.threads import MAKERS
+from bench.threads import MAKERS, times_by_threads
 
 Case = Tuple[str, str, Callable[[], object]]
 
@@ -79,21 +79,6 @@ def spinning(count: int) -> Iterator[None]:
             p.wait()
 
 
-def times_by_threads(fn: Callable[[], object], counts: List[int], calls: int) -> Dict[int, List[float]]:
-    """Seconds of each call of fn, per thread count, the counts alternating call by call."""
-    times: Dict[int, List[float]] = {n: [] for n in counts}
-    for n in counts:
-        torch.set_num_threads(n)
-        fn()
-    for _ in range(calls):
-        for n in counts:
-            torch.set_num_threads(n)
-            t0 = time.perf_counter()
-            fn()
-            times[n].append(time.perf_counter() - t0)
-    return times
-
-
 def summary(times: List[float]) -> Tuple[float, float, float]:
     """(median, 95th percentile, maximum) in milliseconds."""
     ms = sorted(t * 1e3 for t in times)
@@ -105,13 +90,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--spinners", type=int, default=1, help="busy processes to run alongside (default: 1)")
     parser.add_argument("--calls", type=int, default=60, help="timed calls per thread count and case (default: 60)")
     parser.add_argument("--pool", action="store_true", help="run the ops on pgnface's thread pool")
-    parser.add_argument("--ops", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES))
+    add_ops_argument(parser, CASES)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    wanted = [op.strip() for op in args.ops.split(",") if op.strip()]
-    unknown = sorted(set(wanted) - set(CASES))
-    if unknown:
-        parser.error(f"--ops must name ops among {sorted(CASES)}, got {unknown}")
+    wanted = chosen_ops(parser, args.ops, CASES)
     if args.spinners < 0 or args.calls < 1:
         parser.error("--spinners must be >= 0 and --calls >= 1")
     machine = machine_description()

@@ -39,19 +39,6 @@ typedef double f64x4 __attribute__((vector_size(32)));
 typedef float f32x16 __attribute__((vector_size(64)));
 typedef double f64x8 __attribute__((vector_size(64)));
 
-template <typename T>
-struct Simd;
-template <>
-struct Simd<float> {
-  using type = f32x8;
-  static constexpr int width = 8;
-};
-template <>
-struct Simd<double> {
-  using type = f64x4;
-  static constexpr int width = 4;
-};
-
 // Vector of T of the given size in bytes (32 or 64).
 template <typename T, int Bytes>
 struct SimdOf;
@@ -70,6 +57,13 @@ struct SimdOf<float, 64> {
 template <>
 struct SimdOf<double, 64> {
   using type = f64x8;
+};
+
+// The 256-bit vector of T (float or double) and its lane count.
+template <typename T>
+struct Simd {
+  using type = typename SimdOf<T, 32>::type;
+  static constexpr int width = 32 / sizeof(T);
 };
 
 // Widest vectors, in bits, that the CPU twins may use: the smaller of what
