@@ -26,49 +26,12 @@
 
 namespace pgnface {
 
-// Calls f(begin, end) for consecutive pieces [begin, end) of [0, n), each
-// `grain` long (the last one shorter), spread over at::parallel_for's threads;
-// on one thread, f(0, n) once.
-template <typename F>
-void parallel_for_dynamic(int64_t n, int64_t grain, const F& f) {
-  if (n <= 0) return;
-  grain = std::max<int64_t>(grain, 1);
-  const int64_t pieces = (n + grain - 1) / grain;
-  const int64_t workers = std::min<int64_t>(pieces, at::get_num_threads());
-  if (workers <= 1) {
-    f(0, n);
-    return;
-  }
-  if (cpu_pool_enabled() && pieces <= kMaxPoolPieces) {
-    struct Job {
-      const F* f;
-      int64_t n, grain;
-    } job{&f, n, grain};
-    run_on_pool(
-        pieces, static_cast<int>(workers),
-        [](void* context, int64_t piece, PieceClaims& claims) {
-          const Job& j = *static_cast<const Job*>(context);
-          do {
-            (*j.f)(piece* j.grain, std::min(j.n, (piece + 1) * j.grain));
-          } while (claims.next(&piece));
-        },
-        &job);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    for (int64_t p = next.fetch_add(1, std::memory_order_relaxed); p < pieces;
-         p = next.fetch_add(1, std::memory_order_relaxed)) {
-      f(p * grain, std::min(n, (p + 1) * grain));
-    }
-  });
-}
-
-// parallel_for_dynamic for loops that keep per-thread state, or leave work
+// Cuts [0, n) into pieces of `grain` (the last one shorter) that threads
+// take one at a time, for loops that keep per-thread state or leave work
 // behind for the thread's next piece to overlap (streaming out a staged
 // output, say): each thread that takes part default-constructs a State, calls
 // f(state, begin, end) for every piece it takes, in order, and then
-// done(state).
+// done(state). On one thread: one State, every piece in order.
 template <typename State, typename F, typename Done>
 void parallel_for_dynamic_with_state(int64_t n, int64_t grain, const F& f, const Done& done) {
   if (n <= 0) return;
@@ -105,6 +68,23 @@ void parallel_for_dynamic_with_state(int64_t n, int64_t grain, const F& f, const
     return;
   }
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) { work(); });
+}
+
+// Calls f(begin, end) for consecutive pieces [begin, end) of [0, n), each
+// `grain` long (the last one shorter), spread over at::parallel_for's threads;
+// on one thread, f(0, n) once.
+template <typename F>
+void parallel_for_dynamic(int64_t n, int64_t grain, const F& f) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  const int64_t pieces = (n + grain - 1) / grain;
+  if (std::min<int64_t>(pieces, at::get_num_threads()) <= 1) {
+    f(0, n);
+    return;
+  }
+  struct NoState {};
+  parallel_for_dynamic_with_state<NoState>(
+      n, grain, [&](NoState&, int64_t begin, int64_t end) { f(begin, end); }, [](NoState&) {});
 }
 
 }  // namespace pgnface
